@@ -1,0 +1,477 @@
+package testhost
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+//go:embed prepare.sh
+var prepareScript string
+
+//go:embed boot.sh
+var bootScript string
+
+// Defaults of Options.
+const (
+	DefaultName        = "bbtest"
+	DefaultBootTimeout = 60 * time.Second
+	DefaultStopTimeout = 20 * time.Second
+)
+
+// guestEnv is the whole environment of commands run inside a host.
+var guestEnv = []string{
+	"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+	"HOME=/root",
+	"USER=root",
+	"LANG=C.UTF-8",
+	"TERM=dumb",
+	"SYSTEMD_PAGER=",
+	"SYSTEMD_COLORS=0",
+	"SYSTEMD_LOG_COLOR=0",
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
+
+// Bind is a host directory or file made visible inside the test host (systemd-nspawn --bind / --bind-ro).
+type Bind struct {
+	Host     string // absolute path on the machine running the test; must exist
+	Guest    string // absolute path inside the test host; created when missing
+	ReadOnly bool
+}
+
+// Options configure one test host. The zero value is usable.
+type Options struct {
+	// Name is the prefix of the machine name and hostname; a random suffix makes each host unique, see
+	// Host.Name. Lower-case letters, digits and '-', at most 40 characters. Default "bbtest".
+	Name string
+	// Binds are bind-mounted into the host before it boots.
+	Binds []Bind
+	// NspawnArgs are extra systemd-nspawn arguments (e.g. "--setenv=FOO=bar"). --boot, --directory, --machine,
+	// --private-network, --register and --keep-unit are set by the harness.
+	NspawnArgs []string
+	// Rootfs is the read-only lower directory of the host's root. Default: the tree prepare.sh cached.
+	Rootfs string
+	// StateDir is where the host's temporary directory (overlay upper dir, console log) is made. Default
+	// os.TempDir(). It must not be on overlayfs.
+	StateDir string
+	// BootTimeout bounds the wait for `systemctl is-system-running`. Default DefaultBootTimeout.
+	BootTimeout time.Duration
+	// StopTimeout bounds the orderly shutdown in Stop before everything left is killed. Default DefaultStopTimeout.
+	StopTimeout time.Duration
+	// Logger receives progress messages. Default: discarded (Start logs to the test log).
+	Logger *slog.Logger
+}
+
+func (o *Options) validate() error {
+	if o.Name != "" && !namePattern.MatchString(o.Name) {
+		return invalid("name %q: want 1-40 of [a-z0-9-], starting with a letter or digit", o.Name)
+	}
+	for i, b := range o.Binds {
+		if !filepath.IsAbs(b.Host) || !filepath.IsAbs(b.Guest) {
+			return invalid("bind %d (%q -> %q): both paths must be absolute", i, b.Host, b.Guest)
+		}
+		if strings.ContainsAny(b.Host+b.Guest, ":\n") {
+			return invalid("bind %d (%q -> %q): paths must not contain ':' or newlines", i, b.Host, b.Guest)
+		}
+		if filepath.Clean(b.Guest) == "/" {
+			return invalid("bind %d: cannot bind over the guest's /", i)
+		}
+		if _, err := os.Stat(b.Host); err != nil {
+			return invalid("bind %d: host path: %v", i, err)
+		}
+	}
+	if o.BootTimeout < 0 || o.StopTimeout < 0 {
+		return invalid("negative timeout")
+	}
+	if o.Rootfs != "" {
+		if !filepath.IsAbs(o.Rootfs) {
+			return invalid("rootfs %q: must be absolute", o.Rootfs)
+		}
+		if _, err := os.Stat(filepath.Join(o.Rootfs, "usr/lib/systemd/systemd")); err != nil {
+			return invalid("rootfs %q: no systemd in it: %v", o.Rootfs, err)
+		}
+	}
+	return nil
+}
+
+// Host is one booted systemd 257 test host: a systemd-nspawn container with its own mount namespace, cgroup,
+// network namespace and copy-on-write root. Its methods are safe for concurrent use.
+type Host struct {
+	name        string
+	state       string // temporary directory: upper, work, root, console.log
+	cgroup      string // host path of the cgroup nspawn-<name>
+	stopTimeout time.Duration
+	log         *slog.Logger
+
+	cmd     *exec.Cmd // unshare -> bash boot.sh -> systemd-nspawn (same pid)
+	console *os.File
+	exited  chan struct{} // closed when systemd-nspawn has exited
+	leader  int
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// New boots a test host and returns when systemd inside reports `running` or `degraded`. The caller must call
+// Stop. ctx bounds the boot only, not the host's life. It returns an error wrapping ErrNotRoot or ErrNoRootfs
+// when the machine cannot run hosts, ErrInvalidOptions for bad options, or a *BootError. A failed New leaves
+// nothing behind.
+func New(ctx context.Context, opts Options) (*Host, error) {
+	if os.Geteuid() != 0 {
+		return nil, ErrNotRoot
+	}
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	for _, tool := range []string{"unshare", "nsenter", "systemd-nspawn", "bash"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return nil, fmt.Errorf("%w: %s is missing on this machine (run prepare.sh): %v", ErrNoRootfs, tool, err)
+		}
+	}
+	if opts.Name == "" {
+		opts.Name = DefaultName
+	}
+	if opts.BootTimeout == 0 {
+		opts.BootTimeout = DefaultBootTimeout
+	}
+	if opts.StopTimeout == 0 {
+		opts.StopTimeout = DefaultStopTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	rootfs := opts.Rootfs
+	if rootfs == "" {
+		var err error
+		if rootfs, err = LocateRootfs(ctx, os.Getenv(EnvBuild) != ""); err != nil {
+			return nil, err
+		}
+	}
+	cgroupRoot, err := cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
+
+	suffix := make([]byte, 4)
+	_, _ = rand.Read(suffix)
+	h := &Host{
+		name:        opts.Name + "-" + hex.EncodeToString(suffix),
+		stopTimeout: opts.StopTimeout,
+		exited:      make(chan struct{}),
+	}
+	h.log = opts.Logger.With("host", h.name)
+	if err := h.boot(ctx, opts, rootfs, cgroupRoot); err != nil {
+		h.log.Warn("boot failed, cleaning up", "error", err)
+		if serr := h.stop(false); serr != nil {
+			err = errors.Join(err, serr)
+		}
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string) error {
+	start := time.Now()
+	var err error
+	if h.state, err = os.MkdirTemp(opts.StateDir, "bbtest-"+h.name+"-"); err != nil {
+		return fmt.Errorf("testhost: state dir: %w", err)
+	}
+	for _, d := range []string{"upper", "work", "root"} {
+		if err := os.Mkdir(filepath.Join(h.state, d), 0o755); err != nil {
+			return fmt.Errorf("testhost: state dir: %w", err)
+		}
+	}
+	cg := filepath.Join(cgroupRoot, "nspawn-"+h.name)
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		return fmt.Errorf("testhost: cgroup: %w", err)
+	}
+	h.cgroup = cg
+	if h.console, err = os.Create(filepath.Join(h.state, "console.log")); err != nil {
+		return fmt.Errorf("testhost: console log: %w", err)
+	}
+
+	args := []string{"-m", "--propagation", "private", "bash", "-c", bootScript, "boot.sh", h.name, rootfs, h.state}
+	for _, b := range opts.Binds {
+		flag := "--bind="
+		if b.ReadOnly {
+			flag = "--bind-ro="
+		}
+		args = append(args, flag+b.Host+":"+b.Guest)
+	}
+	args = append(args, opts.NspawnArgs...)
+	cmd := exec.Command("unshare", args...)
+	cmd.Stdout, cmd.Stderr = h.console, h.console
+	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0")
+	// SIGTERM makes systemd-nspawn shut the container down in order: it reaches the container even when this
+	// test process dies without running Stop. Setpgid keeps a terminal's ^C from hitting nspawn directly.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("testhost: start systemd-nspawn: %w", err)
+	}
+	h.cmd = cmd
+	go func() {
+		_ = cmd.Wait()
+		close(h.exited)
+	}()
+
+	ctx, cancel := context.WithTimeout(ctx, opts.BootTimeout)
+	defer cancel()
+	if h.leader, err = h.findLeader(ctx); err != nil {
+		return h.bootError(err.Error())
+	}
+	state, err := h.waitRunning(ctx)
+	if err != nil {
+		return h.bootError(err.Error())
+	}
+	h.log.Info("host booted", "leader", h.leader, "state", state, "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// findLeader returns the container's PID 1 as seen from here: the child of systemd-nspawn in a new PID namespace.
+func (h *Host) findLeader(ctx context.Context) (int, error) {
+	pid := h.cmd.Process.Pid
+	for {
+		if own, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err == nil {
+			children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
+			for _, f := range strings.Fields(string(children)) {
+				ns, err := os.Readlink("/proc/" + f + "/ns/pid")
+				if err == nil && ns != own {
+					return strconv.Atoi(f)
+				}
+			}
+		}
+		select {
+		case <-h.exited:
+			return 0, fmt.Errorf("systemd-nspawn exited before the container started (%s)", h.cmd.ProcessState)
+		case <-ctx.Done():
+			return 0, fmt.Errorf("no container leader: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// waitRunning polls `systemctl is-system-running --wait` until the manager reports running or degraded.
+func (h *Host) waitRunning(ctx context.Context) (string, error) {
+	last := ""
+	for {
+		out, _, _ := h.Run(ctx, "systemctl", "is-system-running", "--wait")
+		last = strings.TrimSpace(string(out))
+		switch last {
+		case "running", "degraded":
+			return last, nil
+		case "maintenance", "stopping":
+			return "", fmt.Errorf("system state %q", last)
+		}
+		select {
+		case <-h.exited:
+			return "", fmt.Errorf("systemd-nspawn exited during boot (%s)", h.cmd.ProcessState)
+		case <-ctx.Done():
+			return "", fmt.Errorf("system state %q after waiting: %w", last, ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (h *Host) bootError(reason string) error {
+	e := &BootError{Name: h.name, Reason: reason, Console: tailFile(filepath.Join(h.state, "console.log"), 40)}
+	if h.leader != 0 && !h.isExited() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		e.Journal = h.JournalTail(ctx, 60)
+	}
+	return e
+}
+
+func (h *Host) isExited() bool {
+	select {
+	case <-h.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// Name returns the host's machine name and hostname: Options.Name plus a random suffix.
+func (h *Host) Name() string { return h.name }
+
+// Leader returns the PID, in this process's PID namespace, of the host's PID 1 (systemd).
+func (h *Host) Leader() int { return h.leader }
+
+// Command returns a command that runs args inside the host (nsenter into all of the leader's namespaces) with a
+// clean environment (PATH, HOME=/root, LANG=C.UTF-8, no pager, no colours). Set Stdin, Stdout, Env... as usual;
+// append to Env rather than replacing it. ctx kills the command.
+func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
+	full := append([]string{"-t", strconv.Itoa(h.leader), "-a", "--"}, args...)
+	cmd := exec.CommandContext(ctx, "nsenter", full...)
+	cmd.Env = append([]string(nil), guestEnv...)
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// Run runs args inside the host and returns its output. A command that fails gives an *ExitError carrying the
+// exit code and stderr.
+func (h *Host) Run(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
+	return h.RunInput(ctx, nil, args...)
+}
+
+// RunInput is Run with stdin.
+func (h *Host) RunInput(ctx context.Context, stdin io.Reader, args ...string) (stdout, stderr []byte, err error) {
+	if len(args) == 0 {
+		return nil, nil, invalid("Run: no command")
+	}
+	if h.isExited() {
+		return nil, nil, ErrStopped
+	}
+	var o, e bytes.Buffer
+	cmd := h.Command(ctx, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &o, &e
+	if err := cmd.Run(); err != nil {
+		code := -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		}
+		return o.Bytes(), e.Bytes(), &ExitError{Args: args, ExitCode: code, Stderr: e.Bytes(), Err: err}
+	}
+	return o.Bytes(), e.Bytes(), nil
+}
+
+// Shell runs script with `/bin/sh -ec` inside the host and returns its stdout.
+func (h *Host) Shell(ctx context.Context, script string) ([]byte, error) {
+	out, _, err := h.Run(ctx, "/bin/sh", "-ec", script)
+	return out, err
+}
+
+// RunUnit starts args as a transient service UNIT inside the host, in the background, with
+// `systemd-run --unit=UNIT --collect --service-type=exec`: it returns once the command has been executed, and the
+// process then lives (in the host's cgroup tree, with the host's journal) until it exits, StopUnit, or Stop.
+// Read its output with JournalTail(ctx, n, "-u", UNIT).
+func (h *Host) RunUnit(ctx context.Context, unit string, args ...string) error {
+	if unit == "" || strings.ContainsAny(unit, "/ \n") || len(args) == 0 {
+		return invalid("RunUnit: unit %q, args %q: want a unit name and a command", unit, args)
+	}
+	_, _, err := h.Run(ctx, append([]string{"systemd-run", "--quiet", "--collect", "--service-type=exec", "--unit=" + unit, "--"}, args...)...)
+	return err
+}
+
+// StopUnit stops a unit inside the host.
+func (h *Host) StopUnit(ctx context.Context, unit string) error {
+	_, _, err := h.Run(ctx, "systemctl", "stop", "--", unit)
+	return err
+}
+
+// JournalTail returns the last n lines of the host's journal of this boot, or the error text when it cannot be
+// read. Extra journalctl arguments (e.g. "-u", "foo.service") narrow it.
+func (h *Host) JournalTail(ctx context.Context, n int, args ...string) string {
+	out, stderr, err := h.Run(ctx, append([]string{"journalctl", "-b", "--no-pager", "-q", "-o", "short-monotonic", "-n", strconv.Itoa(n)}, args...)...)
+	if err != nil {
+		return fmt.Sprintf("(journal unavailable: %v)\n%s%s", err, out, stderr)
+	}
+	return string(out)
+}
+
+// Stop shuts the host down (orderly, then by force after StopTimeout) and removes everything it made: its
+// processes, mounts, network namespace, cgroups and temporary directory. It is idempotent.
+func (h *Host) Stop() error {
+	return h.stop(true)
+}
+
+func (h *Host) stop(orderly bool) error {
+	h.stopOnce.Do(func() { h.stopErr = h.teardown(orderly) })
+	return h.stopErr
+}
+
+func (h *Host) teardown(orderly bool) error {
+	start := time.Now()
+	var errs []error
+	if h.cmd != nil && !h.isExited() {
+		if orderly {
+			// systemd-nspawn turns SIGTERM into an orderly shutdown of the container.
+			_ = h.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-h.exited:
+			case <-time.After(h.stopTimeout):
+				h.log.Warn("orderly shutdown timed out, killing", "timeout", h.stopTimeout)
+			}
+		}
+		if !h.isExited() {
+			if err := killCgroup(h.cgroup); err != nil {
+				errs = append(errs, err)
+			}
+			_ = h.cmd.Process.Kill()
+			select {
+			case <-h.exited:
+			case <-time.After(10 * time.Second):
+				errs = append(errs, fmt.Errorf("testhost: systemd-nspawn (pid %d) did not exit after SIGKILL", h.cmd.Process.Pid))
+			}
+		}
+	}
+	if h.cgroup != "" {
+		if err := removeCgroup(h.cgroup, 10*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if h.console != nil {
+		_ = h.console.Close()
+	}
+	if h.state != "" {
+		if err := removeState(h.state); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	h.log.Info("host stopped", "duration", time.Since(start).Round(time.Millisecond))
+	return errors.Join(errs...)
+}
+
+// removeState removes the host's temporary directory, refusing if the overlay is still mounted on it here.
+func removeState(state string) error {
+	root := filepath.Join(state, "root")
+	var st, pst syscall.Stat_t
+	if err := syscall.Stat(root, &st); err == nil {
+		if err := syscall.Stat(state, &pst); err == nil && st.Dev != pst.Dev {
+			return fmt.Errorf("testhost: %s is still a mount point here; not removing it", root)
+		}
+	}
+	if err := os.RemoveAll(state); err != nil {
+		return fmt.Errorf("testhost: remove state dir: %w", err)
+	}
+	return nil
+}
+
+func tailFile(path string, n int) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var lines []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return strings.Join(lines, "\n")
+}
