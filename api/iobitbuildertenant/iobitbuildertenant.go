@@ -162,6 +162,17 @@ func (e RevisionCompacted) Error() string {
 	return s
 }
 
+// The watcher fell too far behind and was dropped; watch again after revision.
+type WatchOverflow struct {
+	Revision int64 `json:"revision"`
+}
+
+func (e WatchOverflow) Error() string {
+	s := "io.bitbuilder.Tenant.WatchOverflow"
+	s += fmt.Sprintf("(Revision: %v)", e.Revision)
+	return s
+}
+
 // A template named by the tenant is not in the registry.
 type NoSuchTemplate struct {
 	Template string `json:"template"`
@@ -270,6 +281,17 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param RevisionCompacted
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.bitbuilder.Tenant.WatchOverflow":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param WatchOverflow
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -445,7 +467,8 @@ func (m Get_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in
 }
 
 // [Requires 'more' flag]
-// Lists all tenants, one reply each, in name order.
+// Lists all tenants, one reply each, in name order. With no tenants it fails with NoSuchTenant
+// and an empty name, as systemd's enumerations do.
 type List_methods struct{}
 
 func List() List_methods { return List_methods{} }
@@ -897,6 +920,13 @@ func (c *VarlinkCall) ReplyRevisionCompacted(ctx context.Context, revision_ int6
 	return c.ReplyError(ctx, "io.bitbuilder.Tenant.RevisionCompacted", &out)
 }
 
+// The watcher fell too far behind and was dropped; watch again after revision.
+func (c *VarlinkCall) ReplyWatchOverflow(ctx context.Context, revision_ int64) error {
+	var out WatchOverflow
+	out.Revision = revision_
+	return c.ReplyError(ctx, "io.bitbuilder.Tenant.WatchOverflow", &out)
+}
+
 // A template named by the tenant is not in the registry.
 func (c *VarlinkCall) ReplyNoSuchTemplate(ctx context.Context, template_ string) error {
 	var out NoSuchTemplate
@@ -986,7 +1016,8 @@ func (s *VarlinkInterface) Get(ctx context.Context, c VarlinkCall, name_ string)
 }
 
 // [Requires 'more' flag]
-// Lists all tenants, one reply each, in name order.
+// Lists all tenants, one reply each, in name order. With no tenants it fails with NoSuchTenant
+// and an empty name, as systemd's enumerations do.
 func (s *VarlinkInterface) List(ctx context.Context, c VarlinkCall) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.List")
 }
@@ -1235,7 +1266,8 @@ method Get(
 )
 
 # [Requires 'more' flag]
-# Lists all tenants, one reply each, in name order.
+# Lists all tenants, one reply each, in name order. With no tenants it fails with NoSuchTenant
+# and an empty name, as systemd's enumerations do.
 method List() -> (
   # One tenant.
   tenant: Tenant
@@ -1320,6 +1352,9 @@ error RevisionMismatch (name: string, expected: int, actual: int)
 
 # The requested revision is older than the oldest retained change; list again and watch from there.
 error RevisionCompacted (revision: int, oldestRevision: int)
+
+# The watcher fell too far behind and was dropped; watch again after revision.
+error WatchOverflow (revision: int)
 
 # A template named by the tenant is not in the registry.
 error NoSuchTemplate (template: string)

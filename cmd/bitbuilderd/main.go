@@ -1,0 +1,92 @@
+// Command bitbuilderd is BitBuilder's host daemon: it keeps every tenant's host state
+// converged to its templates and records and serves the io.bitbuilder.* Varlink interfaces.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/bitbuilder/bitbuilder/daemon"
+)
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "bitbuilderd:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("bitbuilderd", flag.ContinueOnError)
+	var cfg daemon.Config
+	fs.StringVar(&cfg.SocketPath, "socket", daemon.DefaultSocket, "path of the Varlink socket (unless systemd passes one)")
+	fs.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory of the database and the tenants' trees")
+	fs.StringVar(&cfg.AdminGroup, "admin-group", daemon.DefaultAdminGroup, "group whose members may change things besides root")
+	indexRange := fs.String("index-range", "1-254", "range of tenant network indexes, MIN-MAX")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *version {
+		fmt.Println(daemon.Version)
+		return nil
+	}
+	lo, hi, ok := strings.Cut(*indexRange, "-")
+	var err error
+	if cfg.IndexMin, err = strconv.Atoi(lo); !ok || err != nil {
+		return fmt.Errorf("--index-range %q: want MIN-MAX", *indexRange)
+	}
+	if cfg.IndexMax, err = strconv.Atoi(hi); err != nil {
+		return fmt.Errorf("--index-range %q: want MIN-MAX", *indexRange)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	cfg.Logger = newLogger(level)
+
+	ctx, stop := signalContext()
+	defer stop()
+	return daemon.Run(ctx, cfg)
+}
+
+// newLogger logs text to stderr; under journald (JOURNAL_STREAM set) it leaves the
+// timestamp out, since the journal records its own.
+func newLogger(level slog.Level) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if os.Getenv("JOURNAL_STREAM") != "" {
+		opts.ReplaceAttr = func(groups []string, a slog.Attr) slog.Attr {
+			if len(groups) == 0 && a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		}
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// signalContext is cancelled by the first SIGINT or SIGTERM; a second one exits at once.
+func signalContext() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-ch
+		cancel()
+		<-ch
+		fmt.Fprintln(os.Stderr, "bitbuilderd: second signal, exiting at once")
+		os.Exit(1)
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}

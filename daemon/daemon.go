@@ -1,0 +1,213 @@
+// Package daemon wires bitbuilderd together: it opens the store, builds the tenant service
+// and the host components, serves the io.bitbuilder.* Varlink interfaces through package
+// rpc, runs the reconciler, and tells systemd about readiness and shutdown.
+//
+// Run holds no handler logic of its own beyond the API adapters in this package; every rule
+// lives in tenant, store and the host packages.
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	sddaemon "github.com/coreos/go-systemd/v22/daemon"
+
+	"github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
+	"github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
+	"github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
+	"github.com/bitbuilder/bitbuilder/rpc"
+	"github.com/bitbuilder/bitbuilder/store"
+	"github.com/bitbuilder/bitbuilder/tenant"
+)
+
+// Version is the daemon's version, reported by GetInfo. Set at build time with
+// -ldflags "-X github.com/bitbuilder/bitbuilder/daemon.Version=...".
+var Version = "0.1.0-dev"
+
+// Defaults for Config.
+const (
+	DefaultSocket     = "/run/bitbuilder/io.bitbuilder"
+	DefaultStateDir   = "/var/lib/bitbuilder"
+	DefaultAdminGroup = "bitbuilder"
+)
+
+// Config configures the daemon. The zero value of each field takes its default.
+type Config struct {
+	// SocketPath is where the Varlink socket is created when systemd does not pass one.
+	SocketPath string
+	// StateDir holds the database and the tenants' trees.
+	StateDir string
+	// AdminGroup names the group whose members may change things, besides root.
+	AdminGroup string
+	// IndexMin and IndexMax bound tenant network indexes (default 1..254).
+	IndexMin, IndexMax int
+	// MaxConnections and MaxMessageSize limit the Varlink server (see rpc.Config).
+	MaxConnections, MaxMessageSize int
+	// StoreTimeout is how long to wait for the database lock (default 2 s).
+	StoreTimeout time.Duration
+	// NoSync disables fsync in the store. Only for tests and benchmarks: a crash loses data.
+	NoSync bool
+	// Logger receives the daemon's logs (default slog.Default()).
+	Logger *slog.Logger
+	// Listener, when set, is served instead of socket activation or SocketPath (tests).
+	Listener net.Listener
+	// Ready, when set, is closed once the daemon serves.
+	Ready chan<- struct{}
+}
+
+func (c *Config) defaults() {
+	if c.SocketPath == "" {
+		c.SocketPath = DefaultSocket
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.AdminGroup == "" {
+		c.AdminGroup = DefaultAdminGroup
+	}
+	if c.StoreTimeout == 0 {
+		c.StoreTimeout = 2 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Run serves until ctx ends; then it stops accepting, finishes, and returns nil.
+func Run(ctx context.Context, cfg Config) error {
+	cfg.defaults()
+	log := cfg.Logger
+
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	dbPath := filepath.Join(cfg.StateDir, "bitbuilder.db")
+	st, err := store.Open(dbPath, store.Options{Timeout: cfg.StoreTimeout, NoSync: cfg.NoSync, Logger: log})
+	if err != nil {
+		return fmt.Errorf("open state database: %w", err)
+	}
+	defer st.Close()
+
+	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax})
+	if err != nil {
+		return err
+	}
+
+	gid := rpc.LookupGroup(cfg.AdminGroup)
+	if gid < 0 {
+		log.Warn("admin group does not exist; only root may change things", "group", cfg.AdminGroup)
+	}
+	srv, err := rpc.New(rpc.Config{
+		Vendor:         "BitBuilder",
+		Product:        "bitbuilderd",
+		Version:        Version,
+		URL:            "https://github.com/bitbuilder/bitbuilder",
+		AdminGroup:     gid,
+		MaxConnections: cfg.MaxConnections,
+		MaxMessageSize: cfg.MaxMessageSize,
+		Logger:         log,
+		Interfaces: []rpc.Interface{
+			{
+				Dispatcher: iobitbuildertenant.VarlinkNew(&tenantAPI{svc: svc, store: st, log: log}),
+				Methods: map[string]rpc.Method{
+					"Create": {Access: rpc.Write},
+					"Get":    {Access: rpc.Read},
+					"List":   {Access: rpc.Read, RequiresMore: true},
+					"Update": {Access: rpc.Write},
+					"Delete": {Access: rpc.Write},
+					"Start":  {Access: rpc.Write},
+					"Stop":   {Access: rpc.Write},
+					"Watch":  {Access: rpc.Read, RequiresMore: true},
+				},
+			},
+			{
+				Dispatcher: iobitbuildertemplate.VarlinkNew(struct {
+					*iobitbuildertemplate.VarlinkInterface
+				}{&iobitbuildertemplate.VarlinkInterface{}}),
+				Methods: map[string]rpc.Method{
+					"Get":      {Access: rpc.Read},
+					"List":     {Access: rpc.Read, RequiresMore: true},
+					"Validate": {Access: rpc.Write},
+				},
+			},
+			{
+				Dispatcher: iobitbuildernetwork.VarlinkNew(struct {
+					*iobitbuildernetwork.VarlinkInterface
+				}{&iobitbuildernetwork.VarlinkInterface{}}),
+				Methods: map[string]rpc.Method{
+					"Get":      {Access: rpc.Read},
+					"List":     {Access: rpc.Read, RequiresMore: true},
+					"Describe": {Access: rpc.Read},
+				},
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	l := cfg.Listener
+	if l == nil {
+		if l, err = rpc.ActivationListener(); err != nil {
+			return err
+		}
+		if l != nil {
+			log.Info("serving the socket passed by systemd")
+		}
+	}
+	if l == nil {
+		if l, err = rpc.Listen(cfg.SocketPath, 0o660, gid); err != nil {
+			return err
+		}
+		log.Info("serving", "socket", cfg.SocketPath)
+	}
+
+	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	var wg sync.WaitGroup
+	serveErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		serveErr <- srv.Serve(serveCtx, l)
+	}()
+
+	ts, _, err := svc.List(ctx)
+	if err != nil {
+		stopServing()
+		wg.Wait()
+		return err
+	}
+	status := fmt.Sprintf("Serving %d tenants", len(ts))
+	notify(log, "READY=1\nSTATUS="+status)
+	log.Info("ready", "tenants", len(ts), "revision", st.Revision())
+	if cfg.Ready != nil {
+		close(cfg.Ready)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-serveErr:
+		if err != nil {
+			notify(log, "STOPPING=1\nSTATUS=Listener failed")
+			return fmt.Errorf("serve: %w", err)
+		}
+	}
+	notify(log, "STOPPING=1\nSTATUS=Shutting down")
+	log.Info("shutting down")
+	stopServing()
+	wg.Wait()
+	return nil
+}
+
+func notify(log *slog.Logger, state string) {
+	if _, err := sddaemon.SdNotify(false, state); err != nil {
+		log.Warn("sd_notify failed", "err", err)
+	}
+}

@@ -1,0 +1,310 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
+	"github.com/bitbuilder/bitbuilder/store"
+	"github.com/bitbuilder/bitbuilder/tenant"
+)
+
+// tenantAPI implements io.bitbuilder.Tenant.
+type tenantAPI struct {
+	svc   *tenant.Service
+	store store.Store
+	log   *slog.Logger
+}
+
+func toAPI(t *tenant.Tenant) vt.Tenant {
+	out := vt.Tenant{
+		Name:         t.Name,
+		NetworkIndex: int64(t.NetworkIndex),
+		Resources: vt.Resources{
+			Cpus:         t.Resources.CPUs,
+			MemoryBytes:  t.Resources.MemoryBytes,
+			StorageBytes: t.Resources.StorageBytes,
+		},
+		Templates:      make([]vt.TemplateUse, 0, len(t.Templates)),
+		Parameters:     map[string]string{},
+		DesiredState:   vt.DesiredState(t.DesiredState),
+		Phase:          vt.Phase(t.Phase),
+		Conditions:     make([]vt.Condition, 0, len(t.Conditions)),
+		Revision:       int64(t.Revision),
+		CreateRevision: int64(t.CreateRevision),
+		CreatedAt:      t.CreatedAt.UTC().Format(time.RFC3339Nano),
+		UpdatedAt:      t.UpdatedAt.UTC().Format(time.RFC3339Nano),
+	}
+	for k, v := range t.Parameters {
+		out.Parameters[k] = v
+	}
+	for _, u := range t.Templates {
+		tu := vt.TemplateUse{Role: u.Role, Name: u.Name, Template: u.Template}
+		if u.Commit != "" {
+			c := u.Commit
+			tu.Commit = &c
+		}
+		out.Templates = append(out.Templates, tu)
+	}
+	for _, c := range t.Conditions {
+		out.Conditions = append(out.Conditions, vt.Condition{
+			Type: c.Type, Status: c.Status, Reason: c.Reason, Message: c.Message,
+			LastTransitionTime: c.LastTransitionTime.UTC().Format(time.RFC3339Nano),
+		})
+	}
+	return out
+}
+
+func fromAPIResources(r *vt.Resources) *tenant.Resources {
+	if r == nil {
+		return nil
+	}
+	return &tenant.Resources{CPUs: r.Cpus, MemoryBytes: r.MemoryBytes, StorageBytes: r.StorageBytes}
+}
+
+func fromAPITemplates(ts *[]vt.TemplateUse) *[]tenant.TemplateUse {
+	if ts == nil {
+		return nil
+	}
+	out := make([]tenant.TemplateUse, 0, len(*ts))
+	for _, u := range *ts {
+		tu := tenant.TemplateUse{Role: u.Role, Name: u.Name, Template: u.Template}
+		if u.Commit != nil {
+			tu.Commit = *u.Commit
+		}
+		out = append(out, tu)
+	}
+	return &out
+}
+
+// revisionArg turns an optional revision parameter into the service's "0 = any".
+func revisionArg(c vt.VarlinkCall, ctx context.Context, r *int64) (uint64, bool, error) {
+	if r == nil {
+		return 0, true, nil
+	}
+	if *r <= 0 {
+		return 0, false, c.ReplyInvalidField(ctx, "revision", "must be a positive store revision")
+	}
+	return uint64(*r), true, nil
+}
+
+func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, networkIndex *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, desiredState *vt.DesiredState) error {
+	spec := tenant.Spec{Name: name, Resources: fromAPIResources(resources)}
+	if networkIndex != nil {
+		if *networkIndex <= 0 || *networkIndex > 1<<16 {
+			return c.ReplyInvalidField(ctx, "networkIndex", "must be a positive index within the configured range")
+		}
+		spec.NetworkIndex = int(*networkIndex)
+	}
+	if ts := fromAPITemplates(templates); ts != nil {
+		spec.Templates = *ts
+	}
+	if parameters != nil {
+		spec.Parameters = *parameters
+	}
+	if desiredState != nil {
+		spec.DesiredState = tenant.DesiredState(*desiredState)
+	}
+	t, err := a.svc.Create(ctx, spec)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	a.log.Info("tenant created", "tenant", t.Name, "networkIndex", t.NetworkIndex, "revision", t.Revision)
+	return c.ReplyCreate(ctx, toAPI(t))
+}
+
+func (a *tenantAPI) Get(ctx context.Context, c vt.VarlinkCall, name string) error {
+	t, err := a.svc.Get(ctx, name)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	return c.ReplyGet(ctx, toAPI(t))
+}
+
+func (a *tenantAPI) List(ctx context.Context, c vt.VarlinkCall) error {
+	ts, _, err := a.svc.List(ctx)
+	if err != nil {
+		return a.replyError(ctx, c, "", err)
+	}
+	if len(ts) == 0 {
+		return c.ReplyNoSuchTenant(ctx, "")
+	}
+	for i, t := range ts {
+		c.Continues = i < len(ts)-1
+		if err := c.ReplyList(ctx, toAPI(t)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *tenantAPI) Update(ctx context.Context, c vt.VarlinkCall, name string, revision *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string) error {
+	expect, ok, err := revisionArg(c, ctx, revision)
+	if !ok {
+		return err
+	}
+	t, err := a.svc.Update(ctx, name, expect, tenant.Changes{
+		Resources:  fromAPIResources(resources),
+		Templates:  fromAPITemplates(templates),
+		Parameters: parameters,
+	})
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	a.log.Info("tenant updated", "tenant", t.Name, "revision", t.Revision)
+	return c.ReplyUpdate(ctx, toAPI(t))
+}
+
+func (a *tenantAPI) Delete(ctx context.Context, c vt.VarlinkCall, name string, revision *int64) error {
+	expect, ok, err := revisionArg(c, ctx, revision)
+	if !ok {
+		return err
+	}
+	t, err := a.svc.Delete(ctx, name, expect)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	a.log.Info("tenant deletion requested", "tenant", t.Name, "revision", t.Revision)
+	return c.ReplyDelete(ctx)
+}
+
+func (a *tenantAPI) Start(ctx context.Context, c vt.VarlinkCall, name string) error {
+	t, err := a.svc.SetDesiredState(ctx, name, tenant.Running)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	return c.ReplyStart(ctx, toAPI(t))
+}
+
+func (a *tenantAPI) Stop(ctx context.Context, c vt.VarlinkCall, name string) error {
+	t, err := a.svc.SetDesiredState(ctx, name, tenant.Stopped)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	return c.ReplyStop(ctx, toAPI(t))
+}
+
+// Watch streams tenant changes. Without a revision it first sends the current tenants as
+// "added" events stamped with the snapshot revision, so that resuming after any of them
+// misses nothing.
+func (a *tenantAPI) Watch(ctx context.Context, c vt.VarlinkCall, name *string, revision *int64) error {
+	match := func(n string) bool { return name == nil || *name == n }
+	if name != nil {
+		if err := tenant.ValidateName(*name); err != nil {
+			return a.replyError(ctx, c, *name, err)
+		}
+	}
+	var from uint64
+	if revision == nil {
+		ts, rev, err := a.svc.List(ctx)
+		if err != nil {
+			return a.replyError(ctx, c, "", err)
+		}
+		for _, t := range ts {
+			if !match(t.Name) {
+				continue
+			}
+			api := toAPI(t)
+			c.Continues = true
+			if err := c.ReplyWatch(ctx, vt.Event{Type: "added", Revision: int64(rev), Name: t.Name, Tenant: &api}); err != nil {
+				return err
+			}
+		}
+		from = rev
+	} else {
+		if *revision < 0 {
+			return c.ReplyInvalidField(ctx, "revision", "must not be negative")
+		}
+		from = uint64(*revision)
+	}
+	ch, err := a.store.Watch(ctx, tenant.KindTenant, from)
+	if err != nil {
+		return a.replyError(ctx, c, "", err)
+	}
+	last := from
+	for ev := range ch {
+		last = ev.Revision
+		if !match(ev.Name) {
+			continue
+		}
+		e := vt.Event{Revision: int64(ev.Revision), Name: ev.Name}
+		switch {
+		case ev.Type == store.EventDelete:
+			e.Type = "deleted"
+		case ev.CreateRevision == ev.Revision:
+			e.Type = "added"
+		default:
+			e.Type = "modified"
+		}
+		if t, err := tenant.Decode(ev.Value, ev.Revision, ev.CreateRevision); err == nil {
+			api := toAPI(t)
+			e.Tenant = &api
+		}
+		c.Continues = true
+		if err := c.ReplyWatch(ctx, e); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return nil // the client hung up or the daemon is stopping
+	}
+	c.Continues = false
+	werr := a.store.WatchErr(ch)
+	var cerr *store.CompactedError
+	switch {
+	case errors.Is(werr, store.ErrWatchOverflow):
+		return c.ReplyWatchOverflow(ctx, int64(last))
+	case errors.As(werr, &cerr):
+		return c.ReplyRevisionCompacted(ctx, int64(cerr.Requested), int64(cerr.Oldest))
+	default:
+		return c.ReplyStorageFailure(ctx, "watch ended: "+errString(werr))
+	}
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "store closed"
+	}
+	return err.Error()
+}
+
+// replyError maps an error of the tenant service or the store to a declared
+// io.bitbuilder.Tenant error. It is the one place where that mapping lives.
+func (a *tenantAPI) replyError(ctx context.Context, c vt.VarlinkCall, name string, err error) error {
+	var (
+		nameErr  *tenant.NameError
+		fieldErr *tenant.FieldError
+		inUse    *tenant.IndexInUseError
+		noFree   *tenant.NoFreeIndexError
+		revErr   *tenant.RevisionError
+		tmplErr  *tenant.TemplateError
+		compErr  *store.CompactedError
+	)
+	switch {
+	case errors.As(err, &nameErr):
+		return c.ReplyInvalidName(ctx, nameErr.Name, nameErr.Reason)
+	case errors.As(err, &fieldErr):
+		return c.ReplyInvalidField(ctx, fieldErr.Field, fieldErr.Reason)
+	case errors.Is(err, tenant.ErrNotFound):
+		return c.ReplyNoSuchTenant(ctx, name)
+	case errors.Is(err, tenant.ErrExists):
+		return c.ReplyTenantExists(ctx, name)
+	case errors.As(err, &inUse):
+		return c.ReplyNetworkIndexInUse(ctx, int64(inUse.Index), inUse.Tenant)
+	case errors.As(err, &noFree):
+		return c.ReplyNoFreeNetworkIndex(ctx, int64(noFree.Min), int64(noFree.Max))
+	case errors.As(err, &revErr):
+		return c.ReplyRevisionMismatch(ctx, revErr.Name, int64(revErr.Expected), int64(revErr.Actual))
+	case errors.As(err, &tmplErr):
+		return c.ReplyNoSuchTemplate(ctx, tmplErr.Template)
+	case errors.As(err, &compErr):
+		return c.ReplyRevisionCompacted(ctx, int64(compErr.Requested), int64(compErr.Oldest))
+	case errors.Is(err, store.ErrFutureRevision):
+		return c.ReplyInvalidField(ctx, "revision", "is newer than the store's revision")
+	default:
+		a.log.Error("tenant call failed", "tenant", name, "err", err)
+		return c.ReplyStorageFailure(ctx, err.Error())
+	}
+}

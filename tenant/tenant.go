@@ -1,0 +1,525 @@
+// Package tenant holds BitBuilder's tenant records and their rules: names, network index
+// allocation, resources, templates, desired state, and the observed phase and conditions
+// that the reconciler reports. It stores records through store.Store and knows nothing of
+// Varlink or the host.
+//
+// Records live under kind "tenant"; each tenant's network index is claimed under kind
+// "netindex" in the same atomic commit, so two tenants can never hold one index, even when
+// their creates race. Delete only marks a tenant; the reconciler removes everything the
+// tenant had on the host and then calls Finalize, which drops the record and frees the index.
+package tenant
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/bitbuilder/bitbuilder/store"
+)
+
+// Store kinds used by this package.
+const (
+	KindTenant   = "tenant"
+	KindNetIndex = "netindex"
+)
+
+// DesiredState is what the daemon should make of a tenant.
+type DesiredState string
+
+// Desired states.
+const (
+	Running DesiredState = "running"
+	Stopped DesiredState = "stopped"
+)
+
+// Phase is where the daemon is with a tenant.
+type Phase string
+
+// Phases.
+const (
+	PhasePending      Phase = "pending"
+	PhaseProvisioning Phase = "provisioning"
+	PhaseReady        Phase = "ready"
+	PhaseDegraded     Phase = "degraded"
+	PhaseFailed       Phase = "failed"
+	PhaseStopping     Phase = "stopping"
+	PhaseStopped      Phase = "stopped"
+	PhaseDeleting     Phase = "deleting"
+)
+
+// Resources are a tenant's limits.
+type Resources struct {
+	CPUs         float64 `json:"cpus"`
+	MemoryBytes  int64   `json:"memoryBytes"`
+	StorageBytes int64   `json:"storageBytes"`
+}
+
+// TemplateUse is one template a tenant is built from.
+type TemplateUse struct {
+	Role     string `json:"role"`
+	Name     string `json:"name"`
+	Template string `json:"template"`
+	Commit   string `json:"commit,omitempty"`
+}
+
+// Condition is one aspect of observed state.
+type Condition struct {
+	Type               string    `json:"type"`
+	Status             string    `json:"status"` // "true", "false" or "unknown"
+	Reason             string    `json:"reason"`
+	Message            string    `json:"message"`
+	LastTransitionTime time.Time `json:"lastTransitionTime"`
+}
+
+// Tenant is a tenant record.
+type Tenant struct {
+	Name                string            `json:"name"`
+	NetworkIndex        int               `json:"networkIndex"`
+	Resources           Resources         `json:"resources"`
+	Templates           []TemplateUse     `json:"templates"`
+	Parameters          map[string]string `json:"parameters"`
+	DesiredState        DesiredState      `json:"desiredState"`
+	Phase               Phase             `json:"phase"`
+	Conditions          []Condition       `json:"conditions"`
+	CreatedAt           time.Time         `json:"createdAt"`
+	UpdatedAt           time.Time         `json:"updatedAt"`
+	DeletionRequestedAt *time.Time        `json:"deletionRequestedAt,omitempty"`
+
+	// Revision and CreateRevision come from the store, not the stored value.
+	Revision       uint64 `json:"-"`
+	CreateRevision uint64 `json:"-"`
+}
+
+// Deleting reports whether deletion was requested.
+func (t *Tenant) Deleting() bool { return t.DeletionRequestedAt != nil }
+
+// Spec is what a caller asks for when creating a tenant; zero values take defaults.
+type Spec struct {
+	Name         string
+	NetworkIndex int // 0: the lowest free index
+	Resources    *Resources
+	Templates    []TemplateUse
+	Parameters   map[string]string
+	DesiredState DesiredState
+}
+
+// Changes are the fields an Update replaces; nil fields are kept.
+type Changes struct {
+	Resources  *Resources
+	Templates  *[]TemplateUse
+	Parameters *map[string]string
+}
+
+// TemplateResolver pins template uses to commits: it returns the commit the registry has
+// pinned for a template, or an error wrapping ErrNoSuchTemplate-like causes.
+type TemplateResolver interface {
+	Resolve(ctx context.Context, template, role string) (commit string, err error)
+}
+
+// Config configures a Service.
+type Config struct {
+	// Store holds the records.
+	Store store.Store
+	// IndexMin and IndexMax bound network indexes (default 1 and 254).
+	IndexMin, IndexMax int
+	// DefaultResources are used when a create names none (default 1 CPU, 1 GiB, 10 GiB).
+	DefaultResources Resources
+	// Templates pins template uses; nil leaves commits as the caller gave them.
+	Templates TemplateResolver
+	// Now returns the time (default time.Now).
+	Now func() time.Time
+}
+
+// Service implements tenant operations on the store.
+type Service struct {
+	cfg Config
+}
+
+// New returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("tenant: no store")
+	}
+	if cfg.IndexMin == 0 && cfg.IndexMax == 0 {
+		cfg.IndexMin, cfg.IndexMax = 1, 254
+	}
+	if cfg.IndexMin < 1 || cfg.IndexMax < cfg.IndexMin || cfg.IndexMax > 65535 {
+		return nil, fmt.Errorf("tenant: invalid network index range %d..%d", cfg.IndexMin, cfg.IndexMax)
+	}
+	if cfg.DefaultResources == (Resources{}) {
+		cfg.DefaultResources = Resources{CPUs: 1, MemoryBytes: 1 << 30, StorageBytes: 10 << 30}
+	}
+	if err := validateResources(cfg.DefaultResources); err != nil {
+		return nil, fmt.Errorf("tenant: default resources: %w", err)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Service{cfg: cfg}, nil
+}
+
+// IndexRange returns the configured network index range.
+func (s *Service) IndexRange() (int, int) { return s.cfg.IndexMin, s.cfg.IndexMax }
+
+func indexKey(i int) string { return fmt.Sprintf("%05d", i) }
+
+func decode(r store.Record) (*Tenant, error) {
+	var t Tenant
+	if err := json.Unmarshal(r.Value, &t); err != nil {
+		return nil, fmt.Errorf("tenant: decode record %q: %w", r.Name, err)
+	}
+	t.Revision, t.CreateRevision = r.ModRevision, r.CreateRevision
+	if t.Templates == nil {
+		t.Templates = []TemplateUse{}
+	}
+	if t.Parameters == nil {
+		t.Parameters = map[string]string{}
+	}
+	if t.Conditions == nil {
+		t.Conditions = []Condition{}
+	}
+	return &t, nil
+}
+
+// Decode turns a stored value (for example from a watch event) into a Tenant.
+func Decode(value []byte, modRevision, createRevision uint64) (*Tenant, error) {
+	return decode(store.Record{Kind: KindTenant, Value: value, ModRevision: modRevision, CreateRevision: createRevision})
+}
+
+func encode(t *Tenant) []byte {
+	b, err := json.Marshal(t)
+	if err != nil {
+		panic(err) // only plain data: cannot fail
+	}
+	return b
+}
+
+func (s *Service) pin(ctx context.Context, ts []TemplateUse) ([]TemplateUse, error) {
+	out := slices.Clone(ts)
+	if out == nil {
+		out = []TemplateUse{}
+	}
+	if s.cfg.Templates == nil {
+		return out, nil
+	}
+	for i := range out {
+		if out[i].Commit != "" {
+			continue
+		}
+		commit, err := s.cfg.Templates.Resolve(ctx, out[i].Template, out[i].Role)
+		if err != nil {
+			return nil, &TemplateError{Template: out[i].Template, Err: err}
+		}
+		out[i].Commit = commit
+	}
+	return out, nil
+}
+
+// Create validates spec, allocates a network index and stores the tenant durably.
+func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
+	if err := ValidateName(spec.Name); err != nil {
+		return nil, err
+	}
+	res := s.cfg.DefaultResources
+	if spec.Resources != nil {
+		res = *spec.Resources
+	}
+	if err := validateResources(res); err != nil {
+		return nil, err
+	}
+	if err := validateTemplates(spec.Templates); err != nil {
+		return nil, err
+	}
+	if err := validateParameters(spec.Parameters); err != nil {
+		return nil, err
+	}
+	desired := spec.DesiredState
+	if desired == "" {
+		desired = Running
+	}
+	if desired != Running && desired != Stopped {
+		return nil, &FieldError{Field: "desiredState", Reason: fmt.Sprintf("%q is not running or stopped", desired)}
+	}
+	if spec.NetworkIndex != 0 && (spec.NetworkIndex < s.cfg.IndexMin || spec.NetworkIndex > s.cfg.IndexMax) {
+		return nil, &FieldError{Field: "networkIndex", Reason: fmt.Sprintf("%d is outside the range %d..%d", spec.NetworkIndex, s.cfg.IndexMin, s.cfg.IndexMax)}
+	}
+	templates, err := s.pin(ctx, spec.Templates)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now().UTC()
+	t := &Tenant{
+		Name:         spec.Name,
+		Resources:    res,
+		Templates:    templates,
+		Parameters:   maps.Clone(spec.Parameters),
+		DesiredState: desired,
+		Phase:        PhasePending,
+		Conditions:   []Condition{},
+		CreatedAt:    now,
+		UpdatedAt:    now,
+	}
+	if t.Parameters == nil {
+		t.Parameters = map[string]string{}
+	}
+
+	// Claim an index and the name in one commit. When the index was picked automatically
+	// and a concurrent create took it first, pick again.
+	for attempt := 0; ; attempt++ {
+		idx := spec.NetworkIndex
+		if idx == 0 {
+			idx, err = s.freeIndex(ctx)
+			if err != nil {
+				return nil, err
+			}
+		}
+		t.NetworkIndex = idx
+		rev, err := s.cfg.Store.Commit(ctx,
+			store.Op{Type: store.OpCreate, Kind: KindTenant, Name: t.Name, Value: encode(t)},
+			store.Op{Type: store.OpCreate, Kind: KindNetIndex, Name: indexKey(idx), Value: []byte(t.Name)},
+		)
+		var opErr *store.OpError
+		switch {
+		case err == nil:
+			t.Revision, t.CreateRevision = rev, rev
+			return t, nil
+		case errors.As(err, &opErr) && opErr.Index == 0 && errors.Is(err, store.ErrExists):
+			return nil, fmt.Errorf("tenant %q: %w", t.Name, ErrExists)
+		case errors.As(err, &opErr) && opErr.Index == 1 && errors.Is(err, store.ErrExists):
+			if spec.NetworkIndex != 0 || attempt >= 16 {
+				holder := "another tenant"
+				if r, gerr := s.cfg.Store.Get(ctx, KindNetIndex, indexKey(idx)); gerr == nil {
+					holder = string(r.Value)
+				}
+				return nil, &IndexInUseError{Index: idx, Tenant: holder}
+			}
+		default:
+			return nil, err
+		}
+	}
+}
+
+func (s *Service) freeIndex(ctx context.Context) (int, error) {
+	recs, _, err := s.cfg.Store.List(ctx, KindNetIndex)
+	if err != nil {
+		return 0, err
+	}
+	used := make(map[int]bool, len(recs))
+	for _, r := range recs {
+		if n, err := strconv.Atoi(r.Name); err == nil {
+			used[n] = true
+		}
+	}
+	for i := s.cfg.IndexMin; i <= s.cfg.IndexMax; i++ {
+		if !used[i] {
+			return i, nil
+		}
+	}
+	return 0, &NoFreeIndexError{Min: s.cfg.IndexMin, Max: s.cfg.IndexMax}
+}
+
+// Get returns one tenant.
+func (s *Service) Get(ctx context.Context, name string) (*Tenant, error) {
+	r, err := s.cfg.Store.Get(ctx, KindTenant, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, fmt.Errorf("tenant %q: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decode(r)
+}
+
+// List returns all tenants in name order and the store revision they were read at.
+func (s *Service) List(ctx context.Context) ([]*Tenant, uint64, error) {
+	recs, rev, err := s.cfg.Store.List(ctx, KindTenant)
+	if err != nil {
+		return nil, 0, err
+	}
+	out := make([]*Tenant, 0, len(recs))
+	for _, r := range recs {
+		t, err := decode(r)
+		if err != nil {
+			return nil, 0, err
+		}
+		out = append(out, t)
+	}
+	return out, rev, nil
+}
+
+// modify reads a tenant, applies fn and writes it back if the revision did not move.
+// expect, when not 0, must be the tenant's current revision.
+func (s *Service) modify(ctx context.Context, name string, expect uint64, fn func(t *Tenant) error) (*Tenant, error) {
+	for {
+		t, err := s.Get(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		if expect != 0 && t.Revision != expect {
+			return nil, &RevisionError{Name: name, Expected: expect, Actual: t.Revision}
+		}
+		if err := fn(t); err != nil {
+			return nil, err
+		}
+		t.UpdatedAt = s.cfg.Now().UTC()
+		rev, err := s.cfg.Store.Commit(ctx, store.Op{Type: store.OpUpdate, Kind: KindTenant, Name: name, Value: encode(t), ExpectRevision: t.Revision})
+		switch {
+		case err == nil:
+			t.Revision = rev
+			return t, nil
+		case errors.Is(err, store.ErrNotFound):
+			return nil, fmt.Errorf("tenant %q: %w", name, ErrNotFound)
+		case errors.Is(err, store.ErrRevisionMismatch):
+			if expect != 0 {
+				cur, gerr := s.Get(ctx, name)
+				actual := uint64(0)
+				if gerr == nil {
+					actual = cur.Revision
+				}
+				return nil, &RevisionError{Name: name, Expected: expect, Actual: actual}
+			}
+			continue // a concurrent writer won; read again
+		default:
+			return nil, err
+		}
+	}
+}
+
+var errDeleting = &FieldError{Field: "name", Reason: "the tenant is being deleted"}
+
+// Update replaces the given fields. expect, when not 0, must be the current revision.
+func (s *Service) Update(ctx context.Context, name string, expect uint64, c Changes) (*Tenant, error) {
+	if c.Resources != nil {
+		if err := validateResources(*c.Resources); err != nil {
+			return nil, err
+		}
+	}
+	var templates []TemplateUse
+	if c.Templates != nil {
+		if err := validateTemplates(*c.Templates); err != nil {
+			return nil, err
+		}
+		var err error
+		if templates, err = s.pin(ctx, *c.Templates); err != nil {
+			return nil, err
+		}
+	}
+	if c.Parameters != nil {
+		if err := validateParameters(*c.Parameters); err != nil {
+			return nil, err
+		}
+	}
+	return s.modify(ctx, name, expect, func(t *Tenant) error {
+		if t.Deleting() {
+			return errDeleting
+		}
+		if c.Resources != nil {
+			t.Resources = *c.Resources
+		}
+		if c.Templates != nil {
+			t.Templates = templates
+		}
+		if c.Parameters != nil {
+			t.Parameters = maps.Clone(*c.Parameters)
+			if t.Parameters == nil {
+				t.Parameters = map[string]string{}
+			}
+		}
+		return nil
+	})
+}
+
+// SetDesiredState sets the desired state (Start and Stop).
+func (s *Service) SetDesiredState(ctx context.Context, name string, d DesiredState) (*Tenant, error) {
+	return s.modify(ctx, name, 0, func(t *Tenant) error {
+		if t.Deleting() {
+			return errDeleting
+		}
+		t.DesiredState = d
+		return nil
+	})
+}
+
+// Delete marks a tenant for deletion. The reconciler removes what the tenant has on the
+// host and then calls Finalize. expect, when not 0, must be the current revision.
+func (s *Service) Delete(ctx context.Context, name string, expect uint64) (*Tenant, error) {
+	return s.modify(ctx, name, expect, func(t *Tenant) error {
+		if t.DeletionRequestedAt == nil {
+			now := s.cfg.Now().UTC()
+			t.DeletionRequestedAt = &now
+			t.Phase = PhaseDeleting
+		}
+		return nil
+	})
+}
+
+// Finalize removes a tenant marked for deletion, and frees its network index, if it is
+// still at revision rev.
+func (s *Service) Finalize(ctx context.Context, t *Tenant) error {
+	if !t.Deleting() {
+		return fmt.Errorf("tenant %q: finalize without a deletion request", t.Name)
+	}
+	_, err := s.cfg.Store.Commit(ctx,
+		store.Op{Type: store.OpDelete, Kind: KindTenant, Name: t.Name, ExpectRevision: t.Revision},
+		store.Op{Type: store.OpDelete, Kind: KindNetIndex, Name: indexKey(t.NetworkIndex)},
+	)
+	return err
+}
+
+// SetStatus records the observed phase and conditions if they differ from what is stored
+// (transition times are kept for conditions whose status did not change). It returns the
+// tenant as stored afterwards.
+func (s *Service) SetStatus(ctx context.Context, name string, phase Phase, conds []Condition) (*Tenant, error) {
+	t, err := s.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	merged := MergeConditions(t.Conditions, conds, s.cfg.Now().UTC())
+	if t.Phase == phase && conditionsEqual(t.Conditions, merged) {
+		return t, nil
+	}
+	return s.modify(ctx, name, 0, func(cur *Tenant) error {
+		if cur.Deleting() && phase != PhaseDeleting {
+			phase = PhaseDeleting
+		}
+		cur.Phase = phase
+		cur.Conditions = MergeConditions(cur.Conditions, conds, s.cfg.Now().UTC())
+		return nil
+	})
+}
+
+// MergeConditions returns next, with the transition times of old kept where a condition's
+// status did not change, and set to now where it did.
+func MergeConditions(old, next []Condition, now time.Time) []Condition {
+	out := make([]Condition, 0, len(next))
+	for _, c := range next {
+		c.LastTransitionTime = now
+		for _, o := range old {
+			if o.Type == c.Type && o.Status == c.Status {
+				c.LastTransitionTime = o.LastTransitionTime
+			}
+		}
+		out = append(out, c)
+	}
+	slices.SortFunc(out, func(a, b Condition) int {
+		if a.Type < b.Type {
+			return -1
+		}
+		if a.Type > b.Type {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func conditionsEqual(a, b []Condition) bool {
+	return slices.EqualFunc(a, b, func(x, y Condition) bool {
+		return x.Type == y.Type && x.Status == y.Status && x.Reason == y.Reason && x.Message == y.Message && x.LastTransitionTime.Equal(y.LastTransitionTime)
+	})
+}

@@ -1,0 +1,148 @@
+package tenant
+
+import (
+	"fmt"
+	"math"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// MaxNameLength is the longest tenant name: one DNS label.
+const MaxNameLength = 63
+
+// reservedNames would collide with names BitBuilder or systemd derive for their own use.
+var reservedNames = []string{
+	"all", "any", "bitbuilder", "default", "host", "init", "kernel", "localhost",
+	"none", "root", "self", "system", "user",
+}
+
+// ReservedNames returns the names no tenant may have.
+func ReservedNames() []string { return slices.Clone(reservedNames) }
+
+// ValidateName checks that name is a lower-case hostname label (RFC 1123): 1 to 63 of
+// a-z, 0-9 and '-', starting and ending with a letter or digit, and not reserved.
+func ValidateName(name string) error {
+	fail := func(reason string) error { return &NameError{Name: name, Reason: reason} }
+	switch {
+	case name == "":
+		return fail("empty; a tenant name is 1 to 63 characters")
+	case !utf8.ValidString(name):
+		return fail("not valid UTF-8")
+	case len(name) > MaxNameLength:
+		return fail(fmt.Sprintf("%d characters, longer than %d", len(name), MaxNameLength))
+	}
+	for i, r := range name {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+		case r == '-':
+			if i == 0 || i == len(name)-1 {
+				return fail("must start and end with a letter or digit")
+			}
+		case r >= 'A' && r <= 'Z':
+			return fail(fmt.Sprintf("upper-case letter %q at position %d; use lower case", r, i))
+		default:
+			return fail(fmt.Sprintf("character %q at position %d; only a-z, 0-9 and '-' are allowed", r, i))
+		}
+	}
+	if slices.Contains(reservedNames, name) {
+		return fail("reserved")
+	}
+	return nil
+}
+
+// Limits of resource values.
+const (
+	MaxCPUs        = 4096
+	MinMemoryBytes = 32 << 20
+	MinStorage     = 64 << 20
+	maxBytes       = 1 << 60
+)
+
+func validateResources(r Resources) error {
+	switch {
+	case math.IsNaN(r.CPUs) || r.CPUs <= 0 || r.CPUs > MaxCPUs:
+		return &FieldError{Field: "resources.cpus", Reason: fmt.Sprintf("%v is not in (0, %d]", r.CPUs, MaxCPUs)}
+	case math.Round(r.CPUs*100) != r.CPUs*100:
+		return &FieldError{Field: "resources.cpus", Reason: fmt.Sprintf("%v has more than two decimals (the CPU quota is set in percent)", r.CPUs)}
+	case r.MemoryBytes < MinMemoryBytes || r.MemoryBytes > maxBytes:
+		return &FieldError{Field: "resources.memoryBytes", Reason: fmt.Sprintf("%d is not between %d (32 MiB) and 2^60", r.MemoryBytes, MinMemoryBytes)}
+	case r.StorageBytes < MinStorage || r.StorageBytes > maxBytes:
+		return &FieldError{Field: "resources.storageBytes", Reason: fmt.Sprintf("%d is not between %d (64 MiB) and 2^60", r.StorageBytes, MinStorage)}
+	}
+	return nil
+}
+
+// Roles a template can have in a tenant.
+var roles = []string{"infrastructure", "machine", "container", "homed", "network", "sysext", "confext"}
+
+var commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+func validateLabel(field, s string) error {
+	if s == "" || len(s) > MaxNameLength {
+		return &FieldError{Field: field, Reason: "must be 1 to 63 characters"}
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(s)-1
+		if !ok {
+			return &FieldError{Field: field, Reason: fmt.Sprintf("%q is not a lower-case hostname label", s)}
+		}
+	}
+	return nil
+}
+
+func validateTemplates(ts []TemplateUse) error {
+	seen := map[string]bool{}
+	count := map[string]int{}
+	for i, t := range ts {
+		f := fmt.Sprintf("templates[%d]", i)
+		if !slices.Contains(roles, t.Role) {
+			return &FieldError{Field: f + ".role", Reason: fmt.Sprintf("%q is not one of %s", t.Role, strings.Join(roles, ", "))}
+		}
+		if err := validateLabel(f+".name", t.Name); err != nil {
+			return err
+		}
+		if err := validateLabel(f+".template", t.Template); err != nil {
+			return err
+		}
+		if t.Commit != "" && !commitRe.MatchString(t.Commit) {
+			return &FieldError{Field: f + ".commit", Reason: "must be a full 40-digit lower-case hex commit hash"}
+		}
+		key := t.Role + "/" + t.Name
+		if seen[key] {
+			return &FieldError{Field: f + ".name", Reason: fmt.Sprintf("%s %q is listed twice", t.Role, t.Name)}
+		}
+		seen[key] = true
+		count[t.Role]++
+		if (t.Role == "infrastructure" || t.Role == "network") && count[t.Role] > 1 {
+			return &FieldError{Field: f + ".role", Reason: fmt.Sprintf("a tenant has at most one %s template", t.Role)}
+		}
+	}
+	if len(ts) > 256 {
+		return &FieldError{Field: "templates", Reason: "more than 256 templates"}
+	}
+	return nil
+}
+
+var paramKeyRe = regexp.MustCompile(`^[A-Z_][A-Z0-9_]{0,63}$`)
+
+func validateParameters(p map[string]string) error {
+	if len(p) > 128 {
+		return &FieldError{Field: "parameters", Reason: "more than 128 parameters"}
+	}
+	for k, v := range p {
+		if !paramKeyRe.MatchString(k) {
+			return &FieldError{Field: "parameters." + k, Reason: "names are upper case A-Z, 0-9 and _, not starting with a digit, at most 64 characters"}
+		}
+		if len(v) > 4096 || !utf8.ValidString(v) {
+			return &FieldError{Field: "parameters." + k, Reason: "values are valid UTF-8 of at most 4096 bytes"}
+		}
+		for _, r := range v {
+			if r < 0x20 || r == 0x7f {
+				return &FieldError{Field: "parameters." + k, Reason: fmt.Sprintf("control character %U is not allowed (it could inject lines into unit or network files)", r)}
+			}
+		}
+	}
+	return nil
+}
