@@ -1,0 +1,54 @@
+# BitBuilder's build, run and test entry points. `make run` and `make test` are the two
+# commands of README.md's quick start; both do all set-up on a fresh Debian machine.
+
+GO        ?= go
+PREFIX    ?= /usr
+DESTDIR   ?=
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/bitbuilder/bitbuilder/daemon.Version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GOTESTFLAGS ?=
+TEST_TIMEOUT ?= 60m
+
+.PHONY: all build run test deps check generate-check lint unit bench clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+# The main job: bitbuilderd on its embedded defaults (socket /run/bitbuilder/io.bitbuilder,
+# state in /var/lib/bitbuilder). Use bbctl from another shell: ./bin/bbctl tenant list
+run: build
+	./bin/bitbuilderd
+
+# Everything CI runs: host packages and the systemd 257 test host, static checks, then
+# every test (unit, root-only netlink tests, and the integration tests in the test host).
+test: deps check
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(GOTESTFLAGS) ./...
+
+deps:
+	bash scripts/install-test-deps.sh
+
+check: generate-check lint
+
+generate-check:
+	$(GO) generate ./api/...
+	@git diff --exit-code -- api || { echo "go generate changed api/: commit the regenerated code"; exit 1; }
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+unit:
+	$(GO) test -short -count=1 ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+
+clean:
+	rm -rf bin dist
+
+-include packaging/install.mk

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what BitBuilder's tests need on a fresh Debian 12 machine, as root: the host
+# packages the tests call, and the cached systemd 257 test host (integration/testhost).
+# Idempotent: a second run installs nothing and reuses the cached root filesystem.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+	echo "install-test-deps.sh: run as root (the tests create network namespaces and boot a systemd test host)" >&2
+	exit 1
+fi
+
+# Tools the tests run on the host itself.
+packages=(git jq iproute2 nftables busybox-static util-linux)
+missing=()
+for p in "${packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "install-test-deps.sh: installing ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The systemd 257 test host.
+bash integration/testhost/prepare.sh >/dev/null
