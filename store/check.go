@@ -3,6 +3,7 @@ package store
 import (
 	"fmt"
 	"os"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -13,11 +14,13 @@ import (
 // for a sound file, or a *CheckError listing every problem found. It needs a
 // shared lock, so it waits up to DefaultTimeout for a process holding the
 // database (such as a running daemon) and then fails with ErrLocked.
-func Check(path string) error {
+func Check(path string) error { return check(path, DefaultTimeout) }
+
+func check(path string, timeout time.Duration) error {
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("store: check %s: %w", path, err)
 	}
-	db, err := openBolt(path, DefaultTimeout, true, false)
+	db, err := openBolt(path, timeout, true, false)
 	if err != nil {
 		return err
 	}

@@ -186,7 +186,7 @@ func TestWatchCompacted(t *testing.T) {
 	if _, err := s.Watch(t.Context(), "", 13); !errors.Is(err, ErrFutureRevision) {
 		t.Errorf("Watch(13) at revision 12: %v, want ErrFutureRevision", err)
 	}
-	if err := Check(s.Path()); !errors.Is(err, ErrLocked) {
+	if err := check(s.Path(), 100*time.Millisecond); !errors.Is(err, ErrLocked) {
 		t.Errorf("Check while open: %v, want ErrLocked", err)
 	}
 }
