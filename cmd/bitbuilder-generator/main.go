@@ -1,0 +1,85 @@
+// Command bitbuilder-generator is BitBuilder's systemd generator (systemd.generator(7)). At boot, and on every
+// daemon-reload, systemd runs it as
+//
+//	bitbuilder-generator NORMAL-DIR [EARLY-DIR LATE-DIR]
+//
+// It reads the boot registry the daemon keeps (/etc/bitbuilder/boot-registry.json, or $BITBUILDER_REGISTRY) and
+// writes every tenant's units into NORMAL-DIR, with package units doing all the work. It writes nowhere else,
+// starts no other process, and logs to /dev/kmsg (to stderr if that cannot be opened, or when
+// $SYSTEMD_LOG_TARGET is "console"). A bad entry costs only that tenant; a missing, empty or unreadable registry
+// means no tenants: the generator logs why and exits 0, so it never holds up boot.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/bitbuilder/bitbuilder/units"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv))
+}
+
+// run is the whole generator; it returns the exit status.
+func run(args []string, getenv func(string) string) int {
+	log := openLog(getenv("SYSTEMD_LOG_TARGET"))
+	defer log.Close()
+	if len(args) != 1 && len(args) != 3 {
+		log.printf(3, "usage: bitbuilder-generator NORMAL-DIR [EARLY-DIR LATE-DIR], got %d arguments", len(args))
+		return 2
+	}
+	path := getenv("BITBUILDER_REGISTRY")
+	if path == "" {
+		path = units.DefaultRegistryPath
+	}
+	reg, skipped, err := units.ReadRegistry(path)
+	if err != nil {
+		log.printf(4, "no tenants generated: %v", err)
+		return 0
+	}
+	for _, s := range skipped {
+		log.printf(4, "skipped registry %s", s)
+	}
+	rep, err := units.Generate(args[0], reg.Tenants, units.Config{})
+	if err != nil {
+		log.printf(3, "no tenants generated: %v", err)
+		return 1
+	}
+	for _, s := range rep.Skipped {
+		log.printf(4, "skipped tenant %q: %s", s.Name, s.Reason)
+	}
+	log.printf(6, "generated %d units for %d tenants from %s (%d entries skipped)", rep.Units, rep.Tenants, path, len(skipped)+len(rep.Skipped))
+	return 0
+}
+
+// logger writes one record per line to the kernel log (with a syslog priority prefix) or to stderr.
+type logger struct {
+	w    io.WriteCloser
+	kmsg bool
+}
+
+func openLog(target string) logger {
+	if target != "console" {
+		if f, err := os.OpenFile("/dev/kmsg", os.O_WRONLY|os.O_APPEND, 0); err == nil {
+			return logger{w: f, kmsg: true}
+		}
+	}
+	return logger{w: nopCloser{os.Stderr}}
+}
+
+func (l logger) printf(prio int, format string, a ...any) {
+	msg := fmt.Sprintf(format, a...)
+	if l.kmsg {
+		fmt.Fprintf(l.w, "<%d>bitbuilder-generator: %s\n", prio, msg)
+		return
+	}
+	fmt.Fprintf(l.w, "bitbuilder-generator: %s\n", msg)
+}
+
+func (l logger) Close() error { return l.w.Close() }
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }

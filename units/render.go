@@ -1,0 +1,435 @@
+package units
+
+import (
+	"bytes"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+)
+
+// Defaults of Config.
+const (
+	DefaultStateDir   = "/var/lib/bitbuilder"
+	DefaultLibexecDir = "/usr/lib/bitbuilder"
+	DefaultSocket     = "/run/bitbuilder/io.bitbuilder"
+	DefaultSocketUnit = "bitbuilderd.socket"
+	DefaultVarlinkctl = "/usr/bin/varlinkctl"
+	DefaultIP         = "/usr/bin/ip"
+	DefaultVMSpawn    = "/usr/bin/systemd-vmspawn"
+)
+
+// MaxNetworkIndex is the largest network index whose bridge name br-tenant-N fits the kernel's 15-byte limit.
+const MaxNetworkIndex = 99999
+
+// maxMachineName is systemd's limit for machine names (hostname_is_valid: HOST_NAME_MAX).
+const maxMachineName = 64
+
+// Config says where the rendered units find things on the host. The zero value of a field means its default.
+type Config struct {
+	// StateDir is the daemon's state directory; a tenant's pinned trees live in StateDir/tenants/<name>
+	// (see Paths). Default /var/lib/bitbuilder.
+	StateDir string
+	// LibexecDir holds BitBuilder's private files; its subdirectory "empty" (an empty directory shipped by the
+	// package) is the bottom layer of every confext overlay. Default /usr/lib/bitbuilder.
+	LibexecDir string
+	// Socket is the daemon's Varlink socket. Default /run/bitbuilder/io.bitbuilder.
+	Socket string
+	// SocketUnit is the unit that listens on Socket and activates the daemon. Default bitbuilderd.socket.
+	SocketUnit string
+	// Varlinkctl, IP and VMSpawn are the absolute paths of varlinkctl(1), ip(8) and systemd-vmspawn(1).
+	Varlinkctl string
+	IP         string
+	VMSpawn    string
+	// VMSpawnArgs are appended to every infrastructure VM's systemd-vmspawn command line, for example
+	// --kvm=no on a host without usable KVM.
+	VMSpawnArgs []string
+}
+
+// withDefaults returns c with every empty field set to its default, or an error naming the first bad field.
+func (c Config) withDefaults() (Config, error) {
+	fields := []struct {
+		name string
+		v    *string
+		def  string
+	}{
+		{"StateDir", &c.StateDir, DefaultStateDir},
+		{"LibexecDir", &c.LibexecDir, DefaultLibexecDir},
+		{"Socket", &c.Socket, DefaultSocket},
+		{"Varlinkctl", &c.Varlinkctl, DefaultVarlinkctl},
+		{"IP", &c.IP, DefaultIP},
+		{"VMSpawn", &c.VMSpawn, DefaultVMSpawn},
+	}
+	for _, f := range fields {
+		if *f.v == "" {
+			*f.v = f.def
+		}
+		if err := checkConfigPath(*f.v); err != nil {
+			return c, fmt.Errorf("%w: %s: %w", ErrInvalidConfig, f.name, err)
+		}
+	}
+	if c.SocketUnit == "" {
+		c.SocketUnit = DefaultSocketUnit
+	}
+	if !strings.HasSuffix(c.SocketUnit, ".socket") || !plainWord(c.SocketUnit) || strings.Contains(c.SocketUnit, "/") {
+		return c, fmt.Errorf("%w: SocketUnit %q is not a .socket unit name", ErrInvalidConfig, c.SocketUnit)
+	}
+	for _, a := range c.VMSpawnArgs {
+		if strings.ContainsAny(a, "\n\r\x00") {
+			return c, fmt.Errorf("%w: VMSpawnArgs: %q contains a line break or NUL", ErrInvalidConfig, a)
+		}
+	}
+	return c, nil
+}
+
+// checkConfigPath accepts absolute, clean paths of characters that need no quoting anywhere in a unit file or
+// overlayfs option string (no ":", ",", "%", "$", "\", quotes or white space).
+func checkConfigPath(p string) error {
+	if !strings.HasPrefix(p, "/") || path.Clean(p) != p || p == "/" {
+		return fmt.Errorf("%q is not an absolute, clean path", p)
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_./+-@", c) >= 0) {
+			return fmt.Errorf("%q has the character %q", p, c)
+		}
+	}
+	return nil
+}
+
+// Tenant is what Render needs to know about a tenant.
+type Tenant struct {
+	// Name is the tenant's name, a hostname label.
+	Name string
+	// NetworkIndex is the tenant's network index N (bridge br-tenant-N), 1..MaxNetworkIndex.
+	NetworkIndex int
+	// Infra says whether the tenant has an infrastructure VM (tenant-infra@.service).
+	Infra bool
+	// Sysext and Confext name the tenant's extension trees, directories under Paths.SysextDir and
+	// Paths.ConfextDir. They are stacked in this order, the last one on top.
+	Sysext  []string
+	Confext []string
+}
+
+// Unit is one rendered unit file.
+type Unit struct {
+	// Name is the unit's file name, for example tenant@acme.service.
+	Name string
+	// Content is the whole file.
+	Content []byte
+}
+
+// Paths is the layout of one tenant's directory under the state directory. The daemon materializes the pinned
+// template trees at these places; the rendered units use them.
+type Paths struct {
+	// Dir is StateDir/tenants/<name>.
+	Dir string
+	// InfraRoot is the infrastructure VM's root file system: Dir/infra/rootfs.
+	InfraRoot string
+	// SysextDir and ConfextDir hold one directory per extension: Dir/extensions/{sysext,confext}/<extension>,
+	// each with its usr/ (sysext) or etc/ (confext) tree.
+	SysextDir  string
+	ConfextDir string
+	// MergedUsr and MergedEtc are the mount points of the read-only overlays: the tenant's sysexts over the
+	// host's /usr, and its confexts over an empty directory.
+	MergedUsr string
+	MergedEtc string
+}
+
+// TenantPaths returns the layout of tenant name's directory. It does not check the name.
+func (c Config) TenantPaths(name string) Paths {
+	sd := c.StateDir
+	if sd == "" {
+		sd = DefaultStateDir
+	}
+	dir := sd + "/tenants/" + name
+	return Paths{
+		Dir:        dir,
+		InfraRoot:  dir + "/infra/rootfs",
+		SysextDir:  dir + "/extensions/sysext",
+		ConfextDir: dir + "/extensions/confext",
+		MergedUsr:  dir + "/merged/usr",
+		MergedEtc:  dir + "/merged/etc",
+	}
+}
+
+// NamespaceName is the network namespace of tenant name (/run/netns/tenant-<name>).
+func NamespaceName(name string) string { return "tenant-" + name }
+
+// BridgeName is the bridge of the tenant with network index n.
+func BridgeName(n int) string { return "br-tenant-" + strconv.Itoa(n) }
+
+// InfraMachineName is the machine name of a tenant's infrastructure VM: <tenant>-infra, like every machine of a
+// tenant (<tenant>-<name>).
+func InfraMachineName(name string) string { return name + "-infra" }
+
+// TenantUnit is the name of tenant name's main unit, tenant@<escaped name>.service.
+func TenantUnit(name string) string { return "tenant@" + Escape(name) + ".service" }
+
+// CheckName returns an error wrapping ErrInvalidName unless name is a hostname label: 1 to 63 characters of
+// lower-case a-z, 0-9 and "-", neither first nor last being "-".
+func CheckName(name string) error {
+	if name == "" {
+		return fmt.Errorf("%w: empty", ErrInvalidName)
+	}
+	if len(name) > 63 {
+		return fmt.Errorf("%w: %q is %d characters long, at most 63 are allowed", ErrInvalidName, name, len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return fmt.Errorf("%w: %q has the character %q (allowed: a-z, 0-9, -)", ErrInvalidName, name, c)
+		}
+	}
+	if name[0] == '-' || name[len(name)-1] == '-' {
+		return fmt.Errorf("%w: %q starts or ends with \"-\"", ErrInvalidName, name)
+	}
+	return nil
+}
+
+func checkExtensions(kind string, names []string) error {
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		if n == "" || n[0] == '.' || len(n) > 255 {
+			return fmt.Errorf("%w: %s %q must be 1 to 255 characters and not start with \".\"", ErrInvalidExtension, kind, n)
+		}
+		for i := 0; i < len(n); i++ {
+			c := n[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+				return fmt.Errorf("%w: %s %q has the character %q (allowed: A-Z, a-z, 0-9, _, ., -)", ErrInvalidExtension, kind, n, c)
+			}
+		}
+		if seen[n] {
+			return fmt.Errorf("%w: %s %q is listed twice", ErrInvalidExtension, kind, n)
+		}
+		seen[n] = true
+	}
+	return nil
+}
+
+// Check returns an error if Render would refuse t.
+func (t Tenant) Check() error {
+	if err := CheckName(t.Name); err != nil {
+		return err
+	}
+	if t.NetworkIndex < 1 || t.NetworkIndex > MaxNetworkIndex {
+		return fmt.Errorf("%w: tenant %q: %d is not in 1..%d", ErrInvalidIndex, t.Name, t.NetworkIndex, MaxNetworkIndex)
+	}
+	if t.Infra && len(InfraMachineName(t.Name)) > maxMachineName {
+		return fmt.Errorf("%w: tenant %q: machine name %q is longer than %d characters", ErrNameTooLong, t.Name, InfraMachineName(t.Name), maxMachineName)
+	}
+	if err := checkExtensions("sysext", t.Sysext); err != nil {
+		return fmt.Errorf("tenant %q: %w", t.Name, err)
+	}
+	if err := checkExtensions("confext", t.Confext); err != nil {
+		return fmt.Errorf("tenant %q: %w", t.Name, err)
+	}
+	return nil
+}
+
+// Render returns the units of tenant t, in a fixed order: tenant@, netns-tenant@, tenant-network@, then
+// tenant-infra@ if t.Infra, then the sysext and confext .mount units if t has such extensions. It is the one
+// rendering code path of BitBuilder: the boot generator writes its result into the generator directory, and
+// the daemon may write the same units into /run/systemd/system. Bad input returns an error and no units.
+func Render(t Tenant, cfg Config) ([]Unit, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	if err := t.Check(); err != nil {
+		return nil, err
+	}
+	r := renderer{t: t, cfg: cfg, p: cfg.TenantPaths(t.Name)}
+	return r.render()
+}
+
+type renderer struct {
+	t   Tenant
+	cfg Config
+	p   Paths
+	b   bytes.Buffer
+	// inSection is set once the current unit has a section, so the next one is preceded by a blank line.
+	inSection bool
+}
+
+func (r *renderer) render() ([]Unit, error) {
+	t := r.t
+	names := struct{ tenant, netns, network, infra, sysext, confext string }{}
+	var err error
+	for _, n := range []struct {
+		dst      *string
+		template string
+	}{
+		{&names.tenant, "tenant"},
+		{&names.netns, "netns-tenant"},
+		{&names.network, "tenant-network"},
+		{&names.infra, "tenant-infra"},
+	} {
+		if *n.dst, err = InstanceName(n.template, t.Name, ".service"); err != nil {
+			return nil, err
+		}
+	}
+	if len(t.Sysext) > 0 {
+		if names.sysext, err = MountUnitName(r.p.MergedUsr); err != nil {
+			return nil, err
+		}
+	}
+	if len(t.Confext) > 0 {
+		if names.confext, err = MountUnitName(r.p.MergedEtc); err != nil {
+			return nil, err
+		}
+	}
+	units := make([]Unit, 0, 6)
+	add := func(name string) { units = append(units, Unit{Name: name, Content: r.take()}) }
+
+	// tenant@: the tenant's anchor. It pulls in everything else and asks the daemon to converge the tenant.
+	r.header()
+	r.section("Unit")
+	r.kv("Description", "BitBuilder tenant "+t.Name)
+	r.kv("Wants", "network-online.target")
+	r.kv("After", "network-online.target")
+	r.kv("Wants", r.cfg.SocketUnit)
+	r.kv("After", r.cfg.SocketUnit)
+	r.kv("Requires", names.netns+" "+names.network)
+	r.kv("After", names.netns+" "+names.network)
+	if names.sysext != "" || names.confext != "" {
+		mounts := strings.TrimSpace(names.sysext + " " + names.confext)
+		r.kv("Requires", mounts)
+		r.kv("After", mounts)
+	}
+	if t.Infra {
+		r.kv("Wants", names.infra)
+	}
+	r.section("Service")
+	r.kv("Type", "oneshot")
+	r.kv("RemainAfterExit", "yes")
+	r.kv("ExecStart", execLine(r.cfg.Varlinkctl, "call", r.cfg.Socket, "io.bitbuilder.Tenant.Start", `{"name":`+strconv.Quote(t.Name)+`}`))
+	r.kv("Restart", "on-failure")
+	r.kv("RestartSec", "10")
+	add(names.tenant)
+
+	// netns-tenant@: the tenant's network namespace.
+	ns := NamespaceName(t.Name)
+	r.header()
+	r.section("Unit")
+	r.kv("Description", "Network namespace of BitBuilder tenant "+t.Name)
+	r.kv("After", "network.target")
+	r.kv("Before", names.tenant)
+	r.section("Service")
+	r.kv("Type", "oneshot")
+	r.kv("RemainAfterExit", "yes")
+	r.kv("ExecStart", execLine(r.cfg.IP, "netns", "add", ns))
+	r.kv("ExecStart", execLine(r.cfg.IP, "-n", ns, "link", "set", "lo", "up"))
+	r.kv("ExecStop", execLine(r.cfg.IP, "netns", "delete", ns))
+	add(names.netns)
+
+	// tenant-network@: the tenant's bridge and links, made by the daemon (Network.Apply).
+	r.header()
+	r.section("Unit")
+	r.kv("Description", "Network of BitBuilder tenant "+t.Name)
+	r.kv("Requires", names.netns)
+	r.kv("After", names.netns+" systemd-networkd.service")
+	r.kv("Wants", r.cfg.SocketUnit)
+	r.kv("After", r.cfg.SocketUnit)
+	r.kv("Before", names.tenant)
+	r.section("Service")
+	r.kv("Type", "oneshot")
+	r.kv("RemainAfterExit", "yes")
+	r.kv("ExecStart", execLine(r.cfg.Varlinkctl, "call", r.cfg.Socket, "io.bitbuilder.Network.Apply", `{"tenant":`+strconv.Quote(t.Name)+`}`))
+	add(names.network)
+
+	if t.Infra {
+		argv := []string{
+			r.cfg.VMSpawn,
+			"--machine=" + InfraMachineName(t.Name),
+			"--directory=" + r.p.InfraRoot,
+			"--network-tap",
+			"--set-credential=bitbuilder.tenant:" + t.Name,
+		}
+		mountsFor := r.p.InfraRoot
+		if len(t.Sysext) > 0 {
+			argv = append(argv, "--bind-ro="+r.p.SysextDir+":/run/extensions")
+			mountsFor += " " + r.p.SysextDir
+		}
+		if len(t.Confext) > 0 {
+			argv = append(argv, "--bind-ro="+r.p.ConfextDir+":/run/confexts")
+			mountsFor += " " + r.p.ConfextDir
+		}
+		argv = append(argv, r.cfg.VMSpawnArgs...)
+		r.header()
+		r.section("Unit")
+		r.kv("Description", "Infrastructure VM of BitBuilder tenant "+t.Name)
+		r.kv("BindsTo", names.tenant)
+		r.kv("After", names.tenant+" "+names.network)
+		r.kv("RequiresMountsFor", mountsFor)
+		r.section("Service")
+		r.kv("Type", "notify")
+		r.kv("ExecStart", execLine(argv...))
+		r.kv("KillMode", "mixed")
+		r.kv("Restart", "always")
+		r.kv("RestartSec", "10")
+		add(names.infra)
+	}
+
+	if len(t.Sysext) > 0 {
+		lower := make([]string, 0, len(t.Sysext)+1)
+		for i := len(t.Sysext) - 1; i >= 0; i-- {
+			lower = append(lower, r.p.SysextDir+"/"+t.Sysext[i]+"/usr")
+		}
+		lower = append(lower, "/usr")
+		r.mount(names.tenant, "System extensions of BitBuilder tenant "+t.Name, r.p.MergedUsr, "ro,nodev", lower, r.p.SysextDir+" /usr")
+		add(names.sysext)
+	}
+	if len(t.Confext) > 0 {
+		lower := make([]string, 0, len(t.Confext)+1)
+		for i := len(t.Confext) - 1; i >= 0; i-- {
+			lower = append(lower, r.p.ConfextDir+"/"+t.Confext[i]+"/etc")
+		}
+		lower = append(lower, r.cfg.LibexecDir+"/empty")
+		r.mount(names.tenant, "Configuration extensions of BitBuilder tenant "+t.Name, r.p.MergedEtc, "ro,nodev,nosuid,noexec", lower, r.p.ConfextDir+" "+r.cfg.LibexecDir)
+		add(names.confext)
+	}
+	return units, nil
+}
+
+// mount writes a read-only overlay mount unit: lower is top layer first, as overlayfs wants it.
+func (r *renderer) mount(tenantUnit, desc, where, flags string, lower []string, mountsFor string) {
+	r.header()
+	r.section("Unit")
+	r.kv("Description", desc)
+	r.kv("Before", tenantUnit)
+	r.kv("RequiresMountsFor", mountsFor)
+	r.section("Mount")
+	r.kv("What", "overlay")
+	r.kv("Where", where)
+	r.kv("Type", "overlay")
+	r.kv("Options", flags+",lowerdir="+strings.Join(lower, ":"))
+}
+
+func (r *renderer) header() {
+	r.inSection = false
+	r.b.WriteString("# Rendered by BitBuilder (package units). Do not edit: the boot generator and the daemon rewrite it.\n")
+}
+
+func (r *renderer) section(s string) {
+	if r.inSection {
+		r.b.WriteByte('\n')
+	}
+	r.inSection = true
+	r.b.WriteString("[" + s + "]\n")
+}
+
+// kv writes one setting. Values come from checked names and paths (no "%", no line breaks, no trailing "\"),
+// or from execLine, which quotes.
+func (r *renderer) kv(k, v string) {
+	r.b.WriteString(k)
+	r.b.WriteByte('=')
+	r.b.WriteString(v)
+	r.b.WriteByte('\n')
+}
+
+func (r *renderer) take() []byte {
+	out := bytes.Clone(r.b.Bytes())
+	r.b.Reset()
+	return out
+}
