@@ -124,6 +124,8 @@ type Host struct {
 	console *os.File
 	exited  chan struct{} // closed when systemd-nspawn has exited
 	leader  int
+	pidNS   string // the container's PID namespace, as readlink /proc/LEADER/ns/pid says
+	started string // the leader's start time (/proc/LEADER/stat field 22), to tell it from a reused PID
 
 	stopOnce sync.Once
 	stopErr  error
@@ -193,10 +195,14 @@ func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string
 	if h.state, err = os.MkdirTemp(opts.StateDir, "bbtest-"+h.name+"-"); err != nil {
 		return fmt.Errorf("testhost: state dir: %w", err)
 	}
-	for _, d := range []string{"upper", "work", "root"} {
+	for _, d := range []string{"upper", "upper/etc", "work", "root"} {
 		if err := os.Mkdir(filepath.Join(h.state, d), 0o755); err != nil {
 			return fmt.Errorf("testhost: state dir: %w", err)
 		}
+	}
+	// Per-host files go straight into the overlay's upper dir: the hostname is the machine name.
+	if err := os.WriteFile(filepath.Join(h.state, "upper/etc/hostname"), []byte(h.name+"\n"), 0o644); err != nil {
+		return fmt.Errorf("testhost: state dir: %w", err)
 	}
 	cg := filepath.Join(cgroupRoot, "nspawn-"+h.name)
 	if err := os.Mkdir(cg, 0o755); err != nil {
@@ -253,6 +259,7 @@ func (h *Host) findLeader(ctx context.Context) (int, error) {
 			for _, f := range strings.Fields(string(children)) {
 				ns, err := os.Readlink("/proc/" + f + "/ns/pid")
 				if err == nil && ns != own {
+					h.pidNS, h.started = ns, startTime(f)
 					return strconv.Atoi(f)
 				}
 			}
@@ -321,7 +328,14 @@ func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 	full := append([]string{"-t", strconv.Itoa(h.leader), "-a", "--"}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", full...)
 	cmd.Env = append([]string(nil), guestEnv...)
+	// nsenter forks the command into the host's PID namespace: killing nsenter alone would leave it running, so
+	// a cancelled ctx kills the whole process group.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
+	if h.isExited() {
+		cmd.Err = ErrStopped // the leader's PID may belong to another process by now
+	}
 	return cmd
 }
 
@@ -336,13 +350,13 @@ func (h *Host) RunInput(ctx context.Context, stdin io.Reader, args ...string) (s
 	if len(args) == 0 {
 		return nil, nil, invalid("Run: no command")
 	}
-	if h.isExited() {
-		return nil, nil, ErrStopped
-	}
 	var o, e bytes.Buffer
 	cmd := h.Command(ctx, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &o, &e
 	if err := cmd.Run(); err != nil {
+		if errors.Is(err, ErrStopped) {
+			return nil, nil, err
+		}
 		code := -1
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
@@ -414,6 +428,14 @@ func (h *Host) teardown(orderly bool) error {
 				h.log.Warn("orderly shutdown timed out, killing", "timeout", h.stopTimeout)
 			}
 		}
+		if !h.isExited() && h.leader != 0 {
+			// Killing the container's PID 1 kills its PID namespace; systemd-nspawn reaps it and exits.
+			_ = syscall.Kill(h.leader, syscall.SIGKILL)
+			select {
+			case <-h.exited:
+			case <-time.After(5 * time.Second):
+			}
+		}
 		if !h.isExited() {
 			if err := killCgroup(h.cgroup); err != nil {
 				errs = append(errs, err)
@@ -425,6 +447,9 @@ func (h *Host) teardown(orderly bool) error {
 				errs = append(errs, fmt.Errorf("testhost: systemd-nspawn (pid %d) did not exit after SIGKILL", h.cmd.Process.Pid))
 			}
 		}
+	}
+	if h.started != "" && !h.waitLeaderGone(10*time.Second) {
+		errs = append(errs, fmt.Errorf("testhost: the container's PID 1 (%d) is still there", h.leader))
 	}
 	if h.cgroup != "" {
 		if err := removeCgroup(h.cgroup, 10*time.Second); err != nil {
@@ -441,6 +466,39 @@ func (h *Host) teardown(orderly bool) error {
 	}
 	h.log.Info("host stopped", "duration", time.Since(start).Round(time.Millisecond))
 	return errors.Join(errs...)
+}
+
+// waitLeaderGone waits until the container's PID 1 has been reaped (a killed process whose parent died is reaped
+// by this machine's init, some time later).
+func (h *Host) waitLeaderGone(wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for {
+		if st := startTime(strconv.Itoa(h.leader)); st == "" || st != h.started {
+			return true // reaped (a zombie still has its stat)
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// startTime returns field 22 of /proc/PID/stat, or "" when there is no such process.
+func startTime(pid string) string {
+	data, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return ""
+	}
+	// pid (comm) state ppid ...: comm may contain spaces and parentheses, so split after the last ')'.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return ""
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return f[19]
 }
 
 // removeState removes the host's temporary directory, refusing if the overlay is still mounted on it here.
