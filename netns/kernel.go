@@ -1,0 +1,614 @@
+package netns
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	vns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// KernelConfig configures the real Host.
+type KernelConfig struct {
+	NetnsDir  string // default /run/netns
+	HostNetns string // "" for the calling process's namespace
+}
+
+// Kernel is the real Host: netlink (vishvananda/netlink handles) and named namespaces as bind mounts in NetnsDir,
+// exactly as `ip netns` keeps them, without running any command.
+type Kernel struct {
+	dir      string
+	hostPath string
+
+	mu     sync.Mutex
+	shared bool // NetnsDir made a shared mount point
+}
+
+// NewKernel returns the real Host.
+func NewKernel(cfg KernelConfig) *Kernel {
+	if cfg.NetnsDir == "" {
+		cfg.NetnsDir = "/run/netns"
+	}
+	return &Kernel{dir: cfg.NetnsDir, hostPath: cfg.HostNetns}
+}
+
+// handles holds the netlink handles one call uses; namespaces are opened lazily and closed at the end.
+type handles struct {
+	k      *Kernel
+	host   *netlink.Handle
+	hostNs vns.NsHandle
+	ns     map[string]*netlink.Handle
+	nsFd   map[string]vns.NsHandle
+}
+
+func (k *Kernel) open() (*handles, error) {
+	h := &handles{k: k, hostNs: vns.None(), ns: map[string]*netlink.Handle{}, nsFd: map[string]vns.NsHandle{}}
+	var err error
+	if k.hostPath != "" {
+		if h.hostNs, err = vns.GetFromPath(k.hostPath); err != nil {
+			return nil, &OpError{Op: "open host namespace " + k.hostPath, Err: err}
+		}
+		h.host, err = netlink.NewHandleAt(h.hostNs)
+	} else {
+		h.host, err = netlink.NewHandle()
+	}
+	if err != nil {
+		h.close()
+		return nil, &OpError{Op: "open netlink", Err: err}
+	}
+	return h, nil
+}
+
+func (h *handles) close() {
+	if h.host != nil {
+		h.host.Close()
+	}
+	if h.hostNs.IsOpen() {
+		h.hostNs.Close()
+	}
+	for name := range h.ns {
+		h.closeNs(name)
+	}
+}
+
+func (h *handles) closeNs(name string) {
+	if nh := h.ns[name]; nh != nil {
+		nh.Close()
+	}
+	if fd, ok := h.nsFd[name]; ok {
+		fd.Close()
+	}
+	delete(h.ns, name)
+	delete(h.nsFd, name)
+}
+
+// netns returns the handle of the named namespace, or (nil, nil) when it does not exist.
+func (h *handles) netns(name string) (*netlink.Handle, vns.NsHandle, error) {
+	if nh, ok := h.ns[name]; ok {
+		return nh, h.nsFd[name], nil
+	}
+	path := filepath.Join(h.k.dir, name)
+	if !isNsfs(path) {
+		return nil, vns.None(), nil
+	}
+	fd, err := vns.GetFromPath(path)
+	if err != nil {
+		return nil, vns.None(), &OpError{Op: "open namespace", Namespace: name, Err: err}
+	}
+	nh, err := netlink.NewHandleAt(fd)
+	if err != nil {
+		fd.Close()
+		return nil, vns.None(), &OpError{Op: "open netlink", Namespace: name, Err: err}
+	}
+	h.ns[name], h.nsFd[name] = nh, fd
+	return nh, fd, nil
+}
+
+func isNsfs(path string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(path, &st) == nil && st.Type == unix.NSFS_MAGIC
+}
+
+// Observe implements Host.
+func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
+	var obs Observed
+	h, err := k.open()
+	if err != nil {
+		return obs, err
+	}
+	defer h.close()
+	byIndex := map[int]netlink.Link{}
+	for _, name := range q.HostLinks {
+		l, err := h.host.LinkByName(name)
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return obs, &OpError{Op: "read link", Link: name, Err: err}
+		}
+		byIndex[l.Attrs().Index] = l
+		st, err := linkState(h.host, l, "", false)
+		if err != nil {
+			return obs, err
+		}
+		obs.Links = append(obs.Links, st)
+	}
+	for i := range obs.Links {
+		if m := obs.Links[i].masterIndex; m != 0 {
+			if l, ok := byIndex[m]; ok {
+				obs.Links[i].Master = l.Attrs().Name
+			} else if l, err := h.host.LinkByIndex(m); err == nil {
+				obs.Links[i].Master = l.Attrs().Name
+			}
+		}
+	}
+	if q.Filter != "" {
+		if l, ok := findByName(byIndex, q.Filter); ok {
+			if obs.Filter, err = readFilter(h.host, l); err != nil {
+				return obs, err
+			}
+		}
+	}
+	if q.Namespace != "" {
+		nh, _, err := h.netns(q.Namespace)
+		if err != nil {
+			return obs, err
+		}
+		if nh != nil {
+			obs.NamespaceExists = true
+			for _, name := range q.NSLinks {
+				l, err := nh.LinkByName(name)
+				if err != nil {
+					if isNotFound(err) {
+						continue
+					}
+					return obs, &OpError{Op: "read link", Link: name, Namespace: q.Namespace, Err: err}
+				}
+				st, err := linkState(nh, l, q.Namespace, true)
+				if err != nil {
+					return obs, err
+				}
+				obs.Links = append(obs.Links, st)
+			}
+		}
+	}
+	if q.Host || q.Uplink {
+		if err := readHost(h.host, &obs); err != nil {
+			return obs, err
+		}
+		if !q.Host {
+			obs.Routes, obs.Addrs = nil, nil
+		}
+	}
+	for i := range obs.Links {
+		obs.Links[i].masterIndex = 0
+	}
+	return obs, ctx.Err()
+}
+
+func findByName(m map[int]netlink.Link, name string) (netlink.Link, bool) {
+	for _, l := range m {
+		if l.Attrs().Name == name {
+			return l, true
+		}
+	}
+	return nil, false
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
+}
+
+func linkState(h *netlink.Handle, l netlink.Link, ns string, gateway bool) (LinkState, error) {
+	a := l.Attrs()
+	st := LinkState{
+		Namespace: ns, Name: a.Name, Index: a.Index, Kind: l.Type(), Alias: a.Alias,
+		Up: a.Flags&net.FlagUp != 0, OperState: a.OperState.String(), masterIndex: a.MasterIndex,
+	}
+	if st.Kind == "device" && a.Flags&net.FlagLoopback != 0 {
+		st.Kind = "loopback"
+	}
+	switch v := l.(type) {
+	case *netlink.Vxlan:
+		st.VNI = v.VxlanId
+	case *netlink.Vlan:
+		st.VNI = v.VlanId
+	}
+	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return st, &OpError{Op: "read addresses", Link: a.Name, Namespace: ns, Err: err}
+	}
+	for _, ad := range addrs {
+		if p, ok := prefixOf(ad.IPNet); ok {
+			st.Addrs = append(st.Addrs, p)
+		}
+	}
+	if gateway {
+		routes, err := h.RouteList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return st, &OpError{Op: "read routes", Link: a.Name, Namespace: ns, Err: err}
+		}
+		for _, r := range routes {
+			if isDefault(r) && r.Gw != nil {
+				st.Gateway, _ = netip.AddrFromSlice(r.Gw.To4())
+			}
+		}
+	}
+	return st, nil
+}
+
+func isDefault(r netlink.Route) bool {
+	if r.Dst == nil {
+		return true
+	}
+	ones, _ := r.Dst.Mask.Size()
+	return ones == 0
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	if n == nil {
+		return netip.Prefix{}, false
+	}
+	a, ok := netip.AddrFromSlice(n.IP.To4())
+	if !ok || n.IP.To4() == nil {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, ones), true
+}
+
+func readHost(h *netlink.Handle, obs *Observed) error {
+	links, err := h.LinkList()
+	if err != nil {
+		return &OpError{Op: "list links", Err: err}
+	}
+	byIndex := map[int]*netlink.LinkAttrs{}
+	for _, l := range links {
+		byIndex[l.Attrs().Index] = l.Attrs()
+	}
+	on := func(index int) (string, string) {
+		if a := byIndex[index]; a != nil {
+			return a.Name, a.Alias
+		}
+		return "", ""
+	}
+	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return &OpError{Op: "list routes", Err: err}
+	}
+	for _, r := range routes {
+		name, alias := on(r.LinkIndex)
+		if isDefault(r) {
+			if obs.DefaultLink == "" {
+				obs.DefaultLink = name
+			}
+			continue
+		}
+		if p, ok := prefixOf(r.Dst); ok {
+			obs.Routes = append(obs.Routes, HostRoute{Prefix: p, Link: name, Alias: alias})
+		}
+	}
+	addrs, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return &OpError{Op: "list addresses", Err: err}
+	}
+	for _, ad := range addrs {
+		name, alias := on(ad.LinkIndex)
+		if p, ok := prefixOf(ad.IPNet); ok {
+			obs.Addrs = append(obs.Addrs, HostRoute{Prefix: p, Link: name, Alias: alias})
+		}
+	}
+	return nil
+}
+
+var ingressParent = netlink.MakeHandle(0xffff, 0)
+
+func readFilter(h *netlink.Handle, l netlink.Link) (string, error) {
+	filters, err := h.FilterList(l, ingressParent)
+	if err != nil {
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+			return "", nil // no ingress qdisc
+		}
+		return "", &OpError{Op: "list filters", Link: l.Attrs().Name, Err: err}
+	}
+	for _, f := range filters {
+		if b, ok := f.(*netlink.BpfFilter); ok && b.Handle == filterHandle && b.Priority == filterPriority && b.DirectAction {
+			return fmt.Sprintf("%08x", b.ClassId), nil
+		}
+	}
+	return "", nil
+}
+
+// Apply implements Host.
+func (k *Kernel) Apply(ctx context.Context, ops []Op) []error {
+	errs := make([]error, len(ops))
+	if len(ops) == 0 {
+		return errs
+	}
+	h, err := k.open()
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return errs
+	}
+	defer h.close()
+	for i, op := range ops {
+		if err := ctx.Err(); err != nil {
+			errs[i] = err
+			continue
+		}
+		if err := k.apply(h, op); err != nil {
+			var oe *OpError
+			if !errors.As(err, &oe) {
+				err = &OpError{Op: describe(op), Err: err}
+			}
+			errs[i] = err
+		}
+	}
+	return errs
+}
+
+func (k *Kernel) apply(h *handles, op Op) error {
+	switch op.Kind {
+	case OpAddNamespace:
+		return k.addNamespace(op.Name)
+	case OpDelNamespace:
+		h.closeNs(op.Name)
+		return k.delNamespace(op.Name)
+	case OpAddLink:
+		return h.addLink(op)
+	}
+	nh := h.host
+	if op.Namespace != "" {
+		var err error
+		if nh, _, err = h.netns(op.Namespace); err != nil {
+			return err
+		}
+		if nh == nil {
+			return fmt.Errorf("namespace %s: %w", op.Namespace, unix.ENOENT)
+		}
+	}
+	l, err := nh.LinkByName(op.Name)
+	if err != nil {
+		return err
+	}
+	switch op.Kind {
+	case OpDelLink:
+		return nh.LinkDel(l)
+	case OpSetMaster:
+		m, err := nh.LinkByName(op.Master)
+		if err != nil {
+			return err
+		}
+		return nh.LinkSetMasterByIndex(l, m.Attrs().Index)
+	case OpSetUp:
+		return nh.LinkSetUp(l)
+	case OpAddAddr:
+		return nh.AddrAdd(l, &netlink.Addr{IPNet: ipNet(op.Addr)})
+	case OpDelAddr:
+		return nh.AddrDel(l, &netlink.Addr{IPNet: ipNet(op.Addr)})
+	case OpSetGateway:
+		return nh.RouteReplace(&netlink.Route{
+			LinkIndex: l.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("0.0.0.0/0")), Gw: net.IP(op.Gateway.AsSlice()),
+		})
+	case OpSetFilter:
+		return h.setFilter(l, op.Filter)
+	}
+	return fmt.Errorf("unknown op %d", op.Kind)
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func (h *handles) addLink(op Op) error {
+	nh := h.host
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = op.Name
+	var link netlink.Link
+	switch op.Link.Kind {
+	case "bridge":
+		link = &netlink.Bridge{LinkAttrs: attrs}
+	case "veth":
+		_, fd, err := h.netns(op.Link.PeerNamespace)
+		if err != nil {
+			return err
+		}
+		if !fd.IsOpen() {
+			return &OpError{Op: "create veth", Link: op.Name, Err: fmt.Errorf("namespace %s: %w", op.Link.PeerNamespace, unix.ENOENT)}
+		}
+		link = &netlink.Veth{LinkAttrs: attrs, PeerName: op.Link.PeerName, PeerNamespace: netlink.NsFd(int(fd))}
+	case "vxlan", "vlan":
+		parent, err := nh.LinkByName(op.Link.Parent)
+		if err != nil {
+			return &OpError{Op: "create " + op.Link.Kind, Link: op.Name, Err: fmt.Errorf("uplink %s: %w", op.Link.Parent, err)}
+		}
+		if op.Link.Kind == "vlan" {
+			attrs.ParentIndex = parent.Attrs().Index
+			link = &netlink.Vlan{LinkAttrs: attrs, VlanId: op.Link.VNI}
+		} else {
+			link = &netlink.Vxlan{LinkAttrs: attrs, VxlanId: op.Link.VNI, Group: net.IP(op.Link.Group.AsSlice()),
+				Port: op.Link.Port, VtepDevIndex: parent.Attrs().Index, Learning: true}
+		}
+	case "wireguard":
+		link = &netlink.Wireguard{LinkAttrs: attrs}
+	default:
+		return fmt.Errorf("unknown link kind %q", op.Link.Kind)
+	}
+	if err := nh.LinkAdd(link); err != nil {
+		return &OpError{Op: "create " + op.Link.Kind, Link: op.Name, Err: err}
+	}
+	// The kernel ignores an alias in RTM_NEWLINK, so the mark is a second step; a link we cannot mark is removed
+	// again, or the next run would refuse it as foreign.
+	mark := func(nh *netlink.Handle, name, ns string) error {
+		l, err := nh.LinkByName(name)
+		if err == nil {
+			err = nh.LinkSetAlias(l, op.Alias)
+		}
+		if err != nil {
+			return &OpError{Op: "mark", Link: name, Namespace: ns, Err: err}
+		}
+		return nil
+	}
+	err := mark(nh, op.Name, "")
+	if err == nil && op.Link.Kind == "veth" {
+		pnh, _, perr := h.netns(op.Link.PeerNamespace)
+		if err = perr; err == nil {
+			err = mark(pnh, op.Link.PeerName, op.Link.PeerNamespace)
+		}
+	}
+	if err != nil {
+		if l, lerr := nh.LinkByName(op.Name); lerr == nil {
+			_ = nh.LinkDel(l)
+		}
+		return err
+	}
+	return nil
+}
+
+// setFilter installs the isolation filter on l's ingress, replacing an older one of ours.
+func (h *handles) setFilter(l netlink.Link, f Filter) error {
+	name := l.Attrs().Name
+	qdiscs, err := h.host.QdiscList(l)
+	if err != nil {
+		return &OpError{Op: "list qdiscs", Link: name, Err: err}
+	}
+	hasIngress := false
+	for _, q := range qdiscs {
+		if q.Type() == "ingress" {
+			hasIngress = true
+		}
+	}
+	if !hasIngress {
+		q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
+		if err := h.host.QdiscAdd(q); err != nil {
+			return &OpError{Op: "add ingress qdisc", Link: name, Err: err}
+		}
+	}
+	old := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{
+		LinkIndex: l.Attrs().Index, Parent: ingressParent, Handle: filterHandle, Priority: filterPriority,
+		Protocol: unix.ETH_P_ALL}}
+	if err := h.host.FilterDel(old); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
+		return &OpError{Op: "remove old isolation filter", Link: name, Err: err}
+	}
+	// vishvananda/netlink only knows eBPF filters (by fd); a classic program is sent as a raw request.
+	req := nl.NewNetlinkRequest(unix.RTM_NEWTFILTER, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	req.AddData(&nl.TcMsg{
+		Family: nl.FAMILY_ALL, Ifindex: int32(l.Attrs().Index), Handle: filterHandle, Parent: ingressParent,
+		Info: netlink.MakeHandle(filterPriority, nl.Swap16(unix.ETH_P_ALL)),
+	})
+	req.AddData(nl.NewRtAttr(nl.TCA_KIND, nl.ZeroTerminated("bpf")))
+	opts := nl.NewRtAttr(nl.TCA_OPTIONS, nil)
+	prog := f.bytes()
+	opts.AddRtAttr(nl.TCA_BPF_OPS_LEN, nl.Uint16Attr(uint16(len(prog)/8)))
+	opts.AddRtAttr(nl.TCA_BPF_OPS, prog)
+	opts.AddRtAttr(nl.TCA_BPF_CLASSID, nl.Uint32Attr(f.classID()))
+	opts.AddRtAttr(nl.TCA_BPF_FLAGS, nl.Uint32Attr(nl.TCA_BPF_FLAG_ACT_DIRECT))
+	req.AddData(opts)
+	if err := h.execute(req); err != nil {
+		return &OpError{Op: "install isolation filter", Link: name, Err: err}
+	}
+	return nil
+}
+
+// execute sends req on a fresh NETLINK_ROUTE socket in the host namespace and waits for the kernel's ack.
+func (h *handles) execute(req *nl.NetlinkRequest) error {
+	s, err := nl.GetNetlinkSocketAt(h.hostNs, vns.None(), unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Send(req); err != nil {
+		return err
+	}
+	for {
+		msgs, _, err := s.Receive()
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != req.Seq || m.Header.Type != unix.NLMSG_ERROR {
+				continue
+			}
+			if errno := -int32(nl.NativeEndian().Uint32(m.Data[0:4])); errno != 0 {
+				return syscall.Errno(errno)
+			}
+			return nil
+		}
+	}
+}
+
+// addNamespace creates a named network namespace as `ip netns add` does: NetnsDir is made a shared mount point
+// (so the namespace is visible from other mount namespaces), and a new namespace is bind-mounted on a file in it.
+func (k *Kernel) addNamespace(name string) error {
+	if err := k.sharedDir(); err != nil {
+		return err
+	}
+	path := filepath.Join(k.dir, name)
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o444)
+	if err != nil {
+		return &OpError{Op: "create namespace file", Namespace: name, Err: err}
+	}
+	f.Close()
+	errc := make(chan error, 1)
+	go func() {
+		// The thread never returns to the pool: it ends with this goroutine, namespace and all.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		errc <- unix.Mount("/proc/thread-self/ns/net", path, "none", unix.MS_BIND, "")
+	}()
+	if err := <-errc; err != nil {
+		os.Remove(path)
+		return &OpError{Op: "create namespace", Namespace: name, Err: err}
+	}
+	return nil
+}
+
+func (k *Kernel) sharedDir() error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.shared {
+		return nil
+	}
+	if err := os.MkdirAll(k.dir, 0o755); err != nil {
+		return &OpError{Op: "create " + k.dir, Err: err}
+	}
+	err := unix.Mount("", k.dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point yet
+		if err = unix.Mount(k.dir, k.dir, "none", unix.MS_BIND|unix.MS_REC, ""); err == nil {
+			err = unix.Mount("", k.dir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		}
+	}
+	if err != nil {
+		return &OpError{Op: "make " + k.dir + " a shared mount", Err: err}
+	}
+	k.shared = true
+	return nil
+}
+
+func (k *Kernel) delNamespace(name string) error {
+	path := filepath.Join(k.dir, name)
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return &OpError{Op: "unmount namespace", Namespace: name, Err: err}
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return &OpError{Op: "remove namespace file", Namespace: name, Err: err}
+	}
+	return nil
+}

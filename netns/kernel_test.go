@@ -1,0 +1,272 @@
+package netns
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+func requireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces and links")
+	}
+}
+
+// testEnv is a private "host" namespace with an uplink veth pair, and a Manager whose bridges live in it, so no
+// test touches the machine's own links. All namespaces it makes start with prefix and are removed in Cleanup.
+type testEnv struct {
+	m      *Manager
+	k      *Kernel
+	cfg    Config
+	prefix string // namespace name prefix, unique per test
+	host   string // host namespace name
+	ops    *atomic.Int64
+}
+
+// countingHost counts the operations applied, to show that a converged tenant needs none.
+type countingHost struct {
+	Host
+	ops *atomic.Int64
+}
+
+func (c countingHost) Apply(ctx context.Context, ops []Op) []error {
+	c.ops.Add(int64(len(ops)))
+	return c.Host.Apply(ctx, ops)
+}
+
+func newTestEnv(t testing.TB, mod func(*Config)) *testEnv {
+	t.Helper()
+	requireRoot(t)
+	tag := make([]byte, 3)
+	rand.Read(tag)
+	prefix := "bbt-" + hex.EncodeToString(tag) + "-"
+	k := NewKernel(KernelConfig{})
+	e := &testEnv{k: k, prefix: prefix, host: prefix + "host", ops: new(atomic.Int64)}
+	t.Cleanup(func() { cleanupNamespaces(t, prefix) })
+	if err := k.addNamespace(e.host); err != nil {
+		t.Fatal(err)
+	}
+	hostPath := filepath.Join("/run/netns", e.host)
+	e.k = NewKernel(KernelConfig{HostNetns: hostPath})
+	inNetns(t, hostPath, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	})
+	h := hostHandle(t, hostPath)
+	lo, _ := h.LinkByName("lo")
+	must(t, h.LinkSetUp(lo))
+	up := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "bbt-up0", TxQLen: -1}, PeerName: "bbt-up1"}
+	must(t, h.LinkAdd(up))
+	for _, n := range []string{"bbt-up0", "bbt-up1"} {
+		l, err := h.LinkByName(n)
+		must(t, err)
+		must(t, h.LinkSetUp(l))
+	}
+	e.cfg = Config{
+		BridgePrefix: "bbt-br-", VethPrefix: "bbt-ve-", VXLANPrefix: "bbt-vx-", WireGuardPrefix: "bbt-wg-",
+		VLANPrefix: "bbt-vl-", NamespacePrefix: prefix, HostNetns: hostPath, Uplink: "bbt-up0",
+		Host: countingHost{Host: e.k, ops: e.ops},
+	}
+	if mod != nil {
+		mod(&e.cfg)
+	}
+	m, err := New(e.cfg)
+	must(t, err)
+	e.m = m
+	return e
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func cleanupNamespaces(t testing.TB, prefix string) {
+	entries, _ := os.ReadDir("/run/netns")
+	k := NewKernel(KernelConfig{})
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			if err := k.delNamespace(e.Name()); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	}
+}
+
+func hostHandle(t testing.TB, path string) *netlink.Handle {
+	t.Helper()
+	ns, err := vns.GetFromPath(path)
+	must(t, err)
+	t.Cleanup(func() { ns.Close() })
+	h, err := netlink.NewHandleAt(ns)
+	must(t, err)
+	t.Cleanup(h.Close)
+	return h
+}
+
+// inNetns runs fn on a thread in the namespace at path; the thread is discarded afterwards.
+func inNetns(t testing.TB, path string, fn func() error) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		ns, err := vns.GetFromPath(path)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer ns.Close()
+		if err := vns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	must(t, <-errc)
+}
+
+func (e *testEnv) nsPath(tenant string) string { return filepath.Join("/run/netns", e.prefix+tenant) }
+
+func (e *testEnv) countHostLinks(t testing.TB) int {
+	links, err := hostHandle(t, filepath.Join("/run/netns", e.host)).LinkList()
+	must(t, err)
+	return len(links)
+}
+
+func countNamespaces(prefix string) int {
+	entries, _ := os.ReadDir("/run/netns")
+	n := 0
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// ping sends one ICMP echo request from inside the namespace at nsPath to dst and reports whether a reply came
+// within the timeout. It uses a raw ICMP socket opened inside the namespace.
+func ping(t testing.TB, nsPath string, dst netip.Addr, timeout time.Duration) bool {
+	t.Helper()
+	var fd int
+	inNetns(t, nsPath, func() error {
+		var err error
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_ICMP)
+		return err
+	})
+	defer unix.Close(fd)
+	id := uint16(os.Getpid())
+	seq := uint16(time.Now().UnixNano())
+	msg := []byte{8, 0, 0, 0, byte(id >> 8), byte(id), byte(seq >> 8), byte(seq), 'b', 'b', 't', '!'}
+	sum := icmpChecksum(msg)
+	msg[2], msg[3] = byte(sum>>8), byte(sum)
+	must(t, unix.Sendto(fd, msg, 0, &unix.SockaddrInet4{Addr: dst.As4()}))
+	deadline := time.Now().Add(timeout)
+	buf := make([]byte, 1500)
+	for time.Now().Before(deadline) {
+		tv := unix.NsecToTimeval(time.Until(deadline).Nanoseconds())
+		must(t, unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv))
+		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+				continue
+			}
+			t.Fatal(err)
+		}
+		src, ok := from.(*unix.SockaddrInet4)
+		if !ok || netip.AddrFrom4(src.Addr) != dst || n < 28 {
+			continue
+		}
+		icmp := buf[int(buf[0]&0x0f)*4 : n]
+		if icmp[0] == 0 && binary.BigEndian.Uint16(icmp[4:]) == id && binary.BigEndian.Uint16(icmp[6:]) == seq {
+			return true
+		}
+	}
+	return false
+}
+
+func icmpChecksum(b []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		s += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		s += uint32(b[len(b)-1]) << 8
+	}
+	for s>>16 != 0 {
+		s = s&0xffff + s>>16
+	}
+	return ^uint16(s)
+}
+
+func linkIndexes(st Status) map[string]int {
+	out := map[string]int{}
+	for _, l := range st.Links {
+		out[l.Namespace+"/"+l.Name] = l.Index
+	}
+	return out
+}
+
+func TestKernelEnsureIdempotent(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	spec := Spec{Tenant: "acme", Index: 3, VXLAN: true}
+	st, err := e.m.Ensure(ctx, spec)
+	must(t, err)
+	if len(st.Problems) != 0 {
+		t.Fatalf("problems after Ensure: %+v", st.Problems)
+	}
+	if !st.Isolated || !st.NamespacePresent {
+		t.Fatalf("status: isolated=%v namespace=%v", st.Isolated, st.NamespacePresent)
+	}
+	first := linkIndexes(st)
+	for _, l := range st.Links {
+		if l.State != StateUp || l.Index == 0 {
+			t.Errorf("link %s/%s: state %s index %d", l.Namespace, l.Name, l.State, l.Index)
+		}
+	}
+	before := e.ops.Load()
+	st2, err := e.m.Ensure(ctx, spec)
+	must(t, err)
+	if n := e.ops.Load() - before; n != 0 {
+		t.Errorf("second Ensure applied %d operations, want 0", n)
+	}
+	if got := linkIndexes(st2); fmt.Sprint(got) != fmt.Sprint(first) {
+		t.Errorf("ifindexes changed: %v -> %v", first, got)
+	}
+
+	// What the kernel really has.
+	h := hostHandle(t, e.cfg.HostNetns)
+	br, err := h.LinkByName("bbt-br-3")
+	must(t, err)
+	if br.Attrs().Alias != "bitbuilder:acme" {
+		t.Errorf("bridge alias %q", br.Attrs().Alias)
+	}
+	vx, err := h.LinkByName("bbt-vx-3")
+	must(t, err)
+	if vx.Attrs().MasterIndex != br.Attrs().Index || vx.(*netlink.Vxlan).VxlanId != 3 {
+		t.Errorf("vxlan: master %d (bridge %d), VNI %d", vx.Attrs().MasterIndex, br.Attrs().Index, vx.(*netlink.Vxlan).VxlanId)
+	}
+	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
+	must(t, err)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.3.0.1/24" {
+		t.Errorf("bridge addresses %v", addrs)
+	}
+}
