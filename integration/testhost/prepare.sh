@@ -112,7 +112,6 @@ remove_tree() {
 build_rootfs() {
 	local tmp start
 	tmp=$(mktemp -d "$CACHE_DIR/tmp.XXXXXX")
-	chmod 0755 "$tmp" # it becomes / of every test host
 	start=$(date +%s)
 	if [ -f "$TARBALL" ]; then
 		log "unpacking $TARBALL"
@@ -128,9 +127,11 @@ build_rootfs() {
 		rm -f "$tmp.log"
 		prepare_rootfs "$tmp"
 		log "writing $TARBALL"
+		chmod 0755 "$tmp"
 		tar -C "$tmp" -c --numeric-owner --xattrs --xattrs-include='*' . | zstd -q -T0 -3 -o "$TARBALL.tmp"
 		mv -f "$TARBALL.tmp" "$TARBALL"
 	fi
+	chmod 0755 "$tmp" # it becomes / of every test host (mktemp made it 0700)
 	mv -T "$tmp" "$ROOTFS"
 	log "rootfs ready in $(($(date +%s) - start)) s: $(chroot "$ROOTFS" systemctl --version | head -n1)"
 }

@@ -1,0 +1,157 @@
+package testhost
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// runScript runs prepare.sh from this directory (what CI runs) with the cache in dir.
+func runScript(t *testing.T, cache string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	var o, e bytes.Buffer
+	cmd := exec.CommandContext(t.Context(), "bash", append([]string{"prepare.sh"}, args...)...)
+	cmd.Env = append(os.Environ(), EnvCache+"="+cache)
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// TestPrepareScript checks the cache logic of prepare.sh on a private cache directory: it is seeded with the
+// tarball of the machine's cached rootfs, so a "build" is an unpack, not a debootstrap download.
+func TestPrepareScript(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("prepare.sh needs root")
+	}
+	rootfs, err := LocateRootfs(t.Context(), false)
+	if err != nil {
+		t.Skip(err)
+	}
+	tarball := rootfs + ".tar.zst"
+	if _, err := os.Stat(tarball); err != nil {
+		t.Skipf("no tarball next to the cached rootfs: %v", err)
+	}
+	cache := t.TempDir()
+	want := filepath.Join(cache, filepath.Base(rootfs))
+
+	// --key names the cached tree; --locate in an empty cache says "not built" (3) and makes nothing.
+	key, _, err := runScript(t, cache, "--key")
+	if err != nil || "rootfs-"+strings.TrimSpace(key) != filepath.Base(rootfs) {
+		t.Fatalf("--key = %q, %v; cached tree is %s", key, err, filepath.Base(rootfs))
+	}
+	_, _, err = runScript(t, cache, "--locate")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("--locate in an empty cache = %v, want exit code 3", err)
+	}
+	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
+		t.Fatalf("--locate changed the cache: %v", entries)
+	}
+	if _, _, err := runScript(t, cache, "--bogus"); err == nil {
+		t.Fatal("an unknown argument was accepted")
+	}
+
+	if err := os.Link(tarball, want+".tar.zst"); err != nil {
+		copyFile(t, tarball, want+".tar.zst")
+	}
+	// An interrupted build: a temporary tree with a file system still mounted in it (debootstrap mounts proc).
+	stale := filepath.Join(cache, "tmp.interrupted")
+	if err := os.MkdirAll(filepath.Join(stale, "proc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", filepath.Join(stale, "proc"), "tmpfs", 0, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(filepath.Join(stale, "proc"), syscall.MNT_DETACH) })
+	if err := os.WriteFile(filepath.Join(stale, "proc", "keep"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// Two concurrent runs: both print the same tree, only one builds it, the leftover is cleaned.
+	type result struct {
+		out, errOut string
+		err         error
+	}
+	results := make([]result, 2)
+	var wg sync.WaitGroup
+	for i := range results {
+		wg.Go(func() {
+			o, e, err := runScript(t, cache)
+			results[i] = result{o, e, err}
+		})
+	}
+	wg.Wait()
+	var stderr strings.Builder
+	for _, r := range results {
+		if r.err != nil {
+			t.Fatalf("prepare.sh: %v\n%s", r.err, r.errOut)
+		}
+		if got := lastLine(r.out); got != want {
+			t.Errorf("prepare.sh printed %q, want %q", got, want)
+		}
+		stderr.WriteString(r.errOut)
+	}
+	if n := strings.Count(stderr.String(), "unpacking"); n != 1 {
+		t.Errorf("%d builds by two concurrent runs, want 1:\n%s", n, stderr.String())
+	}
+	if _, err := os.Lstat(stale); err == nil {
+		t.Errorf("leftover of the interrupted build still there")
+	}
+	if mi, _ := os.ReadFile("/proc/self/mountinfo"); bytes.Contains(mi, []byte(stale)) {
+		t.Errorf("the interrupted build's mount is still there")
+	}
+	if _, err := os.Stat(filepath.Join(want, "usr/lib/systemd/systemd")); err != nil {
+		t.Errorf("built tree lacks systemd: %v", err)
+	}
+	if fi, err := os.Stat(want); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("built tree's root: %v, %v; want mode 0755", fi, err)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(cache, "tmp.*"))
+	if len(leftovers) > 0 {
+		t.Errorf("temporary files left in the cache: %v", leftovers)
+	}
+
+	// A further run reuses the tree as it is.
+	before, _ := os.Stat(want)
+	o, e, err := runScript(t, cache)
+	if err != nil || lastLine(o) != want || !strings.Contains(e, "rootfs cached") {
+		t.Fatalf("re-run: %q, %q, %v", o, e, err)
+	}
+	if after, _ := os.Stat(want); !os.SameFile(before, after) || !before.ModTime().Equal(after.ModTime()) {
+		t.Error("re-run replaced the cached tree")
+	}
+	if o, _, err := runScript(t, cache, "--locate"); err != nil || strings.TrimSpace(o) != want {
+		t.Errorf("--locate = %q, %v", o, err)
+	}
+}
+
+func copyFile(t *testing.T, src, dst string) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
