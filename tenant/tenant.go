@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"time"
@@ -273,7 +274,7 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 	for attempt := 0; ; attempt++ {
 		idx := spec.NetworkIndex
 		if idx == 0 {
-			idx, err = s.freeIndex(ctx)
+			idx, err = s.freeIndex(ctx, attempt)
 			if err != nil {
 				return nil, err
 			}
@@ -291,7 +292,7 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 		case errors.As(err, &opErr) && opErr.Index == 0 && errors.Is(err, store.ErrExists):
 			return nil, fmt.Errorf("tenant %q: %w", t.Name, ErrExists)
 		case errors.As(err, &opErr) && opErr.Index == 1 && errors.Is(err, store.ErrExists):
-			if spec.NetworkIndex != 0 || attempt >= 16 {
+			if spec.NetworkIndex != 0 || attempt >= 64 {
 				holder := "another tenant"
 				if r, gerr := s.cfg.Store.Get(ctx, KindNetIndex, indexKey(idx)); gerr == nil {
 					holder = string(r.Value)
@@ -304,7 +305,10 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 	}
 }
 
-func (s *Service) freeIndex(ctx context.Context) (int, error) {
+// freeIndex returns the lowest free network index. After attempt lost races for it, it
+// picks at random among the lowest 2^attempt free ones, so that concurrent creates spread
+// out instead of colliding again.
+func (s *Service) freeIndex(ctx context.Context, attempt int) (int, error) {
 	recs, _, err := s.cfg.Store.List(ctx, KindNetIndex)
 	if err != nil {
 		return 0, err
@@ -315,12 +319,17 @@ func (s *Service) freeIndex(ctx context.Context) (int, error) {
 			used[n] = true
 		}
 	}
-	for i := s.cfg.IndexMin; i <= s.cfg.IndexMax; i++ {
+	window := 1 << min(attempt, 10)
+	var free []int
+	for i := s.cfg.IndexMin; i <= s.cfg.IndexMax && len(free) < window; i++ {
 		if !used[i] {
-			return i, nil
+			free = append(free, i)
 		}
 	}
-	return 0, &NoFreeIndexError{Min: s.cfg.IndexMin, Max: s.cfg.IndexMax}
+	if len(free) == 0 {
+		return 0, &NoFreeIndexError{Min: s.cfg.IndexMin, Max: s.cfg.IndexMax}
+	}
+	return free[rand.IntN(len(free))], nil
 }
 
 // Get returns one tenant.
