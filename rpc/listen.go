@@ -78,8 +78,12 @@ func ActivationListener() (net.Listener, error) {
 	return nil, nil
 }
 
-// LookupGroup returns the numeric id of group name, or -1 when it does not exist.
+// LookupGroup returns the numeric id of group name (or of a numeric id given as such), or
+// -1 when it does not exist.
 func LookupGroup(name string) int {
+	if id, err := strconv.Atoi(name); err == nil && id >= 0 {
+		return id
+	}
 	g, err := user.LookupGroup(name)
 	if err != nil {
 		return -1

@@ -85,15 +85,12 @@ type Config struct {
 
 // Server serves Varlink on listeners.
 type Server struct {
-	cfg     Config
-	svc     *varlink.Service
-	ifaces  map[string]*servedInterface
-	log     *slog.Logger
-	conns   atomic.Int64
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	active  map[net.Conn]struct{}
-	closing bool
+	cfg    Config
+	svc    *varlink.Service
+	ifaces map[string]*servedInterface
+	log    *slog.Logger
+	conns  atomic.Int64
+	wg     sync.WaitGroup
 }
 
 type servedInterface struct {
@@ -124,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger, active: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger}
 	for _, iface := range cfg.Interfaces {
 		parsed, err := idl.New(iface.Dispatcher.VarlinkGetDescription())
 		if err != nil {
