@@ -1,0 +1,108 @@
+package validate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path"
+	"strings"
+)
+
+// ArtifactsFile is the name, at a template checkout's root, of the list of files the materializer copies in
+// from the host. Templates are text-only Git repositories; binaries they need (a busybox, a boot loader, a
+// kernel) are named there instead of committed.
+const ArtifactsFile = "artifacts.json"
+
+// Artifact is one file a template gets from the host when it is materialized.
+type Artifact struct {
+	// Path is where the file goes, slash-separated and relative to the checkout root
+	// (e.g. "rootfs/usr/bin/busybox").
+	Path string `json:"path"`
+	// From lists absolute host paths or glob patterns, tried in order; for a pattern the lexically last match
+	// is used (the newest kernel of /boot/vmlinuz-*). The file is copied with its permission bits.
+	From []string `json:"from"`
+}
+
+type artifactsDoc struct {
+	Artifacts []Artifact `json:"artifacts"`
+}
+
+// ReadArtifacts reads and checks the artifacts.json of a template checkout. A checkout without one has no
+// artifacts (nil, nil).
+func ReadArtifacts(dir string) ([]Artifact, error) {
+	r, err := openRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	c := &collector{}
+	a, err := readArtifacts(r, c)
+	if err != nil {
+		return nil, err
+	}
+	if errs := c.report().Errors(); len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %s", ErrInvalidArtifacts, errs[0].Message)
+	}
+	return a.list, nil
+}
+
+// artifacts is the parsed artifacts.json of a checkout.
+type artifacts struct {
+	list []Artifact
+	set  map[string]bool
+}
+
+func (a artifacts) has(p string) bool { return a.set[p] }
+
+func (a artifacts) hasAny(dir string, paths []string) bool {
+	for _, p := range paths {
+		if a.set[joinRel(dir, p)] {
+			return true
+		}
+	}
+	return false
+}
+
+func readArtifacts(r *root, c *collector) (artifacts, error) {
+	a := artifacts{set: map[string]bool{}}
+	data, err := r.readFile(ArtifactsFile, releaseLimit)
+	if errors.Is(err, fs.ErrNotExist) {
+		return a, nil
+	}
+	if err != nil {
+		c.errorf("X2", ArtifactsFile, "cannot read: %s", fileError(err))
+		return a, nil
+	}
+	var doc artifactsDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		c.errorf("X2", ArtifactsFile, "not valid JSON: %v", err)
+		return a, nil
+	}
+	for i, art := range doc.Artifacts {
+		p := art.Path
+		if p == "" || strings.HasPrefix(p, "/") || path.Clean(p) != p || p == ".." || strings.HasPrefix(p, "../") {
+			c.errorf("X2", ArtifactsFile, "artifact %d: path %q must be a clean relative path inside the template", i, p)
+			continue
+		}
+		if len(art.From) == 0 {
+			c.errorf("X2", ArtifactsFile, "artifact %s: \"from\" lists no host path", p)
+			continue
+		}
+		bad := false
+		for _, f := range art.From {
+			if !strings.HasPrefix(f, "/") {
+				c.errorf("X2", ArtifactsFile, "artifact %s: host path %q is not absolute", p, f)
+				bad = true
+			}
+		}
+		if bad {
+			continue
+		}
+		if _, _, err := r.lstat(p); err == nil {
+			c.warnf("X2", p, "listed in %s but also present in the checkout; the materialized copy replaces it", ArtifactsFile)
+		}
+		a.list = append(a.list, art)
+		a.set[p] = true
+	}
+	return a, nil
+}
