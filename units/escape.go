@@ -42,7 +42,8 @@ func validUnitChar(c byte) bool {
 
 // EscapePath escapes p the way `systemd-escape --path p` does (unit_name_path_escape): the path is simplified
 // (repeated and trailing slashes and "." components dropped), "/" alone becomes "-", otherwise the leading
-// slashes are cut and the rest escaped as by Escape. A path with a ".." component is refused, as systemd does.
+// slashes are cut and the rest escaped as by Escape. A path with a ".." component, or a relative one made only of
+// "." components, is refused, as systemd does; "" gives "-", as systemd does.
 // This is the name stem of a .mount unit for Where=p.
 func EscapePath(p string) (string, error) {
 	s, err := simplifyPath(p)
@@ -61,7 +62,7 @@ func EscapePath(p string) (string, error) {
 // simplifyPath is systemd's path_simplify followed by its path_is_normalized check.
 func simplifyPath(p string) (string, error) {
 	if p == "" {
-		return "", fmt.Errorf("%w: empty path", ErrInvalidPath)
+		return "", nil // systemd-escape --path "" prints "-"
 	}
 	abs := strings.HasPrefix(p, "/")
 	parts := strings.Split(p, "/")
@@ -76,6 +77,9 @@ func simplifyPath(p string) (string, error) {
 		kept = append(kept, c)
 	}
 	s := strings.Join(kept, "/")
+	if s == "" && !abs {
+		return "", fmt.Errorf("%w: %q is no path (only \".\" components)", ErrInvalidPath, p)
+	}
 	if abs {
 		s = "/" + s
 	}
