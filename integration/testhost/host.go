@@ -170,6 +170,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	sweep(opts.StateDir, opts.Logger)
 
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
@@ -236,6 +237,9 @@ func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string
 		_ = cmd.Wait()
 		close(h.exited)
 	}()
+	if err := writeOwner(h.state, cmd.Process.Pid, h.cgroup); err != nil {
+		return err
+	}
 
 	ctx, cancel := context.WithTimeout(ctx, opts.BootTimeout)
 	defer cancel()
@@ -302,6 +306,9 @@ func (h *Host) bootError(reason string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		e.Journal = h.JournalTail(ctx, 60)
+		if jobs, _, err := h.Run(ctx, "systemctl", "list-jobs", "--no-legend"); err == nil && len(jobs) > 0 {
+			e.Journal += "\n--- jobs still queued ---\n" + string(jobs)
+		}
 	}
 	return e
 }

@@ -670,14 +670,21 @@ func TestStartSkipsWithoutRootfs(t *testing.T) {
 	}
 }
 
+// BenchmarkStartStop measures a host's boot (to `running`) and its Stop, and reports each.
 func BenchmarkStartStop(b *testing.B) {
+	var boot, stop time.Duration
 	for b.Loop() {
+		t0 := time.Now()
 		h, err := New(b.Context(), Options{Name: "bench"})
 		if err != nil {
 			b.Skip(err)
 		}
+		t1 := time.Now()
 		if err := h.Stop(); err != nil {
 			b.Fatal(err)
 		}
+		boot, stop = boot+t1.Sub(t0), stop+time.Since(t1)
 	}
+	b.ReportMetric(boot.Seconds()/float64(b.N), "boot-s/op")
+	b.ReportMetric(stop.Seconds()/float64(b.N), "stop-s/op")
 }
