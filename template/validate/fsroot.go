@@ -190,7 +190,7 @@ func (r *root) readDirResolved(res string) ([]fs.DirEntry, error) {
 	if err != nil {
 		return nil, &fs.PathError{Op: "open", Path: res, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), res)
+	f := os.NewFile(uintptr(fd), r.abs(res))
 	defer f.Close()
 	return f.ReadDir(-1)
 }

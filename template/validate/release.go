@@ -144,7 +144,7 @@ func (p *releaseParser) value(line int) string {
 		c := p.data[p.i]
 		switch {
 		case c == '\n':
-			return strings.TrimRight(b.String(), " \t\r")
+			return b.String()
 		case c == '"' || c == '\'':
 			if inUnquoted || segments > 0 {
 				p.report("B14", SeverityError, line, "quoted strings are concatenated with other text (as in A=\"a\"\"b\" or A=\"a\"b); quote the whole value once")
@@ -199,7 +199,7 @@ func (p *releaseParser) value(line int) string {
 			p.i++
 		}
 	}
-	return strings.TrimRight(b.String(), " \t\r")
+	return b.String()
 }
 
 // quoted parses a quoted segment after its opening quote q.
