@@ -1,0 +1,555 @@
+package template
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/go-git/go-git/v5/plumbing"
+	"golang.org/x/sys/unix"
+)
+
+// Limits bound what one checkout may write. Zero fields take the defaults.
+type Limits struct {
+	// MaxFileSize is the largest blob written (default 1 GiB).
+	MaxFileSize int64
+	// MaxTotalSize is the most bytes written by one checkout (default 16 GiB).
+	MaxTotalSize int64
+	// MaxEntries is the most files, symlinks and directories (default 2,000,000).
+	MaxEntries int
+	// MaxFetchSize is the most pack bytes one fetch may receive (default 16 GiB).
+	MaxFetchSize int64
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxFileSize <= 0 {
+		l.MaxFileSize = 1 << 30
+	}
+	if l.MaxTotalSize <= 0 {
+		l.MaxTotalSize = 16 << 30
+	}
+	if l.MaxEntries <= 0 {
+		l.MaxEntries = 2_000_000
+	}
+	if l.MaxFetchSize <= 0 {
+		l.MaxFetchSize = 16 << 30
+	}
+	return l
+}
+
+// Dir is a directory the layout needs that Git cannot store (Git has no
+// empty directories and no directory modes): Materialize creates it after the
+// checkout, with missing parents as 0755, and sets Mode on it, also when the
+// tree already has it. Mode may hold permission bits and the sticky bit
+// (e.g. 01777 for tmp, 0555 for proc, 0750 for root); setuid and setgid are
+// refused. An entry of the tree in the way (a file, or a symlink anywhere on
+// the path) is an error: symlinks are never followed.
+type Dir struct {
+	Path string
+	Mode fs.FileMode
+}
+
+// maxDepth bounds directory nesting (one open descriptor per level).
+const maxDepth = 256
+
+// maxSymlinkTarget is the longest symlink target written (PATH_MAX - 1).
+const maxSymlinkTarget = 4095
+
+// objectStore is the part of go-git's storage a checkout reads.
+type objectStore interface {
+	EncodedObject(plumbing.ObjectType, plumbing.Hash) (plumbing.EncodedObject, error)
+	EncodedObjectSize(plumbing.Hash) (int64, error)
+}
+
+// treeEntry is one raw entry of a Git tree object, before any
+// canonicalisation of its mode.
+type treeEntry struct {
+	mode uint32
+	name string
+	hash plumbing.Hash
+}
+
+// checkout writes a Git tree into a directory, entry by entry, through
+// directory file descriptors (openat/mkdirat/symlinkat with O_NOFOLLOW and
+// O_EXCL), so a symlink of the tree is never followed and nothing is written
+// outside the destination.
+type checkout struct {
+	ctx      context.Context
+	store    objectStore
+	commit   string
+	limits   Limits
+	umask    uint32
+	entries  int
+	files    int
+	written  int64
+	buf      []byte
+	progress func(files int, bytes int64)
+}
+
+func newCheckout(ctx context.Context, store objectStore, commit string, limits Limits, progress func(int, int64)) *checkout {
+	return &checkout{ctx: ctx, store: store, commit: commit, limits: limits.withDefaults(),
+		umask: readUmask(), buf: make([]byte, 256<<10), progress: progress}
+}
+
+// readUmask reads the process umask from /proc/self/status without changing
+// it (changing it would race with other goroutines); if it cannot be read,
+// every mode is set explicitly with fchmod.
+func readUmask() uint32 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for line := range strings.SplitSeq(string(data), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if n, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return uint32(n)
+				}
+			}
+		}
+	}
+	return 0o777
+}
+
+func (c *checkout) fail(path string, kind error, format string, args ...any) error {
+	return &TreeError{Commit: c.commit, Path: path, Kind: kind, Reason: fmt.Sprintf(format, args...)}
+}
+
+// readTree parses a tree object by hand, keeping the raw modes so that
+// setuid bits or odd modes in crafted trees are seen (go-git's decoder
+// canonicalises them away).
+func (c *checkout) readTree(h plumbing.Hash, path string) ([]treeEntry, error) {
+	obj, err := c.store.EncodedObject(plumbing.TreeObject, h)
+	if err != nil {
+		return nil, fmt.Errorf("%w: tree %s of %q: %w", ErrStorage, h, path, err)
+	}
+	rd, err := obj.Reader()
+	if err != nil {
+		return nil, fmt.Errorf("%w: tree %s: %w", ErrStorage, h, err)
+	}
+	data, err := io.ReadAll(rd)
+	rd.Close()
+	if err != nil {
+		return nil, fmt.Errorf("%w: tree %s: %w", ErrStorage, h, err)
+	}
+	var out []treeEntry
+	for len(data) > 0 {
+		sp := bytes.IndexByte(data, ' ')
+		if sp <= 0 {
+			return nil, c.fail(path, ErrUnsafeTree, "malformed tree object %s: missing mode", h)
+		}
+		mode, err := strconv.ParseUint(string(data[:sp]), 8, 32)
+		if err != nil {
+			return nil, c.fail(path, ErrUnsafeMode, "malformed tree object %s: mode %q", h, data[:sp])
+		}
+		data = data[sp+1:]
+		nul := bytes.IndexByte(data, 0)
+		if nul < 0 || len(data) < nul+1+20 {
+			return nil, c.fail(path, ErrUnsafeTree, "malformed tree object %s: truncated entry", h)
+		}
+		e := treeEntry{mode: uint32(mode), name: string(data[:nul])}
+		copy(e.hash[:], data[nul+1:nul+21])
+		data = data[nul+21:]
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// checkName refuses names that cannot be written safely.
+func (c *checkout) checkName(name, path string) error {
+	switch {
+	case name == "":
+		return c.fail(path, ErrUnsafeName, "empty file name")
+	case name == "." || name == "..":
+		return c.fail(path, ErrUnsafeName, "path component %q is not allowed", name)
+	case strings.ContainsRune(name, '/'):
+		return c.fail(path, ErrUnsafeName, "file name contains '/'")
+	case strings.ContainsRune(name, 0):
+		return c.fail(path, ErrUnsafeName, "file name contains NUL")
+	case !utf8.ValidString(name):
+		return c.fail(path, ErrUnsafeName, "file name is not valid UTF-8")
+	case strings.EqualFold(name, ".git"):
+		return c.fail(path, ErrUnsafeName, "a .git entry inside a tree is not allowed")
+	}
+	return nil
+}
+
+func joinPath(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// writeTree writes the entries of tree h into the directory dirfd.
+func (c *checkout) writeTree(dirfd int, h plumbing.Hash, path string, depth int) error {
+	if depth > maxDepth {
+		return c.fail(path, ErrTooLarge, "directories nested deeper than %d levels", maxDepth)
+	}
+	entries, err := c.readTree(h, path)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		p := joinPath(path, e.name)
+		if err := c.checkName(e.name, p); err != nil {
+			return err
+		}
+		c.entries++
+		if c.entries > c.limits.MaxEntries {
+			return c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
+		}
+		if c.entries%256 == 0 {
+			if err := c.ctx.Err(); err != nil {
+				return err
+			}
+		}
+		switch e.mode {
+		case 0o040000:
+			err = c.writeDir(dirfd, e, p, depth)
+		case 0o100644, 0o100664:
+			err = c.writeFile(dirfd, e, p, 0o644)
+		case 0o100755:
+			err = c.writeFile(dirfd, e, p, 0o755)
+		case 0o120000:
+			err = c.writeSymlink(dirfd, e, p)
+		case 0o160000:
+			err = c.fail(p, ErrSubmodule, "submodule (gitlink to commit %s); vendor its content into the template instead", e.hash)
+		default:
+			err = c.fail(p, ErrUnsafeMode, "mode %06o %s; Git writes only 100644, 100755, 120000, 040000 and 160000, "+
+				"and the checkout never sets setuid, setgid or sticky bits from a repository", e.mode, describeMode(e.mode))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func describeMode(m uint32) string {
+	var parts []string
+	if m&0o4000 != 0 {
+		parts = append(parts, "setuid")
+	}
+	if m&0o2000 != 0 {
+		parts = append(parts, "setgid")
+	}
+	if m&0o1000 != 0 {
+		parts = append(parts, "sticky")
+	}
+	switch m & 0o170000 {
+	case 0o100000:
+		parts = append(parts, "regular file")
+	case 0o040000:
+		parts = append(parts, "directory")
+	case 0o120000:
+		parts = append(parts, "symlink")
+	case 0o020000:
+		parts = append(parts, "character device")
+	case 0o060000:
+		parts = append(parts, "block device")
+	case 0o010000:
+		parts = append(parts, "fifo")
+	case 0o140000:
+		parts = append(parts, "socket")
+	default:
+		parts = append(parts, "unknown type")
+	}
+	return "(" + strings.Join(parts, ", ") + ")"
+}
+
+func (c *checkout) exists(err error, p string) error {
+	if errors.Is(err, unix.EEXIST) {
+		return c.fail(p, ErrDuplicate, "the tree has two entries of this name")
+	}
+	return fmt.Errorf("%w: write %q: %w", ErrStorage, p, err)
+}
+
+func (c *checkout) writeDir(dirfd int, e treeEntry, p string, depth int) error {
+	if err := unix.Mkdirat(dirfd, e.name, 0o755); err != nil {
+		return c.exists(err, p)
+	}
+	fd, err := unix.Openat(dirfd, e.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: open %q: %w", ErrStorage, p, err)
+	}
+	defer unix.Close(fd)
+	if 0o755&^c.umask != 0o755 {
+		if err := unix.Fchmod(fd, 0o755); err != nil {
+			return fmt.Errorf("%w: chmod %q: %w", ErrStorage, p, err)
+		}
+	}
+	return c.writeTree(fd, e.hash, p, depth+1)
+}
+
+func (c *checkout) blobSize(e treeEntry, p string) (int64, error) {
+	size, err := c.store.EncodedObjectSize(e.hash)
+	if err != nil {
+		return 0, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
+	}
+	return size, nil
+}
+
+func (c *checkout) writeFile(dirfd int, e treeEntry, p string, mode uint32) error {
+	size, err := c.blobSize(e, p)
+	if err != nil {
+		return err
+	}
+	if size > c.limits.MaxFileSize {
+		return c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", size, c.limits.MaxFileSize)
+	}
+	if c.written+size > c.limits.MaxTotalSize {
+		return c.fail(p, ErrTooLarge, "checkout would exceed the total limit of %d bytes", c.limits.MaxTotalSize)
+	}
+	fd, err := unix.Openat(dirfd, e.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return c.exists(err, p)
+	}
+	defer unix.Close(fd)
+	if mode&^c.umask != mode {
+		if err := unix.Fchmod(fd, mode); err != nil {
+			return fmt.Errorf("%w: chmod %q: %w", ErrStorage, p, err)
+		}
+	}
+	if size > 0 {
+		obj, err := c.store.EncodedObject(plumbing.BlobObject, e.hash)
+		if err != nil {
+			return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+		}
+		rd, err := obj.Reader()
+		if err != nil {
+			return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+		}
+		n, err := copyToFD(fd, io.LimitReader(rd, size), c.buf)
+		rd.Close()
+		if err != nil {
+			return fmt.Errorf("%w: write %q: %w", ErrStorage, p, err)
+		}
+		if n != size {
+			return fmt.Errorf("%w: blob %s of %q: read %d bytes, object header says %d", ErrStorage, e.hash, p, n, size)
+		}
+	}
+	c.written += size
+	c.files++
+	if c.progress != nil && c.files%512 == 0 {
+		c.progress(c.files, c.written)
+	}
+	return nil
+}
+
+func copyToFD(fd int, r io.Reader, buf []byte) (int64, error) {
+	var total int64
+	for {
+		n, rerr := r.Read(buf)
+		for off := 0; off < n; {
+			w, err := unix.Write(fd, buf[off:n])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return total, err
+			}
+			off += w
+		}
+		total += int64(n)
+		if rerr == io.EOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+}
+
+func (c *checkout) writeSymlink(dirfd int, e treeEntry, p string) error {
+	size, err := c.blobSize(e, p)
+	if err != nil {
+		return err
+	}
+	if size == 0 || size > maxSymlinkTarget {
+		return c.fail(p, ErrUnsafeName, "symlink target of %d bytes (must be 1..%d)", size, maxSymlinkTarget)
+	}
+	obj, err := c.store.EncodedObject(plumbing.BlobObject, e.hash)
+	if err != nil {
+		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+	}
+	rd, err := obj.Reader()
+	if err != nil {
+		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+	}
+	target, err := io.ReadAll(io.LimitReader(rd, size))
+	rd.Close()
+	if err != nil {
+		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+	}
+	if bytes.IndexByte(target, 0) >= 0 {
+		return c.fail(p, ErrUnsafeName, "symlink target contains NUL")
+	}
+	// The link is created as a link; nothing ever opens through it here.
+	if err := unix.Symlinkat(string(target), dirfd, e.name); err != nil {
+		return c.exists(err, p)
+	}
+	c.files++
+	return nil
+}
+
+// lookupSubdir finds the tree of a slash-separated subdirectory.
+func (c *checkout) lookupSubdir(root plumbing.Hash, subdir string) (plumbing.Hash, error) {
+	h := root
+	walked := ""
+	for comp := range strings.SplitSeq(subdir, "/") {
+		entries, err := c.readTree(h, walked)
+		if err != nil {
+			return plumbing.ZeroHash, err
+		}
+		walked = joinPath(walked, comp)
+		found := false
+		for _, e := range entries {
+			if e.name != comp {
+				continue
+			}
+			if e.mode != 0o040000 {
+				return plumbing.ZeroHash, &FieldError{Field: "subdir",
+					Reason: fmt.Sprintf("%q is not a directory in commit %s (mode %06o)", walked, short(c.commit), e.mode)}
+			}
+			h, found = e.hash, true
+			break
+		}
+		if !found {
+			return plumbing.ZeroHash, &FieldError{Field: "subdir",
+				Reason: fmt.Sprintf("%q does not exist in commit %s", walked, short(c.commit))}
+		}
+	}
+	return h, nil
+}
+
+// checkRelPath checks a slash-separated relative path given by a caller.
+func checkRelPath(field, p string) error {
+	if p == "" {
+		return &FieldError{Field: field, Reason: "empty path"}
+	}
+	if !utf8.ValidString(p) || strings.ContainsRune(p, 0) {
+		return &FieldError{Field: field, Reason: fmt.Sprintf("path %q is not valid UTF-8 or contains NUL", p)}
+	}
+	if strings.HasPrefix(p, "/") {
+		return &FieldError{Field: field, Reason: fmt.Sprintf("path %q must be relative", p)}
+	}
+	for comp := range strings.SplitSeq(p, "/") {
+		if comp == "" || comp == "." || comp == ".." {
+			return &FieldError{Field: field, Reason: fmt.Sprintf("path %q has an empty, \".\" or \"..\" component", p)}
+		}
+	}
+	return nil
+}
+
+func checkDirs(dirs []Dir) error {
+	for i, d := range dirs {
+		field := fmt.Sprintf("dirs[%d]", i)
+		if err := checkRelPath(field+".path", d.Path); err != nil {
+			return err
+		}
+		if d.Mode&^(fs.ModePerm|fs.ModeSticky|fs.ModeDir) != 0 {
+			return &FieldError{Field: field + ".mode",
+				Reason: fmt.Sprintf("mode %v of %q: only permission bits and the sticky bit are allowed (no setuid, setgid or file types)", d.Mode, d.Path)}
+		}
+	}
+	return nil
+}
+
+// makeDirs creates the layout directories under the root directory fd,
+// never following a symlink.
+func makeDirs(rootfd int, dirs []Dir, commit string) error {
+	for _, d := range dirs {
+		comps := strings.Split(d.Path, "/")
+		fd, err := unix.Dup(rootfd)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+		walked := ""
+		for i, comp := range comps {
+			walked = joinPath(walked, comp)
+			mode := uint32(0o755)
+			if i == len(comps)-1 {
+				mode = uint32(d.Mode.Perm())
+				if d.Mode&fs.ModeSticky != 0 {
+					mode |= unix.S_ISVTX
+				}
+			}
+			err := unix.Mkdirat(fd, comp, 0o700)
+			created := err == nil
+			if err != nil && !errors.Is(err, unix.EEXIST) {
+				unix.Close(fd)
+				return fmt.Errorf("%w: mkdir %q: %w", ErrStorage, walked, err)
+			}
+			next, err := unix.Openat(fd, comp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			unix.Close(fd)
+			if err != nil {
+				if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+					return &TreeError{Commit: commit, Path: walked, Kind: ErrLayout,
+						Reason: fmt.Sprintf("layout directory %q needs %q to be a directory, the tree has a file or symlink there", d.Path, walked)}
+				}
+				return fmt.Errorf("%w: open %q: %w", ErrStorage, walked, err)
+			}
+			fd = next
+			if created || i == len(comps)-1 {
+				if err := unix.Fchmod(fd, mode); err != nil {
+					unix.Close(fd)
+					return fmt.Errorf("%w: chmod %q: %w", ErrStorage, walked, err)
+				}
+			}
+		}
+		unix.Close(fd)
+	}
+	return nil
+}
+
+// replaceDir moves the finished tree tmp to target atomically: a plain
+// rename when target does not exist, an atomic exchange (renameat2
+// RENAME_EXCHANGE) when it does, after which the old tree is removed. On
+// file systems without renameat2 flags, target is moved aside first (a short
+// window without target). The parent directory is fsynced.
+func replaceDir(tmp, target string) (old string, err error) {
+	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, target, unix.RENAME_NOREPLACE)
+	switch {
+	case err == nil:
+	case errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY):
+		if err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, target, unix.RENAME_EXCHANGE); err != nil {
+			return "", fmt.Errorf("%w: exchange %s: %w", ErrStorage, filepath.Base(target), err)
+		}
+		old = tmp
+	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS):
+		aside := tmp + ".old"
+		if _, serr := os.Lstat(target); serr == nil {
+			if err = os.Rename(target, aside); err != nil {
+				return "", fmt.Errorf("%w: %w", ErrStorage, err)
+			}
+			old = aside
+		}
+		if err = os.Rename(tmp, target); err != nil {
+			if old != "" {
+				os.Rename(old, target)
+			}
+			return "", fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+	default:
+		return "", fmt.Errorf("%w: rename into %s: %w", ErrStorage, filepath.Base(target), err)
+	}
+	return old, syncDir(filepath.Dir(target))
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("%w: fsync %s: %w", ErrStorage, dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,781 @@
+// Package template is BitBuilder's template registry: Git repositories of
+// templates fetched with go-git into a cache of bare repositories, pinned to
+// commits, and checked out ("materialized") into tenant trees.
+//
+// The cache lives in Config.Dir:
+//
+//	Dir/index.json          the records of all templates (written atomically)
+//	Dir/repos/<name>.git/   one bare repository per template
+//	Dir/tmp/                scratch space for fetches and validation checkouts
+//	Dir/lock                flock'ed by the one Registry using the cache
+//
+// Each bare repository holds the remote's branches (refs/heads/*) and tags
+// (refs/tags/*) as last fetched, and a ref refs/bitbuilder/pins/<commit> for
+// every commit ever pinned, so that pinned and previously pinned commits stay
+// in the cache even when the remote force-pushes or deletes branches, and
+// Materialize never needs the network.
+//
+// Add, Update and Pin move a pin only after the commit's metadata.json parses,
+// its tree can be checked out safely, and the injected validator (if any)
+// finds no errors. A failure leaves the cache and the index as they were.
+package template
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bitbuilder/bitbuilder/template/metadata"
+	"github.com/go-git/go-billy/v5/osfs"
+	"github.com/go-git/go-git/v5"
+	"github.com/go-git/go-git/v5/config"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/cache"
+	"github.com/go-git/go-git/v5/plumbing/object"
+	"github.com/go-git/go-git/v5/storage/filesystem"
+	"golang.org/x/sys/unix"
+)
+
+// Config configures a Registry.
+type Config struct {
+	// Dir is the cache directory, e.g. /var/lib/bitbuilder/templates. It is
+	// created (0700) if missing.
+	Dir string
+	// SSHKeyPath is the private key (unencrypted, OpenSSH or PEM format)
+	// for ssh:// and scp-style URLs. Host keys are checked against the file
+	// known_hosts in the same directory, which must exist: there is no
+	// trust on first use.
+	SSHKeyPath string
+	// CABundle holds extra PEM certificates trusted for https:// URLs, in
+	// addition to the system roots.
+	CABundle []byte
+	// Validate, if set, runs the UAPI validator on a checked-out tree of
+	// the given template type and returns the errors it found. A non-empty
+	// list refuses the commit. nil means no validation.
+	Validate func(ctx context.Context, dir string, kind string) (errorsFound []string, err error)
+	// Limits bounds checkouts and fetches; zero fields take defaults.
+	Limits Limits
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Template is the record of one template.
+type Template struct {
+	// Name is the registry name, a hostname label.
+	Name string `json:"name"`
+	// URL is where the repository is fetched from.
+	URL string `json:"url"`
+	// Ref is the branch, tag or full commit hash Add and Update follow, as
+	// given; empty means the remote's default branch.
+	Ref string `json:"ref"`
+	// ResolvedRef is the full ref name Ref resolved to at the last fetch,
+	// e.g. refs/heads/main; empty when Ref is a commit hash.
+	ResolvedRef string `json:"resolvedRef,omitempty"`
+	// Commit is the pinned commit.
+	Commit string `json:"commit"`
+	// PreviousCommits are the commits pinned before, newest first (at most 32).
+	PreviousCommits []string `json:"previousCommits"`
+	// Type, Version and MetadataName come from the pinned commit's metadata.json.
+	Type         metadata.Type `json:"type"`
+	Version      string        `json:"version"`
+	MetadataName string        `json:"metadataName"`
+	// AddedAt is when the template was added, UpdatedAt when the pin last
+	// moved, FetchedAt when the remote was last fetched.
+	AddedAt   time.Time `json:"addedAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
+	FetchedAt time.Time `json:"fetchedAt"`
+}
+
+const maxPreviousCommits = 32
+
+// pinRefPrefix is the namespace of the refs that keep pinned commits.
+const pinRefPrefix = "refs/bitbuilder/pins/"
+
+// maxMetadataSize bounds metadata.json.
+const maxMetadataSize = 1 << 20
+
+// Registry is the template registry. Its methods are safe for concurrent
+// use; operations that change one template (Add, Update, Pin, Remove) are
+// serialised per template, and a concurrent second one gets ErrBusy.
+// Materialize may run while Update fetches.
+type Registry struct {
+	dir      string
+	cfg      Config
+	limits   Limits
+	log      *slog.Logger
+	lockFile *os.File
+
+	mu        sync.Mutex
+	idx       map[string]Template
+	busy      map[string]bool
+	repoLocks map[string]*sync.RWMutex
+}
+
+// New opens (or creates) the cache in cfg.Dir, takes its lock, loads
+// index.json and removes leftovers of interrupted operations: repositories
+// that are not in the index and everything under tmp/.
+func New(cfg Config) (*Registry, error) {
+	if cfg.Dir == "" || !filepath.IsAbs(cfg.Dir) {
+		return nil, &FieldError{Field: "Config.Dir", Reason: fmt.Sprintf("%q must be an absolute path", cfg.Dir)}
+	}
+	dir := filepath.Clean(cfg.Dir)
+	for _, d := range []string{dir, filepath.Join(dir, "repos"), filepath.Join(dir, "tmp")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrStorage, err)
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%w: template cache %s is in use by another registry: %w", ErrBusy, dir, err)
+	}
+	idx, err := loadIndex(dir)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Registry{dir: dir, cfg: cfg, limits: cfg.Limits.withDefaults(), log: log, lockFile: lock,
+		idx: idx, busy: map[string]bool{}, repoLocks: map[string]*sync.RWMutex{}}
+	r.cleanStale()
+	return r, nil
+}
+
+// Close releases the cache lock. The Registry must not be used afterwards.
+func (r *Registry) Close() error {
+	return r.lockFile.Close()
+}
+
+func (r *Registry) cleanStale() {
+	repos := filepath.Join(r.dir, "repos")
+	entries, _ := os.ReadDir(repos)
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".git")
+		if _, known := r.idx[name]; ok && known {
+			continue
+		}
+		r.log.Info("removing leftover repository from the template cache", "path", e.Name())
+		os.RemoveAll(filepath.Join(repos, e.Name()))
+	}
+	tmp := filepath.Join(r.dir, "tmp")
+	entries, _ = os.ReadDir(tmp)
+	for _, e := range entries {
+		os.RemoveAll(filepath.Join(tmp, e.Name()))
+	}
+}
+
+func (r *Registry) repoPath(name string) string {
+	return filepath.Join(r.dir, "repos", name+".git")
+}
+
+// checkName enforces the name rule: a hostname label, lowercase.
+func checkName(name string) error {
+	if name == "" || len(name) > 63 {
+		return &NameError{Name: name, Reason: fmt.Sprintf("must be 1 to 63 characters, has %d", len(name))}
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return &NameError{Name: name, Reason: fmt.Sprintf("character %q at %d: only a-z, 0-9 and '-' are allowed", c, i)}
+		}
+	}
+	if name[0] == '-' || name[len(name)-1] == '-' {
+		return &NameError{Name: name, Reason: "must not start or end with '-'"}
+	}
+	return nil
+}
+
+// begin marks name busy for a changing operation. With mustExist it
+// returns the current record.
+func (r *Registry) begin(name string, mustExist bool) (Template, func(), error) {
+	if err := checkName(name); err != nil {
+		return Template{}, nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.idx[name]
+	switch {
+	case mustExist && !ok:
+		return Template{}, nil, fmt.Errorf("%w: %s", ErrNotFound, name)
+	case !mustExist && ok:
+		return Template{}, nil, fmt.Errorf("%w: %s (url %s)", ErrExists, name, t.URL)
+	case r.busy[name] && !mustExist:
+		return Template{}, nil, fmt.Errorf("%w: %s is being added", ErrExists, name)
+	case r.busy[name]:
+		return Template{}, nil, fmt.Errorf("%w: another operation on %s is running", ErrBusy, name)
+	}
+	r.busy[name] = true
+	return t, func() {
+		r.mu.Lock()
+		delete(r.busy, name)
+		r.mu.Unlock()
+	}, nil
+}
+
+func (r *Registry) repoLock(name string) *sync.RWMutex {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	l, ok := r.repoLocks[name]
+	if !ok {
+		l = &sync.RWMutex{}
+		r.repoLocks[name] = l
+	}
+	return l
+}
+
+// commitIndex stores t in the index file and in memory. On failure
+// nothing changes.
+func (r *Registry) commitIndex(t Template, remove bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	next := make(map[string]Template, len(r.idx)+1)
+	for k, v := range r.idx {
+		next[k] = v
+	}
+	if remove {
+		delete(next, t.Name)
+	} else {
+		next[t.Name] = t
+	}
+	if err := saveIndex(r.dir, next); err != nil {
+		return err
+	}
+	r.idx = next
+	return nil
+}
+
+// Get returns the record of a template.
+func (r *Registry) Get(name string) (Template, error) {
+	if err := checkName(name); err != nil {
+		return Template{}, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.idx[name]
+	if !ok {
+		return Template{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return cloneTemplate(t), nil
+}
+
+// List returns all templates in name order.
+func (r *Registry) List() []Template {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Template, 0, len(r.idx))
+	for _, t := range r.idx {
+		out = append(out, cloneTemplate(t))
+	}
+	slices.SortFunc(out, func(a, b Template) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func cloneTemplate(t Template) Template {
+	t.PreviousCommits = slices.Clone(t.PreviousCommits)
+	return t
+}
+
+// openStore opens a bare repository's storage. Call Close on it.
+func openStore(path string) (*filesystem.Storage, error) {
+	st := filesystem.NewStorageWithOptions(osfs.New(path, osfs.WithBoundOS()), cache.NewObjectLRU(8*cache.MiByte),
+		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: 1 << 20})
+	return st, nil
+}
+
+// Add fetches url into a new bare repository in the cache, resolves ref (a
+// branch, a tag, a full ref name or a full commit hash; empty means the
+// remote's default branch; a short name is looked up as refs/<ref>,
+// refs/tags/<ref>, then refs/heads/<ref>, in Git's order), checks the
+// commit out into a scratch directory, parses metadata.json, runs the
+// validator and pins the commit. progress (may be nil) is called from the
+// calling goroutine or the fetch's, never concurrently. On any failure
+// nothing is left in the cache.
+func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func(Progress)) (Template, error) {
+	url, err := checkURL(url)
+	if err != nil {
+		return Template{}, err
+	}
+	if err := checkRef(ref); err != nil {
+		return Template{}, err
+	}
+	_, release, err := r.begin(name, false)
+	if err != nil {
+		return Template{}, err
+	}
+	defer release()
+	log := r.log.With("template", name, "url", url)
+	rep := newReporter(progress)
+
+	tmpRepo, err := os.MkdirTemp(filepath.Join(r.dir, "repos"), "."+name+".new-")
+	if err != nil {
+		return Template{}, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmpRepo)
+		}
+	}()
+	st, err := openStore(tmpRepo)
+	if err != nil {
+		return Template{}, err
+	}
+	defer st.Close()
+	repo, err := git.Init(st, nil)
+	if err != nil {
+		return Template{}, fmt.Errorf("%w: init %s: %w", ErrStorage, tmpRepo, err)
+	}
+	if _, err := repo.CreateRemote(&config.RemoteConfig{Name: "origin", URLs: []string{url},
+		Fetch: fetchRefSpecs}); err != nil {
+		return Template{}, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+
+	fr, err := r.fetch(ctx, repo, tmpRepo, url, rep)
+	if err != nil {
+		return Template{}, err
+	}
+	refName, commit, err := r.resolve(st, fr, url, ref)
+	if err != nil {
+		return Template{}, err
+	}
+	md, err := r.verify(ctx, name, st, commit, rep)
+	if err != nil {
+		return Template{}, err
+	}
+	rep.setPhase(PhasePinning, "pinning "+commit.String())
+	if err := pinRef(st, commit); err != nil {
+		return Template{}, err
+	}
+	st.Close()
+	final := r.repoPath(name)
+	if err := os.RemoveAll(final); err != nil { // a leftover, since name is not in the index
+		return Template{}, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	if err := os.Rename(tmpRepo, final); err != nil {
+		return Template{}, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	now := time.Now().UTC()
+	t := Template{Name: name, URL: url, Ref: ref, ResolvedRef: refName, Commit: commit.String(),
+		PreviousCommits: []string{}, Type: md.Template.Type, Version: md.Template.Version,
+		MetadataName: md.Template.Name, AddedAt: now, UpdatedAt: now, FetchedAt: now}
+	if err := r.commitIndex(t, false); err != nil {
+		os.RemoveAll(final)
+		return Template{}, err
+	}
+	done = true
+	log.Info("template added", "commit", t.Commit, "ref", refName, "type", t.Type, "version", t.Version)
+	return cloneTemplate(t), nil
+}
+
+// Update fetches the template's remote again (forced: branches that were
+// force-pushed move, deleted branches and tags disappear from the cache but
+// pinned commits stay) and moves the pin to the commit Ref now resolves
+// to, if that commit parses and validates. Otherwise the pin stays and the
+// error says why (*RefError with Deleted for a ref the remote no longer
+// has). When Ref resolves to the pinned commit, nothing changes but
+// FetchedAt.
+func (r *Registry) Update(ctx context.Context, name string, progress func(Progress)) (Template, error) {
+	t, release, err := r.begin(name, true)
+	if err != nil {
+		return Template{}, err
+	}
+	defer release()
+	log := r.log.With("template", name, "url", t.URL)
+	rep := newReporter(progress)
+	path := r.repoPath(name)
+	st, err := openStore(path)
+	if err != nil {
+		return Template{}, err
+	}
+	defer st.Close()
+	repo, err := git.Open(st, nil)
+	if err != nil {
+		return Template{}, fmt.Errorf("%w: open %s: %w", ErrStorage, path, err)
+	}
+	var oldHead plumbing.Hash // the followed ref as last fetched
+	if t.ResolvedRef != "" {
+		if ref, err := st.Reference(plumbing.ReferenceName(t.ResolvedRef)); err == nil {
+			oldHead, _ = peel(st, ref.Hash())
+		}
+	}
+	fr, err := r.fetch(ctx, repo, path, t.URL, rep)
+	if err != nil {
+		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
+	}
+	refName, commit, err := r.resolve(st, fr, t.URL, t.Ref)
+	if err != nil {
+		var re *RefError
+		if errors.As(err, &re) && t.ResolvedRef != "" && !fr.has(t.ResolvedRef) {
+			re.Deleted = true
+			re.Reason = fmt.Sprintf("%s no longer exists at the remote (deleted or renamed upstream); the pin stays at %s",
+				t.ResolvedRef, short(t.Commit))
+		}
+		return Template{}, err
+	}
+	t.FetchedAt = time.Now().UTC()
+	t.ResolvedRef = refName
+	if commit.String() == t.Commit {
+		rep.setPhase(PhasePinning, "already pinned to "+commit.String())
+		if err := r.commitIndex(t, false); err != nil {
+			return Template{}, err
+		}
+		return cloneTemplate(t), nil
+	}
+	if forced, err := isForcePush(st, oldHead, commit); err == nil && forced && refName == t.ResolvedRef {
+		msg := fmt.Sprintf("%s was force-pushed: %s (last fetched) is not an ancestor of %s", refName, short(oldHead.String()), short(commit.String()))
+		log.Warn("template ref force-pushed", "ref", refName, "old", oldHead.String(), "new", commit.String())
+		rep.report(Progress{Phase: PhaseFetching, Message: msg}, true)
+	}
+	md, err := r.verify(ctx, name, st, commit, rep)
+	if err != nil {
+		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
+	}
+	rep.setPhase(PhasePinning, "pinning "+commit.String())
+	if err := pinRef(st, commit); err != nil {
+		return Template{}, err
+	}
+	t = movePin(t, commit.String(), md)
+	if err := r.commitIndex(t, false); err != nil {
+		return Template{}, err
+	}
+	log.Info("template updated", "commit", t.Commit, "previous", t.PreviousCommits[0])
+	return cloneTemplate(t), nil
+}
+
+// Pin pins the template to commit (a full hash of a commit in the cache, e.g.
+// a previous pin, for a rollback), after it parses and validates. It does
+// not use the network.
+func (r *Registry) Pin(ctx context.Context, name, commit string) (Template, error) {
+	t, release, err := r.begin(name, true)
+	if err != nil {
+		return Template{}, err
+	}
+	defer release()
+	h, err := checkCommit(commit)
+	if err != nil {
+		return Template{}, err
+	}
+	if commit == t.Commit {
+		return cloneTemplate(t), nil
+	}
+	st, err := openStore(r.repoPath(name))
+	if err != nil {
+		return Template{}, err
+	}
+	defer st.Close()
+	if _, err := object.GetCommit(st, h); err != nil {
+		return Template{}, &RefError{URL: t.URL, Ref: commit, Reason: fmt.Sprintf("commit not in the cache of template %s: %v", name, err)}
+	}
+	md, err := r.verify(ctx, name, st, h, nil)
+	if err != nil {
+		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
+	}
+	if err := pinRef(st, h); err != nil {
+		return Template{}, err
+	}
+	t = movePin(t, commit, md)
+	if err := r.commitIndex(t, false); err != nil {
+		return Template{}, err
+	}
+	r.log.Info("template pinned", "template", name, "commit", commit, "previous", t.PreviousCommits[0])
+	return cloneTemplate(t), nil
+}
+
+func movePin(t Template, commit string, md *metadata.Metadata) Template {
+	prev := []string{t.Commit}
+	for _, c := range t.PreviousCommits {
+		if c != commit && c != t.Commit {
+			prev = append(prev, c)
+		}
+	}
+	if len(prev) > maxPreviousCommits {
+		prev = prev[:maxPreviousCommits]
+	}
+	t.PreviousCommits = prev
+	t.Commit = commit
+	t.Type, t.Version, t.MetadataName = md.Template.Type, md.Template.Version, md.Template.Name
+	t.UpdatedAt = time.Now().UTC()
+	return t
+}
+
+// Remove deletes a template and its repository from the cache, unless
+// inUse (may be nil) names tenants that use it: then *InUseError, and
+// nothing changes.
+func (r *Registry) Remove(ctx context.Context, name string, inUse func(name string) []string) error {
+	t, release, err := r.begin(name, true)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if inUse != nil {
+		if tenants := inUse(name); len(tenants) > 0 {
+			return &InUseError{Name: name, Tenants: slices.Sorted(slices.Values(tenants))}
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	l := r.repoLock(name)
+	l.Lock()
+	defer l.Unlock()
+	if err := r.commitIndex(t, true); err != nil {
+		return err
+	}
+	// Move the repository out of repos/ first so that a half-deleted one is
+	// never found there; tmp/ is emptied on the next New anyway.
+	trash, err := os.MkdirTemp(filepath.Join(r.dir, "tmp"), "removed-"+name+"-")
+	if err == nil {
+		if err = os.Rename(r.repoPath(name), filepath.Join(trash, "repo")); err == nil {
+			err = os.RemoveAll(trash)
+		}
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		r.log.Warn("removing template repository", "template", name, "err", err)
+	}
+	r.log.Info("template removed", "template", name)
+	return nil
+}
+
+// verify checks that commit can be used: metadata.json parses, the tree
+// checks out safely within the limits, and the validator finds no errors.
+func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Storage, commit plumbing.Hash, rep *reporter) (*metadata.Metadata, error) {
+	c, err := object.GetCommit(st, commit)
+	if err != nil {
+		return nil, fmt.Errorf("%w: commit %s: %w", ErrStorage, commit, err)
+	}
+	co := newCheckout(ctx, st, commit.String(), r.limits, nil)
+	md, err := readMetadata(co, c.TreeHash)
+	if err != nil {
+		return nil, err
+	}
+	rep.setPhase(PhaseCheckout, "checking out "+commit.String())
+	dir, err := os.MkdirTemp(filepath.Join(r.dir, "tmp"), "verify-"+name+"-")
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	defer os.RemoveAll(dir)
+	co.progress = func(files int, bytes int64) {
+		rep.report(Progress{Phase: PhaseCheckout, Objects: files, Bytes: bytes, Message: fmt.Sprintf("checked out %d files", files)}, false)
+	}
+	if err := writeInto(co, c.TreeHash, dir); err != nil {
+		return nil, err
+	}
+	rep.report(Progress{Phase: PhaseCheckout, Objects: co.files, Bytes: co.written,
+		Message: fmt.Sprintf("checked out %d files, %d bytes", co.files, co.written)}, true)
+	if r.cfg.Validate != nil {
+		rep.setPhase(PhaseValidating, fmt.Sprintf("validating %s template", md.Template.Type))
+		found, err := r.cfg.Validate(ctx, dir, string(md.Template.Type))
+		if err != nil {
+			return nil, fmt.Errorf("validator on commit %s: %w", short(commit.String()), err)
+		}
+		if len(found) > 0 {
+			return nil, &ValidationError{Name: name, Commit: commit.String(), Errors: found}
+		}
+	}
+	return md, nil
+}
+
+// writeInto checks tree out into the existing directory dir.
+func writeInto(co *checkout, tree plumbing.Hash, dir string) error {
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: open %s: %w", ErrStorage, dir, err)
+	}
+	defer unix.Close(fd)
+	return co.writeTree(fd, tree, "", 0)
+}
+
+// readMetadata reads and parses metadata.json at the root of a tree.
+func readMetadata(co *checkout, tree plumbing.Hash) (*metadata.Metadata, error) {
+	entries, err := co.readTree(tree, "")
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if e.name != "metadata.json" {
+			continue
+		}
+		if e.mode != 0o100644 && e.mode != 0o100755 && e.mode != 0o100664 {
+			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json",
+				Err: fmt.Errorf("must be a regular file, has mode %06o %s", e.mode, describeMode(e.mode))}
+		}
+		size, err := co.blobSize(e, "metadata.json")
+		if err != nil {
+			return nil, err
+		}
+		if size > maxMetadataSize {
+			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json",
+				Err: fmt.Errorf("%d bytes, more than the limit of %d", size, maxMetadataSize)}
+		}
+		obj, err := co.store.EncodedObject(plumbing.BlobObject, e.hash)
+		if err != nil {
+			return nil, fmt.Errorf("%w: metadata.json: %w", ErrStorage, err)
+		}
+		rd, err := obj.Reader()
+		if err != nil {
+			return nil, fmt.Errorf("%w: metadata.json: %w", ErrStorage, err)
+		}
+		data, err := io.ReadAll(rd)
+		rd.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%w: metadata.json: %w", ErrStorage, err)
+		}
+		md, err := metadata.Parse(data)
+		if err != nil {
+			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json", Err: err}
+		}
+		return md, nil
+	}
+	return nil, &MetadataError{Commit: co.commit, Path: "metadata.json", Err: errors.New("missing at the root of the tree")}
+}
+
+func pinRef(st *filesystem.Storage, commit plumbing.Hash) error {
+	ref := plumbing.NewHashReference(plumbing.ReferenceName(pinRefPrefix+commit.String()), commit)
+	if err := st.SetReference(ref); err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	return nil
+}
+
+// checkCommit checks a full lowercase hexadecimal SHA-1.
+func checkCommit(c string) (plumbing.Hash, error) {
+	if len(c) != 40 || strings.Trim(c, "0123456789abcdef") != "" {
+		return plumbing.ZeroHash, &FieldError{Field: "commit", Reason: fmt.Sprintf("%q is not a full 40-digit lowercase hexadecimal commit hash", c)}
+	}
+	return plumbing.NewHash(c), nil
+}
+
+// Materialize checks out commit (a full hash; "" means the pinned commit)
+// of template name, or its subdirectory subdir (slash-separated, e.g.
+// "rootfs"; "" for the whole tree), into target (an absolute path whose
+// parent exists), then creates dirs. It writes into a temporary directory
+// beside target, syncs the file system (syncfs) and then moves it into place
+// atomically, replacing an existing target directory only on success; on
+// failure target is untouched and nothing else is left behind. Files get
+// mode 0644 or 0755 (Git stores nothing else; setuid, setgid and sticky bits
+// in a tree are refused, never applied); symlinks are created as symlinks and
+// never followed, whatever they point at; submodules, unsafe names ("..",
+// ".git", "/", NUL, invalid UTF-8) and blobs over the limits are refused,
+// naming the path. It works from the cache only, without the network. Only
+// one Materialize per target may run at a time.
+func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target string, dirs []Dir) error {
+	t, err := r.Get(name)
+	if err != nil {
+		return err
+	}
+	if commit == "" {
+		commit = t.Commit
+	}
+	h, err := checkCommit(commit)
+	if err != nil {
+		return err
+	}
+	if subdir != "" {
+		if err := checkRelPath("subdir", subdir); err != nil {
+			return err
+		}
+	}
+	if err := checkDirs(dirs); err != nil {
+		return err
+	}
+	if !filepath.IsAbs(target) || filepath.Clean(target) != target || target == "/" {
+		return &FieldError{Field: "target", Reason: fmt.Sprintf("%q must be a clean absolute path other than /", target)}
+	}
+	if fi, err := os.Lstat(target); err == nil && !fi.IsDir() {
+		return &FieldError{Field: "target", Reason: fmt.Sprintf("%s exists and is not a directory (%v); only a directory is replaced", target, fi.Mode().Type())}
+	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	parent := filepath.Dir(target)
+	if fi, err := os.Stat(parent); err != nil || !fi.IsDir() {
+		return &FieldError{Field: "target", Reason: fmt.Sprintf("parent directory %s does not exist", parent)}
+	}
+
+	l := r.repoLock(name)
+	l.RLock()
+	defer l.RUnlock()
+	if _, err := r.Get(name); err != nil { // removed while we waited
+		return err
+	}
+	st, err := openStore(r.repoPath(name))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	c, err := object.GetCommit(st, h)
+	if err != nil {
+		return &RefError{URL: t.URL, Ref: commit, Reason: fmt.Sprintf("commit not in the cache of template %s: %v", name, err)}
+	}
+	co := newCheckout(ctx, st, commit, r.limits, nil)
+	tree := c.TreeHash
+	if subdir != "" {
+		if tree, err = co.lookupSubdir(tree, subdir); err != nil {
+			return err
+		}
+	}
+
+	base := filepath.Base(target)
+	stale, _ := filepath.Glob(filepath.Join(parent, "."+base+".new-*"))
+	for _, s := range stale {
+		os.RemoveAll(s)
+	}
+	tmp, err := os.MkdirTemp(parent, "."+base+".new-")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	fd, err := unix.Open(tmp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	defer unix.Close(fd)
+	if err := co.writeTree(fd, tree, "", 0); err != nil {
+		return err
+	}
+	if err := makeDirs(fd, dirs, commit); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// One syncfs for the whole tree instead of an fsync per file.
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("%w: syncfs: %w", ErrStorage, err)
+	}
+	old, err := replaceDir(tmp, target)
+	if err != nil {
+		return err
+	}
+	ok = true
+	if old != "" {
+		if err := os.RemoveAll(old); err != nil {
+			r.log.Warn("removing the replaced tree", "template", name, "path", old, "err", err)
+		}
+	}
+	r.log.Info("template materialized", "template", name, "commit", commit, "subdir", subdir,
+		"target", target, "files", co.files, "bytes", co.written)
+	return nil
+}
