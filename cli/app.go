@@ -1,0 +1,439 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/varlink/go/varlink"
+)
+
+// DefaultAddress is the daemon's socket when neither --address nor $BITBUILDER_ADDRESS is set.
+const DefaultAddress = "unix:/run/bitbuilder/io.bitbuilder"
+
+// DefaultTimeout bounds calls when --timeout is not given. Streams (tenant watch, tenant delete
+// --wait, template add and update) have no default bound.
+const DefaultTimeout = 30 * time.Second
+
+// App is one invocation environment of bbctl. The zero value of each field takes its default.
+type App struct {
+	// Stdin, Stdout and Stderr default to the process's.
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Getenv reads the environment (default os.Getenv).
+	Getenv func(string) string
+	// Now returns the time, for ages (default time.Now).
+	Now func() time.Time
+	// StderrIsTerminal reports whether progress may be drawn as a bar (default: whether
+	// Stderr is a terminal).
+	StderrIsTerminal func() bool
+	// Version is bbctl's version.
+	Version string
+}
+
+// Run runs bbctl with args (without the program name) and returns the exit code.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	a := &App{Stdin: stdin, Stdout: stdout, Stderr: stderr}
+	return a.Run(ctx, args)
+}
+
+func (a *App) defaults() {
+	if a.Stdin == nil {
+		a.Stdin = os.Stdin
+	}
+	if a.Stdout == nil {
+		a.Stdout = os.Stdout
+	}
+	if a.Stderr == nil {
+		a.Stderr = os.Stderr
+	}
+	if a.Getenv == nil {
+		a.Getenv = os.Getenv
+	}
+	if a.Now == nil {
+		a.Now = time.Now
+	}
+	if a.StderrIsTerminal == nil {
+		w := a.Stderr
+		a.StderrIsTerminal = func() bool { return isTerminal(w) }
+	}
+	if a.Version == "" {
+		a.Version = "0.1.0-dev"
+	}
+}
+
+// Run runs bbctl with args (without the program name), prints any error once to Stderr, and
+// returns the exit code.
+func (a *App) Run(ctx context.Context, args []string) int {
+	a.defaults()
+	err := a.run(ctx, args)
+	if err == nil {
+		return ExitOK
+	}
+	var ue *UsageError
+	var ve *ValidationError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(a.Stderr, "bbctl: %s\n", ue.Message)
+		hint := "bbctl help"
+		if ue.Command != "" {
+			hint += " " + ue.Command
+		}
+		fmt.Fprintf(a.Stderr, "Run '%s' for usage.\n", hint)
+	case errors.As(err, &ve):
+		// The findings were printed already.
+	default:
+		fmt.Fprintf(a.Stderr, "bbctl: %s\n", err)
+	}
+	return ExitCode(err)
+}
+
+// globals are the flags every command takes.
+type globals struct {
+	address string
+	json    bool
+	timeout time.Duration
+}
+
+func (g *globals) register(fs *flag.FlagSet, defaultAddress string) {
+	fs.StringVar(&g.address, "address", defaultAddress, "the daemon's `address`: unix:/path or a path (default $BITBUILDER_ADDRESS, else "+DefaultAddress+")")
+	fs.BoolVar(&g.json, "json", g.json, "print the reply as JSON (lists as an array, streams as JSON lines)")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after `duration` (default 30s; none for streams)")
+}
+
+// env is what a command runs with.
+type env struct {
+	app  *App
+	g    *globals
+	cmd  *command
+	conn *varlink.Connection
+	addr string
+}
+
+func (e *env) stdout() io.Writer { return e.app.Stdout }
+func (e *env) stderr() io.Writer { return e.app.Stderr }
+
+// normalizeAddress turns --address into a Varlink address.
+func normalizeAddress(s string) (string, error) {
+	switch {
+	case s == "":
+		return "", errors.New("empty address")
+	case strings.HasPrefix(s, "unix:"):
+		if len(s) == len("unix:") {
+			return "", fmt.Errorf("address %q has no path", s)
+		}
+		return s, nil
+	case strings.HasPrefix(s, "/"), strings.HasPrefix(s, "."), !strings.Contains(s, ":"):
+		return "unix:" + s, nil
+	default:
+		return "", fmt.Errorf("address %q: only unix:/path or a path are supported", s)
+	}
+}
+
+// socketPath is the file system path of a unix: address, for messages.
+func socketPath(addr string) string {
+	p := strings.TrimPrefix(addr, "unix:")
+	if i := strings.IndexByte(p, ';'); i >= 0 {
+		p = p[:i]
+	}
+	return p
+}
+
+// connect dials the daemon once per command; the connection is used by one goroutine only.
+func (e *env) connect(ctx context.Context) (*varlink.Connection, error) {
+	if e.conn != nil {
+		return e.conn, nil
+	}
+	c, err := varlink.NewConnection(ctx, e.addr)
+	if err != nil {
+		return nil, transportError(err, socketPath(e.addr))
+	}
+	e.conn = c
+	return c, nil
+}
+
+// wrap turns an error of a call of method into bbctl's typed error.
+func (e *env) wrap(err error, method string) error {
+	return fromCall(err, method, socketPath(e.addr))
+}
+
+// command is one bbctl command.
+type command struct {
+	// path is the command words, for example "tenant create".
+	path string
+	// args describes the positional arguments in the usage line.
+	args string
+	// summary is one line for command lists; long is printed by help.
+	summary, long string
+	// minArgs and maxArgs bound the positional arguments (maxArgs -1: any).
+	minArgs, maxArgs int
+	// stream: no default timeout.
+	stream bool
+	// offline: the command does not need the daemon.
+	offline bool
+	// hidden commands are not listed by help.
+	hidden bool
+	// setup registers the command's own flags and returns the function that runs it.
+	setup func(fs *flag.FlagSet) func(ctx context.Context, e *env, args []string) error
+}
+
+// groups are the command groups with their one-line descriptions, in help order.
+var groupSummaries = []struct{ name, summary string }{
+	{"tenant", "create, inspect, change and delete tenants"},
+	{"template", "manage the template registry and validate templates"},
+	{"network", "inspect tenant networks and manage WireGuard peers"},
+}
+
+func (a *App) run(ctx context.Context, args []string) error {
+	cmds := commands()
+	defAddr := a.Getenv("BITBUILDER_ADDRESS")
+	if defAddr == "" {
+		defAddr = DefaultAddress
+	}
+	var g globals
+
+	// Global flags may come before the command words.
+	top := flag.NewFlagSet("bbctl", flag.ContinueOnError)
+	top.SetOutput(io.Discard)
+	g.register(top, defAddr)
+	if err := top.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return a.help(cmds, nil)
+		}
+		return usagef("", "%v", err)
+	}
+	rest := top.Args()
+	if len(rest) == 0 {
+		a.printOverview(a.Stderr, cmds)
+		return &UsageError{Message: "no command given"}
+	}
+
+	// Find the longest command path that matches the words.
+	var cmd *command
+	var words int
+	for i := range cmds {
+		p := strings.Fields(cmds[i].path)
+		if len(p) <= len(rest) && equalWords(p, rest[:len(p)]) && len(p) > words {
+			cmd, words = cmds[i], len(p)
+		}
+	}
+	if cmd == nil {
+		if isGroup(rest[0]) {
+			if len(rest) == 1 || rest[1] == "-h" || rest[1] == "--help" || rest[1] == "-help" {
+				a.printGroup(a.Stdout, cmds, rest[0])
+				if len(rest) == 1 {
+					return &UsageError{Command: rest[0], Message: fmt.Sprintf("%s: no subcommand given", rest[0])}
+				}
+				return nil
+			}
+			return usagef(rest[0], "unknown command %q", rest[0]+" "+rest[1])
+		}
+		return usagef("", "unknown command %q", rest[0])
+	}
+
+	fs := flag.NewFlagSet("bbctl "+cmd.path, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	// Flags given before the command words keep their values as defaults.
+	g.register(fs, g.address)
+	runFn := cmd.setup(fs)
+	pos, err := parseInterspersed(fs, rest[words:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printCommandHelp(a.Stdout, cmd, fs)
+			return nil
+		}
+		return usagef(cmd.path, "%v", err)
+	}
+	if len(pos) < cmd.minArgs || (cmd.maxArgs >= 0 && len(pos) > cmd.maxArgs) {
+		return usagef(cmd.path, "usage: bbctl %s %s", cmd.path, cmd.args)
+	}
+	if g.timeout < 0 {
+		return usagef(cmd.path, "invalid value %q for flag --timeout: must not be negative", g.timeout)
+	}
+
+	e := &env{app: a, g: &g, cmd: cmd}
+	if !cmd.offline {
+		addr, err := normalizeAddress(g.address)
+		if err != nil {
+			return usagef(cmd.path, "invalid value for flag --address: %v", err)
+		}
+		e.addr = addr
+	}
+	timeout := g.timeout
+	if timeout == 0 && !cmd.stream {
+		timeout = DefaultTimeout
+	}
+	if timeout > 0 && !cmd.offline {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	defer func() {
+		if e.conn != nil {
+			e.conn.Close()
+		}
+	}()
+	return runFn(ctx, e, pos)
+}
+
+func equalWords(a, b []string) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func isGroup(w string) bool {
+	for _, g := range groupSummaries {
+		if g.name == w {
+			return true
+		}
+	}
+	return false
+}
+
+// parseInterspersed parses flags that may come before, between or after positional
+// arguments; "--" ends the flags.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if consumed := len(args) - len(rest); consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string     { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// printCommandHelp prints a command's usage and flags.
+func printCommandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "Usage: bbctl %s %s\n\n", cmd.path, cmd.args)
+	fmt.Fprintln(w, cmd.summary+".")
+	if cmd.long != "" {
+		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.long))
+	}
+	var own, global []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) {
+		switch f.Name {
+		case "address", "json", "timeout":
+			global = append(global, f)
+		default:
+			own = append(own, f)
+		}
+	})
+	if len(own) > 0 {
+		fmt.Fprintln(w, "\nFlags:")
+		printFlags(w, own)
+	}
+	fmt.Fprintln(w, "\nGlobal flags:")
+	printFlags(w, global)
+}
+
+func printFlags(w io.Writer, flags []*flag.Flag) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, f := range flags {
+		name, usage := flag.UnquoteUsage(f)
+		if _, ok := f.Value.(interface{ IsBoolFlag() bool }); ok {
+			name = ""
+		}
+		if name != "" {
+			name = " " + name
+		}
+		fmt.Fprintf(tw, "  --%s%s\t%s\n", f.Name, name, usage)
+	}
+	tw.Flush()
+}
+
+const exitCodeHelp = `Exit codes:
+  0  success
+  1  failure (also: template validate found errors)
+  2  usage error (bad flags or arguments; the daemon was not contacted)
+  3  not found (no such tenant, template, peer or ref)
+  4  invalid name, field, parameter or metadata
+  5  permission denied (writes need root or the daemon's admin group)
+  6  daemon unreachable (socket missing, connection refused or lost)
+  7  conflict (exists already, network index in use, revision mismatch, template in use)
+`
+
+func (a *App) printOverview(w io.Writer, cmds []*command) {
+	fmt.Fprintln(w, "bbctl controls bitbuilderd, the BitBuilder host daemon.")
+	fmt.Fprintln(w, "\nUsage: bbctl [--address ADDR] [--json] [--timeout D] COMMAND [ARGS]")
+	fmt.Fprintln(w, "\nCommands:")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range cmds {
+		if !c.hidden {
+			fmt.Fprintf(tw, "  %s %s\t%s\n", c.path, c.args, c.summary)
+		}
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nGlobal flags (before or after the command):")
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	var g globals
+	g.register(fs, DefaultAddress)
+	var flags []*flag.Flag
+	fs.VisitAll(func(f *flag.Flag) { flags = append(flags, f) })
+	printFlags(w, flags)
+	fmt.Fprintln(w)
+	fmt.Fprint(w, exitCodeHelp)
+	fmt.Fprintln(w, "\nRun 'bbctl help COMMAND' or 'bbctl COMMAND -h' for a command's flags.")
+}
+
+func (a *App) printGroup(w io.Writer, cmds []*command, group string) {
+	for _, g := range groupSummaries {
+		if g.name == group {
+			fmt.Fprintf(w, "bbctl %s: %s.\n\nCommands:\n", g.name, g.summary)
+		}
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range cmds {
+		if strings.HasPrefix(c.path, group+" ") && !c.hidden {
+			fmt.Fprintf(tw, "  bbctl %s %s\t%s\n", c.path, c.args, c.summary)
+		}
+	}
+	tw.Flush()
+}
+
+// help implements `bbctl help [COMMAND...]`.
+func (a *App) help(cmds []*command, words []string) error {
+	if len(words) == 0 {
+		a.printOverview(a.Stdout, cmds)
+		return nil
+	}
+	joined := strings.Join(words, " ")
+	for _, c := range cmds {
+		if c.path == joined {
+			fs := flag.NewFlagSet(c.path, flag.ContinueOnError)
+			var g globals
+			g.register(fs, DefaultAddress)
+			c.setup(fs)
+			printCommandHelp(a.Stdout, c, fs)
+			return nil
+		}
+	}
+	if len(words) == 1 && isGroup(words[0]) {
+		a.printGroup(a.Stdout, cmds, words[0])
+		return nil
+	}
+	return usagef("", "no such command %q", joined)
+}

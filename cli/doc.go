@@ -1,0 +1,26 @@
+// Package cli implements bbctl, the command-line client of bitbuilderd. It is a thin layer
+// over the io.bitbuilder.Tenant, io.bitbuilder.Template and io.bitbuilder.Network Varlink
+// interfaces: every command is one call (or one streamed call) through the generated bindings
+// in api/, printed as a table or a key: value block for people, or as JSON with --json.
+//
+// # Machine output
+//
+// With --json a command prints the reply parameters exactly as the daemon sent them, as
+// `varlinkctl call` would; commands over list methods print a JSON array of the replies, as
+// `varlinkctl call --more --collect` does; tenant watch prints one reply per line (JSON lines).
+// Progress of template add and update always goes to standard error.
+//
+// # Exit codes
+//
+//	0  success
+//	1  generic failure (also: template validate found errors)
+//	2  usage error: bad flags or arguments; the daemon was not contacted
+//	3  not found: NoSuchTenant, NoSuchTemplate, NoSuchPeer, NoSuchRef
+//	4  invalid: InvalidName, InvalidField, InvalidParameter, InvalidMetadata, ValidationFailed
+//	5  permission denied: org.varlink.service.PermissionDenied, or EACCES connecting to the socket
+//	6  daemon unreachable: socket missing, connection refused, connection lost
+//	7  conflict: TenantExists, NetworkIndexInUse, RevisionMismatch, TemplateExists, TemplateInUse,
+//	   NetworkConflict
+//
+// The mapping from Varlink errors to these codes and to typed Go errors lives in errors.go.
+package cli

@@ -1,0 +1,579 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/varlink/go/varlink"
+
+	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
+)
+
+// Resource limits a create uses for the limits it is not given, when it is given some. They
+// are the daemon's defaults; a create given none leaves the choice to the daemon.
+const (
+	defaultCPUs         = 1.0
+	defaultMemoryBytes  = 1 << 30
+	defaultStorageBytes = 10 << 30
+)
+
+// updateRetries is how often tenant update retries its read-modify-write when the tenant
+// changed in between and no --revision was given.
+const updateRetries = 3
+
+// specFlags are the flags create and update share.
+type specFlags struct {
+	cmd                   string
+	cpus, memory, storage string
+	templates, params     stringList
+}
+
+func (s *specFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&s.cpus, "cpus", "", "CPUs the tenant may use, fractions allowed (0.5)")
+	fs.StringVar(&s.memory, "memory", "", "memory limit: bytes or 512M, 2G, 10GiB")
+	fs.StringVar(&s.storage, "storage", "", "storage limit: bytes or 512M, 2G, 10GiB")
+	fs.Var(&s.templates, "template", "a template use `ROLE:NAME:TEMPLATE` (repeatable)")
+	fs.Var(&s.params, "param", "a network template parameter `KEY=VALUE` (repeatable)")
+}
+
+// resources applies the resource flags to base. It reports whether any was given.
+func (s *specFlags) resources(base vt.Resources) (vt.Resources, bool, error) {
+	r, set := base, false
+	if s.cpus != "" {
+		f, err := ParseCPUs(s.cpus)
+		if err != nil {
+			return r, false, usagef(s.cmd, "invalid value for flag --cpus: %v", err)
+		}
+		r.Cpus, set = f, true
+	}
+	for _, f := range []struct {
+		name, value string
+		dst         *int64
+	}{{"memory", s.memory, &r.MemoryBytes}, {"storage", s.storage, &r.StorageBytes}} {
+		if f.value == "" {
+			continue
+		}
+		n, err := ParseSize(f.value)
+		if err != nil {
+			return r, false, usagef(s.cmd, "invalid value for flag --%s: %v", f.name, err)
+		}
+		if n <= 0 {
+			return r, false, usagef(s.cmd, "invalid value for flag --%s: %q: must be more than 0 bytes", f.name, f.value)
+		}
+		*f.dst, set = n, true
+	}
+	return r, set, nil
+}
+
+// templateUses parses --template ROLE:NAME:TEMPLATE values.
+func (s *specFlags) templateUses() ([]vt.TemplateUse, error) {
+	out := make([]vt.TemplateUse, 0, len(s.templates))
+	for _, v := range s.templates {
+		parts := strings.Split(v, ":")
+		if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+			return nil, usagef(s.cmd, "invalid value %q for flag --template: want ROLE:NAME:TEMPLATE, for example machine:web:debian-web", v)
+		}
+		out = append(out, vt.TemplateUse{Role: parts[0], Name: parts[1], Template: parts[2]})
+	}
+	return out, nil
+}
+
+// parameters applies --param KEY=VALUE (and KEY- to remove) to base.
+func (s *specFlags) parameters(base map[string]string) (map[string]string, error) {
+	out := maps.Clone(base)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for _, v := range s.params {
+		if k, ok := strings.CutSuffix(v, "-"); ok && !strings.Contains(v, "=") && k != "" {
+			delete(out, k)
+			continue
+		}
+		k, val, ok := strings.Cut(v, "=")
+		if !ok || k == "" {
+			return nil, usagef(s.cmd, "invalid value %q for flag --param: want KEY=VALUE", v)
+		}
+		out[k] = val
+	}
+	return out, nil
+}
+
+// optInt is an int flag that knows whether it was given.
+type optInt struct {
+	v   int64
+	set bool
+}
+
+func (o *optInt) String() string {
+	if o == nil || !o.set {
+		return ""
+	}
+	return strconv.FormatInt(o.v, 10)
+}
+
+func (o *optInt) Set(s string) error {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return errors.New("not an integer")
+	}
+	if n <= 0 {
+		return errors.New("must be positive")
+	}
+	o.v, o.set = n, true
+	return nil
+}
+
+func (o *optInt) ptr() *int64 {
+	if !o.set {
+		return nil
+	}
+	v := o.v
+	return &v
+}
+
+func tenantCommands() []*command {
+	return []*command{
+		{
+			path: "tenant create", args: "NAME [flags]", minArgs: 1, maxArgs: 1,
+			summary: "create a tenant",
+			long: `Without --cpus, --memory and --storage the daemon's default limits apply; when some are
+given, the others default to 1 CPU, 1 GiB of memory and 10 GiB of storage.
+A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.`,
+			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+				s := specFlags{cmd: "tenant create"}
+				s.register(fs)
+				var index optInt
+				fs.Var(&index, "index", "the network `N` (default: the lowest free one)")
+				stopped := fs.Bool("stopped", false, "create the tenant stopped")
+				return func(ctx context.Context, e *env, args []string) error {
+					res, resSet, err := s.resources(vt.Resources{Cpus: defaultCPUs, MemoryBytes: defaultMemoryBytes, StorageBytes: defaultStorageBytes})
+					if err != nil {
+						return err
+					}
+					uses, err := s.templateUses()
+					if err != nil {
+						return err
+					}
+					params, err := s.parameters(nil)
+					if err != nil {
+						return err
+					}
+					var resPtr *vt.Resources
+					if resSet {
+						resPtr = &res
+					}
+					var tplPtr *[]vt.TemplateUse
+					if len(uses) > 0 {
+						tplPtr = &uses
+					}
+					var parPtr *map[string]string
+					if len(params) > 0 {
+						parPtr = &params
+					}
+					var desired *vt.DesiredState
+					if *stopped {
+						d := vt.DesiredState("stopped")
+						desired = &d
+					}
+					c, err := e.connect(ctx)
+					if err != nil {
+						return err
+					}
+					t, err := vt.Create().Call(ctx, c, args[0], index.ptr(), resPtr, tplPtr, parPtr, desired)
+					if err != nil {
+						return e.wrap(err, "io.bitbuilder.Tenant.Create")
+					}
+					if e.g.json {
+						return printJSON(e.stdout(), tenantReply{t})
+					}
+					_, err = fmt.Fprintf(e.stdout(), "tenant %q created: network index %d, %s, revision %d\n", t.Name, t.NetworkIndex, t.DesiredState, t.Revision)
+					return err
+				}
+			},
+		},
+		{
+			path: "tenant get", args: "NAME", minArgs: 1, maxArgs: 1,
+			summary: "show a tenant",
+			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+				return func(ctx context.Context, e *env, args []string) error {
+					c, err := e.connect(ctx)
+					if err != nil {
+						return err
+					}
+					t, err := vt.Get().Call(ctx, c, args[0])
+					if err != nil {
+						return e.wrap(err, "io.bitbuilder.Tenant.Get")
+					}
+					if e.g.json {
+						return printJSON(e.stdout(), tenantReply{t})
+					}
+					return e.printTenant(e.stdout(), t)
+				}
+			},
+		},
+		{
+			path: "tenant list", args: "", maxArgs: 0,
+			summary: "list tenants",
+			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+				return func(ctx context.Context, e *env, args []string) error {
+					ts, err := e.listTenants(ctx)
+					if err != nil {
+						return err
+					}
+					if e.g.json {
+						out := make([]tenantReply, 0, len(ts))
+						for _, t := range ts {
+							out = append(out, tenantReply{t})
+						}
+						return printJSON(e.stdout(), out)
+					}
+					return e.printTenantTable(e.stdout(), ts)
+				}
+			},
+		},
+		{
+			path: "tenant update", args: "NAME [flags]", minArgs: 1, maxArgs: 1,
+			summary: "change a tenant's limits, templates or parameters",
+			long: `Only the limits given change. --template replaces the tenant's template list; --param KEY=VALUE
+sets one parameter and --param KEY- removes it, keeping the others.
+Without --revision, bbctl reads the tenant and updates it at the revision it read, retrying when
+it changed in between; with --revision the update is refused unless the tenant is still at R.`,
+			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+				s := specFlags{cmd: "tenant update"}
+				s.register(fs)
+				var rev optInt
+				fs.Var(&rev, "revision", "refuse the update unless the tenant is at revision `R`")
+				return func(ctx context.Context, e *env, args []string) error {
+					if s.cpus == "" && s.memory == "" && s.storage == "" && len(s.templates) == 0 && len(s.params) == 0 {
+						return usagef(s.cmd, "nothing to change: give --cpus, --memory, --storage, --template or --param")
+					}
+					// Check the flags before contacting the daemon.
+					if _, _, err := s.resources(vt.Resources{}); err != nil {
+						return err
+					}
+					uses, err := s.templateUses()
+					if err != nil {
+						return err
+					}
+					if _, err := s.parameters(nil); err != nil {
+						return err
+					}
+					c, err := e.connect(ctx)
+					if err != nil {
+						return err
+					}
+					for attempt := 0; ; attempt++ {
+						cur, err := vt.Get().Call(ctx, c, args[0])
+						if err != nil {
+							return e.wrap(err, "io.bitbuilder.Tenant.Get")
+						}
+						res, resSet, _ := s.resources(cur.Resources)
+						var resPtr *vt.Resources
+						if resSet {
+							resPtr = &res
+						}
+						var tplPtr *[]vt.TemplateUse
+						if len(s.templates) > 0 {
+							tplPtr = &uses
+						}
+						var parPtr *map[string]string
+						if len(s.params) > 0 {
+							p, _ := s.parameters(cur.Parameters)
+							parPtr = &p
+						}
+						expect := cur.Revision
+						if rev.set {
+							expect = rev.v
+						}
+						t, err := vt.Update().Call(ctx, c, args[0], &expect, resPtr, tplPtr, parPtr)
+						var mismatch *vt.RevisionMismatch
+						if errors.As(err, &mismatch) && !rev.set && attempt < updateRetries {
+							continue
+						}
+						if err != nil {
+							return e.wrap(err, "io.bitbuilder.Tenant.Update")
+						}
+						if e.g.json {
+							return printJSON(e.stdout(), tenantReply{t})
+						}
+						_, err = fmt.Fprintf(e.stdout(), "tenant %q updated: revision %d\n", t.Name, t.Revision)
+						return err
+					}
+				}
+			},
+		},
+		{
+			path: "tenant delete", args: "NAME [--revision R] [--wait]", minArgs: 1, maxArgs: 1, stream: true,
+			summary: "delete a tenant",
+			long: `The daemon marks the tenant for deletion, removes everything the tenant had on the host, and
+then drops the record. With --wait bbctl follows the tenant until it is gone.
+Without --wait the default timeout of 30s applies.`,
+			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+				var rev optInt
+				fs.Var(&rev, "revision", "refuse the delete unless the tenant is at revision `R`")
+				wait := fs.Bool("wait", false, "wait until the tenant is gone")
+				return func(ctx context.Context, e *env, args []string) error {
+					if !*wait && e.g.timeout == 0 {
+						var cancel context.CancelFunc
+						ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+						defer cancel()
+					}
+					c, err := e.connect(ctx)
+					if err != nil {
+						return err
+					}
+					if err := vt.Delete().Call(ctx, c, args[0], rev.ptr()); err != nil {
+						return e.wrap(err, "io.bitbuilder.Tenant.Delete")
+					}
+					if *wait {
+						if err := e.waitGone(ctx, c, args[0]); err != nil {
+							return err
+						}
+					}
+					if e.g.json {
+						return printJSON(e.stdout(), struct{}{})
+					}
+					if *wait {
+						_, err = fmt.Fprintf(e.stdout(), "tenant %q deleted\n", args[0])
+					} else {
+						_, err = fmt.Fprintf(e.stdout(), "tenant %q is being deleted\n", args[0])
+					}
+					return err
+				}
+			},
+		},
+		{
+			path: "tenant start", args: "NAME", minArgs: 1, maxArgs: 1,
+			summary: "set a tenant's desired state to running",
+			setup:   startStop("io.bitbuilder.Tenant.Start", vt.Start().Call),
+		},
+		{
+			path: "tenant stop", args: "NAME", minArgs: 1, maxArgs: 1,
+			summary: "set a tenant's desired state to stopped",
+			setup:   startStop("io.bitbuilder.Tenant.Stop", vt.Stop().Call),
+		},
+		{
+			path: "tenant watch", args: "[NAME] [--revision R]", maxArgs: 1, stream: true,
+			summary: "stream changes to tenants, one line each",
+			long: `Without --revision, every current tenant is first shown as added. With --revision, every change
+after revision R. Human output: REVISION TYPE NAME and the tenant's desired state, phase and index;
+with --json one reply per line. When the daemon drops a watcher that fell behind, bbctl resumes
+from the last revision. Watch runs until interrupted or until --timeout, which ends it without error.`,
+			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+				var rev optInt
+				fs.Var(&rev, "revision", "show the changes after revision `R`")
+				return func(ctx context.Context, e *env, args []string) error {
+					var name *string
+					if len(args) == 1 {
+						name = &args[0]
+					}
+					c, err := e.connect(ctx)
+					if err != nil {
+						return err
+					}
+					err = e.watch(ctx, c, name, rev.ptr(), func(ev vt.Event) (bool, error) {
+						if e.g.json {
+							return false, printJSONLine(e.stdout(), eventReply{ev})
+						}
+						_, err := fmt.Fprintln(e.stdout(), formatEvent(ev))
+						return false, err
+					})
+					if ctx.Err() != nil {
+						return nil // interrupted or --timeout: the normal end of a watch
+					}
+					return err
+				}
+			},
+		},
+	}
+}
+
+// tenantReply and eventReply are the reply parameters of the tenant methods, for --json.
+type tenantReply struct {
+	Tenant vt.Tenant `json:"tenant"`
+}
+
+type eventReply struct {
+	Event vt.Event `json:"event"`
+}
+
+func startStop(method string, call func(context.Context, *varlink.Connection, string) (vt.Tenant, error)) func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+	return func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+		return func(ctx context.Context, e *env, args []string) error {
+			c, err := e.connect(ctx)
+			if err != nil {
+				return err
+			}
+			t, err := call(ctx, c, args[0])
+			if err != nil {
+				return e.wrap(err, method)
+			}
+			if e.g.json {
+				return printJSON(e.stdout(), tenantReply{t})
+			}
+			_, err = fmt.Fprintf(e.stdout(), "tenant %q: desired state %s, phase %s\n", t.Name, t.DesiredState, t.Phase)
+			return err
+		}
+	}
+}
+
+// listTenants collects the replies of Tenant.List; no tenants is an empty list.
+func (e *env) listTenants(ctx context.Context) ([]vt.Tenant, error) {
+	c, err := e.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	recv, err := vt.List().Send(ctx, c, varlink.More)
+	if err != nil {
+		return nil, e.wrap(err, "io.bitbuilder.Tenant.List")
+	}
+	out := []vt.Tenant{}
+	for {
+		t, flags, err := recv(ctx)
+		if err != nil {
+			if isEmptyList(err) {
+				return out, nil
+			}
+			return nil, e.wrap(err, "io.bitbuilder.Tenant.List")
+		}
+		out = append(out, t)
+		if flags&varlink.Continues == 0 {
+			return out, nil
+		}
+	}
+}
+
+// watch follows Tenant.Watch and calls fn for each event until fn says stop, ctx ends or the
+// watch fails. On WatchOverflow it watches again after the last revision it saw.
+func (e *env) watch(ctx context.Context, c *varlink.Connection, name *string, revision *int64, fn func(vt.Event) (stop bool, err error)) error {
+	for {
+		recv, err := vt.Watch().Send(ctx, c, varlink.More, name, revision)
+		if err != nil {
+			return e.wrap(err, "io.bitbuilder.Tenant.Watch")
+		}
+		for {
+			ev, flags, err := recv(ctx)
+			var overflow *vt.WatchOverflow
+			if errors.As(err, &overflow) {
+				from := overflow.Revision
+				if revision != nil && *revision > from {
+					from = *revision
+				}
+				fmt.Fprintf(e.stderr(), "bbctl: the watch fell behind; resuming after revision %d\n", from)
+				revision = &from
+				break
+			}
+			if err != nil {
+				return e.wrap(err, "io.bitbuilder.Tenant.Watch")
+			}
+			r := ev.Revision
+			revision = &r
+			stop, err := fn(ev)
+			if err != nil || stop {
+				return err
+			}
+			if flags&varlink.Continues == 0 {
+				return nil
+			}
+		}
+	}
+}
+
+// errStopWatch ends waitGone's watch once the tenant is gone.
+var errStopWatch = errors.New("stop")
+
+// waitGone waits until the tenant is deleted.
+func (e *env) waitGone(ctx context.Context, c *varlink.Connection, name string) error {
+	t, err := vt.Get().Call(ctx, c, name)
+	var nst *vt.NoSuchTenant
+	if errors.As(err, &nst) {
+		return nil
+	}
+	if err != nil {
+		return e.wrap(err, "io.bitbuilder.Tenant.Get")
+	}
+	rev := t.Revision
+	err = e.watch(ctx, c, &name, &rev, func(ev vt.Event) (bool, error) {
+		if ev.Type == "deleted" && ev.Name == name {
+			return true, errStopWatch
+		}
+		return false, nil
+	})
+	if errors.Is(err, errStopWatch) {
+		return nil
+	}
+	if err == nil {
+		return fmt.Errorf("the watch of tenant %q ended before it was deleted", name)
+	}
+	return err
+}
+
+func formatEvent(ev vt.Event) string {
+	s := fmt.Sprintf("%-6d %-8s %s", ev.Revision, ev.Type, ev.Name)
+	if t := ev.Tenant; t != nil {
+		s += fmt.Sprintf(" desired=%s phase=%s index=%d", t.DesiredState, t.Phase, t.NetworkIndex)
+	}
+	return s
+}
+
+func (e *env) printTenantTable(w io.Writer, ts []vt.Tenant) error {
+	now := e.app.Now()
+	tb := newTable(w, "NAME", "INDEX", "DESIRED", "PHASE", "CPUS", "MEMORY", "STORAGE", "AGE", "REVISION")
+	for _, t := range ts {
+		tb.row(t.Name, strconv.FormatInt(t.NetworkIndex, 10), string(t.DesiredState), string(t.Phase),
+			formatCPUs(t.Resources.Cpus), FormatSize(t.Resources.MemoryBytes), FormatSize(t.Resources.StorageBytes),
+			formatAge(now, t.CreatedAt), strconv.FormatInt(t.Revision, 10))
+	}
+	return tb.flush()
+}
+
+func (e *env) printTenant(w io.Writer, t vt.Tenant) error {
+	now := e.app.Now()
+	kv(w, "Name", t.Name)
+	kv(w, "Network index", strconv.FormatInt(t.NetworkIndex, 10))
+	kv(w, "Desired state", string(t.DesiredState))
+	kv(w, "Phase", string(t.Phase))
+	kv(w, "CPUs", formatCPUs(t.Resources.Cpus))
+	kv(w, "Memory", FormatSize(t.Resources.MemoryBytes))
+	kv(w, "Storage", FormatSize(t.Resources.StorageBytes))
+	kv(w, "Revision", fmt.Sprintf("%d (created at %d)", t.Revision, t.CreateRevision))
+	kv(w, "Created", fmt.Sprintf("%s (%s ago)", t.CreatedAt, formatAge(now, t.CreatedAt)))
+	kv(w, "Updated", fmt.Sprintf("%s (%s ago)", t.UpdatedAt, formatAge(now, t.UpdatedAt)))
+	if len(t.Templates) == 0 {
+		kv(w, "Templates", "none")
+	} else {
+		fmt.Fprintln(w, "Templates:")
+		tb := indentTable(w, "ROLE", "NAME", "TEMPLATE", "COMMIT")
+		for _, u := range t.Templates {
+			tb.row(u.Role, u.Name, u.Template, shortCommit(deref(u.Commit)))
+		}
+		if err := tb.flush(); err != nil {
+			return err
+		}
+	}
+	if len(t.Parameters) == 0 {
+		kv(w, "Parameters", "none")
+	} else {
+		fmt.Fprintln(w, "Parameters:")
+		for _, k := range slices.Sorted(maps.Keys(t.Parameters)) {
+			fmt.Fprintf(w, "  %s=%s\n", k, t.Parameters[k])
+		}
+	}
+	if len(t.Conditions) == 0 {
+		kv(w, "Conditions", "none")
+		return nil
+	}
+	fmt.Fprintln(w, "Conditions:")
+	tb := indentTable(w, "TYPE", "STATUS", "REASON", "AGE", "MESSAGE")
+	for _, c := range t.Conditions {
+		tb.row(c.Type, c.Status, c.Reason, formatAge(now, c.LastTransitionTime), c.Message)
+	}
+	return tb.flush()
+}

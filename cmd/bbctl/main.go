@@ -1,0 +1,28 @@
+// Command bbctl is the command-line client of bitbuilderd. All of it lives in package cli;
+// see `bbctl help` for the commands and the exit codes.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/bitbuilder/bitbuilder/cli"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, a second one ends bbctl at once.
+		<-ctx.Done()
+		stop()
+	}()
+	app := &cli.App{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Version: version}
+	code := app.Run(ctx, os.Args[1:])
+	stop()
+	os.Exit(code)
+}
