@@ -200,6 +200,9 @@ func (c Config) prefixes(index int) Prefixes {
 func errnoName(err error) string {
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
+		if errno == syscall.EOPNOTSUPP {
+			return "EOPNOTSUPP" // unix.ErrnoName says ENOTSUP, the same number on Linux
+		}
 		if name := unix.ErrnoName(errno); name != "" {
 			return name
 		}

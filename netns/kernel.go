@@ -49,6 +49,7 @@ type handles struct {
 	hostNs vns.NsHandle
 	ns     map[string]*netlink.Handle
 	nsFd   map[string]vns.NsHandle
+	raw    *nl.NetlinkSocket // for requests vishvananda/netlink cannot build
 }
 
 func (k *Kernel) open() (*handles, error) {
@@ -75,6 +76,9 @@ func (h *handles) close() {
 	}
 	if h.hostNs.IsOpen() {
 		h.hostNs.Close()
+	}
+	if h.raw != nil {
+		h.raw.Close()
 	}
 	for name := range h.ns {
 		h.closeNs(name)
@@ -159,7 +163,9 @@ func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
 			}
 		}
 	}
-	if q.Namespace != "" {
+	if q.Namespace != "" && len(q.NSLinks) == 0 {
+		obs.NamespaceExists = isNsfs(filepath.Join(k.dir, q.Namespace))
+	} else if q.Namespace != "" {
 		nh, _, err := h.netns(q.Namespace)
 		if err != nil {
 			return obs, err
@@ -182,12 +188,9 @@ func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
 			}
 		}
 	}
-	if q.Host || q.Uplink {
-		if err := readHost(h.host, &obs); err != nil {
+	if len(q.Conflicts) > 0 || q.Uplink {
+		if err := readHost(h.host, &obs, q.Conflicts); err != nil {
 			return obs, err
-		}
-		if !q.Host {
-			obs.Routes, obs.Addrs = nil, nil
 		}
 	}
 	for i := range obs.Links {
@@ -268,34 +271,45 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, ones), true
 }
 
-func readHost(h *netlink.Handle, obs *Observed) error {
-	links, err := h.LinkList()
-	if err != nil {
-		return &OpError{Op: "list links", Err: err}
-	}
-	byIndex := map[int]*netlink.LinkAttrs{}
-	for _, l := range links {
-		byIndex[l.Attrs().Index] = l.Attrs()
-	}
-	on := func(index int) (string, string) {
-		if a := byIndex[index]; a != nil {
-			return a.Name, a.Alias
+func readHost(h *netlink.Handle, obs *Observed, overlaps []netip.Prefix) error {
+	relevant := func(p netip.Prefix) bool {
+		for _, o := range overlaps {
+			if p.Bits() > 0 && p.Masked().Overlaps(o) {
+				return true
+			}
 		}
-		return "", ""
+		return false
+	}
+	// Links are resolved by index only for the entries that need a name, not with a dump of every link: with
+	// hundreds of tenants a full link dump would dominate Ensure.
+	names := map[int][2]string{}
+	on := func(index int) (string, string) {
+		if index == 0 {
+			return "", ""
+		}
+		if v, ok := names[index]; ok {
+			return v[0], v[1]
+		}
+		var v [2]string
+		if l, err := h.LinkByIndex(index); err == nil {
+			v = [2]string{l.Attrs().Name, l.Attrs().Alias}
+		}
+		names[index] = v
+		return v[0], v[1]
 	}
 	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
 		return &OpError{Op: "list routes", Err: err}
 	}
 	for _, r := range routes {
-		name, alias := on(r.LinkIndex)
 		if isDefault(r) {
 			if obs.DefaultLink == "" {
-				obs.DefaultLink = name
+				obs.DefaultLink, _ = on(r.LinkIndex)
 			}
 			continue
 		}
-		if p, ok := prefixOf(r.Dst); ok {
+		if p, ok := prefixOf(r.Dst); ok && relevant(p) {
+			name, alias := on(r.LinkIndex)
 			obs.Routes = append(obs.Routes, HostRoute{Prefix: p, Link: name, Alias: alias})
 		}
 	}
@@ -304,8 +318,8 @@ func readHost(h *netlink.Handle, obs *Observed) error {
 		return &OpError{Op: "list addresses", Err: err}
 	}
 	for _, ad := range addrs {
-		name, alias := on(ad.LinkIndex)
-		if p, ok := prefixOf(ad.IPNet); ok {
+		if p, ok := prefixOf(ad.IPNet); ok && relevant(p) {
+			name, alias := on(ad.LinkIndex)
 			obs.Addrs = append(obs.Addrs, HostRoute{Prefix: p, Link: name, Alias: alias})
 		}
 	}
@@ -481,31 +495,14 @@ func (h *handles) addLink(op Op) error {
 // setFilter installs the isolation filter on l's ingress, replacing an older one of ours.
 func (h *handles) setFilter(l netlink.Link, f Filter) error {
 	name := l.Attrs().Name
-	qdiscs, err := h.host.QdiscList(l)
-	if err != nil {
-		return &OpError{Op: "list qdiscs", Link: name, Err: err}
-	}
-	hasIngress := false
-	for _, q := range qdiscs {
-		if q.Type() == "ingress" {
-			hasIngress = true
-		}
-	}
-	if !hasIngress {
-		q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
-			LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
-		if err := h.host.QdiscAdd(q); err != nil {
-			return &OpError{Op: "add ingress qdisc", Link: name, Err: err}
-		}
-	}
-	old := &netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{
-		LinkIndex: l.Attrs().Index, Parent: ingressParent, Handle: filterHandle, Priority: filterPriority,
-		Protocol: unix.ETH_P_ALL}}
-	if err := h.host.FilterDel(old); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINVAL) {
-		return &OpError{Op: "remove old isolation filter", Link: name, Err: err}
+	q := &netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
+		LinkIndex: l.Attrs().Index, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_INGRESS}}
+	if err := h.host.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
+		return &OpError{Op: "add ingress qdisc", Link: name, Err: err}
 	}
 	// vishvananda/netlink only knows eBPF filters (by fd); a classic program is sent as a raw request.
-	req := nl.NewNetlinkRequest(unix.RTM_NEWTFILTER, unix.NLM_F_CREATE|unix.NLM_F_EXCL|unix.NLM_F_ACK)
+	// NLM_F_REPLACE swaps an older program of ours (same handle and priority) in place.
+	req := nl.NewNetlinkRequest(unix.RTM_NEWTFILTER, unix.NLM_F_CREATE|unix.NLM_F_REPLACE|unix.NLM_F_ACK)
 	req.AddData(&nl.TcMsg{
 		Family: nl.FAMILY_ALL, Ifindex: int32(l.Attrs().Index), Handle: filterHandle, Parent: ingressParent,
 		Info: netlink.MakeHandle(filterPriority, nl.Swap16(unix.ETH_P_ALL)),
@@ -526,11 +523,13 @@ func (h *handles) setFilter(l netlink.Link, f Filter) error {
 
 // execute sends req on a fresh NETLINK_ROUTE socket in the host namespace and waits for the kernel's ack.
 func (h *handles) execute(req *nl.NetlinkRequest) error {
-	s, err := nl.GetNetlinkSocketAt(h.hostNs, vns.None(), unix.NETLINK_ROUTE)
-	if err != nil {
-		return err
+	if h.raw == nil {
+		var err error
+		if h.raw, err = nl.GetNetlinkSocketAt(h.hostNs, vns.None(), unix.NETLINK_ROUTE); err != nil {
+			return err
+		}
 	}
-	defer s.Close()
+	s := h.raw
 	if err := s.Send(req); err != nil {
 		return err
 	}

@@ -270,3 +270,226 @@ func TestKernelEnsureIdempotent(t *testing.T) {
 		t.Errorf("bridge addresses %v", addrs)
 	}
 }
+
+func TestIsolation(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	a, b := Spec{Tenant: "alpha", Index: 11}, Spec{Tenant: "beta", Index: 12}
+	for _, s := range []Spec{a, b} {
+		st, err := e.m.Ensure(ctx, s)
+		must(t, err)
+		if !st.Isolated {
+			t.Fatalf("tenant %s not isolated: %+v", s.Tenant, st.Problems)
+		}
+	}
+	pa, pb := e.m.Prefixes(a.Index), e.m.Prefixes(b.Index)
+	cases := []struct {
+		name string
+		from string
+		dst  netip.Addr
+		want bool
+	}{
+		{"A reaches its gateway", "alpha", pa.Gateway.Addr(), true},
+		{"B reaches its gateway", "beta", pb.Gateway.Addr(), true},
+		{"A does not reach B's bridge address", "alpha", pb.Gateway.Addr(), false},
+		{"A does not reach B's namespace", "alpha", pb.Peer.Addr(), false},
+		{"B does not reach A's bridge address", "beta", pa.Gateway.Addr(), false},
+		{"B does not reach A's namespace", "beta", pa.Peer.Addr(), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := false
+			// A positive answer may need a retry while ARP resolves; a negative one is waited for once.
+			for try := 0; try < 3 && !got; try++ {
+				got = ping(t, e.nsPath(c.from), c.dst, 700*time.Millisecond)
+				if !c.want {
+					break
+				}
+			}
+			if got != c.want {
+				t.Errorf("ping %s from %s: answered=%v, want %v", c.dst, c.from, got, c.want)
+			}
+		})
+	}
+
+	// Without the filter the same packets do get through (the test can fail): remove it from B's bridge and ping
+	// A's... from B.
+	h := hostHandle(t, e.cfg.HostNetns)
+	brB, err := h.LinkByName(e.m.Names(b).Bridge)
+	must(t, err)
+	must(t, h.FilterDel(&netlink.BpfFilter{FilterAttrs: netlink.FilterAttrs{LinkIndex: brB.Attrs().Index,
+		Parent: ingressParent, Handle: filterHandle, Priority: filterPriority, Protocol: unix.ETH_P_ALL}}))
+	if !ping(t, e.nsPath("beta"), pa.Gateway.Addr(), time.Second) {
+		t.Errorf("without B's filter, B should reach A's bridge address (weak host model)")
+	}
+	st, err := e.m.Inspect(ctx, b)
+	must(t, err)
+	if st.Isolated || len(st.Problems) != 1 {
+		t.Errorf("Inspect after removing the filter: isolated=%v problems=%+v", st.Isolated, st.Problems)
+	}
+	st, err = e.m.Ensure(ctx, b)
+	must(t, err)
+	if !st.Isolated || ping(t, e.nsPath("beta"), pa.Gateway.Addr(), 700*time.Millisecond) {
+		t.Errorf("Ensure did not restore isolation")
+	}
+}
+
+func TestKernelManyTenants(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	n := 50
+	linksBefore, nsBefore := e.countHostLinks(t), countNamespaces(e.prefix)
+	specs := make([]Spec, n)
+	for i := range specs {
+		specs[i] = Spec{Tenant: fmt.Sprintf("tenant-%02d-with-a-rather-long-name-that-no-link-name-could-hold", i), Index: i + 1}
+	}
+	for _, s := range specs {
+		st, err := e.m.Ensure(ctx, s)
+		must(t, err)
+		if len(st.Problems) != 0 {
+			t.Fatalf("%s: %+v", s.Tenant, st.Problems)
+		}
+	}
+	if got := e.countHostLinks(t) - linksBefore; got != 2*n {
+		t.Errorf("host links added: %d, want %d (bridge and veth per tenant)", got, 2*n)
+	}
+	if got := countNamespaces(e.prefix) - nsBefore; got != n {
+		t.Errorf("namespaces added: %d, want %d", got, n)
+	}
+	for _, s := range specs {
+		st, err := e.m.Inspect(ctx, s)
+		must(t, err)
+		if len(st.Problems) != 0 || !st.Isolated {
+			t.Fatalf("Inspect %s: %+v", s.Tenant, st.Problems)
+		}
+	}
+	for _, s := range specs {
+		must(t, e.m.Teardown(ctx, s))
+	}
+	if got := e.countHostLinks(t); got != linksBefore {
+		t.Errorf("host links after teardown: %d, want %d", got, linksBefore)
+	}
+	if got := countNamespaces(e.prefix); got != nsBefore {
+		t.Errorf("namespaces after teardown: %d, want %d", got, nsBefore)
+	}
+}
+
+func TestKernelUnsupportedLinks(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	spec := Spec{Tenant: "wgvlan", Index: 7, WireGuard: true, VLAN: true}
+	st, err := e.m.Ensure(ctx, spec)
+	var unsupported []*UnsupportedLinkError
+	for _, p := range st.Problems {
+		var u *UnsupportedLinkError
+		if errors.As(p.Err, &u) {
+			unsupported = append(unsupported, u)
+		}
+	}
+	if !kernelHas(t, e, "wireguard") {
+		if !errors.Is(err, ErrLinkUnsupported) || !errors.Is(err, unix.EOPNOTSUPP) {
+			t.Fatalf("Ensure error %v, want ErrLinkUnsupported wrapping EOPNOTSUPP", err)
+		}
+		if !strings.Contains(err.Error(), "wireguard link bbt-wg-7: not supported by this kernel (EOPNOTSUPP)") {
+			t.Errorf("error text: %v", err)
+		}
+		if len(unsupported) != 2 || unsupported[0].Kind != "wireguard" || unsupported[1].Kind != "vlan" {
+			t.Errorf("problems: %+v", st.Problems)
+		}
+	}
+	// The rest came up.
+	for _, l := range st.Links {
+		if l.Kind == "wireguard" || l.Kind == "vlan" {
+			continue
+		}
+		if l.State != StateUp {
+			t.Errorf("link %s: %s", l.Name, l.State)
+		}
+	}
+	if !st.Isolated || !ping(t, e.nsPath("wgvlan"), e.m.Prefixes(7).Gateway.Addr(), time.Second) {
+		t.Errorf("the tenant's bridge network did not come up")
+	}
+}
+
+// kernelHas reports whether the kernel can create links of kind (probed in the test's host namespace).
+func kernelHas(t *testing.T, e *testEnv, kind string) bool {
+	h := hostHandle(t, e.cfg.HostNetns)
+	err := h.LinkAdd(&netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: "bbt-probe", TxQLen: -1}, LinkType: kind})
+	if err == nil {
+		l, _ := h.LinkByName("bbt-probe")
+		h.LinkDel(l)
+		return true
+	}
+	return false
+}
+
+func TestKernelTeardownAfterManualRemoval(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	spec := Spec{Tenant: "gone", Index: 9, VXLAN: true}
+	_, err := e.m.Ensure(ctx, spec)
+	must(t, err)
+	n := e.m.Names(spec)
+	h := hostHandle(t, e.cfg.HostNetns)
+	for _, name := range []string{n.Bridge, n.VXLAN} {
+		l, err := h.LinkByName(name)
+		must(t, err)
+		must(t, h.LinkDel(l))
+	}
+	must(t, e.k.delNamespace(n.Namespace)) // as `ip netns del` would
+	must(t, e.m.Teardown(ctx, spec))
+	must(t, e.m.Teardown(ctx, spec))
+	st, err := e.m.Inspect(ctx, spec)
+	must(t, err)
+	for _, l := range st.Links {
+		if l.State != StateAbsent {
+			t.Errorf("link %s left: %s", l.Name, l.State)
+		}
+	}
+	if st.NamespacePresent {
+		t.Errorf("namespace left")
+	}
+}
+
+func TestKernelRefusesForeign(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	h := hostHandle(t, e.cfg.HostNetns)
+	spec := Spec{Tenant: "victim", Index: 5}
+	t.Run("link", func(t *testing.T) {
+		must(t, h.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "bbt-br-5", TxQLen: -1}}))
+		defer func() {
+			l, _ := h.LinkByName("bbt-br-5")
+			h.LinkDel(l)
+		}()
+		_, err := e.m.Ensure(ctx, spec)
+		var fe *ForeignLinkError
+		if !errors.As(err, &fe) || fe.Link != "bbt-br-5" {
+			t.Fatalf("Ensure: %v, want a ForeignLinkError naming bbt-br-5", err)
+		}
+		if countNamespaces(e.prefix+"victim") != 0 {
+			t.Errorf("Ensure created the namespace although it refused the tenant")
+		}
+		must(t, e.m.Teardown(ctx, spec))
+		if _, err := h.LinkByName("bbt-br-5"); err != nil {
+			t.Errorf("Teardown removed the foreign link: %v", err)
+		}
+	})
+	t.Run("address", func(t *testing.T) {
+		up, err := h.LinkByName("bbt-up0")
+		must(t, err)
+		must(t, h.AddrAdd(up, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.5.0.77/16"))}))
+		defer h.AddrDel(up, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.5.0.77/16"))})
+		_, err = e.m.Ensure(ctx, spec)
+		var ce *ConflictError
+		if !errors.As(err, &ce) || ce.Link != "bbt-up0" {
+			t.Fatalf("Ensure: %v, want a ConflictError naming bbt-up0", err)
+		}
+		if !strings.Contains(err.Error(), "10.5.0.77/16") {
+			t.Errorf("error does not name the address: %v", err)
+		}
+		if countNamespaces(e.prefix+"victim") != 0 {
+			t.Errorf("Ensure created the namespace although it refused the tenant")
+		}
+	})
+}

@@ -126,16 +126,27 @@ func (m *Manager) wants(s Spec, obs Observed) []want {
 	return w
 }
 
-func (m *Manager) query(s Spec, host bool) Query {
+func (m *Manager) query(s Spec, conflicts bool) Query {
 	n := m.cfg.names(s)
-	return Query{
+	q := Query{
 		Namespace: n.Namespace,
 		HostLinks: []string{n.Bridge, n.Veth, n.VXLAN, n.WireGuard, n.VLAN},
 		NSLinks:   []string{"lo", n.Peer},
 		Filter:    n.Bridge,
-		Host:      host,
 		Uplink:    (s.VXLAN || s.VLAN) && m.cfg.Uplink == "",
 	}
+	if conflicts {
+		q.Conflicts = m.tenantPrefixes(s)
+	}
+	return q
+}
+
+func (m *Manager) tenantPrefixes(s Spec) []netip.Prefix {
+	p := m.cfg.prefixes(s.Index)
+	if s.WireGuard {
+		return []netip.Prefix{p.Bridge, p.WireGuard}
+	}
+	return []netip.Prefix{p.Bridge}
 }
 
 func find(obs Observed, ns, name string) *LinkState {
@@ -163,11 +174,7 @@ func (m *Manager) foreign(s Spec, ws []want, obs Observed) error {
 // conflicts returns an error for every host route or address that overlaps the tenant's prefixes and is not on a
 // link of this tenant.
 func (m *Manager) conflicts(s Spec, obs Observed) error {
-	p := m.cfg.prefixes(s.Index)
-	mine := []netip.Prefix{p.Bridge}
-	if s.WireGuard {
-		mine = append(mine, p.WireGuard)
-	}
+	mine := m.tenantPrefixes(s)
 	var errs []error
 	check := func(what string, rs []HostRoute) {
 		for _, r := range rs {
@@ -369,7 +376,9 @@ func (m *Manager) Teardown(ctx context.Context, s Spec) error {
 	if err := m.validate(s); err != nil {
 		return err
 	}
-	obs, err := m.host.Observe(ctx, m.query(s, false))
+	q := m.query(s, false)
+	q.NSLinks, q.Filter, q.Uplink = nil, "", false
+	obs, err := m.host.Observe(ctx, q)
 	if err != nil {
 		return err
 	}

@@ -81,7 +81,8 @@ type Query struct {
 	HostLinks []string // link names in the host namespace
 	NSLinks   []string // link names in the tenant namespace
 	Filter    string   // bridge whose isolation filter to read; "" for none
-	Host      bool     // also read all host routes (main table) and addresses, for conflict checks
+	// Conflicts: also read the host's main-table routes and addresses that overlap these prefixes.
+	Conflicts []netip.Prefix
 	Uplink    bool     // also find the link of the host's default route
 }
 
@@ -91,7 +92,7 @@ type Observed struct {
 	Links           []LinkState
 	// Filter is the fingerprint of the isolation filter on Query.Filter's ingress ("" when none).
 	Filter string
-	// Routes and Addrs are the host namespace's main-table routes and addresses (Query.Host).
+	// Routes and Addrs are the host namespace's main-table routes and addresses that overlap Query.Conflicts.
 	Routes []HostRoute
 	Addrs  []HostRoute
 	// DefaultLink is the link of the host's default route (Query.Uplink).
