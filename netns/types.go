@@ -83,7 +83,7 @@ type Query struct {
 	Filter    string   // bridge whose isolation filter to read; "" for none
 	// Conflicts: also read the host's main-table routes and addresses that overlap these prefixes.
 	Conflicts []netip.Prefix
-	Uplink    bool     // also find the link of the host's default route
+	Uplink    bool // also find the link of the host's default route
 }
 
 // Observed is what Observe found.
