@@ -48,14 +48,19 @@ func (l Limits) withDefaults() Limits {
 // Dir is a directory the layout needs that Git cannot store (Git has no
 // empty directories and no directory modes): Materialize creates it after the
 // checkout, with missing parents as 0755, and sets Mode on it, also when the
-// tree already has it. Mode may hold permission bits and the sticky bit
-// (e.g. 01777 for tmp, 0555 for proc, 0750 for root); setuid and setgid are
-// refused. An entry of the tree in the way (a file, or a symlink anywhere on
+// tree already has it. Mode may hold permission bits and the sticky bit,
+// written as fs.ModeSticky or the Unix way (0o1777 for tmp, 0o555 for proc,
+// 0o750 for root); setuid, setgid (Unix 0o6000 or fs.ModeSetuid/Setgid) and
+// file types are refused. An entry of the tree in the way (a file, or a symlink anywhere on
 // the path) is an error: symlinks are never followed.
 type Dir struct {
 	Path string
 	Mode fs.FileMode
 }
+
+// unixSticky lets callers write the sticky bit the Unix way (01777) as well
+// as with fs.ModeSticky.
+const unixSticky fs.FileMode = 0o1000
 
 // maxDepth bounds directory nesting (one open descriptor per level).
 const maxDepth = 256
@@ -453,7 +458,7 @@ func checkDirs(dirs []Dir) error {
 		if err := checkRelPath(field+".path", d.Path); err != nil {
 			return err
 		}
-		if d.Mode&^(fs.ModePerm|fs.ModeSticky|fs.ModeDir) != 0 {
+		if d.Mode&^(fs.ModePerm|fs.ModeSticky|fs.ModeDir|unixSticky) != 0 {
 			return &FieldError{Field: field + ".mode",
 				Reason: fmt.Sprintf("mode %v of %q: only permission bits and the sticky bit are allowed (no setuid, setgid or file types)", d.Mode, d.Path)}
 		}
@@ -476,7 +481,7 @@ func makeDirs(rootfd int, dirs []Dir, commit string) error {
 			mode := uint32(0o755)
 			if i == len(comps)-1 {
 				mode = uint32(d.Mode.Perm())
-				if d.Mode&fs.ModeSticky != 0 {
+				if d.Mode&(fs.ModeSticky|unixSticky) != 0 {
 					mode |= unix.S_ISVTX
 				}
 			}

@@ -1,0 +1,79 @@
+package template
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// manyFileRepo makes a repository with n small distinct files in 100 files
+// per directory, using git fast-import for speed, and returns its path.
+func manyFileRepo(t testing.TB, n int) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "many")
+	os.MkdirAll(dir, 0o755)
+	gitCmd(t, dir, "init", "-q", "-b", "main")
+	var b strings.Builder
+	fmt.Fprintf(&b, "commit refs/heads/main\ncommitter Test <test@example.invalid> 1767225600 +0000\ndata 4\nmany\n")
+	meta := metaJSON("container", "1.0.0")
+	fmt.Fprintf(&b, "M 100644 inline metadata.json\ndata %d\n%s\n", len(meta), meta)
+	for i := range n {
+		content := fmt.Sprintf("file %d\n%s\n", i, strings.Repeat("content line of a template file\n", i%20))
+		mode := "100644"
+		if i%10 == 0 {
+			mode = "100755"
+		}
+		fmt.Fprintf(&b, "M %s inline rootfs/usr/share/d%04d/f%05d\ndata %d\n%s\n", mode, i/100, i, len(content), content)
+	}
+	cmd := exec.Command("git", "fast-import", "--quiet")
+	cmd.Dir = dir
+	cmd.Env = gitEnv(dir)
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("fast-import: %v\n%s", err, out)
+	}
+	gitCmd(t, dir, "repack", "-adq")
+	return dir
+}
+
+// BenchmarkAdd compares Add (go-git fetch into a bare repository, resolve,
+// metadata.json, checkout into scratch space) of a 10,000-file repository
+// with the git CLI doing the same work: `git clone --bare` of the same local
+// URL (no hardlinks: --no-local) plus `git --work-tree=DIR checkout -f`
+// into a fresh directory. Both run in each iteration; the ratio Add/git is
+// reported as add/git-ratio.
+func BenchmarkAdd(b *testing.B) {
+	src := manyFileRepo(b, 10_000)
+	url := "file://" + src
+	var addTotal, gitTotal time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		work := b.TempDir()
+		start := time.Now()
+		bare := filepath.Join(work, "clone.git")
+		gitCmd(b, work, "clone", "-q", "--bare", "--no-local", url, bare)
+		tree := filepath.Join(work, "tree")
+		os.MkdirAll(tree, 0o755)
+		gitCmd(b, work, "--git-dir="+bare, "--work-tree="+tree, "checkout", "-q", "-f", "main", "--", ".")
+		gitTotal += time.Since(start)
+
+		r, err := New(Config{Dir: filepath.Join(work, "cache")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		start = time.Now()
+		if _, err := r.Add(b.Context(), "many", url, "", nil); err != nil {
+			b.Fatal(err)
+		}
+		addTotal += time.Since(start)
+		r.Close()
+	}
+	b.ReportMetric(float64(addTotal.Milliseconds())/float64(i), "add-ms/op")
+	b.ReportMetric(float64(gitTotal.Milliseconds())/float64(i), "git-ms/op")
+	b.ReportMetric(float64(addTotal)/float64(gitTotal), "add/git-ratio")
+}
