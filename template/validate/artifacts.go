@@ -98,9 +98,6 @@ func readArtifacts(r *root, c *collector) (artifacts, error) {
 		if bad {
 			continue
 		}
-		if _, _, err := r.lstat(p); err == nil {
-			c.warnf("X2", p, "listed in %s but also present in the checkout; the materialized copy replaces it", ArtifactsFile)
-		}
 		a.list = append(a.list, art)
 		a.set[p] = true
 	}

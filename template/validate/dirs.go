@@ -27,6 +27,13 @@ func RequiredDirs(kind Kind) []Dir {
 		prefix = "rootfs"
 	case KindMachine:
 		prefix = "disk-image/rootfs"
+	case KindHomed:
+		return []Dir{
+			{"home-skeleton/.config", 0o755}, {"home-skeleton/.config/systemd", 0o755},
+			{"home-skeleton/.config/systemd/user", 0o755}, {"home-skeleton/.local", 0o755},
+			{"home-skeleton/.local/bin", 0o755}, {"home-skeleton/.local/share", 0o755},
+			{"home-skeleton/.ssh", 0o700},
+		}
 	default:
 		return nil
 	}

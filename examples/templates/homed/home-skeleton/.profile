@@ -1,0 +1,3 @@
+# ~/.profile of a BitBuilder tenant home.
+PATH="$HOME/.local/bin:$PATH"
+export PATH
