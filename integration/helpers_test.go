@@ -1,0 +1,548 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/bitbuilder/bitbuilder/integration/testhost"
+)
+
+// Paths inside the test host, and who calls.
+const (
+	guestBin    = "/opt/bitbuilder/bin"
+	guestAPI    = "/opt/bitbuilder/api"
+	bitbuilderd = guestBin + "/bitbuilderd"
+	idleconns   = guestBin + "/idleconns"
+
+	// adminGroup is the group bitbuilderd lets change things (its default --admin-group).
+	adminGroup = "bitbuilder"
+	// adminUser is a system user of the test host with adminGroup as a supplementary group.
+	adminUser = "bbadmin"
+
+	// callTimeout bounds every command run inside the host.
+	callTimeout = 30 * time.Second
+)
+
+// exitCallFailed is varlinkctl 257's exit status for a call answered with an error, whatever
+// the error: 257 maps no Varlink error (not InvalidParameter, PermissionDenied, MethodNotFound
+// nor ExpectedMore) to an errno exit status of its own. Measured in the test host.
+const exitCallFailed = 1
+
+var (
+	shared = &testhost.Shared{}
+	// binDir holds the binaries built for the host; it is bound to guestBin.
+	binDir string
+	// apiDir is the repository's api/ directory; it is bound to guestAPI.
+	apiDir string
+
+	setupOnce sync.Once
+	setupErr  error
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	var err error
+	if binDir, err = os.MkdirTemp("", "bitbuilder-integration-"); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	defer os.RemoveAll(binDir)
+	if apiDir, err = filepath.Abs("../api"); err != nil {
+		fmt.Fprintln(os.Stderr, "integration:", err)
+		return 1
+	}
+	shared.Options = testhost.Options{
+		Name: "integration",
+		Binds: []testhost.Bind{
+			{Host: binDir, Guest: guestBin, ReadOnly: true},
+			{Host: apiDir, Guest: guestAPI, ReadOnly: true},
+		},
+	}
+	return shared.Main(m)
+}
+
+// host returns the package's test host, booted on first use, with the binaries built and
+// bound in, group adminGroup and user adminUser created. It skips t when the machine cannot
+// boot a test host.
+func host(t *testing.T) *testhost.Host {
+	t.Helper()
+	h := shared.Host(t)
+	setupOnce.Do(func() { setupErr = setup(h) })
+	if setupErr != nil {
+		t.Fatalf("setting up the test host: %v", setupErr)
+	}
+	return h
+}
+
+// setup builds the binaries into binDir (visible in the host through the bind mount) and
+// creates the admin group and user inside the host.
+func setup(h *testhost.Host) error {
+	start := time.Now()
+	pkgs := []string{"../cmd/bitbuilderd", "./testdata/idleconns"}
+	if err := goBuild(pkgs...); err != nil {
+		return err
+	}
+	// bbctl is built when it exists; no test depends on it yet, so a broken bbctl is only reported.
+	if files, _ := filepath.Glob("../cmd/bbctl/*.go"); len(files) > 0 {
+		if err := goBuild("../cmd/bbctl"); err != nil {
+			fmt.Fprintf(os.Stderr, "integration: cmd/bbctl does not build, continuing without it: %v\n", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	defer cancel()
+	script := fmt.Sprintf("groupadd --system %[1]s && useradd --system --no-create-home --user-group --groups %[1]s %[2]s",
+		adminGroup, adminUser)
+	if out, err := h.Shell(ctx, script); err != nil {
+		return fmt.Errorf("create %s and %s: %w\n%s", adminGroup, adminUser, err, out)
+	}
+	fmt.Fprintf(os.Stderr, "integration: built binaries and set up host %s in %v\n", h.Name(), time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+func goBuild(pkgs ...string) error {
+	cmd := exec.Command("go", append([]string{"build", "-o", binDir + "/"}, pkgs...)...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, out)
+	}
+	return nil
+}
+
+// result is what one command run inside the host gave.
+type result struct {
+	args   []string
+	stdout string
+	stderr string
+	exit   int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("%q: exit %d\nstdout: %s\nstderr: %s", strings.Join(r.args, " "), r.exit, r.stdout, r.stderr)
+}
+
+// run runs args inside the host with stdin and returns what it did. Only a failure to run it at
+// all (or a timeout) fails t; a non-zero exit is for the caller to judge.
+func run(t *testing.T, h *testhost.Host, stdin string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
+	defer cancel()
+	stdout, stderr, err := h.RunInput(ctx, strings.NewReader(stdin), args...)
+	r := result{args: args, stdout: string(stdout), stderr: string(stderr)}
+	var ee *testhost.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee) && ee.ExitCode >= 0 && ctx.Err() == nil:
+		r.exit = ee.ExitCode
+	default:
+		t.Fatalf("running %q in the host: %v", strings.Join(args, " "), err)
+	}
+	return r
+}
+
+// mustRun runs args inside the host and fails t unless they succeed.
+func mustRun(t *testing.T, h *testhost.Host, args ...string) string {
+	t.Helper()
+	r := run(t, h, "", args...)
+	if r.exit != 0 {
+		t.Fatalf("%v", r)
+	}
+	return r.stdout
+}
+
+// caller is who runs a command inside the host: a prefix of its command line.
+type caller []string
+
+var (
+	asRoot caller
+	// asNobody is a plain user without any supplementary group.
+	asNobody = caller{"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"}
+	// asAdmin is adminUser: adminGroup is one of its supplementary groups (SO_PEERGROUPS).
+	asAdmin = caller{"setpriv", "--reuid=" + adminUser, "--regid=" + adminUser, "--init-groups"}
+	// asAdminPrimary is nobody with adminGroup as its primary group and no other (SO_PEERCRED's gid).
+	asAdminPrimary = caller{"setpriv", "--reuid=nobody", "--regid=" + adminGroup, "--clear-groups"}
+)
+
+// varlinkctl runs varlinkctl with args inside the host as c.
+func varlinkctl(t *testing.T, h *testhost.Host, c caller, args ...string) result {
+	t.Helper()
+	return run(t, h, "", append(append(append([]string(nil), c...), "varlinkctl"), args...)...)
+}
+
+// daemon is one bitbuilderd running inside the test host as a transient service.
+type daemon struct {
+	h        *testhost.Host
+	unit     string
+	socket   string
+	stateDir string
+}
+
+// startDaemon starts a bitbuilderd of its own for t, named name, with a fresh state directory,
+// and stops it and removes its state when t ends.
+func startDaemon(t *testing.T, name string) *daemon {
+	t.Helper()
+	h := host(t)
+	d := &daemon{
+		h:        h,
+		unit:     "bitbuilderd-" + name + ".service",
+		socket:   "/run/bitbuilder-" + name + "/io.bitbuilder",
+		stateDir: "/var/lib/bitbuilder-" + name,
+	}
+	mustRun(t, h, "rm", "-rf", d.stateDir, filepath.Dir(d.socket))
+	d.start(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		if _, _, err := h.Run(ctx, "systemctl", "stop", d.unit); err != nil {
+			t.Errorf("stop %s: %v", d.unit, err)
+		}
+		if t.Failed() {
+			t.Logf("journal of %s:\n%s", d.unit, h.JournalTail(ctx, 40, "-u", d.unit))
+		}
+		_, _, _ = h.Run(ctx, "systemctl", "reset-failed", d.unit)
+		_, _, _ = h.Run(ctx, "rm", "-rf", d.stateDir, filepath.Dir(d.socket))
+	})
+	return d
+}
+
+// start runs the daemon as a transient Type=notify service: systemd-run returns once systemd
+// has seen READY=1. It then checks that the socket is there.
+func (d *daemon) start(t *testing.T) {
+	t.Helper()
+	mustRun(t, d.h, "systemd-run", "--quiet", "--unit="+d.unit, "--service-type=notify", "--",
+		bitbuilderd, "--socket", d.socket, "--state-dir", d.stateDir)
+	mustRun(t, d.h, "test", "-S", d.socket)
+	if got := d.show(t, "ActiveState", "SubState"); got["ActiveState"] != "active" || got["SubState"] != "running" {
+		t.Fatalf("%s after start: %v", d.unit, got)
+	}
+}
+
+// stop stops the daemon and checks that it exited cleanly. The transient unit is then gone,
+// but systemd still answers for it: a failed exit would have left Result=exit-code.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	mustRun(t, d.h, "systemctl", "stop", d.unit)
+	if got := d.show(t, "ActiveState", "Result"); got["ActiveState"] != "inactive" || got["Result"] != "success" {
+		t.Fatalf("%s after stop: %v\n%s", d.unit, got, d.h.JournalTail(t.Context(), 20, "-u", d.unit))
+	}
+}
+
+func (d *daemon) show(t *testing.T, props ...string) map[string]string {
+	t.Helper()
+	return showUnit(t, d.h, d.unit, props...)
+}
+
+// showUnit returns the properties of a unit as systemctl show prints them.
+func showUnit(t *testing.T, h *testhost.Host, unit string, props ...string) map[string]string {
+	t.Helper()
+	out := mustRun(t, h, "systemctl", "show", "-p", strings.Join(props, ","), unit)
+	m := map[string]string{}
+	for line := range strings.Lines(out) {
+		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// mainPID returns the daemon's process id inside the host.
+func (d *daemon) mainPID(t *testing.T) int {
+	t.Helper()
+	pid, err := strconv.Atoi(d.show(t, "MainPID")["MainPID"])
+	if err != nil || pid <= 0 {
+		t.Fatalf("%s has no main process (%v)", d.unit, err)
+	}
+	return pid
+}
+
+// openFiles returns the number of file descriptors the daemon has open.
+func (d *daemon) openFiles(t *testing.T) int {
+	t.Helper()
+	out := mustRun(t, d.h, "sh", "-c", fmt.Sprintf("ls /proc/%d/fd | wc -l", d.mainPID(t)))
+	n, err := strconv.Atoi(strings.TrimSpace(out))
+	if err != nil {
+		t.Fatalf("counting open files: %q", out)
+	}
+	return n
+}
+
+// checkJournal fails t if the daemon's journal shows a panic or a data race.
+func (d *daemon) checkJournal(t *testing.T) {
+	t.Helper()
+	j := d.h.JournalTail(t.Context(), 2000, "-u", d.unit)
+	for _, bad := range []string{"panic:", "fatal error:", "DATA RACE"} {
+		if strings.Contains(j, bad) {
+			t.Errorf("journal of %s shows %q:\n%s", d.unit, bad, j)
+		}
+	}
+}
+
+// call runs `varlinkctl call [flags] --json=short SOCKET METHOD PARAMS` as c.
+func (d *daemon) call(t *testing.T, c caller, method, params string, flags ...string) result {
+	t.Helper()
+	args := append(append([]string{"call"}, flags...), "--json=short", d.socket, method, params)
+	return varlinkctl(t, d.h, c, args...)
+}
+
+// tenant is io.bitbuilder.Tenant's Tenant as varlinkctl prints it.
+type tenant struct {
+	Name         string `json:"name"`
+	NetworkIndex int    `json:"networkIndex"`
+	Resources    struct {
+		CPUs         float64 `json:"cpus"`
+		MemoryBytes  int64   `json:"memoryBytes"`
+		StorageBytes int64   `json:"storageBytes"`
+	} `json:"resources"`
+	Templates      []json.RawMessage `json:"templates"`
+	Parameters     map[string]string `json:"parameters"`
+	DesiredState   string            `json:"desiredState"`
+	Phase          string            `json:"phase"`
+	Conditions     []json.RawMessage `json:"conditions"`
+	Revision       int64             `json:"revision"`
+	CreateRevision int64             `json:"createRevision"`
+	CreatedAt      string            `json:"createdAt"`
+	UpdatedAt      string            `json:"updatedAt"`
+}
+
+// event is io.bitbuilder.Tenant's Event.
+type event struct {
+	Type     string  `json:"type"`
+	Revision int64   `json:"revision"`
+	Name     string  `json:"name"`
+	Tenant   *tenant `json:"tenant"`
+}
+
+// tenantCall calls a Tenant method that replies {"tenant": ...} and returns the tenant; any
+// error reply fails t.
+func (d *daemon) tenantCall(t *testing.T, c caller, method, params string) tenant {
+	t.Helper()
+	r := d.call(t, c, "io.bitbuilder.Tenant."+method, params)
+	var reply struct {
+		Tenant *tenant `json:"tenant"`
+	}
+	r.decode(t, &reply)
+	if reply.Tenant == nil {
+		t.Fatalf("no tenant in the reply: %v", r)
+	}
+	return *reply.Tenant
+}
+
+// create creates a tenant as root with the given Create parameters.
+func (d *daemon) create(t *testing.T, params string) tenant {
+	t.Helper()
+	return d.tenantCall(t, asRoot, "Create", params)
+}
+
+// list returns all tenants through `List --more` (none: the NoSuchTenant enumeration end).
+func (d *daemon) list(t *testing.T) []tenant {
+	t.Helper()
+	r := d.call(t, asRoot, "io.bitbuilder.Tenant.List", "{}", "--more")
+	if r.exit != 0 {
+		if params := r.wantError(t, "io.bitbuilder.Tenant.NoSuchTenant"); params["name"] != "" {
+			t.Fatalf("List with no tenants: NoSuchTenant names %v, want an empty name", params["name"])
+		}
+		return nil
+	}
+	var ts []tenant
+	for _, rec := range r.seq(t) {
+		var reply struct {
+			Tenant tenant `json:"tenant"`
+		}
+		decodeStrict(t, rec, &reply)
+		ts = append(ts, reply.Tenant)
+	}
+	return ts
+}
+
+// decode parses the stdout of a successful command as one JSON value.
+func (r result) decode(t *testing.T, v any) {
+	t.Helper()
+	if r.exit != 0 {
+		t.Fatalf("call failed: %v", r)
+	}
+	decodeStrict(t, []byte(r.stdout), v)
+}
+
+// decodeStrict parses data into v and fails t on unknown fields, so a reply that grew a field
+// these tests do not know about is noticed.
+func decodeStrict(t *testing.T, data []byte, v any) {
+	t.Helper()
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		t.Fatalf("decoding %s: %v", data, err)
+	}
+	if dec.More() {
+		t.Fatalf("more than one JSON value in %s", data)
+	}
+}
+
+// seq parses stdout as JSON-SEQ (RFC 7464), as varlinkctl --more prints it.
+func (r result) seq(t *testing.T) []json.RawMessage {
+	t.Helper()
+	if r.exit != 0 {
+		t.Fatalf("call failed: %v", r)
+	}
+	recs, err := parseSeq(r.stdout)
+	if err != nil {
+		t.Fatalf("%v\n%v", err, r)
+	}
+	return recs
+}
+
+// parseSeq splits JSON-SEQ text into its records: each starts with RS (0x1E) and holds one JSON
+// value. Empty text has no records.
+func parseSeq(text string) ([]json.RawMessage, error) {
+	if text == "" {
+		return nil, nil
+	}
+	if text[0] != 0x1e {
+		return nil, fmt.Errorf("not JSON-SEQ: does not start with RS: %.40q", text)
+	}
+	var recs []json.RawMessage
+	for i, part := range strings.Split(text[1:], "\x1e") {
+		part = strings.TrimSpace(part)
+		if !json.Valid([]byte(part)) {
+			return nil, fmt.Errorf("JSON-SEQ record %d is not one JSON value: %.200q", i, part)
+		}
+		recs = append(recs, json.RawMessage(part))
+	}
+	return recs, nil
+}
+
+// wantError checks that a call was answered with the Varlink error name, the way varlinkctl 257
+// reports it (exit status exitCallFailed, "failed: NAME" on stderr, the error's parameters as
+// JSON on stdout), and returns the error's parameters.
+func (r result) wantError(t *testing.T, name string) map[string]any {
+	t.Helper()
+	if r.exit != exitCallFailed {
+		t.Fatalf("want error %s (exit status %d), got: %v", name, exitCallFailed, r)
+	}
+	if !strings.Contains(r.stderr, "failed: "+name+"\n") {
+		t.Fatalf("want error %s on stderr, got: %v", name, r)
+	}
+	// With --more the parameters are the stream's last JSON-SEQ record.
+	last := []byte(r.stdout)
+	if recs, err := parseSeq(r.stdout); err == nil && len(recs) > 0 {
+		last = recs[len(recs)-1]
+	}
+	params := map[string]any{}
+	if err := json.Unmarshal(last, &params); err != nil {
+		t.Fatalf("error parameters of %s are not a JSON object: %v\n%v", name, err, r)
+	}
+	return params
+}
+
+// stream is a long-running command inside the host whose stdout is JSON-SEQ in short form (one
+// RS-prefixed record per line), read record by record as it arrives.
+type stream struct {
+	cmd     *exec.Cmd
+	records chan json.RawMessage
+	done    chan struct{} // closed once stdout ended and the command exited
+	stderr  bytes.Buffer
+	waitErr error
+}
+
+// startStream starts args inside the host; t's end kills it.
+func startStream(t *testing.T, h *testhost.Host, args ...string) *stream {
+	t.Helper()
+	s := &stream{records: make(chan json.RawMessage, 1024), done: make(chan struct{})}
+	s.cmd = h.Command(t.Context(), args...)
+	s.cmd.Stderr = &s.stderr
+	out, err := s.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Start(); err != nil {
+		t.Fatalf("start %q: %v", args, err)
+	}
+	go func() {
+		defer close(s.done)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			if len(line) == 0 || line[0] != 0x1e {
+				line = append([]byte("not JSON-SEQ: "), line...)
+			} else {
+				line = line[1:]
+			}
+			s.records <- json.RawMessage(bytes.Clone(line))
+		}
+		s.waitErr = s.cmd.Wait()
+		close(s.records)
+	}()
+	t.Cleanup(func() {
+		s.kill()
+		<-s.done
+	})
+	return s
+}
+
+// next returns the next record, failing t when none comes within timeout.
+func (s *stream) next(t *testing.T, timeout time.Duration) json.RawMessage {
+	t.Helper()
+	select {
+	case rec, ok := <-s.records:
+		if !ok {
+			t.Fatalf("stream ended (%v): %s", s.waitErr, s.stderr.String())
+		}
+		if !json.Valid(rec) {
+			t.Fatalf("bad record: %s", rec)
+		}
+		return rec
+	case <-time.After(timeout):
+		t.Fatalf("no record within %v", timeout)
+		return nil
+	}
+}
+
+// nextEvent returns the next Watch event.
+func (s *stream) nextEvent(t *testing.T) event {
+	t.Helper()
+	var reply struct {
+		Event event `json:"event"`
+	}
+	decodeStrict(t, s.next(t, 10*time.Second), &reply)
+	return reply.Event
+}
+
+// kill kills the command and everything it started inside the host (SIGKILL to its process
+// group): the client end of its connection goes away without a goodbye.
+func (s *stream) kill() {
+	if s.cmd.Process != nil {
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	}
+}
+
+// eventually polls cond every 50 ms until it holds or timeout passes, then fails t with what
+// the last attempt said.
+func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s", timeout, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
