@@ -18,5 +18,6 @@ mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn
 # A copy-on-write view of the cached rootfs: writes go to STATE/upper, the cache stays untouched.
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$state/upper,workdir=$state/work" "$state/root"
 
-exec systemd-nspawn --quiet --register=no --keep-unit --boot --console=passive --private-network \
+# --console=read-only streams the console to our stdout as it comes (passive only flushes it at exit).
+exec systemd-nspawn --quiet --register=no --keep-unit --boot --console=read-only --private-network \
 	--directory="$state/root" --machine="$name" "$@"

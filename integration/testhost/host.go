@@ -322,6 +322,12 @@ func (h *Host) isExited() bool {
 	}
 }
 
+// ConsoleTail returns the last n lines the host wrote to its console (systemd-nspawn's output): boot and shutdown
+// messages, and anything units log to the console.
+func (h *Host) ConsoleTail(n int) string {
+	return tailFile(filepath.Join(h.state, "console.log"), n)
+}
+
 // Name returns the host's machine name and hostname: Options.Name plus a random suffix.
 func (h *Host) Name() string { return h.name }
 
