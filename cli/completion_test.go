@@ -1,0 +1,111 @@
+package cli
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCompletionScripts(t *testing.T) {
+	cases := []struct {
+		shell string
+		check []string // a syntax check: the shell and its flags, run on the script file
+		want  []string
+	}{
+		{"bash", []string{"bash", "-n"}, []string{"complete -F _bbctl bbctl", "__complete"}},
+		{"zsh", []string{"zsh", "-n"}, []string{"#compdef bbctl", "compdef _bbctl bbctl"}},
+		{"fish", []string{"fish", "--no-execute"}, []string{"complete -c bbctl", "__complete tenants"}},
+	}
+	for _, c := range cases {
+		t.Run(c.shell, func(t *testing.T) {
+			r := bbctl(t, "unix:/nonexistent", "completion", c.shell)
+			if r.code != 0 {
+				t.Fatalf("exit %d: %s", r.code, r.stderr)
+			}
+			for _, w := range c.want {
+				if !strings.Contains(r.stdout, w) {
+					t.Errorf("script lacks %q", w)
+				}
+			}
+			if _, err := exec.LookPath(c.check[0]); err != nil {
+				t.Skipf("%s is not installed: syntax not checked", c.check[0])
+			}
+			file := filepath.Join(t.TempDir(), "bbctl."+c.shell)
+			if err := os.WriteFile(file, []byte(r.stdout), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.CommandContext(t.Context(), c.check[0], append(c.check[1:], file)...).CombinedOutput(); err != nil {
+				t.Errorf("%s syntax check: %v\n%s", c.shell, err, out)
+			}
+		})
+	}
+}
+
+// TestBashCompletion runs the bash function the way bash's completion does, with a bbctl on
+// PATH that is this test binary acting as bbctl, against a real daemon.
+func TestBashCompletion(t *testing.T) {
+	if _, err := exec.LookPath("bash"); err != nil {
+		t.Skip("bash is not installed")
+	}
+	d := startDaemon(t)
+	mustRun(t, d.addr, "tenant", "create", "alpha")
+	mustRun(t, d.addr, "tenant", "create", "beta")
+
+	bin := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(bin, "bbctl")); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "bbctl.bash")
+	if err := os.WriteFile(script, []byte(mustRun(t, d.addr, "completion", "bash")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		line string // the words typed, the last one being completed
+		want string
+	}{
+		{"bbctl ", "network template tenant version completion help"},
+		{"bbctl ten", "tenant"},
+		{"bbctl tenant ", "create get list update delete start stop watch"},
+		{"bbctl tenant get ", "alpha beta"},
+		{"bbctl --json tenant stop a", "alpha"},
+		{"bbctl tenant create x --c", "--cpus"},
+		{"bbctl completion ", "bash zsh fish"},
+	}
+	for _, c := range cases {
+		t.Run(c.line, func(t *testing.T) {
+			words := strings.Split(c.line, " ")
+			prog := "source " + script + "\nCOMP_WORDS=("
+			for _, w := range words {
+				prog += "'" + w + "' "
+			}
+			prog += ")\nCOMP_CWORD=" + itoa(int64(len(words)-1)) + "\n_bbctl\necho \"${COMPREPLY[*]}\"\n"
+			cmd := exec.CommandContext(t.Context(), "bash", "-c", prog)
+			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), execEnv+"=1", "BITBUILDER_ADDRESS="+d.addr)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			got := strings.Fields(string(out))
+			for _, w := range strings.Fields(c.want) {
+				if !contains(got, w) {
+					t.Errorf("completions %q lack %q", got, w)
+				}
+			}
+		})
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, l := range list {
+		if l == s {
+			return true
+		}
+	}
+	return false
+}

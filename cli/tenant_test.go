@@ -1,0 +1,269 @@
+package cli
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
+)
+
+func getTenant(t *testing.T, addr, name string) vt.Tenant {
+	t.Helper()
+	var r tenantReply
+	if err := json.Unmarshal([]byte(mustRun(t, addr, "tenant", "get", name, "--json")), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Tenant
+}
+
+func TestTenantRoundTrip(t *testing.T) {
+	d := startDaemon(t)
+	steps := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string // a substring of standard output
+		check  func(t *testing.T)
+	}{
+		{"create with limits, templates and parameters",
+			[]string{"tenant", "create", "web", "--index", "7", "--cpus", "0.5", "--memory", "2G", "--storage", "20GiB",
+				"--template", "machine:web:debian-web", "--template", "network:lan:bridge", "--param", "MTU=1400"},
+			0, `tenant "web" created: network index 7, running`,
+			func(t *testing.T) {
+				got := getTenant(t, d.addr, "web")
+				if got.NetworkIndex != 7 || got.Resources != (vt.Resources{Cpus: 0.5, MemoryBytes: 2 << 30, StorageBytes: 20 << 30}) {
+					t.Errorf("index %d resources %+v", got.NetworkIndex, got.Resources)
+				}
+				if len(got.Templates) != 2 || got.Templates[0].Role != "machine" || got.Templates[1].Template != "bridge" {
+					t.Errorf("templates %+v", got.Templates)
+				}
+				if got.Parameters["MTU"] != "1400" {
+					t.Errorf("parameters %v", got.Parameters)
+				}
+			}},
+		{"create stopped with the daemon's defaults", []string{"tenant", "create", "db", "--stopped"}, 0, `tenant "db" created`,
+			func(t *testing.T) {
+				got := getTenant(t, d.addr, "db")
+				if got.DesiredState != "stopped" || got.Resources.Cpus != 1 || got.Resources.MemoryBytes != 1<<30 {
+					t.Errorf("db: %+v", got)
+				}
+			}},
+		{"get shows a key: value block", []string{"tenant", "get", "web"}, 0, "Memory:         2 GiB", nil},
+		{"list shows both in name order", []string{"tenant", "list"}, 0, "db ", func(t *testing.T) {
+			out := mustRun(t, d.addr, "tenant", "list")
+			if strings.Index(out, "\ndb ") > strings.Index(out, "\nweb ") {
+				t.Errorf("not in name order:\n%s", out)
+			}
+		}},
+		{"update changes only the limit given and merges parameters",
+			[]string{"tenant", "update", "web", "--memory", "4G", "--param", "MTU-", "--param", "ZONE=a"}, 0, `tenant "web" updated`,
+			func(t *testing.T) {
+				got := getTenant(t, d.addr, "web")
+				if got.Resources != (vt.Resources{Cpus: 0.5, MemoryBytes: 4 << 30, StorageBytes: 20 << 30}) {
+					t.Errorf("resources %+v", got.Resources)
+				}
+				if len(got.Parameters) != 1 || got.Parameters["ZONE"] != "a" {
+					t.Errorf("parameters %v", got.Parameters)
+				}
+				if len(got.Templates) != 2 {
+					t.Errorf("templates changed: %+v", got.Templates)
+				}
+			}},
+		{"update at the current revision", nil, 0, "updated", nil},
+		{"stop", []string{"tenant", "stop", "web"}, 0, "desired state stopped", func(t *testing.T) {
+			if got := getTenant(t, d.addr, "web"); got.DesiredState != "stopped" {
+				t.Errorf("desired %s", got.DesiredState)
+			}
+		}},
+		{"start", []string{"tenant", "start", "db"}, 0, "desired state running", func(t *testing.T) {
+			if got := getTenant(t, d.addr, "db"); got.DesiredState != "running" {
+				t.Errorf("desired %s", got.DesiredState)
+			}
+		}},
+		{"delete marks the tenant", []string{"tenant", "delete", "db"}, 0, `tenant "db" is being deleted`, func(t *testing.T) {
+			if got := getTenant(t, d.addr, "db"); got.Phase != "deleting" {
+				t.Errorf("phase %s", got.Phase)
+			}
+		}},
+	}
+	for _, s := range steps {
+		if s.args == nil { // update at the current revision, which is only known now
+			rev := getTenant(t, d.addr, "web").Revision
+			s.args = []string{"tenant", "update", "web", "--cpus", "2", "--revision", itoa(rev)}
+		}
+		t.Run(s.name, func(t *testing.T) {
+			r := bbctl(t, d.addr, s.args...)
+			if r.code != s.code || !strings.Contains(r.stdout, s.stdout) {
+				t.Fatalf("bbctl %q: exit %d, stdout %q, stderr %q; want exit %d and %q", s.args, r.code, r.stdout, r.stderr, s.code, s.stdout)
+			}
+			if s.check != nil {
+				s.check(t)
+			}
+		})
+	}
+}
+
+func itoa(n int64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
+
+func TestJSONOutputParsesBack(t *testing.T) {
+	d := startDaemon(t)
+	if out := mustRun(t, d.addr, "tenant", "list", "--json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("empty list: %q, want []", out)
+	}
+	var created tenantReply
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "--json", "tenant", "create", "a", "--memory", "512M")), &created); err != nil {
+		t.Fatal(err)
+	}
+	if created.Tenant.Name != "a" || created.Tenant.Resources.MemoryBytes != 512<<20 || created.Tenant.Revision == 0 {
+		t.Errorf("create reply %+v", created.Tenant)
+	}
+	mustRun(t, d.addr, "tenant", "create", "b")
+	var list []tenantReply
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "tenant", "list", "--json")), &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Tenant.Name != "a" || list[1].Tenant.Name != "b" {
+		t.Errorf("list: %+v", list)
+	}
+	if got := getTenant(t, d.addr, "a"); got.CreatedAt != created.Tenant.CreatedAt || got.Revision != created.Tenant.Revision {
+		t.Errorf("get %+v, created %+v", got, created.Tenant)
+	}
+	var empty map[string]any
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "tenant", "delete", "b", "--json")), &empty); err != nil || len(empty) != 0 {
+		t.Errorf("delete --json: %v %v, want {}", empty, err)
+	}
+}
+
+func TestTenantTablesGolden(t *testing.T) {
+	d := startDaemon(t)
+	golden(t, "tenant-list-empty.golden", mustRun(t, d.addr, "tenant", "list"))
+	mustRun(t, d.addr, "tenant", "create", "web", "--cpus", "0.5", "--memory", "1536M", "--storage", "100G",
+		"--template", "machine:web:debian-web", "--template", "infrastructure:infra:base", "--param", "MTU=1400", "--param", "DNS=10.0.0.1")
+	mustRun(t, d.addr, "tenant", "create", "cache", "--stopped", "--index", "20")
+	mustRun(t, d.addr, "tenant", "create", "analytics-eu-west", "--cpus", "16", "--memory", "64G", "--storage", "2T")
+	golden(t, "tenant-list.golden", mustRun(t, d.addr, "tenant", "list"))
+	golden(t, "tenant-get.golden", mustRun(t, d.addr, "tenant", "get", "web"))
+	golden(t, "tenant-get-bare.golden", mustRun(t, d.addr, "tenant", "get", "cache"))
+}
+
+// lineReader reads bbctl's output line by line as it runs.
+type lineReader struct {
+	lines chan string
+}
+
+func newLineReader(r io.Reader) *lineReader {
+	lr := &lineReader{lines: make(chan string, 100)}
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			lr.lines <- sc.Text()
+		}
+		close(lr.lines)
+	}()
+	return lr
+}
+
+func (lr *lineReader) next(t *testing.T) string {
+	t.Helper()
+	select {
+	case l, ok := <-lr.lines:
+		if !ok {
+			t.Fatal("output ended")
+		}
+		return l
+	case <-time.After(10 * time.Second):
+		t.Fatal("no output line within 10s")
+	}
+	return ""
+}
+
+// startWatch runs bbctl with args in the background; cancel ends it, and wait returns its code.
+func startWatch(t *testing.T, addr string, args ...string) (lr *lineReader, cancel func(), wait func() int) {
+	t.Helper()
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	go func() {
+		app := testApp(addr, pw, io.Discard)
+		done <- app.Run(ctx, args)
+		pw.Close()
+	}()
+	t.Cleanup(cancel)
+	return newLineReader(pr), cancel, func() int { return <-done }
+}
+
+func TestTenantWatch(t *testing.T) {
+	d := startDaemon(t)
+	mustRun(t, d.addr, "tenant", "create", "old")
+
+	t.Run("human lines, current tenants first", func(t *testing.T) {
+		lr, cancel, wait := startWatch(t, d.addr, "tenant", "watch")
+		if l := lr.next(t); !strings.Contains(l, "added") || !strings.Contains(l, " old ") || !strings.Contains(l, "phase=pending") {
+			t.Errorf("first line %q, want old as added", l)
+		}
+		mustRun(t, d.addr, "tenant", "create", "new")
+		if l := lr.next(t); !strings.Contains(l, "added") || !strings.Contains(l, " new ") {
+			t.Errorf("line %q, want new as added", l)
+		}
+		mustRun(t, d.addr, "tenant", "stop", "new")
+		if l := lr.next(t); !strings.Contains(l, "modified") || !strings.Contains(l, "desired=stopped") {
+			t.Errorf("line %q, want new modified to stopped", l)
+		}
+		cancel()
+		if code := wait(); code != 0 {
+			t.Errorf("interrupted watch exited %d, want 0", code)
+		}
+	})
+
+	t.Run("JSON lines for one tenant from a revision", func(t *testing.T) {
+		rev := getTenant(t, d.addr, "old").Revision
+		lr, cancel, wait := startWatch(t, d.addr, "tenant", "watch", "old", "--revision", itoa(rev), "--json")
+		mustRun(t, d.addr, "tenant", "update", "new", "--cpus", "3") // another tenant: filtered out
+		mustRun(t, d.addr, "tenant", "update", "old", "--cpus", "2")
+		var ev eventReply
+		if err := json.Unmarshal([]byte(lr.next(t)), &ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Event.Type != "modified" || ev.Event.Name != "old" || ev.Event.Tenant == nil || ev.Event.Tenant.Resources.Cpus != 2 || ev.Event.Revision <= rev {
+			t.Errorf("event %+v", ev.Event)
+		}
+		cancel()
+		wait()
+	})
+
+	t.Run("timeout ends a watch without error", func(t *testing.T) {
+		r := bbctl(t, d.addr, "tenant", "watch", "--timeout", "300ms")
+		if r.code != 0 || !strings.Contains(r.stdout, "old") {
+			t.Errorf("exit %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+		}
+	})
+}
+
+func TestTenantDeleteWait(t *testing.T) {
+	d := startDaemon(t)
+	mustRun(t, d.addr, "tenant", "create", "doomed")
+	// The daemon removes a tenant's record once the reconciler has torn it down; until then
+	// delete --wait keeps following the tenant, and --timeout bounds the wait.
+	start := time.Now()
+	r := bbctl(t, d.addr, "tenant", "delete", "doomed", "--wait", "--timeout", "500ms")
+	if r.code != 0 && time.Since(start) < 400*time.Millisecond {
+		t.Errorf("delete --wait gave up after %v, before its timeout", time.Since(start))
+	}
+	if r.code == 0 { // a reconciler finalized the tenant in time
+		if g := bbctl(t, d.addr, "tenant", "get", "doomed"); g.code != ExitNotFound {
+			t.Errorf("delete --wait returned, but get exits %d", g.code)
+		}
+		return
+	}
+	if got := getTenant(t, d.addr, "doomed"); r.code != ExitFailure || !strings.Contains(r.stderr, "timed out") || got.Phase != "deleting" {
+		t.Errorf("exit %d, stderr %q, phase %s; want a timeout while the tenant is deleting", r.code, r.stderr, got.Phase)
+	}
+}
