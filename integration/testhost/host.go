@@ -32,7 +32,7 @@ var bootScript string
 const (
 	DefaultName        = "bbtest"
 	DefaultBootTimeout = 60 * time.Second
-	DefaultStopTimeout = 20 * time.Second
+	DefaultStopTimeout = 10 * time.Second
 )
 
 // guestEnv is the whole environment of commands run inside a host.

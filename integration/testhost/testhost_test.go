@@ -728,3 +728,30 @@ func TestGoBuildBinaryInside(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestSystemdAnalyzeVerify(t *testing.T) {
+	h := shared.Host(t)
+	tests := []struct {
+		name, unit string
+		ok         bool
+	}{
+		{"valid", "[Unit]\nDescription=ok\n[Service]\nExecStart=/usr/bin/true\n", true},
+		{"unknown section", "[Unit]\nDescription=bad\n[Servce]\nExecStart=/usr/bin/true\n", false},
+		{"missing binary", "[Service]\nExecStart=/no/such/binary\n", false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := fmt.Sprintf("/run/bbverify/bbverify%d.service", i)
+			if err := h.WriteFile(path, []byte(tt.unit), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, stderr, err := h.Run(t.Context(), "systemd-analyze", "verify", "--man=no", path)
+			if tt.ok && (err != nil || len(stderr) > 0) {
+				t.Errorf("verify of a valid unit: %v, %s", err, stderr)
+			}
+			if !tt.ok && err == nil && len(stderr) == 0 {
+				t.Errorf("verify of a broken unit said nothing")
+			}
+		})
+	}
+}
