@@ -17,10 +17,11 @@ import (
 
 // Defaults for zero Options fields.
 const (
-	DefaultTimeout      = 5 * time.Second
-	DefaultLogRetention = 10000
-	DefaultMaxBatchSize = 256
-	DefaultWatchBuffer  = 1024
+	DefaultTimeout       = 5 * time.Second
+	DefaultLogRetention  = 10000
+	DefaultMaxBatchSize  = 256
+	DefaultWatchBuffer   = 1024
+	DefaultMaxBatchDelay = 500 * time.Microsecond
 )
 
 // Options configures Open. The zero value is a good production default.
@@ -45,11 +46,12 @@ type Options struct {
 	// group commit off.
 	MaxBatchSize int
 
-	// MaxBatchDelay is how long the committer waits for more Commit calls
-	// to join a batch once it holds more than one. Zero (the default) never
-	// waits: callers that arrive while a transaction is being synced form
-	// the next batch, which is enough to share fsyncs under load without
-	// slowing a lone client.
+	// MaxBatchDelay is how long the committer may wait for Commit calls to
+	// join a batch. It waits only under concurrency: when the previous batch
+	// had N > 1 callers, it waits until N have arrived or the delay is over,
+	// so the callers answered by one transaction share the next instead of
+	// the first of them getting a transaction of its own. A lone client
+	// never waits. Zero means DefaultMaxBatchDelay; negative never waits.
 	MaxBatchDelay time.Duration
 
 	// WatchBuffer is how many events a watcher may hold for a slow consumer
@@ -91,8 +93,9 @@ type Bolt struct {
 	closed bool
 	wg     sync.WaitGroup // watchers
 
-	rev atomic.Uint64 // revision of the last acknowledged commit
-	hub hub
+	rev     atomic.Uint64 // revision of the last acknowledged commit
+	batches atomic.Uint64 // transactions run by the committer
+	hub     hub
 }
 
 var _ Store = (*Bolt)(nil)
@@ -116,6 +119,9 @@ func Open(path string, opts Options) (*Bolt, error) {
 	}
 	if opts.MaxBatchSize <= 0 {
 		opts.MaxBatchSize = DefaultMaxBatchSize
+	}
+	if opts.MaxBatchDelay == 0 {
+		opts.MaxBatchDelay = DefaultMaxBatchDelay
 	}
 	if opts.WatchBuffer <= 0 {
 		opts.WatchBuffer = DefaultWatchBuffer

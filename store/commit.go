@@ -78,6 +78,7 @@ func (b *Bolt) Commit(ctx context.Context, ops ...Op) (uint64, error) {
 func (b *Bolt) commitLoop() {
 	defer close(b.stopped)
 	batch := make([]*commitReq, 0, b.maxBatch)
+	last := 1 // size of the previous batch
 	for {
 		batch = batch[:0]
 		select {
@@ -87,15 +88,19 @@ func (b *Bolt) commitLoop() {
 			b.failPending()
 			return
 		}
-		batch = b.gather(batch)
+		batch = b.gather(batch, last)
+		last = len(batch)
 		b.runBatch(batch)
 		clear(batch)
 	}
 }
 
-// gather adds the Commit calls already waiting, and with MaxBatchDelay set
-// waits that long for more once there is company.
-func (b *Bolt) gather(batch []*commitReq) []*commitReq {
+// gather adds the Commit calls already waiting. When the previous batch
+// had company, it also waits up to MaxBatchDelay for as many callers as that
+// batch had: callers answered by the last transaction come back one by one,
+// and the first of them should not get a transaction (and two fsyncs) of its
+// own. A lone client never waits.
+func (b *Bolt) gather(batch []*commitReq, last int) []*commitReq {
 	for len(batch) < b.maxBatch {
 		select {
 		case r := <-b.reqs:
@@ -105,12 +110,13 @@ func (b *Bolt) gather(batch []*commitReq) []*commitReq {
 		}
 		break
 	}
-	if b.batchDelay <= 0 || len(batch) < 2 || len(batch) >= b.maxBatch {
+	want := min(last, b.maxBatch)
+	if b.batchDelay <= 0 || len(batch) >= want {
 		return batch
 	}
 	t := time.NewTimer(b.batchDelay)
 	defer t.Stop()
-	for len(batch) < b.maxBatch {
+	for len(batch) < want {
 		select {
 		case r := <-b.reqs:
 			batch = append(batch, r)
@@ -137,6 +143,7 @@ func (b *Bolt) failPending() {
 // runBatch commits a batch in one transaction and answers every caller.
 func (b *Bolt) runBatch(batch []*commitReq) {
 	base := b.rev.Load()
+	b.batches.Add(1)
 	rev, err := b.update(func(tx *bolt.Tx) (uint64, error) { return b.applyBatch(tx, base, batch) })
 	if err != nil && !errors.Is(err, errNoWrites) {
 		b.log.Error("commit failed", "callers", len(batch), "err", err)
