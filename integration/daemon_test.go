@@ -1,0 +1,347 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Units of the socket-activation test, written to /run/systemd/system in the test host when the
+// repository has no packaging/bitbuilderd.{socket,service} of its own.
+const (
+	socketUnit = `[Unit]
+Description=BitBuilder control socket
+
+[Socket]
+ListenStream=/run/bitbuilder/io.bitbuilder
+SocketMode=0660
+SocketGroup=bitbuilder
+FileDescriptorName=varlink
+
+[Install]
+WantedBy=sockets.target
+`
+	serviceUnit = `[Unit]
+Description=BitBuilder host daemon
+Requires=bitbuilderd.socket
+After=bitbuilderd.socket
+
+[Service]
+Type=notify
+ExecStart=/opt/bitbuilder/bin/bitbuilderd --state-dir /var/lib/bitbuilder
+`
+	prodSocket = "/run/bitbuilder/io.bitbuilder"
+)
+
+var execStart = regexp.MustCompile(`(?m)^ExecStart=(\S+)`)
+
+// unitFile returns packaging/NAME with ExecStart pointed at the built binary, or fallback when
+// the repository has no such file.
+func unitFile(t *testing.T, name, fallback string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "packaging", name))
+	if os.IsNotExist(err) {
+		return fallback
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("using packaging/%s", name)
+	return execStart.ReplaceAllString(string(b), "ExecStart="+bitbuilderd)
+}
+
+// TestSocketActivation installs bitbuilderd.socket and bitbuilderd.service in the test host's
+// systemd, starts only the socket, and checks that the first call starts the Type=notify service
+// with the socket systemd passed, that systemd saw READY=1 and STATUS=, that a stop is a clean
+// exit, and that the next call starts it again with the tenants kept.
+func TestSocketActivation(t *testing.T) {
+	h := host(t)
+	const unitDir = "/run/systemd/system"
+	if err := h.WriteFile(unitDir+"/bitbuilderd.socket", []byte(unitFile(t, "bitbuilderd.socket", socketUnit)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.WriteFile(unitDir+"/bitbuilderd.service", []byte(unitFile(t, "bitbuilderd.service", serviceUnit)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		if t.Failed() {
+			t.Logf("journal:\n%s", h.JournalTail(ctx, 40, "-u", "bitbuilderd.service", "-u", "bitbuilderd.socket"))
+		}
+		for _, args := range [][]string{
+			{"systemctl", "stop", "bitbuilderd.socket", "bitbuilderd.service"},
+			{"rm", "-f", unitDir + "/bitbuilderd.socket", unitDir + "/bitbuilderd.service"},
+			{"systemctl", "daemon-reload"},
+			{"rm", "-rf", "/var/lib/bitbuilder", "/run/bitbuilder"},
+		} {
+			if _, _, err := h.Run(ctx, args...); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	mustRun(t, h, "systemd-analyze", "verify", unitDir+"/bitbuilderd.socket", unitDir+"/bitbuilderd.service")
+	mustRun(t, h, "systemctl", "daemon-reload")
+	mustRun(t, h, "systemctl", "start", "bitbuilderd.socket")
+
+	if got := showUnit(t, h, "bitbuilderd.socket", "ActiveState", "SubState"); got["SubState"] != "listening" {
+		t.Fatalf("bitbuilderd.socket: %v", got)
+	}
+	if got := showUnit(t, h, "bitbuilderd.service", "ActiveState", "Type"); got["ActiveState"] != "inactive" || got["Type"] != "notify" {
+		t.Fatalf("bitbuilderd.service before the first call: %v, want inactive and Type=notify", got)
+	}
+	sock := strings.TrimSpace(mustRun(t, h, "stat", "-c", "%a %U %G %i", prodSocket))
+	if !strings.HasPrefix(sock, "660 root "+adminGroup+" ") {
+		t.Errorf("socket %s: mode, owner, inode %q; want 660 root %s", prodSocket, sock, adminGroup)
+	}
+
+	// The first call starts the service.
+	d := &daemon{h: h, unit: "bitbuilderd.service", socket: prodSocket, stateDir: "/var/lib/bitbuilder"}
+	start := time.Now()
+	first := d.create(t, `{"name":"activated"}`)
+	t.Logf("first call through the socket, activation included: %v", time.Since(start).Round(time.Millisecond))
+	if first.NetworkIndex != 1 {
+		t.Errorf("first tenant: %+v", first)
+	}
+	got := showUnit(t, h, "bitbuilderd.service", "ActiveState", "SubState", "StatusText", "NRestarts", "MainPID")
+	// Type=notify: systemd calls the service active only once it has sent READY=1; StatusText
+	// is what it sent as STATUS=.
+	if got["ActiveState"] != "active" || got["SubState"] != "running" || got["StatusText"] == "" || got["NRestarts"] != "0" {
+		t.Errorf("bitbuilderd.service after the first call: %v, want active, running, a status text", got)
+	}
+	// It serves the socket systemd passed (LISTEN_FDNAMES=varlink) rather than one of its own:
+	// the socket file is still the one systemd made.
+	env := mustRun(t, h, "sh", "-c", "tr '\\0' '\\n' </proc/"+got["MainPID"]+"/environ")
+	if !strings.Contains(env, "LISTEN_FDNAMES=varlink\n") || !strings.Contains(env, "LISTEN_FDS=1\n") {
+		t.Errorf("the service was not passed the socket:\n%s", env)
+	}
+	if after := strings.TrimSpace(mustRun(t, h, "stat", "-c", "%a %U %G %i", prodSocket)); after != sock {
+		t.Errorf("socket after activation %q, before %q: the daemon replaced systemd's socket", after, sock)
+	}
+	if got["StatusText"] != "" {
+		t.Logf("STATUS= while serving: %q", got["StatusText"])
+	}
+
+	// A stop is an orderly exit 0, and the socket stays.
+	start = time.Now()
+	mustRun(t, h, "systemctl", "stop", "bitbuilderd.service")
+	stopTook := time.Since(start)
+	stopped := showUnit(t, h, "bitbuilderd.service", "ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "StatusText")
+	if stopped["ActiveState"] != "inactive" || stopped["Result"] != "success" || stopped["ExecMainCode"] != "1" || stopped["ExecMainStatus"] != "0" {
+		t.Errorf("bitbuilderd.service after stop: %v, want inactive, success, exited (1) with status 0", stopped)
+	}
+	if stopped["StatusText"] == got["StatusText"] {
+		t.Errorf("StatusText %q unchanged by the stop: the daemon sent no STATUS= on the way out", stopped["StatusText"])
+	}
+	if stopTook > 5*time.Second {
+		t.Errorf("stop took %v", stopTook)
+	}
+	t.Logf("stop: %v (%v)", stopTook.Round(time.Millisecond), stopped)
+	if got := showUnit(t, h, "bitbuilderd.socket", "SubState"); got["SubState"] != "listening" {
+		t.Errorf("bitbuilderd.socket after the service stopped: %v", got)
+	}
+
+	// The next call starts it again, with the tenant created before.
+	if tn := d.tenantCall(t, asRoot, "Get", `{"name":"activated"}`); !tenantEqual(tn, first) {
+		t.Errorf("after reactivation: %+v, want %+v", tn, first)
+	}
+	again := showUnit(t, h, "bitbuilderd.service", "ActiveState", "MainPID")
+	if again["ActiveState"] != "active" || again["MainPID"] == got["MainPID"] {
+		t.Errorf("after the second activation: %v (first main PID %s)", again, got["MainPID"])
+	}
+	d.checkJournal(t)
+}
+
+// TestRestart checks durability through a real restart: the tenants, with their revisions,
+// indexes and states, are all there after the service stopped and started again.
+func TestRestart(t *testing.T) {
+	d := startDaemon(t, "restart")
+	for _, name := range []string{"one", "two", "three", "four", "five"} {
+		d.create(t, `{"name":"`+name+`"}`)
+	}
+	d.tenantCall(t, asRoot, "Update", `{"name":"two","parameters":{"A":"b"}}`)
+	d.tenantCall(t, asRoot, "Stop", `{"name":"three"}`)
+	if r := d.call(t, asRoot, tenantIface+"Delete", `{"name":"four"}`); r.exit != 0 {
+		t.Fatalf("%v", r)
+	}
+	before := d.list(t)
+	pid := d.mainPID(t)
+
+	d.stop(t)
+	d.start(t)
+
+	if d.mainPID(t) == pid {
+		t.Fatalf("the daemon was not restarted (main PID %d)", pid)
+	}
+	after := d.list(t)
+	if len(after) != len(before) {
+		t.Fatalf("%d tenants before the restart, %d after", len(before), len(after))
+	}
+	var maxRev int64
+	for i := range before {
+		if !tenantEqual(before[i], after[i]) {
+			t.Errorf("tenant %d before the restart: %+v\nafter: %+v", i, before[i], after[i])
+		}
+		maxRev = max(maxRev, before[i].Revision)
+	}
+	// The store goes on from where it was.
+	six := d.create(t, `{"name":"six"}`)
+	if six.Revision <= maxRev || six.NetworkIndex != 6 && six.NetworkIndex != 4 {
+		t.Errorf("first tenant after the restart: revision %d (before: up to %d), index %d", six.Revision, maxRev, six.NetworkIndex)
+	}
+	d.checkJournal(t)
+}
+
+// TestIdleConnections holds 1,000 idle connections to the daemon while varlinkctl calls go on,
+// then checks that every one of them is still served, and that the daemon lets them all go.
+func TestIdleConnections(t *testing.T) {
+	const n = 1000
+	d := startDaemon(t, "idle")
+	base := d.openFiles(t)
+
+	cmd := d.h.Command(t.Context(), idleconns, "-n", strconv.Itoa(n), d.socket)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 4)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Wait()
+	})
+	readLine := func(prefix string) string {
+		t.Helper()
+		select {
+		case l, ok := <-lines:
+			if !ok || !strings.HasPrefix(l, prefix) {
+				t.Fatalf("idleconns: got %q, want %q... (%s)", l, prefix, stderr.String())
+			}
+			return l
+		case <-time.After(60 * time.Second):
+			t.Fatalf("idleconns: no %q line", prefix)
+			return ""
+		}
+	}
+	t.Log(readLine(fmt.Sprintf("connected %d ", n)))
+	eventually(t, 10*time.Second, func() (bool, string) {
+		open := d.openFiles(t)
+		return open >= base+n, fmt.Sprintf("the daemon has %d files open, %d before %d connections", open, base, n)
+	})
+
+	// Calls still go through, promptly.
+	start := time.Now()
+	for i := range 5 {
+		name := fmt.Sprintf("busy-%d", i)
+		if tn := d.create(t, `{"name":"`+name+`"}`); tn.Name != name {
+			t.Errorf("Create: %+v", tn)
+		}
+		d.tenantCall(t, asRoot, "Get", `{"name":"`+name+`"}`)
+	}
+	if got := len(d.list(t)); got != 5 {
+		t.Errorf("List: %d tenants, want 5", got)
+	}
+	took := time.Since(start)
+	t.Logf("11 varlinkctl calls with %d idle connections open: %v", n, took.Round(time.Millisecond))
+	if took > 20*time.Second {
+		t.Errorf("calls took %v with %d idle connections open", took, n)
+	}
+
+	// Every idle connection is still served.
+	stdin.Close()
+	line := readLine("answered ")
+	t.Log(line)
+	if f := strings.Fields(line); len(f) < 2 || f[1] != strconv.Itoa(n) {
+		t.Errorf("idleconns: %q, want all %d connections answered", line, n)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("idleconns: %v: %s", err, stderr.String())
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		open := d.openFiles(t)
+		return open <= base+2, fmt.Sprintf("the daemon still has %d files open, %d before", open, base)
+	})
+	d.checkJournal(t)
+}
+
+// TestWatchHangup kills varlinkctl in the middle of Watch streams, while the daemon sends the
+// initial snapshot and while changes stream, and checks that the daemon neither notices beyond
+// closing the connection nor leaks it, and that watching still works.
+func TestWatchHangup(t *testing.T) {
+	d := startDaemon(t, "hangup")
+	// A snapshot large enough to be in flight when the client goes.
+	mustRun(t, d.h, "sh", "-c", fmt.Sprintf(
+		`for i in $(seq 1 100); do varlinkctl call --oneway %s %sCreate "{\"name\":\"t$i\"}" || exit 1; done`, d.socket, tenantIface))
+	eventually(t, 10*time.Second, func() (bool, string) {
+		n := len(d.list(t))
+		return n == 100, fmt.Sprintf("%d of 100 tenants", n)
+	})
+	pid := d.mainPID(t)
+	base := d.openFiles(t)
+
+	for i := range 3 {
+		s := startStream(t, d.h, "varlinkctl", "call", "--more", "--json=short", d.socket, tenantIface+"Watch", "{}")
+		if ev := s.nextEvent(t); ev.Type != "added" {
+			t.Fatalf("first event %+v", ev)
+		}
+		s.kill() // in the middle of the snapshot
+		// Changes after the hang-up go nowhere.
+		d.tenantCall(t, asRoot, "Stop", fmt.Sprintf(`{"name":"t%d"}`, i+1))
+	}
+	// A client that hangs up after the snapshot, while changes stream.
+	s := startStream(t, d.h, "varlinkctl", "call", "--more", "--json=short", d.socket, tenantIface+"Watch", `{"name":"t50"}`)
+	if ev := s.nextEvent(t); ev.Name != "t50" {
+		t.Fatalf("first event %+v", ev)
+	}
+	d.tenantCall(t, asRoot, "Stop", `{"name":"t50"}`)
+	if ev := s.nextEvent(t); ev.Type != "modified" || ev.Name != "t50" {
+		t.Fatalf("event %+v", ev)
+	}
+	s.kill()
+	d.tenantCall(t, asRoot, "Start", `{"name":"t50"}`)
+
+	eventually(t, 10*time.Second, func() (bool, string) {
+		open := d.openFiles(t)
+		return open <= base, fmt.Sprintf("the daemon has %d files open, %d before the watches", open, base)
+	})
+	if got := d.mainPID(t); got != pid {
+		t.Fatalf("the daemon restarted: main PID %d, was %d", got, pid)
+	}
+
+	// Watching still works: the whole snapshot, then new changes.
+	s = startStream(t, d.h, "varlinkctl", "call", "--more", "--json=short", d.socket, tenantIface+"Watch", "{}")
+	names := map[string]bool{}
+	for range 100 {
+		names[s.nextEvent(t).Name] = true
+	}
+	if len(names) != 100 {
+		t.Errorf("snapshot after the hang-ups: %d distinct tenants, want 100", len(names))
+	}
+	d.create(t, `{"name":"late"}`)
+	if ev := s.nextEvent(t); ev.Type != "added" || ev.Name != "late" {
+		t.Errorf("event after the hang-ups: %+v", ev)
+	}
+	d.checkJournal(t)
+}
