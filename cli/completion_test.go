@@ -53,14 +53,7 @@ func TestBashCompletion(t *testing.T) {
 	mustRun(t, d.addr, "tenant", "create", "alpha")
 	mustRun(t, d.addr, "tenant", "create", "beta")
 
-	bin := t.TempDir()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Symlink(self, filepath.Join(bin, "bbctl")); err != nil {
-		t.Fatal(err)
-	}
+	bin := bbctlOnPath(t)
 	script := filepath.Join(t.TempDir(), "bbctl.bash")
 	if err := os.WriteFile(script, []byte(mustRun(t, d.addr, "completion", "bash")), 0o644); err != nil {
 		t.Fatal(err)
@@ -86,7 +79,7 @@ func TestBashCompletion(t *testing.T) {
 			}
 			prog += ")\nCOMP_CWORD=" + itoa(int64(len(words)-1)) + "\n_bbctl\necho \"${COMPREPLY[*]}\"\n"
 			cmd := exec.CommandContext(t.Context(), "bash", "-c", prog)
-			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), execEnv+"=1", "BITBUILDER_ADDRESS="+d.addr)
+			cmd.Env = shellEnv(bin, d.addr)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("%v: %s", err, out)
@@ -108,4 +101,63 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// bbctlOnPath returns a directory with a bbctl that is this test binary acting as bbctl.
+func bbctlOnPath(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(self, filepath.Join(bin, "bbctl")); err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+func shellEnv(bin, addr string) []string {
+	return append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"), execEnv+"=1", "BITBUILDER_ADDRESS="+addr)
+}
+
+// TestFishCompletion asks fish for completions with the generated script loaded.
+func TestFishCompletion(t *testing.T) {
+	if _, err := exec.LookPath("fish"); err != nil {
+		t.Skip("fish is not installed")
+	}
+	d := startDaemon(t)
+	mustRun(t, d.addr, "tenant", "create", "alpha")
+	bin := bbctlOnPath(t)
+	script := filepath.Join(t.TempDir(), "bbctl.fish")
+	if err := os.WriteFile(script, []byte(mustRun(t, d.addr, "completion", "fish")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ line, want string }{
+		{"bbctl ", "tenant template network"},
+		{"bbctl template ", "add validate"},
+		{"bbctl network get ", "alpha"},
+		{"bbctl tenant create x --", "--cpus --memory --stopped"},
+	}
+	for _, c := range cases {
+		t.Run(c.line, func(t *testing.T) {
+			cmd := exec.CommandContext(t.Context(), "fish", "--no-config", "-c", "source "+script+"; complete -C '"+c.line+"'")
+			cmd.Env = shellEnv(bin, d.addr)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			var got []string
+			for _, l := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(l); len(f) > 0 {
+					got = append(got, f[0])
+				}
+			}
+			for _, w := range strings.Fields(c.want) {
+				if !contains(got, w) {
+					t.Errorf("completions %q lack %q", got, w)
+				}
+			}
+		})
+	}
 }
