@@ -1,0 +1,240 @@
+package netconf
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"path"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// Metadata is a network template's metadata.json, in the seed's format plus an optional "parameters" object that
+// types the template's variables.
+type Metadata struct {
+	Template struct {
+		Type    string `json:"type"`
+		Version string `json:"version"`
+		Name    string `json:"name"`
+	} `json:"template"`
+	Requirements struct {
+		SystemdVersion string   `json:"systemd_version"`
+		Kernel         string   `json:"kernel,omitempty"`
+		Features       []string `json:"features,omitempty"`
+	} `json:"requirements"`
+	Defaults struct {
+		// Parameters are default values of variables.
+		Parameters map[string]string `json:"parameters,omitempty"`
+	} `json:"defaults"`
+	// Parameters declares variables: their type selects the validation of their values.
+	Parameters map[string]Parameter `json:"parameters,omitempty"`
+}
+
+// Parameter describes one variable.
+type Parameter struct {
+	// Type is one of the ParamType constants; "" means ParamString.
+	Type        string `json:"type,omitempty"`
+	Description string `json:"description,omitempty"`
+}
+
+// Parameter types.
+const (
+	ParamString       = "string"              // free text, no brackets (the injection rules apply to all types)
+	ParamWireGuardKey = "wireguard-key"       // base64 of 32 bytes
+	ParamEndpoint     = "endpoint"            // host:port, [v6]:port
+	ParamCIDRList     = "cidr-list"           // comma- or space-separated CIDRs
+	ParamKeepalive    = "keepalive"           // seconds, 0..65535 (0 = off)
+	ParamPort         = "port"                // 1..65535
+	ParamIPv4         = "ipv4"                // an IPv4 address
+	ParamInteger      = "integer"             // decimal
+	ParamBoolean      = "boolean"             // yes/no, true/false, on/off, 1/0
+	builtinParam      = "bitbuilder-built-in" // set by this package
+)
+
+// Template is a loaded network template: its metadata and its .netdev/.network (and .link) files.
+type Template struct {
+	Meta  Metadata
+	Files []File // sorted by name
+}
+
+// File is one template file.
+type File struct {
+	Name    string
+	Content []byte
+}
+
+// Built-in variables, set by the Manager for every render; a template may use them, a caller may not set them.
+const (
+	VarTenant           = "TENANT"             // the tenant's name
+	VarNetworkDir       = "NETWORK_DIR"        // the tenant's network directory (keys)
+	VarWireGuardKeyFile = "WIREGUARD_KEY_FILE" // the tenant's WireGuard private key file
+)
+
+var builtins = []string{VarTenant, VarNetworkDir, VarWireGuardKeyFile}
+
+// Load reads a network template from fsys: metadata.json and every *.netdev, *.network and *.link file at its top
+// level. It checks the metadata (type "network", a name and version, systemd_version) and the files' syntax.
+func Load(fsys fs.FS) (*Template, error) {
+	raw, err := fs.ReadFile(fsys, "metadata.json")
+	if err != nil {
+		return nil, &TemplateError{File: "metadata.json", Msg: err.Error()}
+	}
+	t := &Template{}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t.Meta); err != nil {
+		return nil, &TemplateError{File: "metadata.json", Msg: err.Error()}
+	}
+	if err := t.Meta.check(); err != nil {
+		return nil, err
+	}
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, &TemplateError{File: ".", Msg: err.Error()}
+	}
+	for _, e := range entries {
+		name := e.Name()
+		switch path.Ext(name) {
+		case ".netdev", ".network", ".link":
+		default:
+			continue
+		}
+		if !e.Type().IsRegular() {
+			return nil, &TemplateError{File: name, Msg: "not a regular file"}
+		}
+		content, err := fs.ReadFile(fsys, name)
+		if err != nil {
+			return nil, &TemplateError{File: name, Msg: err.Error()}
+		}
+		f := File{Name: name, Content: content}
+		if err := f.check(); err != nil {
+			return nil, err
+		}
+		t.Files = append(t.Files, f)
+	}
+	if len(t.Files) == 0 {
+		return nil, &TemplateError{File: ".", Msg: "no .netdev or .network files"}
+	}
+	slices.SortFunc(t.Files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
+	return t, nil
+}
+
+func (m *Metadata) check() error {
+	bad := func(msg string, args ...any) error {
+		return &TemplateError{File: "metadata.json", Msg: fmt.Sprintf(msg, args...)}
+	}
+	if m.Template.Type != "network" {
+		return bad("template.type is %q, want \"network\"", m.Template.Type)
+	}
+	if m.Template.Name == "" || m.Template.Version == "" {
+		return bad("template.name and template.version are required")
+	}
+	if !strings.HasPrefix(m.Requirements.SystemdVersion, ">=") {
+		return bad("requirements.systemd_version %q must be of the form \">=N\"", m.Requirements.SystemdVersion)
+	}
+	for name, p := range m.Parameters {
+		if !isVarName(name) {
+			return bad("parameters: %q is not a variable name ([A-Za-z_][A-Za-z0-9_]*)", name)
+		}
+		if slices.Contains(builtins, name) {
+			return bad("parameters: %s is built in", name)
+		}
+		if validators[p.typ()] == nil {
+			return bad("parameters.%s.type %q is not one of string, wireguard-key, endpoint, cidr-list, keepalive, port, ipv4, integer, boolean", name, p.Type)
+		}
+	}
+	for name, v := range m.Defaults.Parameters {
+		if slices.Contains(builtins, name) {
+			return bad("defaults.parameters: %s is built in", name)
+		}
+		if err := m.validate(name, v); err != nil {
+			return bad("defaults.parameters: %v", err)
+		}
+	}
+	return nil
+}
+
+func (p Parameter) typ() string {
+	if p.Type == "" {
+		return ParamString
+	}
+	return p.Type
+}
+
+// validate checks a value of variable name against the injection rules and its declared type.
+func (m *Metadata) validate(name, value string) error {
+	typ := m.Parameters[name].typ()
+	if err := checkInjection(name, value, typ == ParamEndpoint); err != nil {
+		return err
+	}
+	return validators[typ](name, value)
+}
+
+// check verifies a template file's name and syntax: UTF-8, sections and Key=Value lines, no CR.
+func (f File) check() error {
+	if strings.ContainsAny(f.Name, "/\\") || strings.HasPrefix(f.Name, ".") {
+		return &TemplateError{File: f.Name, Msg: "bad file name"}
+	}
+	if !utf8.Valid(f.Content) {
+		return &TemplateError{File: f.Name, Msg: "not valid UTF-8"}
+	}
+	_, err := parseUnit(f.Name, string(f.Content))
+	return err
+}
+
+// entry is one meaningful line of a unit file: a section header or a key.
+type entry struct {
+	line    int
+	section string
+	key     string // "" for a section header
+	value   string
+}
+
+// parseUnit reads the structure of a systemd unit-style file.
+func parseUnit(name, s string) ([]entry, error) {
+	var out []entry
+	section := ""
+	for i, line := range strings.Split(s, "\n") {
+		n := i + 1
+		if strings.ContainsRune(line, '\r') {
+			return nil, &TemplateError{File: name, Line: n, Msg: "carriage return"}
+		}
+		t := strings.TrimSpace(line)
+		switch {
+		case t == "" || t[0] == '#' || t[0] == ';':
+			continue
+		case strings.HasSuffix(t, "\\"):
+			return nil, &TemplateError{File: name, Line: n, Msg: "line continuations are not allowed"}
+		case t[0] == '[':
+			if !strings.HasSuffix(t, "]") || len(t) < 3 {
+				return nil, &TemplateError{File: name, Line: n, Msg: fmt.Sprintf("bad section header %q", t)}
+			}
+			section = t[1 : len(t)-1]
+			out = append(out, entry{line: n, section: section})
+		default:
+			k, v, ok := strings.Cut(t, "=")
+			if !ok || strings.TrimSpace(k) == "" {
+				return nil, &TemplateError{File: name, Line: n, Msg: fmt.Sprintf("%q is not Key=Value", t)}
+			}
+			if section == "" {
+				return nil, &TemplateError{File: name, Line: n, Msg: "assignment outside a section"}
+			}
+			out = append(out, entry{line: n, section: section, key: strings.TrimSpace(k), value: strings.TrimSpace(v)})
+		}
+	}
+	return out, nil
+}
+
+func isVarName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i, r := range s {
+		if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+			return false
+		}
+	}
+	return true
+}
