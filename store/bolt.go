@@ -93,8 +93,9 @@ type Bolt struct {
 	closed bool
 	wg     sync.WaitGroup // watchers
 
-	rev     atomic.Uint64 // revision of the last acknowledged commit
-	batches atomic.Uint64 // transactions run by the committer
+	rev     atomic.Uint64         // revision of the last acknowledged commit
+	batches atomic.Uint64         // transactions run by the committer
+	failed  atomic.Pointer[error] // set when a write transaction failed
 	hub     hub
 }
 

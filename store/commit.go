@@ -41,6 +41,9 @@ func (b *Bolt) Commit(ctx context.Context, ops ...Op) (uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if err := b.failure(); err != nil {
+		return 0, err
+	}
 	// Copy the ops: the caller may reuse its buffers once Commit returns,
 	// and the values live on in watchers' events.
 	own := make([]Op, len(ops))
@@ -140,15 +143,32 @@ func (b *Bolt) failPending() {
 	}
 }
 
+// failure returns the ErrFailed error once a write transaction failed.
+func (b *Bolt) failure() error {
+	if p := b.failed.Load(); p != nil {
+		return fmt.Errorf("store: %s: %w (after: %w)", b.path, ErrFailed, *p)
+	}
+	return nil
+}
+
 // runBatch commits a batch in one transaction and answers every caller.
 func (b *Bolt) runBatch(batch []*commitReq) {
+	if err := b.failure(); err != nil {
+		for _, r := range batch {
+			r.done <- commitResult{err: err}
+		}
+		return
+	}
 	base := b.rev.Load()
 	b.batches.Add(1)
 	rev, err := b.update(func(tx *bolt.Tx) (uint64, error) { return b.applyBatch(tx, base, batch) })
 	if err != nil && !errors.Is(err, errNoWrites) {
-		b.log.Error("commit failed", "callers", len(batch), "err", err)
+		// The outcome on disk is unknown (a failed fsync may or may not
+		// have written the meta page): refuse further commits.
+		b.failed.Store(&err)
+		b.log.Error("write transaction failed; refusing further commits until reopened", "callers", len(batch), "err", err)
 		for _, r := range batch {
-			r.done <- commitResult{err: fmt.Errorf("store: commit: %w", err)}
+			r.done <- commitResult{err: fmt.Errorf("store: commit (outcome unknown): %w: %w", ErrFailed, err)}
 		}
 		return
 	}

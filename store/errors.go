@@ -43,6 +43,13 @@ var (
 	// WatchErr for watchers closed by Close.
 	ErrClosed = errors.New("store closed")
 
+	// ErrFailed is returned by Commit after a write transaction failed
+	// (an I/O error such as a full disk or a failed fsync, or damaged
+	// pages). Whether that transaction reached the disk is then unknown, so
+	// the store accepts no more commits; reads still work. Close and Open
+	// the store again to continue from what is on disk.
+	ErrFailed = errors.New("store failed a write and accepts no more commits until reopened")
+
 	// ErrLocked is wrapped when Open (or Check) could not get the file lock
 	// within Options.Timeout because another process holds the database.
 	ErrLocked = errors.New("database is locked by another process")

@@ -107,7 +107,9 @@ type Store interface {
 	// Commit applies ops atomically, all or nothing, as one new revision,
 	// which it returns once the change is durable. A failing op is reported
 	// as an *OpError wrapping ErrExists, ErrNotFound or ErrRevisionMismatch.
-	// When Commit returns an error, nothing of it was applied.
+	// When Commit returns an error, nothing of it was applied, except for an
+	// error wrapping ErrFailed: the storage failed during the write, the
+	// outcome is unknown, and the store must be reopened.
 	Commit(ctx context.Context, ops ...Op) (uint64, error)
 
 	// Watch replays every event of kind ("" for all kinds) with a Revision

@@ -33,10 +33,11 @@ type watcher struct {
 	out  chan Event
 
 	// guarded by hub.mu
-	pos      uint64 // events up to pos have been delivered or are queued
-	queue    []Event
-	overflow bool
-	notify   chan struct{} // capacity 1: queue or overflow changed
+	pos    uint64 // events up to pos have been delivered or are queued
+	queue  []Event
+	notify chan struct{} // capacity 1: the queue grew
+
+	overflow chan struct{} // closed by publish when the queue overflowed
 }
 
 // publish queues the events of a committed batch for the live watchers. It
@@ -58,8 +59,10 @@ func (h *hub) publish(batch []*commitReq, rev uint64, limit int) {
 		}
 		w.pos = rev
 		if len(w.queue) > limit {
-			w.overflow, w.queue = true, nil
+			w.queue = nil
 			delete(h.live, w)
+			close(w.overflow) // also stops a send blocked on the consumer
+			continue
 		} else if len(w.queue) == n {
 			continue
 		}
@@ -87,7 +90,7 @@ func (b *Bolt) Watch(ctx context.Context, kind string, fromRevision uint64) (<-c
 	if err != nil {
 		return nil, err
 	}
-	w := &watcher{kind: kind, out: make(chan Event), notify: make(chan struct{}, 1)}
+	w := &watcher{kind: kind, out: make(chan Event), notify: make(chan struct{}, 1), overflow: make(chan struct{})}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -178,18 +181,17 @@ func (b *Bolt) follow(ctx context.Context, w *watcher, pos uint64) error {
 	for {
 		select {
 		case <-w.notify:
+		case <-w.overflow:
+			return fmt.Errorf("store: watch %q: %w", w.kind, ErrWatchOverflow)
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-b.closing:
 			return ErrClosed
 		}
 		h.mu.Lock()
-		q, overflow := w.queue, w.overflow
+		q := w.queue
 		w.queue = nil
 		h.mu.Unlock()
-		if overflow {
-			return fmt.Errorf("store: watch %q: %w", w.kind, ErrWatchOverflow)
-		}
 		for _, ev := range q {
 			if err := b.send(ctx, w, ev); err != nil {
 				return err
@@ -202,6 +204,8 @@ func (b *Bolt) send(ctx context.Context, w *watcher, ev Event) error {
 	select {
 	case w.out <- ev:
 		return nil
+	case <-w.overflow:
+		return fmt.Errorf("store: watch %q: %w", w.kind, ErrWatchOverflow)
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-b.closing:

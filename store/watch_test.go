@@ -264,7 +264,16 @@ func TestWatchSlowConsumer(t *testing.T) {
 	if len(fastGot) != 100 || fastGot[99].Revision != 100 {
 		t.Fatalf("fast watcher got %d events", len(fastGot))
 	}
-	waitClosed(t, slow)
+	// The slow watcher was blocked handing event 2 to its consumer; the
+	// overflow must close the channel without the consumer reading.
+	select {
+	case ev, ok := <-slow:
+		if ok {
+			t.Fatalf("slow watcher still delivers (revision %d) after overflowing", ev.Revision)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("slow watcher's channel not closed")
+	}
 	if err := s.WatchErr(slow); !errors.Is(err, ErrWatchOverflow) {
 		t.Fatalf("WatchErr(slow): %v, want ErrWatchOverflow", err)
 	}
