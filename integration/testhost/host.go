@@ -225,7 +225,12 @@ func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string
 	args = append(args, opts.NspawnArgs...)
 	cmd := exec.Command("unshare", args...)
 	cmd.Stdout, cmd.Stderr = h.console, h.console
-	cmd.Env = append(os.Environ(), "SYSTEMD_LOG_COLOR=0")
+	// A minimal environment: the test's (NOTIFY_SOCKET, SYSTEMD_*, ...) must not steer systemd-nspawn.
+	path := os.Getenv("PATH")
+	if path == "" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	cmd.Env = []string{"PATH=" + path, "LANG=C.UTF-8", "SYSTEMD_LOG_COLOR=0"}
 	// SIGTERM makes systemd-nspawn shut the container down in order: it reaches the container even when this
 	// test process dies without running Stop. Setpgid keeps a terminal's ^C from hitting nspawn directly.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -753,5 +754,29 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 				t.Errorf("verify of a broken unit said nothing")
 			}
 		})
+	}
+}
+
+// TestEnvironmentDoesNotLeak: systemd-nspawn tells $NOTIFY_SOCKET when the container is ready; a test run as a
+// systemd service (CI) has one, and the harness must not hand it on.
+func TestEnvironmentDoesNotLeak(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	h := Start(t, Options{Name: "env"})
+	if env := run(t, h, "env"); strings.Contains(env, "NOTIFY_SOCKET") {
+		t.Errorf("NOTIFY_SOCKET reached a command inside:\n%s", env)
+	}
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	buf := make([]byte, 4096)
+	if n, err := conn.Read(buf); err == nil {
+		t.Fatalf("systemd-nspawn notified the test's NOTIFY_SOCKET: %q", buf[:n])
 	}
 }
