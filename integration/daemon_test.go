@@ -42,18 +42,19 @@ ExecStart=/opt/bitbuilder/bin/bitbuilderd --state-dir /var/lib/bitbuilder
 
 var execStart = regexp.MustCompile(`(?m)^ExecStart=(\S+)`)
 
-// unitFile returns packaging/NAME with ExecStart pointed at the built binary, or fallback when
-// the repository has no such file.
+// unitFile returns packaging/systemd/NAME with ExecStart pointed at the built binary, or
+// fallback when the repository has no such file.
 func unitFile(t *testing.T, name, fallback string) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "packaging", name))
+	b, err := os.ReadFile(filepath.Join("..", "packaging", "systemd", name))
 	if os.IsNotExist(err) {
+		t.Logf("no packaging/systemd/%s: using the test's own unit", name)
 		return fallback
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("using packaging/%s", name)
+	t.Logf("using packaging/systemd/%s with ExecStart=%s", name, bitbuilderd)
 	return execStart.ReplaceAllString(string(b), "ExecStart="+bitbuilderd)
 }
 

@@ -516,3 +516,37 @@ func mapsEqual(a, b map[string]any) bool {
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
 }
+
+// TestConcurrentCreates runs 40 varlinkctl Create calls at once: every one succeeds, with its
+// own network index and revision, and all are listed.
+func TestConcurrentCreates(t *testing.T) {
+	const n = 40
+	d := startDaemon(t, "concurrent")
+	out := mustRun(t, d.h, "sh", "-c", fmt.Sprintf(`dir=$(mktemp -d)
+for i in $(seq 1 %[1]d); do
+	varlinkctl call --json=short %[2]s %[3]sCreate "{\"name\":\"c$i\"}" >"$dir/$i" 2>&1 &
+done
+wait
+cat "$dir"/*
+rm -rf "$dir"`, n, d.socket, tenantIface))
+	indexes, revisions := map[int]bool{}, map[int64]bool{}
+	for line := range strings.Lines(out) {
+		var reply struct {
+			Tenant tenant `json:"tenant"`
+		}
+		decodeStrict(t, []byte(line), &reply)
+		indexes[reply.Tenant.NetworkIndex] = true
+		revisions[reply.Tenant.Revision] = true
+	}
+	if len(indexes) != n || len(revisions) != n {
+		t.Errorf("%d concurrent creates: %d distinct indexes, %d distinct revisions:\n%s", n, len(indexes), len(revisions), out)
+	}
+	for i := 1; i <= n; i++ {
+		if !indexes[i] {
+			t.Errorf("index %d not allocated: the %d creates did not take 1..%d", i, n, n)
+		}
+	}
+	if got := len(d.list(t)); got != n {
+		t.Errorf("List: %d tenants after %d creates", got, n)
+	}
+}

@@ -184,3 +184,70 @@ func TestValidateIDL(t *testing.T) {
 		t.Errorf("validate-idl accepted a comment inside a field list: %v", r)
 	}
 }
+
+var (
+	requiresMore = regexp.MustCompile(`(?m)^# \[Requires 'more' flag\]\n(?:#.*\n)*method ([A-Za-z0-9]+)\(`)
+	errorDecl    = regexp.MustCompile(`(?m)^error ([A-Za-z0-9]+)`)
+)
+
+// TestEveryMethodAnswers calls every method of every served interface, as the IDL files
+// declare them, and checks that each answers with a reply or with an error it may give: one
+// declared in its interface or a standard org.varlink.service error, never a dropped
+// connection. Unknown fields are refused by name everywhere.
+func TestEveryMethodAnswers(t *testing.T) {
+	d := startDaemon(t, "every")
+	for _, iface := range api.Names() {
+		file, err := os.ReadFile(filepath.Join(apiDir, iface+".varlink"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		allowed := []string{
+			"org.varlink.service.InvalidParameter",
+			"org.varlink.service.MethodNotImplemented",
+			"org.varlink.service.PermissionDenied",
+		}
+		for _, m := range errorDecl.FindAllStringSubmatch(string(file), -1) {
+			allowed = append(allowed, iface+"."+m[1])
+		}
+		more := map[string]bool{}
+		for _, m := range requiresMore.FindAllStringSubmatch(string(file), -1) {
+			more[m[1]] = true
+		}
+		for _, m := range methodDecl.FindAllStringSubmatch(string(file), -1) {
+			method := iface + "." + m[1]
+			var flags []string
+			if more[m[1]] {
+				flags = []string{"--more", "--timeout=1"} // a stream may go on: stop waiting after 1 s
+			}
+			t.Run(method, func(t *testing.T) {
+				r := d.call(t, asRoot, method, "{}", flags...)
+				missing := "" // the required parameter {} lacks, if it was refused for one
+				if r.exit != 0 && !(len(flags) > 0 && strings.Contains(r.stderr, "io.systemd.TimedOut")) {
+					name := errorName(r.stderr)
+					if !slices.Contains(allowed, name) {
+						t.Errorf("%s({}) answered %q, which is neither declared in %s nor a standard error: %v", method, name, iface, r)
+					}
+					if name == "org.varlink.service.InvalidParameter" {
+						missing, _ = r.wantError(t, name)["parameter"].(string)
+					}
+				}
+				// An unknown field is refused by name (or the missing parameter is named first).
+				r = d.call(t, asRoot, method, `{"noSuchField":1}`, flags...)
+				if p := r.wantError(t, "org.varlink.service.InvalidParameter"); p["parameter"] != "noSuchField" && (missing == "" || p["parameter"] != missing) {
+					t.Errorf("%s with an unknown field: InvalidParameter %v", method, p)
+				}
+			})
+		}
+	}
+}
+
+// errorName returns the Varlink error varlinkctl reported on stderr ("... failed: NAME"), or the
+// whole stderr when it reported none.
+func errorName(stderr string) string {
+	for line := range strings.Lines(stderr) {
+		if _, name, ok := strings.Cut(strings.TrimSpace(line), "failed: "); ok {
+			return name
+		}
+	}
+	return stderr
+}
