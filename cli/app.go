@@ -102,9 +102,9 @@ type globals struct {
 }
 
 func (g *globals) register(fs *flag.FlagSet, defaultAddress string) {
-	fs.StringVar(&g.address, "address", defaultAddress, "the daemon's `address`: unix:/path or a path (default $BITBUILDER_ADDRESS, else "+DefaultAddress+")")
+	fs.StringVar(&g.address, "address", defaultAddress, "the daemon's address `ADDR`: unix:/path or a path (default $BITBUILDER_ADDRESS, else "+DefaultAddress+")")
 	fs.BoolVar(&g.json, "json", g.json, "print the reply as JSON (lists as an array, streams as JSON lines)")
-	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after `duration` (default 30s; none for streams)")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after `D`, for example 10s (default 30s; none for streams)")
 }
 
 // env is what a command runs with.
@@ -225,11 +225,12 @@ func (a *App) run(ctx context.Context, args []string) error {
 	}
 	if cmd == nil {
 		if isGroup(rest[0]) {
-			if len(rest) == 1 || rest[1] == "-h" || rest[1] == "--help" || rest[1] == "-help" {
+			if len(rest) == 1 {
+				a.printGroup(a.Stderr, cmds, rest[0])
+				return &UsageError{Command: rest[0], Message: fmt.Sprintf("%s: no subcommand given", rest[0])}
+			}
+			if rest[1] == "-h" || rest[1] == "--help" || rest[1] == "-help" {
 				a.printGroup(a.Stdout, cmds, rest[0])
-				if len(rest) == 1 {
-					return &UsageError{Command: rest[0], Message: fmt.Sprintf("%s: no subcommand given", rest[0])}
-				}
 				return nil
 			}
 			return usagef(rest[0], "unknown command %q", rest[0]+" "+rest[1])
@@ -251,7 +252,7 @@ func (a *App) run(ctx context.Context, args []string) error {
 		return usagef(cmd.path, "%v", err)
 	}
 	if len(pos) < cmd.minArgs || (cmd.maxArgs >= 0 && len(pos) > cmd.maxArgs) {
-		return usagef(cmd.path, "usage: bbctl %s %s", cmd.path, cmd.args)
+		return usagef(cmd.path, "usage: %s", strings.TrimSpace("bbctl "+cmd.path+" "+cmd.args))
 	}
 	if g.timeout < 0 {
 		return usagef(cmd.path, "invalid value %q for flag --timeout: must not be negative", g.timeout)
@@ -328,8 +329,8 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 
 // printCommandHelp prints a command's usage and flags.
 func printCommandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {
-	fmt.Fprintf(w, "Usage: bbctl %s %s\n\n", cmd.path, cmd.args)
-	fmt.Fprintln(w, cmd.summary+".")
+	fmt.Fprintf(w, "Usage: %s\n\n", strings.TrimSpace("bbctl "+cmd.path+" "+cmd.args))
+	fmt.Fprintln(w, strings.ToUpper(cmd.summary[:1])+cmd.summary[1:]+".")
 	if cmd.long != "" {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.long))
 	}
@@ -379,12 +380,26 @@ const exitCodeHelp = `Exit codes:
 func (a *App) printOverview(w io.Writer, cmds []*command) {
 	fmt.Fprintln(w, "bbctl controls bitbuilderd, the BitBuilder host daemon.")
 	fmt.Fprintln(w, "\nUsage: bbctl [--address ADDR] [--json] [--timeout D] COMMAND [ARGS]")
-	fmt.Fprintln(w, "\nCommands:")
+	fmt.Fprintln(w, "Run 'bbctl help COMMAND' or 'bbctl COMMAND -h' for a command's arguments and flags.")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	group := "-"
 	for _, c := range cmds {
-		if !c.hidden {
-			fmt.Fprintf(tw, "  %s %s\t%s\n", c.path, c.args, c.summary)
+		if c.hidden {
+			continue
 		}
+		g, _, ok := strings.Cut(c.path, " ")
+		if !ok {
+			g = ""
+		}
+		if g != group {
+			group = g
+			title := "Other commands:"
+			if g != "" {
+				title = strings.ToUpper(g[:1]) + g[1:] + " commands:"
+			}
+			fmt.Fprintf(tw, "\n%s\n", title)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", c.path, c.summary)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nGlobal flags (before or after the command):")
@@ -396,7 +411,6 @@ func (a *App) printOverview(w io.Writer, cmds []*command) {
 	printFlags(w, flags)
 	fmt.Fprintln(w)
 	fmt.Fprint(w, exitCodeHelp)
-	fmt.Fprintln(w, "\nRun 'bbctl help COMMAND' or 'bbctl COMMAND -h' for a command's flags.")
 }
 
 func (a *App) printGroup(w io.Writer, cmds []*command, group string) {
@@ -412,6 +426,7 @@ func (a *App) printGroup(w io.Writer, cmds []*command, group string) {
 		}
 	}
 	tw.Flush()
+	fmt.Fprintln(w)
 }
 
 // help implements `bbctl help [COMMAND...]`.

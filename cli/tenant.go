@@ -36,9 +36,9 @@ type specFlags struct {
 }
 
 func (s *specFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&s.cpus, "cpus", "", "CPUs the tenant may use, fractions allowed (0.5)")
-	fs.StringVar(&s.memory, "memory", "", "memory limit: bytes or 512M, 2G, 10GiB")
-	fs.StringVar(&s.storage, "storage", "", "storage limit: bytes or 512M, 2G, 10GiB")
+	fs.StringVar(&s.cpus, "cpus", "", "the number `N` of CPUs the tenant may use, fractions allowed (0.5)")
+	fs.StringVar(&s.memory, "memory", "", "the memory limit, a `SIZE`: bytes or 512M, 2G, 10GiB")
+	fs.StringVar(&s.storage, "storage", "", "the storage limit, a `SIZE`: bytes or 512M, 2G, 10GiB")
 	fs.Var(&s.templates, "template", "a template use `ROLE:NAME:TEMPLATE` (repeatable)")
 	fs.Var(&s.params, "param", "a network template parameter `KEY=VALUE` (repeatable)")
 }
@@ -525,7 +525,7 @@ func formatEvent(ev vt.Event) string {
 
 func (e *env) printTenantTable(w io.Writer, ts []vt.Tenant) error {
 	now := e.app.Now()
-	tb := newTable(w, "NAME", "INDEX", "DESIRED", "PHASE", "CPUS", "MEMORY", "STORAGE", "AGE", "REVISION")
+	tb := newTable(w, "NAME", "INDEX", "STATE", "PHASE", "CPUS", "MEMORY", "STORAGE", "AGE", "REVISION")
 	for _, t := range ts {
 		tb.row(t.Name, strconv.FormatInt(t.NetworkIndex, 10), string(t.DesiredState), string(t.Phase),
 			formatCPUs(t.Resources.Cpus), FormatSize(t.Resources.MemoryBytes), FormatSize(t.Resources.StorageBytes),
