@@ -121,11 +121,11 @@ func TestHelp(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"overview lists commands and exit codes", []string{"help"}, []string{"tenant create NAME", "template validate", "network add-peer", "Exit codes:", "6  daemon unreachable"}},
+		{"overview lists commands and exit codes", []string{"help"}, []string{"tenant create  create a tenant", "template validate", "network add-peer", "Exit codes:", "6  daemon unreachable"}},
 		{"help for a command", []string{"help", "tenant", "create"}, []string{"Usage: bbctl tenant create", "--memory", "--template ROLE:NAME:TEMPLATE", "--address ADDR"}},
 		{"-h on a command", []string{"tenant", "update", "-h"}, []string{"Usage: bbctl tenant update", "--revision R"}},
 		{"-h on a group", []string{"network", "-h"}, []string{"bbctl network add-peer"}},
-		{"-h alone", []string{"-h"}, []string{"Commands:"}},
+		{"-h alone", []string{"-h"}, []string{"Tenant commands:"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
