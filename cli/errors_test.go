@@ -40,6 +40,24 @@ func TestExitCodes(t *testing.T) {
 		}
 	}()
 
+	// A peer that hangs up on every call: the connection is lost mid-call.
+	hangup := filepath.Join(t.TempDir(), "hangup")
+	hl, err := net.Listen("unix", hangup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { hl.Close() })
+	go func() {
+		for {
+			c, err := hl.Accept()
+			if err != nil {
+				return
+			}
+			c.Read(make([]byte, 4096))
+			c.Close()
+		}
+	}()
+
 	cases := []struct {
 		name   string
 		addr   string
@@ -57,6 +75,7 @@ func TestExitCodes(t *testing.T) {
 		{"delete at an old revision", d.addr, []string{"tenant", "delete", "taken", "--revision", itoa(rev + 100)}, ExitConflict, "changed"},
 		{"socket missing", missing, []string{"tenant", "list"}, ExitUnreachable, "does not exist (is bitbuilderd running?)"},
 		{"connection refused", "unix:" + refused, []string{"tenant", "list"}, ExitUnreachable, "refused"},
+		{"connection lost", hangup, []string{"tenant", "get", "a"}, ExitUnreachable, "lost the connection to the daemon"},
 		{"timeout", silent, []string{"tenant", "list", "--timeout", "200ms"}, ExitFailure, "timed out"},
 
 		// Usage errors never contact the daemon: with a missing socket they would exit 6.
