@@ -105,10 +105,11 @@ func (s *specFlags) parameters(base map[string]string) (map[string]string, error
 	return out, nil
 }
 
-// optInt is an int flag that knows whether it was given.
+// optInt is a positive (or, with zero, non-negative) int flag that knows whether it was given.
 type optInt struct {
-	v   int64
-	set bool
+	v    int64
+	set  bool
+	zero bool
 }
 
 func (o *optInt) String() string {
@@ -123,7 +124,7 @@ func (o *optInt) Set(s string) error {
 	if err != nil {
 		return errors.New("not an integer")
 	}
-	if n <= 0 {
+	if n < 0 || (n == 0 && !o.zero) {
 		return errors.New("must be positive")
 	}
 	o.v, o.set = n, true
@@ -367,8 +368,8 @@ after revision R. Human output: REVISION TYPE NAME and the tenant's desired stat
 with --json one reply per line. When the daemon drops a watcher that fell behind, bbctl resumes
 from the last revision. Watch runs until interrupted or until --timeout, which ends it without error.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-				var rev optInt
-				fs.Var(&rev, "revision", "show the changes after revision `R`")
+				rev := optInt{zero: true}
+				fs.Var(&rev, "revision", "show the changes after revision `R` (0: all retained changes)")
 				return func(ctx context.Context, e *env, args []string) error {
 					var name *string
 					if len(args) == 1 {
