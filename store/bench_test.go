@@ -83,9 +83,19 @@ func BenchmarkCommit(b *testing.B) {
 				done    int
 				elapsed time.Duration
 			)
+			// With one client, also time a plain bbolt transaction that
+			// writes what a commit writes (a record in a nested bucket, a
+			// log entry, the meta revision): the floor bbolt itself sets.
+			var raw *rawCommitter
+			if clients == 1 {
+				raw = newRawCommitter(b, dir)
+			}
 			b.ResetTimer()
 			for done < b.N {
 				base.run(b, 32)
+				if raw != nil {
+					raw.run(b, 32)
+				}
 				n := min(block, b.N-done)
 				var next atomic.Int64
 				var wg sync.WaitGroup
@@ -115,9 +125,71 @@ func BenchmarkCommit(b *testing.B) {
 			b.ReportMetric(base.rate(), "fsyncs/s")
 			b.ReportMetric(commits/base.rate(), "x_fsync")
 			b.ReportMetric(float64(b.N)/float64(s.batches.Load()-batches0), "commits/batch")
+			if raw != nil {
+				b.ReportMetric(commits/raw.rate(), "x_bbolt")
+			}
 		})
 	}
 }
+
+// rawCommitter runs bbolt transactions shaped like a one-record commit.
+type rawCommitter struct {
+	db    *bolt.DB
+	n     int
+	d     time.Duration
+	value []byte
+}
+
+func newRawCommitter(b *testing.B, dir string) *rawCommitter {
+	b.Helper()
+	db, err := bolt.Open(filepath.Join(dir, "raw.db"), 0o600,
+		&bolt.Options{FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	err = db.Update(func(tx *bolt.Tx) error {
+		kinds, err := tx.CreateBucket(bucketKinds)
+		if err != nil {
+			return err
+		}
+		if _, err := kinds.CreateBucket([]byte("bench")); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketLog); err != nil {
+			return err
+		}
+		_, err = tx.CreateBucket(bucketMeta)
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &rawCommitter{db: db, value: make([]byte, 100+recordHeader)}
+}
+
+func (r *rawCommitter) run(b *testing.B, n int) {
+	start := time.Now()
+	for range n {
+		r.n++
+		err := r.db.Update(func(tx *bolt.Tx) error {
+			rev := revKey(uint64(r.n))
+			if err := tx.Bucket(bucketKinds).Bucket([]byte("bench")).Put([]byte(fmt.Sprint(r.n)), r.value); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bucketLog).Put(rev, r.value); err != nil {
+				return err
+			}
+			return tx.Bucket(bucketMeta).Put(keyRevision, rev)
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	r.d += time.Since(start)
+}
+
+func (r *rawCommitter) rate() float64 { return float64(r.n) / r.d.Seconds() }
 
 // fill creates a store with n records of 200 bytes in kind "bench".
 func fill(b *testing.B, path string, n int) {
