@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,10 @@ var guestEnv = []string{
 	"SYSTEMD_LOG_COLOR=0",
 }
 
+// reservedNspawnArgs are set by boot.sh; Options.NspawnArgs may not change them.
+var reservedNspawnArgs = []string{"--boot", "--directory", "--machine", "--register", "--keep-unit",
+	"--private-network", "--console", "--image", "--ephemeral", "--template", "--as-pid2", "--quiet"}
+
 var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,39}$`)
 
 // Bind is a host directory or file made visible inside the test host (systemd-nspawn --bind / --bind-ro).
@@ -63,8 +68,8 @@ type Options struct {
 	Name string
 	// Binds are bind-mounted into the host before it boots.
 	Binds []Bind
-	// NspawnArgs are extra systemd-nspawn arguments (e.g. "--setenv=FOO=bar"). --boot, --directory, --machine,
-	// --private-network, --register and --keep-unit are set by the harness.
+	// NspawnArgs are extra systemd-nspawn long options (e.g. "--setenv=FOO=bar"). Those the harness sets
+	// (--boot, --directory, --machine, --private-network, --register, --keep-unit, --console, ...) are refused.
 	NspawnArgs []string
 	// Rootfs is the read-only lower directory of the host's root. Default: the tree prepare.sh cached.
 	Rootfs string
@@ -95,6 +100,15 @@ func (o *Options) validate() error {
 		}
 		if _, err := os.Stat(b.Host); err != nil {
 			return invalid("bind %d: host path: %v", i, err)
+		}
+	}
+	for _, a := range o.NspawnArgs {
+		if !strings.HasPrefix(a, "--") {
+			return invalid("nspawn argument %q: only long options (--name=value) are accepted", a)
+		}
+		name, _, _ := strings.Cut(a, "=")
+		if slices.Contains(reservedNspawnArgs, name) {
+			return invalid("nspawn argument %q: the harness sets %s itself", a, name)
 		}
 	}
 	if o.BootTimeout < 0 || o.StopTimeout < 0 {

@@ -577,6 +577,9 @@ func TestBadOptionsChangeNothing(t *testing.T) {
 		{"colon in bind", Options{Binds: []Bind{{Host: existing, Guest: "/x:y"}}}},
 		{"bind over root", Options{Binds: []Bind{{Host: existing, Guest: "/"}}}},
 		{"negative timeout", Options{BootTimeout: -time.Second}},
+		{"short nspawn option", Options{NspawnArgs: []string{"-b"}}},
+		{"reserved nspawn option", Options{NspawnArgs: []string{"--directory=/"}}},
+		{"reserved nspawn flag", Options{NspawnArgs: []string{"--ephemeral"}}},
 		{"relative rootfs", Options{Rootfs: "rootfs"}},
 		{"rootfs without systemd", Options{Rootfs: existing}},
 	}
@@ -778,5 +781,56 @@ func TestEnvironmentDoesNotLeak(t *testing.T) {
 	buf := make([]byte, 4096)
 	if n, err := conn.Read(buf); err == nil {
 		t.Fatalf("systemd-nspawn notified the test's NOTIFY_SOCKET: %q", buf[:n])
+	}
+}
+
+// TestNestedContainerOnBridge: a nested container joins a networkd bridge with --network-bridge (what tenant
+// machines do), and an address on the bridge reaches the container's side of the veth.
+func TestNestedContainerOnBridge(t *testing.T) {
+	h := shared.Host(t)
+	ctx := t.Context()
+	const tree = "/var/lib/machines/bbnet"
+	files := map[string]string{
+		"/run/systemd/network/50-bbbr1.netdev":  "[NetDev]\nName=bbbr1\nKind=bridge\n",
+		"/run/systemd/network/50-bbbr1.network": "[Match]\nName=bbbr1\n[Network]\nAddress=10.251.0.1/24\nConfigureWithoutCarrier=yes\n",
+		// nspawn names the host side vb-MACHINE; networkd's own 80-container-vb.network must not take it.
+		"/run/systemd/network/10-vb-bbnet.network": "[Match]\nName=vb-bbnet\n[Network]\nBridge=bbbr1\n",
+	}
+	for p, c := range files {
+		if err := h.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		_, _ = h.Shell(context.Background(), "systemctl stop bbnet; rm -f /run/systemd/network/*bb*; networkctl reload; ip link del bbbr1 || true")
+	})
+	if _, err := h.Shell(ctx, `
+		networkctl reload
+		mkdir -p `+tree+`/usr/bin `+tree+`/usr/lib
+		ln -sfn usr/bin `+tree+`/bin
+		cp /usr/bin/busybox `+tree+`/usr/bin/busybox
+		printf 'ID=busybox\n' > `+tree+`/usr/lib/os-release
+	`); err != nil {
+		t.Fatal(err)
+	}
+	// Inside: bring host0 up with an address, then wait.
+	script := "busybox ip link set host0 up; busybox ip addr add 10.251.0.2/24 dev host0; exec busybox sleep 1000"
+	if err := h.RunUnit(ctx, "bbnet", "systemd-nspawn", "--quiet", "-D", tree, "-M", "bbnet", "--network-bridge=bbbr1",
+		"/usr/bin/busybox", "sh", "-c", script); err != nil {
+		t.Fatal(err)
+	}
+	err := eventually(ctx, 15*time.Second, func() error {
+		out, _, err := h.Run(ctx, "ip", "-o", "link", "show", "master", "bbbr1")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(string(out), "vb-bbnet") {
+			return fmt.Errorf("bbbr1 ports: %q", out)
+		}
+		_, _, err = h.Run(ctx, "busybox", "ping", "-c1", "-W1", "10.251.0.2") // minbase has no ping of its own
+		return err
+	})
+	if err != nil {
+		t.Fatalf("nested container on bbbr1: %v\n%s", err, h.JournalTail(ctx, 30))
 	}
 }
