@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -200,7 +201,7 @@ func openBolt(path string, timeout time.Duration, readOnly, noSync bool) (db *bo
 	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum),
 		errors.Is(err, bolterrors.ErrVersionMismatch):
 		return nil, &CorruptError{Path: path, Err: err}
-	case errors.Is(err, os.ErrPermission):
+	case errors.Is(err, os.ErrPermission), errors.Is(err, syscall.EROFS):
 		return nil, fmt.Errorf("store: open %s: not writable: %w", path, err)
 	}
 	return nil, fmt.Errorf("store: open %s: %w", path, err)

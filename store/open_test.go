@@ -1,14 +1,17 @@
 package store
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,15 +144,21 @@ func TestOpenErrors(t *testing.T) {
 }
 
 func TestOpenNotWritable(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root ignores file permissions")
-	}
 	dir := t.TempDir()
-	os.Chmod(dir, 0o500)
-	t.Cleanup(func() { os.Chmod(dir, 0o700) })
-	_, err := Open(filepath.Join(dir, "state.db"), Options{})
-	if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "not writable") {
-		t.Fatalf("Open in read-only dir: %v", err)
+	if os.Geteuid() == 0 {
+		// Root ignores permission bits; a read-only mount stops it too.
+		if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_RDONLY, "size=1m"); err != nil {
+			t.Skipf("cannot mount a read-only tmpfs: %v", err)
+		}
+		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	} else {
+		os.Chmod(dir, 0o500)
+		t.Cleanup(func() { os.Chmod(dir, 0o700) })
+	}
+	path := filepath.Join(dir, "state.db")
+	_, err := Open(path, Options{})
+	if err == nil || !strings.Contains(err.Error(), "not writable") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("Open in a read-only directory: %v", err)
 	}
 }
 
@@ -345,4 +354,54 @@ func TestCorruptRecordIsReported(t *testing.T) {
 	if r, err := s.Get(t.Context(), "t", "a"); err != nil || string(r.Value) != "1" {
 		t.Errorf("Get of a sound record: %+v, %v", r, err)
 	}
+}
+
+const lockChildEnv = "BITBUILDER_STORE_LOCK_CHILD"
+
+// TestLockedByOtherProcess: while a child process holds the store, Open
+// fails after its Timeout naming the path; once the child exits, it works.
+func TestLockedByOtherProcess(t *testing.T) {
+	if path := os.Getenv(lockChildEnv); path != "" {
+		s, err := Open(path, Options{})
+		if err != nil {
+			fmt.Println("open:", err)
+			os.Exit(2)
+		}
+		fmt.Println("ready")
+		os.Stdin.Read(make([]byte, 1)) // hold the lock until the parent closes stdin
+		s.Close()
+		os.Exit(0)
+	}
+	path := dbPath(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockedByOtherProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), lockChildEnv+"="+path)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || line != "ready\n" {
+		cmd.Process.Kill()
+		t.Fatalf("child: %q %v", line, err)
+	}
+	start := time.Now()
+	_, err = Open(path, Options{Timeout: 300 * time.Millisecond})
+	if !errors.Is(err, ErrLocked) || !strings.Contains(err.Error(), path) {
+		t.Errorf("Open while the child holds it: %v, want ErrLocked naming %s", err, path)
+	}
+	if waited := time.Since(start); waited < 200*time.Millisecond {
+		t.Errorf("Open gave up after %v, before its timeout", waited)
+	}
+	stdin.Close()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	openAt(t, path, Options{Timeout: time.Second})
 }
