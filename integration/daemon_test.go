@@ -197,7 +197,114 @@ func TestRestart(t *testing.T) {
 	if six.Revision <= maxRev || six.NetworkIndex != 6 && six.NetworkIndex != 4 {
 		t.Errorf("first tenant after the restart: revision %d (before: up to %d), index %d", six.Revision, maxRev, six.NetworkIndex)
 	}
+
+	// A crash right after the reply: Create is durable before it answers.
+	seven := d.create(t, `{"name":"seven"}`)
+	stopped := d.tenantCall(t, asRoot, "Stop", `{"name":"six"}`)
+	start := time.Now()
+	d.crash(t)
+	d.start(t)
+	t.Logf("SIGKILL and start again: %v", time.Since(start).Round(time.Millisecond))
+	for _, want := range []tenant{seven, stopped} {
+		if got := d.tenantCall(t, asRoot, "Get", `{"name":"`+want.Name+`"}`); !tenantEqual(got, want) {
+			t.Errorf("after SIGKILL: %+v\nwant what the daemon had answered: %+v", got, want)
+		}
+	}
 	d.checkJournal(t)
+}
+
+// TestSecondInstance starts a second bitbuilderd on the socket of a running one, then on its
+// state directory: each must refuse to start, and the first must go on serving its socket.
+func TestSecondInstance(t *testing.T) {
+	d := startDaemon(t, "first")
+	tn := d.create(t, `{"name":"kept"}`)
+	inode := mustRun(t, d.h, "stat", "-c", "%i", d.socket)
+	for _, second := range []struct{ name, socket, stateDir string }{
+		{"same socket", d.socket, "/var/lib/bitbuilder-second"},
+		{"same state", "/run/bitbuilder-second/io.bitbuilder", d.stateDir},
+	} {
+		t.Run(second.name, func(t *testing.T) {
+			unit := "bitbuilderd-second-" + strings.ReplaceAll(second.name, " ", "-") + ".service"
+			t.Cleanup(func() {
+				ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+				defer cancel()
+				_, _, _ = d.h.Run(ctx, "systemctl", "stop", unit)
+				_, _, _ = d.h.Run(ctx, "systemctl", "reset-failed", unit)
+				_, _, _ = d.h.Run(ctx, "rm", "-rf", "/var/lib/bitbuilder-second", "/run/bitbuilder-second")
+			})
+			start := time.Now()
+			r := run(t, d.h, "", "systemd-run", "--quiet", "--unit="+unit, "--service-type=notify", "--",
+				bitbuilderd, "--socket", second.socket, "--state-dir", second.stateDir)
+			if r.exit == 0 {
+				t.Fatalf("a second bitbuilderd started with %s: %v", second.name, r)
+			}
+			got := showUnit(t, d.h, unit, "ActiveState", "Result", "ExecMainStatus")
+			if got["ActiveState"] != "failed" || got["ExecMainStatus"] == "0" {
+				t.Errorf("second instance: %v, want failed with a non-zero exit status", got)
+			}
+			t.Logf("second instance (%s) refused after %v: %v; %s", second.name, time.Since(start).Round(time.Millisecond), got,
+				lastLine(d.h.JournalTail(t.Context(), 20, "-u", unit, "--output=cat", "--grep=^bitbuilderd:")))
+			if now := mustRun(t, d.h, "stat", "-c", "%i", d.socket); now != inode {
+				t.Errorf("the second instance replaced the first one's socket")
+			}
+			if got := d.tenantCall(t, asRoot, "Get", `{"name":"kept"}`); !tenantEqual(got, tn) {
+				t.Errorf("the first instance after the second one's attempt: %+v", got)
+			}
+		})
+	}
+}
+
+// TestStopWithClients stops the daemon while Watch streams and idle connections are open: it
+// must exit 0 promptly, and the clients see the end of their connections.
+func TestStopWithClients(t *testing.T) {
+	d := startDaemon(t, "stopbusy")
+	d.create(t, `{"name":"busy"}`)
+	var streams []*stream
+	for range 3 {
+		s := startStream(t, d.h, "varlinkctl", "call", "--more", "--json=short", d.socket, tenantIface+"Watch", "{}")
+		s.nextEvent(t)
+		streams = append(streams, s)
+	}
+	idle := d.h.Command(t.Context(), idleconns, "-n", "100", d.socket)
+	idleIn, err := idle.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idleOut, err := idle.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := idle.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { idleIn.Close(); _ = idle.Wait() })
+	if line, err := bufio.NewReader(idleOut).ReadString('\n'); err != nil || !strings.HasPrefix(line, "connected 100 ") {
+		t.Fatalf("idleconns: %q, %v", line, err)
+	}
+
+	start := time.Now()
+	d.stop(t) // Result=success: exit status 0
+	took := time.Since(start)
+	t.Logf("stop with 3 Watch streams and 100 idle connections open: %v", took.Round(time.Millisecond))
+	if took > 5*time.Second {
+		t.Errorf("stop took %v", took)
+	}
+	for i, s := range streams {
+		select {
+		case <-s.done:
+			if s.waitErr == nil {
+				t.Errorf("watch %d: varlinkctl exited 0 when the daemon went away", i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("watch %d: varlinkctl still running 5 s after the daemon stopped", i)
+		}
+	}
+}
+
+// lastLine returns the last non-empty line of text.
+func lastLine(text string) string {
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	return lines[len(lines)-1]
 }
 
 // TestIdleConnections holds 1,000 idle connections to the daemon while varlinkctl calls go on,

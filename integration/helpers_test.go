@@ -106,8 +106,16 @@ func setup(h *testhost.Host) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
-	script := fmt.Sprintf("groupadd --system %[1]s && useradd --system --no-create-home --user-group --groups %[1]s %[2]s",
-		adminGroup, adminUser)
+	// The admin group comes from the packaging's sysusers.d file, as on a real host, when there is one.
+	createGroup := "groupadd --system " + adminGroup
+	if conf, err := os.ReadFile("../packaging/sysusers.d/bitbuilder.conf"); err == nil {
+		if err := h.WriteFile("/etc/sysusers.d/bitbuilder.conf", conf, 0o644); err != nil {
+			return err
+		}
+		createGroup = "systemd-sysusers /etc/sysusers.d/bitbuilder.conf"
+	}
+	script := fmt.Sprintf("%[1]s && getent group %[2]s >/dev/null && useradd --system --no-create-home --user-group --groups %[2]s %[3]s",
+		createGroup, adminGroup, adminUser)
 	if out, err := h.Shell(ctx, script); err != nil {
 		return fmt.Errorf("create %s and %s: %w\n%s", adminGroup, adminUser, err, out)
 	}
@@ -208,8 +216,10 @@ func startDaemon(t *testing.T, name string) *daemon {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 		defer cancel()
-		if _, _, err := h.Run(ctx, "systemctl", "stop", d.unit); err != nil {
-			t.Errorf("stop %s: %v", d.unit, err)
+		// A test may have stopped it already (the transient unit is then gone).
+		_, _, _ = h.Run(ctx, "systemctl", "stop", d.unit)
+		if out, _, _ := h.Run(ctx, "systemctl", "is-active", d.unit); strings.TrimSpace(string(out)) == "active" {
+			t.Errorf("%s still active after stop", d.unit)
 		}
 		if t.Failed() {
 			t.Logf("journal of %s:\n%s", d.unit, h.JournalTail(ctx, 40, "-u", d.unit))
@@ -240,6 +250,18 @@ func (d *daemon) stop(t *testing.T) {
 	if got := d.show(t, "ActiveState", "Result"); got["ActiveState"] != "inactive" || got["Result"] != "success" {
 		t.Fatalf("%s after stop: %v\n%s", d.unit, got, d.h.JournalTail(t.Context(), 20, "-u", d.unit))
 	}
+}
+
+// crash kills the daemon with SIGKILL, as a crash or a power cut would end it, and clears the
+// unit's failed state so that start can run it again.
+func (d *daemon) crash(t *testing.T) {
+	t.Helper()
+	mustRun(t, d.h, "systemctl", "kill", "--signal=SIGKILL", d.unit)
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.show(t, "ActiveState")
+		return got["ActiveState"] == "failed" || got["ActiveState"] == "inactive", fmt.Sprint(got)
+	})
+	_, _, _ = d.h.Run(t.Context(), "systemctl", "reset-failed", d.unit)
 }
 
 func (d *daemon) show(t *testing.T, props ...string) map[string]string {
