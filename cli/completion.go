@@ -237,7 +237,7 @@ func zshCompletion(ci completionInfo) string {
 
 _bbctl() {
     local -a flags subs names top
-    local cmd="" sub="" w path kind
+    local cmd="" sub="" w cmdpath kind
     local -a addr
     integer i nargs=0
     for ((i = 2; i < CURRENT; i++)); do
@@ -256,8 +256,8 @@ _bbctl() {
             ((nargs++))
         fi
     done
-    path="$cmd"
-    [[ -n "$sub" ]] && path="$cmd $sub"
+    cmdpath="$cmd"
+    [[ -n "$sub" ]] && cmdpath="$cmd $sub"
 
     case "${words[CURRENT-1]}" in
         --address) _files; return ;;
@@ -266,7 +266,7 @@ _bbctl() {
 	b.WriteString(`    esac
 
     if [[ "${words[CURRENT]}" == -* ]]; then
-        case "$path" in
+        case "$cmdpath" in
 `)
 	caseArms(&b, ci, "            ", func(p string) string { return "flags=(" + strings.Join(ci.flags[p], " ") + ")" })
 	b.WriteString(`            *) flags=(--address --json --timeout) ;;
@@ -301,7 +301,7 @@ _bbctl() {
         return
     fi
     if ((nargs == 0)); then
-        case "$path" in
+        case "$cmdpath" in
 `)
 	for _, p := range sortedKeys(ci.names) {
 		fmt.Fprintf(&b, "            %q) kind=%s ;;\n", p, ci.names[p])
@@ -312,7 +312,9 @@ _bbctl() {
             names=(${(f)"$(bbctl $addr __complete $kind 2>/dev/null)"})
             compadd -- $names
         fi
-        [[ "$path" == "template validate" ]] && _files -/
+        if [[ "$cmdpath" == "template validate" ]]; then
+            _files -/
+        fi
     fi
 }
 

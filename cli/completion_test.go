@@ -161,3 +161,60 @@ func TestFishCompletion(t *testing.T) {
 		})
 	}
 }
+
+// TestZshCompletion runs the zsh completion function in zsh with compadd and _describe
+// replaced by functions that print the candidates.
+func TestZshCompletion(t *testing.T) {
+	if _, err := exec.LookPath("zsh"); err != nil {
+		t.Skip("zsh is not installed")
+	}
+	d := startDaemon(t)
+	mustRun(t, d.addr, "tenant", "create", "alpha")
+	bin := bbctlOnPath(t)
+	script := filepath.Join(t.TempDir(), "_bbctl")
+	if err := os.WriteFile(script, []byte(mustRun(t, d.addr, "completion", "zsh")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const stubs = `compdef() { : }
+_files() { : }
+compadd() {
+    while [[ $# -gt 0 && $1 == -* && $1 != -- ]]; do shift; done
+    [[ $1 == -- ]] && shift
+    print -l -- "$@"
+}
+_describe() {
+    local -a a
+    a=("${(@P)4}")
+    print -l -- "${a[@]%%:*}"
+}
+`
+	cases := []struct{ line, want string }{
+		{"bbctl ", "tenant template network version completion help"},
+		{"bbctl network ", "get list add-peer remove-peer describe apply"},
+		{"bbctl tenant get ", "alpha"},
+		{"bbctl --address " + d.socket + " tenant stop ", "alpha"},
+		{"bbctl template validate --", "--type --base --arch --json"},
+	}
+	for _, c := range cases {
+		t.Run(c.line, func(t *testing.T) {
+			words := strings.Split(c.line, " ")
+			prog := stubs + "source " + script + "\nwords=("
+			for _, w := range words {
+				prog += "'" + w + "' "
+			}
+			prog += ")\nCURRENT=" + itoa(int64(len(words))) + "\n_bbctl\n"
+			cmd := exec.CommandContext(t.Context(), "zsh", "-f", "-c", prog)
+			cmd.Env = shellEnv(bin, d.addr)
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			got := strings.Fields(string(out))
+			for _, w := range strings.Fields(c.want) {
+				if !contains(got, w) {
+					t.Errorf("completions %q lack %q", got, w)
+				}
+			}
+		})
+	}
+}
