@@ -34,8 +34,12 @@ func (m *Manager) EnsureKey(tenant string) (string, error) {
 	// RFC 7748 clamping, as wg genkey does.
 	priv[0] &= 248
 	priv[31] = priv[31]&127 | 64
+	// The tenant's directory must stay traversable for networkd; only the network directory is private.
 	dir := m.networkDir(tenant)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrWrite, err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", fmt.Errorf("%w: %v", ErrWrite, err)
 	}
 	if err := m.chown(dir); err != nil {

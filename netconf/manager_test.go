@@ -49,7 +49,7 @@ func TestApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Changed || r.calls != 1 || len(res.Files) != 8 {
+	if !res.Changed || r.calls != 1 || len(res.Files) != 9 {
 		t.Fatalf("first Apply: changed=%v reloads=%d files=%d", res.Changed, r.calls, len(res.Files))
 	}
 	want, err := m.Render(tmpl, in)
@@ -129,7 +129,7 @@ func TestApply(t *testing.T) {
 		t.Errorf("files after dropping WireGuard: %v", names)
 	}
 	described, err := m.Describe(3)
-	if err != nil || len(described) != 6 || described[0].Source != "10-bridge.netdev" {
+	if err != nil || len(described) != 7 || described[0].Source != "10-bridge.netdev" {
 		t.Errorf("Describe: %v %d files", err, len(described))
 	}
 

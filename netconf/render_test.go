@@ -59,8 +59,8 @@ func TestGoldenExampleTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != 8 {
-		t.Fatalf("rendered %d files, want the template's 8", len(files))
+	if len(files) != 9 {
+		t.Fatalf("rendered %d files, want the template's 9", len(files))
 	}
 	for _, f := range files {
 		t.Run(f.Name, func(t *testing.T) {

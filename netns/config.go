@@ -30,10 +30,10 @@ type Config struct {
 	// Name prefixes; each is followed by the decimal index N. Tests use test-only prefixes. Every prefix plus the
 	// widest index must fit the kernel's 15-character limit (checked by New).
 	BridgePrefix    string // default "br-tenant-"
-	VethPrefix      string // host side of the tenant's veth pair; default "ve-tenant-"
+	VethPrefix      string // host side of the tenant's veth pair; default "vh-tenant-"
 	VXLANPrefix     string // default "vx-tenant-"
 	WireGuardPrefix string // default "wg-tenant-"
-	VLANPrefix      string // default "vl-tenant-"
+	VLANPrefix      string // default "vlan-tenant-"
 	// NamespacePrefix is followed by the tenant's name; default "tenant-".
 	NamespacePrefix string
 	// PeerName is the name of the veth end inside the tenant's namespace; default "eth0".
@@ -72,10 +72,10 @@ func (c Config) withDefaults() Config {
 		}
 	}
 	def(&c.BridgePrefix, "br-tenant-")
-	def(&c.VethPrefix, "ve-tenant-")
+	def(&c.VethPrefix, "vh-tenant-")
 	def(&c.VXLANPrefix, "vx-tenant-")
 	def(&c.WireGuardPrefix, "wg-tenant-")
-	def(&c.VLANPrefix, "vl-tenant-")
+	def(&c.VLANPrefix, "vlan-tenant-")
 	def(&c.NamespacePrefix, "tenant-")
 	def(&c.PeerName, "eth0")
 	def(&c.NetnsDir, "/run/netns")
@@ -151,11 +151,11 @@ func Mark(tenant string) string { return "bitbuilder:" + tenant }
 type Names struct {
 	Namespace string // tenant-<name>, a file in NetnsDir
 	Bridge    string // br-tenant-N
-	Veth      string // ve-tenant-N, the host side of the veth pair (enslaved to the bridge)
+	Veth      string // vh-tenant-N, the host side of the veth pair (enslaved to the bridge)
 	Peer      string // eth0, the namespace side
 	VXLAN     string // vx-tenant-N
 	WireGuard string // wg-tenant-N
-	VLAN      string // vl-tenant-N
+	VLAN      string // vlan-tenant-N
 }
 
 // Prefixes are one tenant's networks, cut from BasePrefix by index.

@@ -24,14 +24,16 @@
 // characters), so they are derived from the tenant's unique index N, never from its name:
 //
 //	br-tenant-N   the bridge, 10.N.0.1/24 (by netlink, or by networkd with AddressByNetworkd)
-//	ve-tenant-N   host end of the veth pair, enslaved to the bridge
+//	vh-tenant-N   host end of the veth pair, enslaved to the bridge
 //	eth0          the other end, inside the namespace: 10.N.0.2/24, default route via 10.N.0.1 (or left to DHCP)
 //	vx-tenant-N   VXLAN, VNI N, group 239.0.0.1, port 4789, over the uplink, enslaved to the bridge
 //	wg-tenant-N   WireGuard, 10.N.100.1/24 (keys and peers come from networkd's .netdev)
-//	vl-tenant-N   VLAN id N on the uplink
+//	vlan-tenant-N VLAN id N on the uplink
 //
-// With the default index range 1..254 the longest is 13 characters. (The seed's "vxlan-tenant-%i" is 16 characters
-// from N=100 on, which the kernel refuses, hence vx-.) The prefixes are configurable, and New checks that every
+// With the default index range 1..254 the longest is 15 characters (vlan-tenant-254). The seed's "vxlan-tenant-%i"
+// is 16 characters from N=100 on, which the kernel refuses, hence vx-. The veth is vh- because systemd-networkd's
+// stock 80-container-ve.network claims every ve-* veth (nspawn's) and would configure it (addresses, DHCP server);
+// vb-, vz-, vt-, ns- and host0 are taken the same way. The prefixes are configurable, and New checks that every
 // prefix plus the widest index of the configured range fits. The namespace is named tenant-<name>: namespace names
 // are files under /run/netns and not limited to 15 characters.
 //

@@ -18,7 +18,7 @@ type Spec struct {
 	VXLAN bool
 	// WireGuard adds wg-tenant-N (keys and peers are networkd's, from the rendered .netdev).
 	WireGuard bool
-	// VLAN adds vl-tenant-N, VLAN id N on Config.Uplink.
+	// VLAN adds vlan-tenant-N, VLAN id N on Config.Uplink.
 	VLAN bool
 }
 
