@@ -11,13 +11,25 @@ import (
 // become \xNN C escapes, "%" is doubled against specifier expansion and "$" is doubled against environment
 // variable substitution.
 func quoteArg(s string) string {
+	var b strings.Builder
+	writeArg(&b, s)
+	return b.String()
+}
+
+// argWriter is what writeArg writes to (a strings.Builder or a bytes.Buffer).
+type argWriter interface {
+	WriteByte(byte) error
+	WriteString(string) (int, error)
+}
+
+// writeArg writes quoteArg(s) to b.
+func writeArg(b argWriter, s string) {
 	if s != "" && plainWord(s) {
-		return s
+		b.WriteString(s)
+		return
 	}
 	const hex = "0123456789abcdef"
 	valid := utf8.ValidString(s)
-	var b strings.Builder
-	b.Grow(len(s) + 8)
 	b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -38,7 +50,6 @@ func quoteArg(s string) string {
 		}
 	}
 	b.WriteByte('"')
-	return b.String()
 }
 
 // plainWord reports whether s needs no quoting: only characters that have no meaning to systemd's command line
@@ -53,14 +64,12 @@ func plainWord(s string) bool {
 	return true
 }
 
-// execLine renders argv as the value of an Exec*= setting. argv[0] must be an absolute path (checked by Config).
-func execLine(argv ...string) string {
-	var b strings.Builder
+// writeExec writes argv as the value of an Exec*= setting. argv[0] must be an absolute path (checked by Config).
+func writeExec(b argWriter, argv ...string) {
 	for i, a := range argv {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		b.WriteString(quoteArg(a))
+		writeArg(b, a)
 	}
-	return b.String()
 }

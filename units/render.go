@@ -240,6 +240,7 @@ func Render(t Tenant, cfg Config) ([]Unit, error) {
 		return nil, err
 	}
 	r := renderer{t: t, cfg: cfg, p: cfg.TenantPaths(t.Name)}
+	r.b.Grow(2048)
 	return r.render()
 }
 
@@ -303,7 +304,7 @@ func (r *renderer) render() ([]Unit, error) {
 	r.section("Service")
 	r.kv("Type", "oneshot")
 	r.kv("RemainAfterExit", "yes")
-	r.kv("ExecStart", execLine(r.cfg.Varlinkctl, "call", r.cfg.Socket, "io.bitbuilder.Tenant.Start", `{"name":`+strconv.Quote(t.Name)+`}`))
+	r.exec("ExecStart", r.cfg.Varlinkctl, "call", r.cfg.Socket, "io.bitbuilder.Tenant.Start", `{"name":`+strconv.Quote(t.Name)+`}`)
 	r.kv("Restart", "on-failure")
 	r.kv("RestartSec", "10")
 	add(names.tenant)
@@ -318,9 +319,9 @@ func (r *renderer) render() ([]Unit, error) {
 	r.section("Service")
 	r.kv("Type", "oneshot")
 	r.kv("RemainAfterExit", "yes")
-	r.kv("ExecStart", execLine(r.cfg.IP, "netns", "add", ns))
-	r.kv("ExecStart", execLine(r.cfg.IP, "-n", ns, "link", "set", "lo", "up"))
-	r.kv("ExecStop", execLine(r.cfg.IP, "netns", "delete", ns))
+	r.exec("ExecStart", r.cfg.IP, "netns", "add", ns)
+	r.exec("ExecStart", r.cfg.IP, "-n", ns, "link", "set", "lo", "up")
+	r.exec("ExecStop", r.cfg.IP, "netns", "delete", ns)
 	add(names.netns)
 
 	// tenant-network@: the tenant's bridge and links, made by the daemon (Network.Apply).
@@ -335,7 +336,7 @@ func (r *renderer) render() ([]Unit, error) {
 	r.section("Service")
 	r.kv("Type", "oneshot")
 	r.kv("RemainAfterExit", "yes")
-	r.kv("ExecStart", execLine(r.cfg.Varlinkctl, "call", r.cfg.Socket, "io.bitbuilder.Network.Apply", `{"tenant":`+strconv.Quote(t.Name)+`}`))
+	r.exec("ExecStart", r.cfg.Varlinkctl, "call", r.cfg.Socket, "io.bitbuilder.Network.Apply", `{"tenant":`+strconv.Quote(t.Name)+`}`)
 	add(names.network)
 
 	if t.Infra {
@@ -364,7 +365,7 @@ func (r *renderer) render() ([]Unit, error) {
 		r.kv("RequiresMountsFor", mountsFor)
 		r.section("Service")
 		r.kv("Type", "notify")
-		r.kv("ExecStart", execLine(argv...))
+		r.exec("ExecStart", argv...)
 		r.kv("KillMode", "mixed")
 		r.kv("Restart", "always")
 		r.kv("RestartSec", "10")
@@ -425,6 +426,14 @@ func (r *renderer) kv(k, v string) {
 	r.b.WriteString(k)
 	r.b.WriteByte('=')
 	r.b.WriteString(v)
+	r.b.WriteByte('\n')
+}
+
+// exec writes an Exec*= setting with argv quoted.
+func (r *renderer) exec(k string, argv ...string) {
+	r.b.WriteString(k)
+	r.b.WriteByte('=')
+	writeExec(&r.b, argv...)
 	r.b.WriteByte('\n')
 }
 
