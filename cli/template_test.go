@@ -77,8 +77,9 @@ func TestTemplateRegistry(t *testing.T) {
 	d := startDaemon(t)
 	r := bbctl(t, d.addr, "template", "list", "--json")
 	skipUnimplemented(t, r)
-	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
-		t.Fatalf("empty list: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+	var none []templateReply
+	if err := json.Unmarshal([]byte(r.stdout), &none); r.code != 0 || err != nil || len(none) != 0 {
+		t.Fatalf("empty registry: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
 	repo := gitRepo(t, "network")
 
@@ -160,15 +161,16 @@ func TestTemplateValidate(t *testing.T) {
 
 func TestNetworkCommands(t *testing.T) {
 	d := startDaemon(t)
-	r := bbctl(t, d.addr, "network", "list", "--json")
+	r := bbctl(t, d.addr, "network", "get", "nope")
 	skipUnimplemented(t, r)
-	if r.code != 0 || strings.TrimSpace(r.stdout) != "[]" {
-		t.Errorf("empty list: exit %d, %q, %q", r.code, r.stdout, r.stderr)
-	}
-	if r := bbctl(t, d.addr, "network", "get", "nope"); r.code != ExitNotFound {
+	if r.code != ExitNotFound {
 		t.Errorf("get of no such tenant: exit %d, stderr %q", r.code, r.stderr)
 	}
 	mustRun(t, d.addr, "tenant", "create", "web", "--index", "9")
+	var listed []networkReply
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].Network.Tenant != "web" {
+		t.Errorf("list: %+v, %v", listed, err)
+	}
 	var n networkReply
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "get", "web", "--json")), &n); err != nil {
 		t.Fatal(err)
