@@ -117,7 +117,9 @@ type Store interface {
 	// gaps or duplicates. It fails with a *CompactedError if fromRevision is
 	// older than the retained change log. The channel is closed when ctx
 	// ends, the store closes, or the consumer falls too far behind; WatchErr
-	// tells which.
+	// tells which. The events of one revision are delivered one after the
+	// other; a channel closed for overflow is closed between revisions, so
+	// resuming from the Revision of the last event received loses nothing.
 	Watch(ctx context.Context, kind string, fromRevision uint64) (<-chan Event, error)
 
 	// WatchErr returns why a channel returned by Watch was closed:

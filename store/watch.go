@@ -172,7 +172,7 @@ func (b *Bolt) follow(ctx context.Context, w *watcher, pos uint64) error {
 			return err
 		}
 		for _, ev := range evs {
-			if err := b.send(ctx, w, ev); err != nil {
+			if err := b.send(ctx, w, ev, nil); err != nil {
 				return err
 			}
 		}
@@ -192,19 +192,27 @@ func (b *Bolt) follow(ctx context.Context, w *watcher, pos uint64) error {
 		q := w.queue
 		w.queue = nil
 		h.mu.Unlock()
-		for _, ev := range q {
-			if err := b.send(ctx, w, ev); err != nil {
+		for i, ev := range q {
+			// An overflow closes the channel only between revisions, so
+			// that resuming from the last revision received loses nothing.
+			overflow := w.overflow
+			if i > 0 && q[i-1].Revision == ev.Revision {
+				overflow = nil
+			}
+			if err := b.send(ctx, w, ev, overflow); err != nil {
 				return err
 			}
 		}
 	}
 }
 
-func (b *Bolt) send(ctx context.Context, w *watcher, ev Event) error {
+// send hands ev to the consumer unless ctx ends, the store closes, or
+// overflow (if not nil) is closed.
+func (b *Bolt) send(ctx context.Context, w *watcher, ev Event, overflow <-chan struct{}) error {
 	select {
 	case w.out <- ev:
 		return nil
-	case <-w.overflow:
+	case <-overflow:
 		return fmt.Errorf("store: watch %q: %w", w.kind, ErrWatchOverflow)
 	case <-ctx.Done():
 		return ctx.Err()

@@ -308,3 +308,50 @@ func TestWatchSlowReplayDoesNotOverflow(t *testing.T) {
 		t.Fatalf("last replayed revision %d", got[49].Revision)
 	}
 }
+
+// TestWatchOverflowAtRevisionBoundary: a consumer that stops in the middle
+// of a multi-op revision still gets the rest of that revision before its
+// channel closes for overflow, so resuming from the last revision it saw
+// misses nothing.
+func TestWatchOverflowAtRevisionBoundary(t *testing.T) {
+	s := openAt(t, dbPath(t), Options{WatchBuffer: 8})
+	ctx := t.Context()
+	ch, err := s.Watch(ctx, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	three := func(i int) []Op {
+		return []Op{put("t", "a", fmt.Sprint(i)), put("t", "b", fmt.Sprint(i)), put("t", "c", fmt.Sprint(i))}
+	}
+	mustCommit(t, s, three(1)...)
+	first := recv(t, ch, 1) // the consumer stops after 1 of 3 events of revision 1
+	for i := 2; i <= 10; i++ {
+		mustCommit(t, s, three(i)...) // overflows the buffer of 8
+	}
+	var got []Event
+	for ev := range ch {
+		got = append(got, ev)
+	}
+	if err := s.WatchErr(ch); !errors.Is(err, ErrWatchOverflow) {
+		t.Fatalf("WatchErr: %v, want ErrWatchOverflow", err)
+	}
+	all := append(first, got...)
+	last := all[len(all)-1].Revision
+	n := 0
+	for _, ev := range all {
+		if ev.Revision == last {
+			n++
+		}
+	}
+	if n != 3 {
+		t.Fatalf("closed in the middle of revision %d (%d of 3 events): %v", last, n, evString(all))
+	}
+	resumed, err := s.Watch(ctx, "", last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest := recv(t, resumed, int(10-last)*3)
+	if rest[0].Revision != last+1 || rest[len(rest)-1].Revision != 10 {
+		t.Fatalf("resumed events %v", evString(rest))
+	}
+}
