@@ -56,9 +56,11 @@ type Options struct {
 	MaxBatchDelay time.Duration
 
 	// WatchBuffer is how many events a watcher may hold for a slow consumer
-	// before its channel is closed with ErrWatchOverflow. Zero means
-	// DefaultWatchBuffer. Replays of the change log are paced by the
-	// consumer and never overflow.
+	// before its channel is closed with ErrWatchOverflow: new events that
+	// arrive while earlier ones are still queued overflow it when the queue
+	// would exceed WatchBuffer (a consumer with nothing queued takes a
+	// Commit of any size). Zero means DefaultWatchBuffer. Replays of the
+	// change log are paced by the consumer and never overflow.
 	WatchBuffer int
 
 	// Logger receives the store's logs. Nil discards them.

@@ -58,7 +58,10 @@ func (h *hub) publish(batch []*commitReq, rev uint64, limit int) {
 			}
 		}
 		w.pos = rev
-		if len(w.queue) > limit {
+		// Overflow only a consumer that is behind: a watcher with nothing
+		// pending takes a batch of any size (one big Commit must not
+		// overflow every watcher).
+		if n > 0 && len(w.queue) > limit {
 			w.queue = nil
 			delete(h.live, w)
 			close(w.overflow) // also stops a send blocked on the consumer

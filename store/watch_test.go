@@ -355,3 +355,24 @@ func TestWatchOverflowAtRevisionBoundary(t *testing.T) {
 		t.Fatalf("resumed events %v", evString(rest))
 	}
 }
+
+// TestWatchBigCommitDoesNotOverflow: one Commit with more ops than the
+// watch buffer reaches a consumer that keeps up.
+func TestWatchBigCommitDoesNotOverflow(t *testing.T) {
+	s := openAt(t, dbPath(t), Options{WatchBuffer: 4})
+	ch, err := s.Watch(t.Context(), "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []Op
+	for i := range 50 {
+		ops = append(ops, put("t", fmt.Sprint(i), "v"))
+	}
+	mustCommit(t, s, put("t", "first", "v"))
+	recv(t, ch, 1) // live now, nothing pending
+	mustCommit(t, s, ops...)
+	got := recv(t, ch, 50)
+	if got[49].Revision != 2 || got[49].Name != "49" {
+		t.Fatalf("last event %v", evString(got[49:]))
+	}
+}
