@@ -23,7 +23,8 @@ const DefaultTimeout = 30 * time.Second
 
 // App is one invocation environment of bbctl. The zero value of each field takes its default.
 type App struct {
-	// Stdin, Stdout and Stderr default to the process's.
+	// Stdin, Stdout and Stderr default to the process's. Stdin is read by
+	// `network add-peer --public-key -`.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	// Getenv reads the environment (default os.Getenv).
@@ -111,7 +112,6 @@ func (g *globals) register(fs *flag.FlagSet, defaultAddress string) {
 type env struct {
 	app  *App
 	g    *globals
-	cmd  *command
 	conn *varlink.Connection
 	addr string
 }
@@ -258,7 +258,7 @@ func (a *App) run(ctx context.Context, args []string) error {
 		return usagef(cmd.path, "invalid value %q for flag --timeout: must not be negative", g.timeout)
 	}
 
-	e := &env{app: a, g: &g, cmd: cmd}
+	e := &env{app: a, g: &g}
 	if !cmd.offline {
 		addr, err := normalizeAddress(g.address)
 		if err != nil {

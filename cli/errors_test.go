@@ -94,6 +94,7 @@ func TestExitCodes(t *testing.T) {
 		{"bad public key", missing, []string{"network", "add-peer", "x", "--public-key", "abc"}, ExitUsage, "base64 of 32 bytes"},
 		{"missing public key", missing, []string{"network", "add-peer", "x"}, ExitUsage, "--public-key is required"},
 		{"bad allowed ips", missing, []string{"network", "add-peer", "x", "--public-key", strings.Repeat("A", 43) + "=", "--allowed-ips", "10.0.0.0/8,nope"}, ExitUsage, `"nope" is not a CIDR`},
+		{"bad public key on stdin", missing, []string{"network", "add-peer", "x", "--public-key", "-"}, ExitUsage, "standard input has no key"},
 		{"bad endpoint", missing, []string{"network", "add-peer", "x", "--public-key", strings.Repeat("A", 43) + "=", "--endpoint", "host"}, ExitUsage, "want host:port"},
 		{"bad address", "tcp:1.2.3.4:5", []string{"tenant", "list"}, ExitUsage, "only unix:/path or a path"},
 		{"bad completion shell", missing, []string{"completion", "tcsh"}, ExitUsage, `unknown shell "tcsh"`},

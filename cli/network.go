@@ -72,11 +72,21 @@ func networkCommands() []*command {
 			minArgs: 1, maxArgs: 1,
 			summary: "add a WireGuard peer to a tenant",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
-				key := fs.String("public-key", "", "the peer's public `key`, base64 of 32 bytes (required)")
+				key := fs.String("public-key", "", "the peer's public `key`, base64 of 32 bytes, or - to read it from standard input (required)")
 				endpoint := fs.String("endpoint", "", "the peer's `host:port`")
 				allowed := fs.String("allowed-ips", "", "networks routed to the peer, `CIDR,...`")
 				keepalive := fs.String("keepalive", "", "keepalive interval in `seconds`")
 				return func(ctx context.Context, e *env, args []string) error {
+					if *key == "-" {
+						b, err := io.ReadAll(io.LimitReader(e.app.Stdin, 4096))
+						if err != nil {
+							return fmt.Errorf("reading the public key from standard input: %w", err)
+						}
+						*key = strings.TrimSpace(string(b))
+						if *key == "" {
+							return usagef("network add-peer", "flag --public-key -: standard input has no key")
+						}
+					}
 					peer, err := parsePeer(*key, *endpoint, *allowed, *keepalive)
 					if err != nil {
 						return err
