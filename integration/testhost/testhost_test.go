@@ -83,9 +83,9 @@ func TestSystemdVersionIs257(t *testing.T) {
 
 func TestMachinedAnswers(t *testing.T) {
 	h := shared.Host(t)
-	run(t, h, "machinectl", "list", "--no-legend")
-	if got := run(t, h, "systemctl", "is-active", "systemd-machined"); got != "active" {
-		t.Fatalf("systemd-machined is %q after machinectl list", got)
+	// machined is D-Bus activated by the first call (and exits again when idle).
+	if out := run(t, h, "machinectl", "list"); !strings.Contains(out, "No machines.") && !strings.Contains(out, "listed.") {
+		t.Fatalf("machinectl list = %q", out)
 	}
 	out := run(t, h, "busctl", "get-property", "org.freedesktop.machine1", "/org/freedesktop/machine1/machine/_2ehost",
 		"org.freedesktop.machine1.Machine", "Class")
