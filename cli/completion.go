@@ -114,7 +114,7 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// shellWords writes the command-path case arms shared by bash and zsh.
+// caseArms writes one shell case arm per command path, shared by bash and zsh.
 func caseArms(b *strings.Builder, ci completionInfo, indent string, value func(path string) string) {
 	for _, p := range sortedKeys(ci.flags) {
 		fmt.Fprintf(b, "%s%q) %s ;;\n", indent, p, value(p))
