@@ -137,6 +137,9 @@ func Open(path string, opts Options) (*Bolt, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, p := range metaProblems(path) { // read under the lock, before any write
+		opts.Logger.Warn("store: damaged bbolt meta page", "path", path, "problem", p)
+	}
 	rev, err := prepare(db, path, opts.Logger)
 	if err != nil {
 		db.Close()

@@ -1,7 +1,10 @@
 package store
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"hash/fnv"
 	"os"
 	"time"
 
@@ -25,7 +28,7 @@ func check(path string, timeout time.Duration) error {
 		return err
 	}
 	defer db.Close()
-	var problems []error
+	problems := metaProblems(path)
 	report := func(err error) { problems = append(problems, err) }
 	func() {
 		defer func() {
@@ -145,4 +148,71 @@ func checkLog(lb *bolt.Bucket, compacted, rev uint64, report func(error)) {
 	if next != rev+1 && rev > compacted {
 		report(fmt.Errorf("change log: revisions %d to %d missing", next, rev))
 	}
+}
+
+// bbolt's meta page: a 16-byte page header, then magic, version, page size,
+// flags (4 bytes each), root bucket (16), freelist, high water mark, txid
+// (8 each) and an FNV-64a checksum of the 56 bytes before it, in native
+// byte order.
+const (
+	boltMagic    = 0xED0CDAED
+	boltVersion  = 2
+	metaOffset   = 16
+	metaSumBytes = 56
+)
+
+// metaProblems validates bbolt's two meta pages. bbolt silently uses the
+// other one when one is invalid, which rolls back to the previous
+// transaction: expected after a crash in the middle of writing a meta page
+// (that commit was never acknowledged), but a sign of disk damage otherwise.
+func metaProblems(path string) []error {
+	f, err := os.Open(path)
+	if err != nil {
+		return []error{err}
+	}
+	defer f.Close()
+	head := make([]byte, 2*65536)
+	n, _ := f.ReadAt(head, 0)
+	head = head[:n]
+	if n == 0 {
+		return nil // an empty file is initialised by Open
+	}
+	parse := func(off int) (pageSize uint32, txid uint64, err error) {
+		if off+metaOffset+metaSumBytes+8 > len(head) {
+			return 0, 0, errShort
+		}
+		m := head[off+metaOffset:]
+		ne := binary.NativeEndian
+		switch {
+		case ne.Uint32(m[0:]) != boltMagic:
+			return 0, 0, errors.New("bad magic")
+		case ne.Uint32(m[4:]) != boltVersion:
+			return 0, 0, fmt.Errorf("bbolt version %d", ne.Uint32(m[4:]))
+		}
+		h := fnv.New64a()
+		h.Write(m[:metaSumBytes])
+		if h.Sum64() != ne.Uint64(m[metaSumBytes:]) {
+			return 0, 0, errChecksum
+		}
+		return ne.Uint32(m[8:]), ne.Uint64(m[48:]), nil
+	}
+	pageSize, txid0, err0 := parse(0)
+	if err0 != nil {
+		pageSize = uint32(os.Getpagesize())
+	}
+	_, txid1, err1 := parse(int(pageSize))
+	var problems []error
+	for i, err := range []error{err0, err1} {
+		if err != nil {
+			other := []uint64{txid1, txid0}[i]
+			problems = append(problems, fmt.Errorf(
+				"bbolt meta page %d is invalid (%v): bbolt uses meta page %d (transaction %d), which is the previous "+
+					"transaction if a crash interrupted a commit (not acknowledged, nothing lost), else a sign of disk damage",
+				i, err, 1-i, other))
+		}
+	}
+	if err0 != nil && err1 != nil {
+		return problems[:1]
+	}
+	return problems
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -404,4 +405,43 @@ func TestLockedByOtherProcess(t *testing.T) {
 		t.Fatalf("child: %v", err)
 	}
 	openAt(t, path, Options{Timeout: time.Second})
+}
+
+// TestDamagedMetaPage: with the older of bbolt's two meta pages damaged,
+// Open works and warns, Check reports it, and the next commit rewrites it.
+func TestDamagedMetaPage(t *testing.T) {
+	path := dbPath(t)
+	writeStore(t, path)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pageSize := int(binary.NativeEndian.Uint32(data[metaOffset+8:]))
+	txid := func(page int) uint64 { return binary.NativeEndian.Uint64(data[page*pageSize+metaOffset+48:]) }
+	older := 0
+	if txid(1) < txid(0) {
+		older = 1
+	}
+	data[older*pageSize+metaOffset+20] ^= 0xff // inside the root bucket field
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err = Check(path)
+	var ce *CheckError
+	if !errors.As(err, &ce) || len(ce.Problems) != 1 || !strings.Contains(ce.Problems[0].Error(), fmt.Sprintf("meta page %d is invalid", older)) {
+		t.Fatalf("Check: %v, want one problem naming meta page %d", err, older)
+	}
+	var logs bytes.Buffer
+	s := openAt(t, path, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if !strings.Contains(logs.String(), "damaged bbolt meta page") {
+		t.Errorf("Open did not warn; logs: %s", logs.String())
+	}
+	if got := fmt.Sprint(snapshot(t, s, "t", "u")); got != "[t/a=1@1/1 t/b=2@1/1 u/c=3@2/2]" {
+		t.Errorf("records %s", got)
+	}
+	mustCommit(t, s, put("t", "c", "4"))
+	s.Close()
+	if err := Check(path); err != nil {
+		t.Errorf("Check after a commit rewrote the meta page: %v", err)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // recv reads n events from ch, failing the test on close or after 10s.
@@ -182,6 +184,17 @@ func TestWatchCompacted(t *testing.T) {
 		if !errors.As(err, &ce) || !errors.Is(err, ErrCompacted) || ce.Oldest != 8 || ce.Requested != tc.from {
 			t.Errorf("Watch(%d): %v, want *CompactedError oldest 8", tc.from, err)
 		}
+	}
+	var logRevs []uint64
+	s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketLog).ForEach(func(k, _ []byte) error {
+			r, _ := keyRev(k)
+			logRevs = append(logRevs, r)
+			return nil
+		})
+	})
+	if fmt.Sprint(logRevs) != "[8 9 10 11 12]" {
+		t.Errorf("change log holds revisions %v, want [8 9 10 11 12]", logRevs)
 	}
 	if _, err := s.Watch(t.Context(), "", 13); !errors.Is(err, ErrFutureRevision) {
 		t.Errorf("Watch(13) at revision 12: %v, want ErrFutureRevision", err)
