@@ -7,7 +7,8 @@
 // writes every tenant's units into NORMAL-DIR, with package units doing all the work. It writes nowhere else,
 // starts no other process, and logs to /dev/kmsg (to stderr if that cannot be opened, or when
 // $SYSTEMD_LOG_TARGET is "console"). A bad entry costs only that tenant; a missing, empty or unreadable registry
-// means no tenants: the generator logs why and exits 0, so it never holds up boot.
+// means no tenants: the generator logs why and exits 0, so it never holds up boot. In the initrd
+// ($SYSTEMD_IN_INITRD=1) it does nothing.
 package main
 
 import (
@@ -29,6 +30,10 @@ func run(args []string, getenv func(string) string) int {
 	if len(args) != 1 && len(args) != 3 {
 		log.printf(3, "usage: bitbuilder-generator NORMAL-DIR [EARLY-DIR LATE-DIR], got %d arguments", len(args))
 		return 2
+	}
+	if getenv("SYSTEMD_IN_INITRD") == "1" {
+		// Tenants belong to the booted host, not to the initrd (whose /etc has no registry anyway).
+		return 0
 	}
 	path := getenv("BITBUILDER_REGISTRY")
 	if path == "" {

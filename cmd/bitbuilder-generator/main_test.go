@@ -189,6 +189,26 @@ func TestGeneratorOutputIsRender(t *testing.T) {
 	}
 }
 
+func TestGeneratorDoesNothingInInitrd(t *testing.T) {
+	root := t.TempDir()
+	reg := filepath.Join(root, "r.json")
+	if err := os.WriteFile(reg, []byte(`{"version":1,"tenants":[{"name":"a","networkIndex":1,"running":true}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(root, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), generatorBin, out)
+	cmd.Env = []string{"BITBUILDER_REGISTRY=" + reg, "SYSTEMD_LOG_TARGET=console", "SYSTEMD_IN_INITRD=1"}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, b)
+	}
+	if entries, _ := os.ReadDir(out); len(entries) != 0 {
+		t.Errorf("in the initrd the generator wrote %d entries, want none", len(entries))
+	}
+}
+
 func TestGeneratorUsage(t *testing.T) {
 	for _, args := range [][]string{nil, {"a", "b"}, {"a", "b", "c", "d"}} {
 		code, log := runGenerator(t, filepath.Join(t.TempDir(), "r.json"), args...)
