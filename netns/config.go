@@ -82,8 +82,11 @@ func (c Config) withDefaults() Config {
 	if !c.BasePrefix.IsValid() {
 		c.BasePrefix = netip.MustParsePrefix("10.0.0.0/8")
 	}
-	if c.MinIndex == 0 && c.MaxIndex == 0 {
-		c.MinIndex, c.MaxIndex = 1, 254
+	if c.MinIndex == 0 {
+		c.MinIndex = 1
+	}
+	if c.MaxIndex == 0 {
+		c.MaxIndex = 254
 	}
 	if !c.VXLANGroup.IsValid() {
 		c.VXLANGroup = netip.MustParseAddr("239.0.0.1")

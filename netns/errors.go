@@ -18,7 +18,8 @@ var (
 	// ErrForeignLink: a link with one of the tenant's deterministic names exists but BitBuilder did not create it for
 	// this tenant (its alias is not "bitbuilder:<tenant>"). Ensure refuses the whole tenant and changes nothing.
 	ErrForeignLink = errors.New("link not owned by this tenant")
-	// ErrConflict: a route or address the tenant does not own overlaps the tenant's prefixes; nothing was changed.
+	// ErrConflict: a host route or address that is not on one of the tenant's own links overlaps the tenant's
+	// prefixes; nothing was changed.
 	ErrConflict = errors.New("tenant network conflicts with the host")
 	// ErrLinkUnsupported: the kernel cannot create a link kind the Spec asks for (wireguard, vlan on this kernel).
 	// The rest of the tenant's network is still brought up.
@@ -104,7 +105,7 @@ func (e *ConflictError) Error() string {
 	if e.Link != "" {
 		on = " on link " + e.Link
 	}
-	return fmt.Sprintf("tenant %s network %s overlaps host %s %s%s, which BitBuilder does not own",
+	return fmt.Sprintf("tenant %s network %s overlaps host %s %s%s, which is not the tenant's",
 		e.Tenant, e.Prefix, e.What, e.Other, on)
 }
 

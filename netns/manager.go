@@ -144,7 +144,7 @@ func (m *Manager) query(s Spec, conflicts bool) Query {
 func (m *Manager) tenantPrefixes(s Spec) []netip.Prefix {
 	p := m.cfg.prefixes(s.Index)
 	if s.WireGuard {
-		return []netip.Prefix{p.Bridge, p.WireGuard}
+		return []netip.Prefix{p.Bridge, p.WireGuard.Masked()}
 	}
 	return []netip.Prefix{p.Bridge}
 }
