@@ -255,7 +255,9 @@ func TestEnsureRefuses(t *testing.T) {
 	}{
 		{"foreign bridge", func(f *fakeHost) { f.addLink(LinkState{Name: "br-tenant-3", Kind: "bridge"}) }, s,
 			ErrForeignLink, "link br-tenant-3 in the host namespace already exists with no alias, not \"bitbuilder:acme\""},
-		{"another tenant's bridge", func(f *fakeHost) { f.addLink(LinkState{Name: "br-tenant-3", Kind: "bridge", Alias: "bitbuilder:other"}) }, s,
+		{"another tenant's bridge", func(f *fakeHost) {
+			f.addLink(LinkState{Name: "br-tenant-3", Kind: "bridge", Alias: "bitbuilder:other"})
+		}, s,
 			ErrForeignLink, `alias "bitbuilder:other"`},
 		{"foreign veth", func(f *fakeHost) { f.addLink(LinkState{Name: "vh-tenant-3", Kind: "veth"}) }, s,
 			ErrForeignLink, "vh-tenant-3"},
