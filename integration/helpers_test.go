@@ -50,6 +50,9 @@ var (
 
 	setupOnce sync.Once
 	setupErr  error
+
+	// raceBuild builds the binaries with -race (set under go test -race, see race_test.go).
+	raceBuild bool
 )
 
 func TestMain(m *testing.M) {
@@ -124,8 +127,14 @@ func setup(h *testhost.Host) error {
 }
 
 func goBuild(pkgs ...string) error {
-	cmd := exec.Command("go", append([]string{"build", "-o", binDir + "/"}, pkgs...)...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	args := []string{"build", "-o", binDir + "/"}
+	cgo := "CGO_ENABLED=0" // static binaries: nothing to match in the host's libc
+	if raceBuild {
+		args = append(args, "-race")
+		cgo = "CGO_ENABLED=1"
+	}
+	cmd := exec.Command("go", append(args, pkgs...)...)
+	cmd.Env = append(os.Environ(), cgo)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, out)
 	}
