@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -248,14 +249,26 @@ func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string
 	// SIGTERM makes systemd-nspawn shut the container down in order: it reaches the container even when this
 	// test process dies without running Stop. Setpgid keeps a terminal's ^C from hitting nspawn directly.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("testhost: start systemd-nspawn: %w", err)
-	}
-	h.cmd = cmd
+	// The parent-death signal fires when the OS *thread* that forked exits, and Go ends a thread whose goroutine
+	// exits locked to it (netns code does that on purpose). So fork from a goroutine locked to its thread that
+	// lives, waiting, as long as systemd-nspawn does: no other goroutine can end that thread.
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		_ = cmd.Wait()
 		close(h.exited)
 	}()
+	if err := <-started; err != nil {
+		close(h.exited)
+		return fmt.Errorf("testhost: start systemd-nspawn: %w", err)
+	}
+	h.cmd = cmd
 	if err := writeOwner(h.state, cmd.Process.Pid, h.cgroup); err != nil {
 		return err
 	}
@@ -355,7 +368,8 @@ func (h *Host) Leader() int { return h.leader }
 
 // Command returns a command that runs args inside the host (nsenter into all of the leader's namespaces) with a
 // clean environment (PATH, HOME=/root, LANG=C.UTF-8, no pager, no colours). Set Stdin, Stdout, Env... as usual;
-// append to Env rather than replacing it. ctx kills the command.
+// append to Env rather than replacing it. The command runs in its own process group (nsenter plus the command it
+// forks inside); ctx's end kills the whole group, and so does syscall.Kill(-cmd.Process.Pid, SIGKILL).
 func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 	full := append([]string{"-t", strconv.Itoa(h.leader), "-a", "--"}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", full...)

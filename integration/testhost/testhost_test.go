@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -832,5 +833,27 @@ func TestNestedContainerOnBridge(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatalf("nested container on bbbr1: %v\n%s", err, h.JournalTail(ctx, 30))
+	}
+}
+
+// TestHostSurvivesThreadExits: the parent-death signal of systemd-nspawn fires when the OS thread that started it
+// exits, and Go ends threads whose goroutine exits while locked to them (the usual way to drop a thread after
+// setns, as netns code does). Such code in a test must not shut the host down.
+func TestHostSurvivesThreadExits(t *testing.T) {
+	h := Start(t, Options{Name: "threads"})
+	for range 64 {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		}()
+		<-done
+	}
+	time.Sleep(500 * time.Millisecond) // a halting container would be on its way down by now
+	if got := run(t, h, "systemctl", "is-system-running"); got != "running" && got != "degraded" {
+		t.Fatalf("host after thread exits: %q", got)
+	}
+	if strings.Contains(h.ConsoleTail(50), "halt") {
+		t.Fatalf("host is halting:\n%s", h.ConsoleTail(50))
 	}
 }
