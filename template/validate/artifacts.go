@@ -52,8 +52,6 @@ type artifacts struct {
 	set  map[string]bool
 }
 
-func (a artifacts) has(p string) bool { return a.set[p] }
-
 func (a artifacts) hasAny(dir string, paths []string) bool {
 	for _, p := range paths {
 		if a.set[joinRel(dir, p)] {

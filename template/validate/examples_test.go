@@ -2,7 +2,6 @@ package validate
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -215,7 +214,7 @@ func TestReadArtifacts(t *testing.T) {
 			}
 			if tc.ok {
 				b, _ := json.Marshal(arts)
-				if want := fmt.Sprintf(`[{"path":"rootfs/usr/bin/busybox","from":["/bin/busybox"]}]`); string(b) != want {
+				if want := `[{"path":"rootfs/usr/bin/busybox","from":["/bin/busybox"]}]`; string(b) != want {
 					t.Errorf("artifacts = %s", b)
 				}
 			}

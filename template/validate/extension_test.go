@@ -51,16 +51,17 @@ func TestExtensionRules(t *testing.T) {
 	rel := "usr/lib/extension-release.d/extension-release."
 	crel := "etc/extension-release.d/extension-release."
 	tests := []struct {
-		name    string
-		class   Class
-		image   string // image name, default "foo"
-		rm      []string
-		add     []node
-		xattr   string // file that gets user.extension-release.strict=0
-		base    []node // a base root, when set
-		rule    string
-		sev     Severity
-		allowed []string
+		name        string
+		class       Class
+		image       string // image name, default "foo"
+		rm          []string
+		add         []node
+		xattr       string // file that gets user.extension-release.strict=0
+		xattrOpaque string // directory marked as an opaque overlay directory
+		base        []node // a base root, when set
+		rule        string
+		sev         Severity
+		allowed     []string
 	}{
 		{name: "D26 no release file", rm: []string{rel + "foo"}, rule: "D26", sev: SeverityError},
 		{name: "D26 confext release in sysext place", class: ClassConfext, rm: []string{crel + "foo"}, add: []node{file(rel+"foo", goodExtRelease)}, rule: "D26", sev: SeverityError, allowed: []string{"D34"}},
@@ -86,6 +87,7 @@ func TestExtensionRules(t *testing.T) {
 		{name: "D34 confext with usr", class: ClassConfext, add: []node{file("usr/bin/x", "")}, rule: "D34", sev: SeverityWarning},
 		{name: "D35 executable in confext", class: ClassConfext, add: []node{exe("etc/foo/run.sh", "#!/bin/sh\n")}, rule: "D35", sev: SeverityWarning},
 		{name: "D36 whiteout", add: []node{whiteout("usr/bin/gone")}, rule: "D36", sev: SeverityWarning},
+		{name: "D36 opaque directory", add: []node{dir("usr/share/opaque", 0o755)}, xattrOpaque: "usr/share/opaque", rule: "D36", sev: SeverityWarning},
 		{name: "D36 shadows base", base: []node{file("usr/lib/os-release", "ID=bitbuilder\nVERSION_ID=1.0\n"), exe("usr/bin/tool", "")}, rule: "D36", sev: SeverityWarning},
 		{name: "DC wrong architecture", add: []node{file(rel+"foo", "ID=_any\nARCHITECTURE=arm64\n")}, rule: "DC", sev: SeverityError},
 		{name: "DC incompatible base", base: []node{file("usr/lib/os-release", "ID=fedora\nVERSION_ID=40\n")}, rule: "DC", sev: SeverityError},
@@ -117,6 +119,11 @@ func TestExtensionRules(t *testing.T) {
 						t.Skip("the file system of the temporary directory does not support user xattrs")
 					}
 					t.Fatal(err)
+				}
+			}
+			if tc.xattrOpaque != "" {
+				if err := unix.Lsetxattr(filepath.Join(dir, tc.xattrOpaque), "user.overlay.opaque", []byte("y"), 0); err != nil {
+					t.Skipf("user xattrs: %v", err)
 				}
 			}
 			opts := testOptions()

@@ -305,6 +305,7 @@ type rootWalker struct {
 	r        *root
 	c        *collector
 	embedded []embedded
+	base     *baseInfo
 }
 
 // voaMisplacedParents are places where a voa directory is a mistake (rule E40).
@@ -395,14 +396,29 @@ func (w *rootWalker) checkEmbedded(ctx context.Context, opts Options) error {
 		}
 		sub := w.c.sub(e.path)
 		er := &root{dir: w.r.abs(e.path)}
+		// An embedded extension is merged onto the root that carries it: that root is its base.
 		o := opts
-		o.BaseRoot = ""
+		o.BaseRoot = w.r.dir
+		o.base = w.baseInfo()
 		if err := checkExtension(ctx, er, sub, e.class, name, o, false); err != nil {
 			return err
 		}
 		w.c.merge(sub)
 	}
 	return nil
+}
+
+// baseInfo returns the os-release and initrd flag of the walked root, read once.
+func (w *rootWalker) baseInfo() *baseInfo {
+	if w.base == nil {
+		w.base = &baseInfo{rel: Release{}, initrd: w.r.exists("etc/initrd-release")}
+		if p, _ := findOSRelease(w.r); p != "" {
+			if data, err := w.r.readFile(p, releaseLimit); err == nil {
+				w.base.rel, _ = ParseRelease(data)
+			}
+		}
+	}
+	return w.base
 }
 
 func classPaths(cl Class) []string {

@@ -62,12 +62,7 @@ func (o Options) withDefaults() Options {
 	if o.BaseRoot != "" && o.base == nil {
 		o.base = &baseInfo{rel: Release{}}
 		if r, err := openRoot(o.BaseRoot); err == nil {
-			if p, _ := findOSRelease(r); p != "" {
-				if data, err := r.readFile(p, releaseLimit); err == nil {
-					o.base.rel, _ = ParseRelease(data)
-				}
-			}
-			o.base.initrd = r.exists("etc/initrd-release")
+			o.base = (&rootWalker{r: r}).baseInfo()
 		}
 	}
 	return o
