@@ -207,11 +207,12 @@ type daemon struct {
 	unit     string
 	socket   string
 	stateDir string
+	args     []string // more bitbuilderd arguments
 }
 
-// startDaemon starts a bitbuilderd of its own for t, named name, with a fresh state directory,
-// and stops it and removes its state when t ends.
-func startDaemon(t *testing.T, name string) *daemon {
+// startDaemon starts a bitbuilderd of its own for t, named name, with a fresh state directory
+// and the extra command-line arguments args, and stops it and removes its state when t ends.
+func startDaemon(t *testing.T, name string, args ...string) *daemon {
 	t.Helper()
 	h := host(t)
 	d := &daemon{
@@ -219,6 +220,7 @@ func startDaemon(t *testing.T, name string) *daemon {
 		unit:     "bitbuilderd-" + name + ".service",
 		socket:   "/run/bitbuilder-" + name + "/io.bitbuilder",
 		stateDir: "/var/lib/bitbuilder-" + name,
+		args:     args,
 	}
 	mustRun(t, h, "rm", "-rf", d.stateDir, filepath.Dir(d.socket))
 	d.start(t)
@@ -243,8 +245,8 @@ func startDaemon(t *testing.T, name string) *daemon {
 // has seen READY=1. It then checks that the socket is there.
 func (d *daemon) start(t *testing.T) {
 	t.Helper()
-	mustRun(t, d.h, "systemd-run", "--quiet", "--unit="+d.unit, "--service-type=notify", "--",
-		bitbuilderd, "--socket", d.socket, "--state-dir", d.stateDir)
+	mustRun(t, d.h, append([]string{"systemd-run", "--quiet", "--unit=" + d.unit, "--service-type=notify", "--",
+		bitbuilderd, "--socket", d.socket, "--state-dir", d.stateDir}, d.args...)...)
 	mustRun(t, d.h, "test", "-S", d.socket)
 	if got := d.show(t, "ActiveState", "SubState"); got["ActiveState"] != "active" || got["SubState"] != "running" {
 		t.Fatalf("%s after start: %v", d.unit, got)

@@ -99,6 +99,12 @@ func TestGetListCollect(t *testing.T) {
 		t.Errorf("List --more gave %v, want %v in name order", names, want)
 	}
 
+	// Get with --more: a method without streams answers once, as a one-record JSON-SEQ.
+	one := d.call(t, asRoot, tenantIface+"Get", `{"name":"lima"}`, "--more").seq(t)
+	if plain := d.call(t, asRoot, tenantIface+"Get", `{"name":"lima"}`); len(one) != 1 || !jsonEqual(t, one[0], json.RawMessage(plain.stdout)) {
+		t.Errorf("Get --more gave %s, Get %s", one, plain.stdout)
+	}
+
 	// Without --more: List requires it.
 	d.call(t, asRoot, tenantIface+"List", "{}").wantError(t, "org.varlink.service.ExpectedMore")
 
@@ -548,5 +554,42 @@ rm -rf "$dir"`, n, d.socket, tenantIface))
 	}
 	if got := len(d.list(t)); got != n {
 		t.Errorf("List: %d tenants after %d creates", got, n)
+	}
+}
+
+// TestIndexRange runs the daemon with --index-range 7-8: indexes come from that range, and
+// when it is used up Create is refused with NoFreeNetworkIndex naming it.
+func TestIndexRange(t *testing.T) {
+	d := startDaemon(t, "range", "--index-range", "7-8")
+	for i, name := range []string{"r1", "r2"} {
+		if tn := d.create(t, `{"name":"`+name+`"}`); tn.NetworkIndex != 7+i {
+			t.Errorf("Create %s: networkIndex %d, want %d", name, tn.NetworkIndex, 7+i)
+		}
+	}
+	r := d.call(t, asRoot, tenantIface+"Create", `{"name":"r3"}`)
+	if p := r.wantError(t, tenantIface+"NoFreeNetworkIndex"); p["minimum"] != 7.0 || p["maximum"] != 8.0 {
+		t.Errorf("NoFreeNetworkIndex parameters %v, want minimum 7, maximum 8", p)
+	}
+	// An explicit index outside the range is refused too, with a declared error.
+	r = d.call(t, asRoot, tenantIface+"Create", `{"name":"r3","networkIndex":9}`)
+	if r.exit == 0 || !strings.Contains(r.stderr, "failed: "+tenantIface) {
+		t.Errorf("Create with an index outside the range: %v", r)
+	}
+	d.call(t, asRoot, tenantIface+"Get", `{"name":"r3"}`).wantError(t, tenantIface+"NoSuchTenant")
+}
+
+// TestCallLatency measures sequential varlinkctl calls inside the host, a process each, as
+// scripts make them, and bounds them generously.
+func TestCallLatency(t *testing.T) {
+	const n = 200
+	d := startDaemon(t, "latency")
+	d.create(t, `{"name":"timed"}`)
+	start := time.Now()
+	mustRun(t, d.h, "sh", "-c", fmt.Sprintf(
+		`for i in $(seq 1 %d); do varlinkctl call %s %sGet '{"name":"timed"}' >/dev/null || exit 1; done`, n, d.socket, tenantIface))
+	per := time.Since(start) / n
+	t.Logf("%d sequential varlinkctl Get calls: %v each, process start included", n, per.Round(10*time.Microsecond))
+	if per > 200*time.Millisecond {
+		t.Errorf("a varlinkctl Get takes %v", per)
 	}
 }
