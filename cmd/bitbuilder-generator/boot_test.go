@@ -15,10 +15,10 @@ import (
 	"github.com/bitbuilder/bitbuilder/units"
 )
 
-// stageInstall builds the three programs and runs packaging/install.mk into a staging root, as a package build
-// would. A program that does not build yet (bbctl while it is being written) is replaced by a placeholder script,
-// reported in the test log: the boot path does not run it.
-func stageInstall(t *testing.T) string {
+// buildPrograms builds the three programs into a directory, as `make build` does. A program that does not build
+// yet (bbctl while it is being written) is replaced by a placeholder script, reported in the test log: the boot
+// path does not run it.
+func buildPrograms(t *testing.T) string {
 	t.Helper()
 	bin := t.TempDir()
 	if err := exec.Command("cp", generatorBin, filepath.Join(bin, "bitbuilder-generator")).Run(); err != nil {
@@ -33,6 +33,13 @@ func stageInstall(t *testing.T) string {
 			}
 		}
 	}
+	return bin
+}
+
+// stageInstall runs packaging/install.mk into a staging root, as a package build would.
+func stageInstall(t *testing.T) string {
+	t.Helper()
+	bin := buildPrograms(t)
 	stage := t.TempDir()
 	out, err := exec.CommandContext(t.Context(), "make", "-s", "-f", "../../packaging/install.mk", "install",
 		"DESTDIR="+stage, "BB_BIN="+bin).CombinedOutput()
@@ -335,4 +342,85 @@ func TestBootPath(t *testing.T) {
 			t.Errorf("call after stopping the service: %v\n%s", err, h.JournalTail(ctx, 30, "-u", "bitbuilderd.service"))
 		}
 	})
+}
+
+// TestDebianPackage builds the .deb with packaging/deb/build-deb.sh, installs it with dpkg in a booted systemd 257
+// host and checks what its maintainer scripts did, then removes and purges it.
+func TestDebianPackage(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to boot the systemd 257 test host")
+	}
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		t.Skip("dpkg-deb is not installed: cannot build the package")
+	}
+	bin := buildPrograms(t)
+	out := t.TempDir()
+	cmd := exec.CommandContext(t.Context(), "bash", "../../packaging/deb/build-deb.sh", out)
+	cmd.Env = append(os.Environ(), "BB_BIN="+bin, "VERSION=1.0", "BB_DEB_COMPRESS=gzip")
+	b, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("build-deb.sh: %v", err)
+	}
+	deb := strings.TrimSpace(string(b))
+	data, err := os.ReadFile(deb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := testhost.Start(t, testhost.Options{Name: "deb"})
+	ctx := t.Context()
+	if err := h.WriteFile("/tmp/bitbuilder.deb", data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, err := h.Run(ctx, "dpkg", "-i", "/tmp/bitbuilder.deb"); err != nil {
+		t.Fatalf("dpkg -i: %v\n%s", err, stderr)
+	}
+	if out := hostRun(t, h, "dpkg-query", "-W", "-f", "${Status} ${Version}", "bitbuilder"); out != "install ok installed 1.0" {
+		t.Errorf("dpkg-query: %q", out)
+	}
+	if out := hostRun(t, h, "getent", "group", "bitbuilder"); !strings.HasPrefix(out, "bitbuilder:") {
+		t.Errorf("no bitbuilder group after install: %q", out)
+	}
+	if _, _, err := h.Run(ctx, "test", "-d", "/etc/bitbuilder"); err != nil {
+		t.Errorf("no /etc/bitbuilder after install: %v", err)
+	}
+	for _, unit := range []string{"bitbuilderd.socket", "bitbuilderd.service"} {
+		if out, _, _ := h.Run(ctx, "systemctl", "is-enabled", unit); strings.TrimSpace(string(out)) != "enabled" {
+			t.Errorf("%s is %q after install, want enabled", unit, strings.TrimSpace(string(out)))
+		}
+	}
+	if out, _, _ := h.Run(ctx, "systemctl", "is-active", "bitbuilderd.socket"); strings.TrimSpace(string(out)) != "active" {
+		t.Errorf("bitbuilderd.socket is %q after install, want active", strings.TrimSpace(string(out)))
+	}
+	// A registry written now is picked up by the packaged generator on the next reload.
+	if err := h.WriteFile(units.DefaultRegistryPath, []byte(`{"version":1,"tenants":[{"name":"pkg","networkIndex":3,"running":true}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hostRun(t, h, "systemctl", "daemon-reload")
+	if out, _, _ := h.Run(ctx, "systemctl", "show", "-p", "UnitFileState", "--value", "tenant@pkg.service"); strings.TrimSpace(string(out)) != "generated" {
+		t.Errorf("tenant@pkg.service after install and reload: UnitFileState=%q, want generated", strings.TrimSpace(string(out)))
+	}
+
+	if _, stderr, err := h.Run(ctx, "dpkg", "-r", "bitbuilder"); err != nil {
+		t.Fatalf("dpkg -r: %v\n%s", err, stderr)
+	}
+	if out, _, _ := h.Run(ctx, "systemctl", "is-active", "bitbuilderd.socket"); strings.TrimSpace(string(out)) == "active" {
+		t.Errorf("bitbuilderd.socket still active after removal")
+	}
+	for _, p := range []string{"/usr/lib/systemd/system-generators/bitbuilder-generator", "/usr/lib/bitbuilder/bitbuilderd", "/usr/lib/systemd/system/bitbuilderd.socket"} {
+		if _, _, err := h.Run(ctx, "test", "-e", p); err == nil {
+			t.Errorf("%s is still there after removal", p)
+		}
+	}
+	if out, _, _ := h.Run(ctx, "systemctl", "show", "-p", "LoadState", "--value", "tenant@pkg.service"); strings.TrimSpace(string(out)) != "not-found" {
+		t.Errorf("tenant@pkg.service after removal: LoadState=%q, want not-found", strings.TrimSpace(string(out)))
+	}
+	if _, _, err := h.Run(ctx, "test", "-e", units.DefaultRegistryPath); err != nil {
+		t.Errorf("removal (not purge) deleted the boot registry: %v", err)
+	}
+	if _, stderr, err := h.Run(ctx, "dpkg", "-P", "bitbuilder"); err != nil {
+		t.Fatalf("dpkg -P: %v\n%s", err, stderr)
+	}
+	if _, _, err := h.Run(ctx, "test", "-e", "/etc/bitbuilder"); err == nil {
+		t.Errorf("/etc/bitbuilder is still there after purge")
+	}
 }
