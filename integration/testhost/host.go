@@ -360,6 +360,9 @@ func (h *Host) ConsoleTail(n int) string {
 	return tailFile(filepath.Join(h.state, "console.log"), n)
 }
 
+// Done is closed when the host's systemd-nspawn has exited: after Stop, or when the container died on its own.
+func (h *Host) Done() <-chan struct{} { return h.exited }
+
 // Name returns the host's machine name and hostname: Options.Name plus a random suffix.
 func (h *Host) Name() string { return h.name }
 
@@ -377,7 +380,10 @@ func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 	// nsenter forks the command into the host's PID namespace: killing nsenter alone would leave it running, so
 	// a cancelled ctx kills the whole process group.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.Cancel = func() error {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // no-op if the caller replaced SysProcAttr
+		return cmd.Process.Kill()
+	}
 	cmd.WaitDelay = 5 * time.Second
 	if h.isExited() {
 		cmd.Err = ErrStopped // the leader's PID may belong to another process by now

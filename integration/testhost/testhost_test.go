@@ -455,12 +455,13 @@ func TestStopLeavesNothing(t *testing.T) {
 	}{
 		{"idle", ""},
 		{"busy", "nested"},
+		{"powered-off", "poweroff"}, // the host ends on its own before Stop
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h := Start(t, Options{Name: "stop" + tt.name})
 			ctx := t.Context()
-			if tt.busy != "" {
+			if tt.busy == "nested" {
 				if err := h.RunUnit(ctx, "bbsleep", "sleep", "1000"); err != nil {
 					t.Fatal(err)
 				}
@@ -476,8 +477,29 @@ func TestStopLeavesNothing(t *testing.T) {
 					t.Fatalf("footprint check misses %q of a running host:\n%s", want, running)
 				}
 			}
+			select {
+			case <-h.Done():
+				t.Fatal("Done closed while the host runs")
+			default:
+			}
+			if tt.busy == "poweroff" {
+				run(t, h, "systemctl", "poweroff", "--no-block")
+				select {
+				case <-h.Done():
+				case <-time.After(30 * time.Second):
+					t.Fatal("the host did not end after poweroff")
+				}
+				if _, _, err := h.Run(ctx, "true"); !errors.Is(err, ErrStopped) {
+					t.Errorf("Run on a host that powered off = %v, want ErrStopped", err)
+				}
+			}
 			if err := h.Stop(); err != nil {
 				t.Fatal(err)
+			}
+			select {
+			case <-h.Done():
+			default:
+				t.Error("Done not closed after Stop")
 			}
 			if left := leftovers(fp); len(left) > 0 {
 				t.Fatalf("after Stop:\n%s", strings.Join(left, "\n"))
