@@ -105,6 +105,9 @@ func verify(t *testing.T, h *testhost.Host, paths ...string) {
 // a three-tenant registry and systemd loads exactly the rendered units; that quoting survives systemd's parser;
 // that the generated netns and overlay units really work; and that the socket starts bitbuilderd on first use.
 func TestBootPath(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a systemd 257 test host: not in -short mode")
+	}
 	if os.Getuid() != 0 {
 		t.Skip("needs root to boot the systemd 257 test host")
 	}
@@ -347,6 +350,9 @@ func TestBootPath(t *testing.T) {
 // TestDebianPackage builds the .deb with packaging/deb/build-deb.sh, installs it with dpkg in a booted systemd 257
 // host and checks what its maintainer scripts did, then removes and purges it.
 func TestDebianPackage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots a systemd 257 test host: not in -short mode")
+	}
 	if os.Getuid() != 0 {
 		t.Skip("needs root to boot the systemd 257 test host")
 	}

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/bitbuilder/bitbuilder/units"
@@ -206,6 +208,49 @@ func TestGeneratorDoesNothingInInitrd(t *testing.T) {
 	}
 	if entries, _ := os.ReadDir(out); len(entries) != 0 {
 		t.Errorf("in the initrd the generator wrote %d entries, want none", len(entries))
+	}
+}
+
+// TestGeneratorLogsToKmsg checks that without SYSTEMD_LOG_TARGET=console the log goes to the kernel log, one
+// record per line with the prefix, and nothing to stderr.
+func TestGeneratorLogsToKmsg(t *testing.T) {
+	fd, err := syscall.Open("/dev/kmsg", syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		t.Skipf("cannot read the kernel log (needs root): %v", err)
+	}
+	defer syscall.Close(fd)
+	if _, err := syscall.Seek(fd, 0, io.SeekEnd); err != nil {
+		t.Skipf("cannot seek the kernel log: %v", err)
+	}
+	reg := filepath.Join(t.TempDir(), "kmsg-test-registry.json") // missing: one line naming this path
+	cmd := exec.CommandContext(t.Context(), generatorBin, t.TempDir())
+	cmd.Env = []string{"BITBUILDER_REGISTRY=" + reg}
+	var stderr bytes.Buffer
+	cmd.Stderr, cmd.Stdout = &stderr, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v: %s", err, stderr.Bytes())
+	}
+	if stderr.Len() > 0 {
+		t.Errorf("wrote to stderr although /dev/kmsg is writable: %q", stderr.String())
+	}
+	buf := make([]byte, 8192)
+	var found string
+	for {
+		n, err := syscall.Read(fd, buf)
+		if err == syscall.EPIPE { // records were overwritten while we read: go on with the next
+			continue
+		}
+		if err != nil {
+			break
+		}
+		// A record is "PRIORITY,SEQ,TIME,FLAGS;MESSAGE\n".
+		if _, msg, ok := strings.Cut(string(buf[:n]), ";"); ok && strings.Contains(msg, reg) {
+			found = strings.TrimSpace(msg)
+		}
+	}
+	want := "bitbuilder-generator: no tenants generated: boot registry missing: open " + reg + ": no such file or directory"
+	if found != want {
+		t.Errorf("kernel log record %q, want %q", found, want)
 	}
 }
 
