@@ -3,9 +3,10 @@
 // # Rendering
 //
 // Render(Tenant, Config) is the one code path that turns a tenant into unit files. The boot generator
-// (cmd/bitbuilder-generator) writes its output into systemd's generator directory; the daemon's reconciler can
-// write the same units into /run/systemd/system (which systemd prefers over the generator directory) and
-// daemon-reload, so a tenant created at run time and one brought back at boot get byte-identical units.
+// (cmd/bitbuilder-generator) writes its output into systemd's generator directory (Generate); the daemon's
+// reconciler writes the same units into /run/systemd/system (which systemd prefers over the generator directory)
+// with ReplaceUnit, which reports whether anything changed so a daemon-reload happens only then. A tenant created
+// at run time and one brought back at boot thus get byte-identical units.
 //
 // All units are generated in full, per tenant; the package ships no tenant@.service style templates. The names
 // keep the seed's template@instance form (tenant@<name>.service with the name escaped as by systemd-escape), so

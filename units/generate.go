@@ -1,8 +1,10 @@
 package units
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,12 +96,61 @@ func writeTenant(dir string, units []Unit, running bool) (err error) {
 	return nil
 }
 
+// checkUnitName refuses a Unit name that is not a plain file name.
+func checkUnitName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return fmt.Errorf("%w: %q is not a file name", ErrInvalidUnit, name)
+	}
+	return nil
+}
+
+// ReplaceUnit makes dir/u.Name hold u.Content, for a daemon that keeps units in /run/systemd/system: it does
+// nothing if the file already has that content (changed is false, so no daemon-reload is needed), and otherwise
+// replaces it atomically (temporary file in dir, rename), never writing through a symlink. Names are checked as
+// by WriteUnit.
+func ReplaceUnit(dir string, u Unit) (changed bool, err error) {
+	if err := checkUnitName(u.Name); err != nil {
+		return false, err
+	}
+	p := filepath.Join(dir, u.Name)
+	if f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0); err == nil {
+		old, rerr := io.ReadAll(io.LimitReader(f, int64(len(u.Content))+1))
+		f.Close()
+		if rerr == nil && bytes.Equal(old, u.Content) {
+			return false, nil
+		}
+	}
+	tmp, err := os.CreateTemp(dir, ".#"+u.Name+".")
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		if err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err = tmp.Write(u.Content); err != nil {
+		return false, err
+	}
+	if err = tmp.Chmod(0o644); err != nil {
+		return false, err
+	}
+	if err = tmp.Close(); err != nil {
+		return false, err
+	}
+	if err = os.Rename(tmp.Name(), p); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // WriteUnit creates dir/u.Name with u.Content, mode 0644. It refuses a name that is not a plain file name (no "/",
 // not "." or "..", not empty) and a file that exists already (also a symlink, which it never follows), and
 // returns the path written.
 func WriteUnit(dir string, u Unit) (string, error) {
-	if u.Name == "" || u.Name == "." || u.Name == ".." || strings.ContainsAny(u.Name, "/\x00") {
-		return "", fmt.Errorf("%w: %q is not a file name", ErrInvalidUnit, u.Name)
+	if err := checkUnitName(u.Name); err != nil {
+		return "", err
 	}
 	p := filepath.Join(dir, u.Name)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o644)

@@ -161,3 +161,54 @@ func TestWriteUnitRefusesBadNames(t *testing.T) {
 		t.Errorf("refused writes left %d entries", len(entries))
 	}
 }
+
+func TestReplaceUnit(t *testing.T) {
+	dir := t.TempDir()
+	u := Unit{Name: "tenant@a.service", Content: []byte("[Unit]\nDescription=one\n")}
+	steps := []struct {
+		name    string
+		content string
+		changed bool
+	}{
+		{"create", "[Unit]\nDescription=one\n", true},
+		{"same again", "[Unit]\nDescription=one\n", false},
+		{"longer", "[Unit]\nDescription=one two\n", true},
+		{"shorter prefix", "[Unit]\nDescription=one\n", true},
+		{"same again", "[Unit]\nDescription=one\n", false},
+	}
+	for _, s := range steps {
+		u.Content = []byte(s.content)
+		changed, err := ReplaceUnit(dir, u)
+		if err != nil || changed != s.changed {
+			t.Fatalf("%s: changed=%v err=%v, want changed=%v", s.name, changed, err, s.changed)
+		}
+		if got, _ := os.ReadFile(filepath.Join(dir, u.Name)); string(got) != s.content {
+			t.Fatalf("%s: file holds %q", s.name, got)
+		}
+	}
+	// A symlink in place of the unit is replaced, not written through.
+	victim := filepath.Join(t.TempDir(), "victim")
+	if err := os.WriteFile(victim, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := Unit{Name: "link.service", Content: []byte("[Unit]\n")}
+	if err := os.Symlink(victim, filepath.Join(dir, link.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := ReplaceUnit(dir, link); err != nil || !changed {
+		t.Fatalf("replace symlink: changed=%v err=%v", changed, err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "keep" {
+		t.Errorf("ReplaceUnit wrote through a symlink: victim holds %q", b)
+	}
+	if fi, _ := os.Lstat(filepath.Join(dir, link.Name)); fi == nil || !fi.Mode().IsRegular() {
+		t.Errorf("%s is not a regular file after ReplaceUnit", link.Name)
+	}
+	if _, err := ReplaceUnit(dir, Unit{Name: "../x.service"}); !errors.Is(err, ErrInvalidUnit) {
+		t.Errorf("bad name: %v, want ErrInvalidUnit", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 2 {
+		t.Errorf("%d entries in the directory, want 2 (no temporary files left)", len(entries))
+	}
+}
