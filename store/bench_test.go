@@ -78,7 +78,7 @@ func BenchmarkCommit(b *testing.B) {
 			value := make([]byte, 100)
 			ctx := context.Background()
 			batches0 := s.batches.Load()
-			block := 32 * clients // commits per block
+			block := 64 * clients // commits per block
 			var (
 				done    int
 				elapsed time.Duration
@@ -92,9 +92,9 @@ func BenchmarkCommit(b *testing.B) {
 			}
 			b.ResetTimer()
 			for done < b.N {
-				base.run(b, 32)
+				base.run(b, 64)
 				if raw != nil {
-					raw.run(b, 32)
+					raw.run(b, 64)
 				}
 				n := min(block, b.N-done)
 				var next atomic.Int64
