@@ -17,6 +17,8 @@
 //   - "X3": a path is not in the checkout but is listed in artifacts.json, so the materializer provides it from
 //     the host (informational).
 //
+// Rules lists every identifier with its severities and a summary.
+//
 // # Safety
 //
 // Validation is read-only and is safe on hostile trees: symlinks are resolved inside the tree root the way

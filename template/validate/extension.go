@@ -218,7 +218,7 @@ func checkExtensionContent(ctx context.Context, r *root, c *collector, class Cla
 	hasHierarchy := false
 	for _, e := range ents {
 		n := e.Name()
-		if template && n == "metadata.json" {
+		if template && (n == "metadata.json" || n == ArtifactsFile) {
 			continue
 		}
 		if slices.Contains(tops, n) && e.IsDir() {

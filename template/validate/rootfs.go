@@ -348,6 +348,10 @@ func (w *rootWalker) visit(rel string, d fs.DirEntry) error {
 			if cl, ok := searchPathClass(path.Dir(rel)); ok {
 				w.embedded = append(w.embedded, embedded{path: rel, class: cl, raw: true})
 			}
+		default:
+			if cl, ok := searchPathClass(path.Dir(rel)); ok {
+				w.c.warnf("D39", rel, "systemd-%s picks up only directories and .raw images here: name a disk-image extension NAME.%s.raw", cl, cl)
+			}
 		}
 	}
 	return nil

@@ -79,6 +79,7 @@ func TestRootFSRules(t *testing.T) {
 		{name: "D37 embedded extension is checked against its root", add: []node{file("var/lib/extensions/foo/usr/lib/extension-release.d/extension-release.foo", "ID=bitbuilder\nVERSION_ID=2.0\n")}, rule: "DC", sev: SeverityError},
 		{name: "D37 embedded extension shadowing its root", add: []node{file("var/lib/extensions/foo/usr/lib/extension-release.d/extension-release.foo", "ID=_any\n"), exe("var/lib/extensions/foo/usr/lib/systemd/systemd", "")}, rule: "D36", sev: SeverityWarning},
 		{name: "D38 mutable mode", add: []node{dir("var/lib/extensions.mutable/usr", 0o700)}, rule: "D38", sev: SeverityError},
+		{name: "D39 not a raw image", add: []node{file("var/lib/extensions/foo.img", "")}, rule: "D39", sev: SeverityWarning},
 		{name: "D39 raw name", add: []node{file("var/lib/extensions/foo-1.2.raw", "")}, rule: "D39", sev: SeverityInfo},
 		{name: "E40 misplaced voa", add: []node{dir("usr/lib/voa", 0o755)}, rule: "E40", sev: SeverityError},
 		{name: "E40 run/voa in an image", add: []node{dir("run/voa", 0o755), dir("run", 0o555)}, rule: "E40", sev: SeverityWarning, allowed: []string{"C18"}},
