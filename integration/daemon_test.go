@@ -312,7 +312,7 @@ func lastLine(text string) string {
 func TestIdleConnections(t *testing.T) {
 	const n = 1000
 	d := startDaemon(t, "idle")
-	base := d.openFiles(t)
+	d.waitConnections(t, 0)
 
 	cmd := d.h.Command(t.Context(), idleconns, "-n", strconv.Itoa(n), d.socket)
 	stdin, err := cmd.StdinPipe()
@@ -354,10 +354,7 @@ func TestIdleConnections(t *testing.T) {
 		}
 	}
 	t.Log(readLine(fmt.Sprintf("connected %d ", n)))
-	eventually(t, 10*time.Second, func() (bool, string) {
-		open := d.openFiles(t)
-		return open >= base+n, fmt.Sprintf("the daemon has %d files open, %d before %d connections", open, base, n)
-	})
+	d.waitConnections(t, n)
 
 	// Calls still go through, promptly.
 	start := time.Now()
@@ -387,10 +384,7 @@ func TestIdleConnections(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("idleconns: %v: %s", err, stderr.String())
 	}
-	eventually(t, 10*time.Second, func() (bool, string) {
-		open := d.openFiles(t)
-		return open <= base+2, fmt.Sprintf("the daemon still has %d files open, %d before", open, base)
-	})
+	d.waitConnections(t, 0)
 	d.checkJournal(t)
 }
 
@@ -407,7 +401,7 @@ func TestWatchHangup(t *testing.T) {
 		return n == 100, fmt.Sprintf("%d of 100 tenants", n)
 	})
 	pid := d.mainPID(t)
-	base := d.openFiles(t)
+	d.waitConnections(t, 0)
 
 	for i := range 3 {
 		s := startStream(t, d.h, "varlinkctl", "call", "--more", "--json=short", d.socket, tenantIface+"Watch", "{}")
@@ -430,10 +424,8 @@ func TestWatchHangup(t *testing.T) {
 	s.kill()
 	d.tenantCall(t, asRoot, "Start", `{"name":"t50"}`)
 
-	eventually(t, 10*time.Second, func() (bool, string) {
-		open := d.openFiles(t)
-		return open <= base, fmt.Sprintf("the daemon has %d files open, %d before the watches", open, base)
-	})
+	// Every killed client's connection is gone on the daemon's side too.
+	d.waitConnections(t, 0)
 	if got := d.mainPID(t); got != pid {
 		t.Fatalf("the daemon restarted: main PID %d, was %d", got, pid)
 	}

@@ -303,15 +303,25 @@ func (d *daemon) mainPID(t *testing.T) int {
 	return pid
 }
 
-// openFiles returns the number of file descriptors the daemon has open.
-func (d *daemon) openFiles(t *testing.T) int {
+// connections returns the number of client connections the daemon has open on its socket, as
+// the kernel lists them (ss: connected unix stream sockets bound to the socket's path).
+func (d *daemon) connections(t *testing.T) int {
 	t.Helper()
-	out := mustRun(t, d.h, "sh", "-c", fmt.Sprintf("ls /proc/%d/fd | wc -l", d.mainPID(t)))
+	out := mustRun(t, d.h, "sh", "-c", "ss -xH state connected src "+d.socket+" | wc -l")
 	n, err := strconv.Atoi(strings.TrimSpace(out))
 	if err != nil {
-		t.Fatalf("counting open files: %q", out)
+		t.Fatalf("counting connections: %q", out)
 	}
 	return n
+}
+
+// waitConnections waits until the daemon has exactly n client connections open.
+func (d *daemon) waitConnections(t *testing.T, n int) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.connections(t)
+		return got == n, fmt.Sprintf("the daemon has %d connections open, want %d", got, n)
+	})
 }
 
 // checkJournal fails t if the daemon's journal shows a panic or a data race.
