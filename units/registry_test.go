@@ -208,3 +208,32 @@ func TestReadRegistrySkipsBadEntries(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// FuzzParseRegistry checks that any input either fails with one of the file errors or yields a registry that
+// WriteRegistry would accept (so the generator only ever renders checked tenants), and never panics.
+func FuzzParseRegistry(f *testing.F) {
+	f.Add([]byte(`{"version":1,"tenants":[{"name":"a","networkIndex":1,"running":true},{"name":"a","networkIndex":2}]}`))
+	f.Add([]byte(`{"version":1,"tenants":[{"name":"../x","networkIndex":1,"sysext":["a","a"]},"x",null,7]}`))
+	f.Add([]byte(`{"version":1`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		reg, skipped, err := ParseRegistry(data)
+		if err != nil {
+			for _, want := range []error{ErrRegistryEmpty, ErrRegistryTruncated, ErrRegistryMalformed, ErrRegistryVersion} {
+				if errors.Is(err, want) {
+					return
+				}
+			}
+			t.Fatalf("unexpected error kind: %v", err)
+		}
+		if err := CheckRegistry(reg); err != nil {
+			t.Fatalf("ParseRegistry kept an invalid registry: %v (skipped %v)", err, skipped)
+		}
+		for _, rt := range reg.Tenants {
+			// Unit name lengths depend on Config.StateDir, so only Render can check them.
+			if _, err := Render(rt.Tenant(), Config{}); err != nil && !errors.Is(err, ErrNameTooLong) {
+				t.Fatalf("kept tenant %q does not render: %v", rt.Name, err)
+			}
+		}
+	})
+}

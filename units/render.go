@@ -207,7 +207,8 @@ func checkExtensions(kind string, names []string) error {
 	return nil
 }
 
-// Check returns an error if Render would refuse t.
+// Check returns an error if Render would refuse t with any Config; Render may still refuse a tenant whose unit
+// names grow too long under a long Config.StateDir (ErrNameTooLong).
 func (t Tenant) Check() error {
 	if err := CheckName(t.Name); err != nil {
 		return err
