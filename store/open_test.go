@@ -445,3 +445,17 @@ func TestDamagedMetaPage(t *testing.T) {
 		t.Errorf("Check after a commit rewrote the meta page: %v", err)
 	}
 }
+
+// TestMigrationTable: one migration per step from schema 1 to the current
+// version, in order, so every older file can be brought up to date.
+func TestMigrationTable(t *testing.T) {
+	ms := migrations()
+	if len(ms) != schemaVersion-1 {
+		t.Fatalf("%d migrations for schema %d, want %d", len(ms), schemaVersion, schemaVersion-1)
+	}
+	for i, m := range ms {
+		if m.from != uint64(i+1) || m.apply == nil || m.what == "" {
+			t.Errorf("migration %d: from %d, want %d, with a function and a description", i, m.from, i+1)
+		}
+	}
+}

@@ -126,7 +126,8 @@ type Store interface {
 	// ErrWatchOverflow if the consumer was too slow, ErrClosed if the store
 	// closed, a *CompactedError or *CorruptError if the log could not be
 	// read. It returns nil while the channel is open and once the watch's
-	// context has ended (the caller knows why then).
+	// context has ended (the caller knows why then); the reason is kept
+	// until then, so watch with a context that ends.
 	WatchErr(ch <-chan Event) error
 
 	// Revision returns the revision of the last acknowledged Commit.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 )
 
 func dbPath(t testing.TB) string { return filepath.Join(t.TempDir(), "state.db") }
@@ -323,5 +324,105 @@ func TestCommitCanceledContext(t *testing.T) {
 	}
 	if _, err := s.Get(t.Context(), "t", "a"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("canceled commit was applied: %v", err)
+	}
+}
+
+// waitFor polls cond for up to 10s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// TestGroupCommitIsolation holds the committer so that 63 callers queue up,
+// then checks they share one transaction while each gets its own result:
+// callers whose ops fail (against the store, or against an earlier caller
+// of the same batch) fail alone and leave nothing behind.
+func TestGroupCommitIsolation(t *testing.T) {
+	s := openTest(t)
+	ctx := t.Context()
+	mustCommit(t, s, put("t", "taken", "x"))
+	s.hub.mu.Lock() // the committer will block publishing its next batch
+	unlocked := false
+	defer func() {
+		if !unlocked {
+			s.hub.mu.Unlock()
+		}
+	}()
+	first := make(chan error, 1)
+	go func() { _, err := s.Commit(ctx, put("t", "first", "x")); first <- err }()
+	waitFor(t, "the first batch", func() bool { return s.batches.Load() == 2 })
+
+	const n = 63
+	var wg sync.WaitGroup
+	revs, errs := make([]uint64, n), make([]error, n)
+	for i := range n {
+		ops := []Op{put("t", fmt.Sprintf("g%02d", i), fmt.Sprint(i))}
+		switch i % 4 {
+		case 0: // fails against the store
+			ops = append(ops, Op{Type: OpCreate, Kind: "t", Name: "taken"})
+		case 2, 3: // callers 2 and 3 of each group of 4 race for one name
+			ops = append(ops, Op{Type: OpCreate, Kind: "pair", Name: fmt.Sprint(i / 4), Value: []byte(fmt.Sprint(i))})
+		}
+		wg.Go(func() { revs[i], errs[i] = s.Commit(ctx, ops...) })
+	}
+	waitFor(t, "63 queued callers", func() bool { return len(s.reqs) == n })
+	before := s.batches.Load()
+	s.hub.mu.Unlock()
+	unlocked = true
+	wg.Wait()
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	if got := s.batches.Load() - before; got != 1 {
+		t.Errorf("63 queued callers took %d transactions, want 1", got)
+	}
+	seen := map[uint64]int{}
+	for i := range n {
+		_, getErr := s.Get(ctx, "t", fmt.Sprintf("g%02d", i))
+		switch {
+		case i%4 == 0:
+			if !errors.Is(errs[i], ErrExists) || !errors.Is(getErr, ErrNotFound) {
+				t.Errorf("caller %d: %v (record: %v), want ErrExists and nothing written", i, errs[i], getErr)
+			}
+			continue
+		case errs[i] != nil:
+			if i%4 < 2 || !errors.Is(errs[i], ErrExists) || !errors.Is(getErr, ErrNotFound) {
+				t.Errorf("caller %d: %v (record: %v)", i, errs[i], getErr)
+			}
+			continue
+		}
+		if getErr != nil {
+			t.Errorf("caller %d acknowledged at %d but: %v", i, revs[i], getErr)
+		}
+		if j, dup := seen[revs[i]]; dup {
+			t.Errorf("callers %d and %d share revision %d", j, i, revs[i])
+		}
+		seen[revs[i]] = i
+	}
+	// In each group exactly one of callers 2 and 3 (whichever came first in
+	// the batch) wins the pair name, and its value is stored.
+	for g := range n / 4 {
+		a, c := 4*g+2, 4*g+3
+		if (errs[a] == nil) == (errs[c] == nil) {
+			t.Errorf("pair %d: callers %d and %d: %v, %v; want exactly one winner", g, a, c, errs[a], errs[c])
+			continue
+		}
+		winner := a
+		if errs[a] != nil {
+			winner = c
+		}
+		r, err := s.Get(ctx, "pair", fmt.Sprint(g))
+		if err != nil || string(r.Value) != fmt.Sprint(winner) || r.ModRevision != revs[winner] {
+			t.Errorf("pair %d = %q@%d, %v; want the value of caller %d at %d", g, r.Value, r.ModRevision, err, winner, revs[winner])
+		}
+	}
+	if len(seen) == 0 {
+		t.Fatal("no caller succeeded")
 	}
 }
