@@ -339,6 +339,20 @@ func TestBootPath(t *testing.T) {
 		if state := strings.TrimSpace(hostRun(t, h, "systemctl", "is-active", "bitbuilderd.service")); state != "active" {
 			t.Errorf("bitbuilderd.service is %q after the first call, want active", state)
 		}
+		// tenant@'s own ExecStart against the real daemon: the tenant exists, so Tenant.Start succeeds and the unit
+		// stays active (its namespace and network units are left out: --job-mode=ignore-dependencies).
+		if out, stderr, err := h.Run(ctx, "varlinkctl", "call", "/run/bitbuilder/io.bitbuilder", "io.bitbuilder.Tenant.Create", `{"name":"gamma","networkIndex":9,"desiredState":"stopped"}`); err != nil {
+			t.Fatalf("Tenant.Create: %v\n%s%s", err, out, stderr)
+		}
+		if _, _, err := h.Run(ctx, "systemctl", "start", "--job-mode=ignore-dependencies", units.TenantUnit("gamma")); err != nil {
+			t.Fatalf("start %s: %v\n%s", units.TenantUnit("gamma"), err, h.JournalTail(ctx, 20, "-u", units.TenantUnit("gamma")))
+		}
+		if state := strings.TrimSpace(hostRun(t, h, "systemctl", "is-active", units.TenantUnit("gamma"))); state != "active" {
+			t.Errorf("%s is %q, want active", units.TenantUnit("gamma"), state)
+		}
+		if out := hostRun(t, h, "varlinkctl", "call", "/run/bitbuilder/io.bitbuilder", "io.bitbuilder.Tenant.Get", `{"name":"gamma"}`); !strings.Contains(out, `"desiredState" : "running"`) && !strings.Contains(out, `"desiredState":"running"`) {
+			t.Errorf("after tenant@gamma ran, Tenant.Get says:\n%s", out)
+		}
 		// Stopping the service keeps the socket (RuntimeDirectoryPreserve=yes): the next call starts it again.
 		hostRun(t, h, "systemctl", "stop", "bitbuilderd.service")
 		if _, _, err := h.Run(ctx, "varlinkctl", "info", "unix:/run/bitbuilder/io.bitbuilder"); err != nil {
