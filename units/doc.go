@@ -33,7 +33,7 @@
 //
 //   - No [Install] sections; the generator writes the wants link itself. Units in a generator directory cannot be
 //     enabled, so the seed's WantedBy=multi-user.target, RequiredBy=tenant@ and WantedBy=tenant@ never took
-//     effect and no tenant came back at boot. Their intent is kept as [Unit] dependencies: tenant@ Requires=
+//     effect and no tenant came back at boot. Their intent is kept as Unit-section dependencies: tenant@ Requires=
 //     tenant-network@ and the mounts (seed: RequiredBy=tenant@), Wants= tenant-infra@ (seed: WantedBy=tenant@).
 //   - tenant@ is Type=oneshot with RemainAfterExit=yes, not Type=notify: in this design no per-tenant manager
 //     process runs on the host (the seed's tenant-provision/tenant-manager/tenant-cleanup do not exist); the

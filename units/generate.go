@@ -17,7 +17,7 @@ type GenerateReport struct {
 	Tenants int
 	// Units is the number of unit files written.
 	Units int
-	// Skipped lists tenants that were left out, with the reason.
+	// Skipped lists tenants that were left out, with the reason; Entry is the index in the tenants given.
 	Skipped []Skipped
 }
 
@@ -52,6 +52,10 @@ func Generate(dir string, tenants []RegistryTenant, cfg Config) (GenerateReport,
 		if rt.Running && !wantsMade {
 			if err := os.Mkdir(wantsDir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 				return rep, fmt.Errorf("generator directory: %w", err)
+			}
+			// An existing one must be a real directory: links made through a symlink would land outside dir.
+			if fi, err := os.Lstat(wantsDir); err != nil || !fi.IsDir() {
+				return rep, fmt.Errorf("generator directory: %s is not a directory", wantsDir)
 			}
 			wantsMade = true
 		}

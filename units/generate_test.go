@@ -145,6 +145,18 @@ func TestGenerateBadDir(t *testing.T) {
 			t.Errorf("Generate into %s succeeded", dir)
 		}
 	}
+	// A planted multi-user.target.wants symlink is not followed.
+	dir := t.TempDir()
+	outside := t.TempDir()
+	if err := os.Symlink(outside, filepath.Join(dir, "multi-user.target.wants")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Generate(dir, []RegistryTenant{{Name: "a", NetworkIndex: 1, Running: true}}, Config{}); err == nil {
+		t.Errorf("Generate went on with a symlinked multi-user.target.wants")
+	}
+	if entries, _ := os.ReadDir(outside); len(entries) != 0 {
+		t.Errorf("Generate wrote %d entries through the symlink", len(entries))
+	}
 	if _, err := Generate(t.TempDir(), tenants, Config{StateDir: "relative"}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("bad config: %v, want ErrInvalidConfig", err)
 	}
