@@ -84,6 +84,12 @@ func (b *Bolt) commitLoop() {
 	last := 1 // size of the previous batch
 	for {
 		batch = batch[:0]
+		select { // Close wins over waiting callers
+		case <-b.closing:
+			b.failPending()
+			return
+		default:
+		}
 		select {
 		case r := <-b.reqs:
 			batch = append(batch, r)

@@ -426,3 +426,51 @@ func TestGroupCommitIsolation(t *testing.T) {
 		t.Fatal("no caller succeeded")
 	}
 }
+
+// TestCloseDuringCommits: Commits racing with Close either succeed (and
+// survive a reopen) or fail with ErrClosed (and were not applied).
+func TestCloseDuringCommits(t *testing.T) {
+	path := dbPath(t)
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	var mu sync.Mutex
+	results := map[string]error{}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				name := fmt.Sprintf("g%d-%d", g, i)
+				_, err := s.Commit(ctx, put("t", name, name))
+				mu.Lock()
+				results[name] = err
+				mu.Unlock()
+				if err != nil {
+					return
+				}
+			}
+		})
+	}
+	waitFor(t, "some commits", func() bool { return s.Revision() > 50 })
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	s2 := openAt(t, path, Options{})
+	ok := 0
+	for name, err := range results {
+		_, getErr := s2.Get(ctx, "t", name)
+		switch {
+		case err == nil && getErr == nil:
+			ok++
+		case errors.Is(err, ErrClosed) && errors.Is(getErr, ErrNotFound):
+		default:
+			t.Errorf("%s: commit %v, after reopen %v", name, err, getErr)
+		}
+	}
+	if ok != int(s2.Revision()) {
+		t.Errorf("%d commits acknowledged, store revision %d", ok, s2.Revision())
+	}
+}
