@@ -81,6 +81,10 @@ func checkOSRelease(r *root, c *collector, opts Options) {
 	if r.exists("etc/initrd-release") {
 		c.errorf("A4", "etc/initrd-release", "a normal root must not have etc/initrd-release (systemd would treat it as an initrd): remove it")
 	}
+	// Findings about the content go to the file to edit: the symlink's target.
+	if res, err := r.resolve(p, true); err == nil {
+		p = res
+	}
 	rel, ok := readRelease(r, c, p)
 	if !ok {
 		return
