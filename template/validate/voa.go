@@ -199,8 +199,11 @@ func checkVOALink(r *root, c *collector, prio int, p string, level int) (isDir, 
 	case path.Base(res) != path.Base(p):
 		c.warnf("E47", p, "symlink renames %s to %s and is ignored; keep the name", path.Base(res), path.Base(p))
 		return false, false
-	case level < 5 && !fi.IsDir(), level == 5 && !fi.Mode().IsRegular():
-		c.warnf("E47", p, "symlink changes the file type (expected a %s) and is ignored", map[bool]string{true: "directory", false: "regular file"}[level < 5])
+	case level < 5 && !fi.IsDir():
+		c.warnf("E47", p, "symlink changes the file type (expected a directory) and is ignored")
+		return false, false
+	case level == 5 && !fi.Mode().IsRegular():
+		c.warnf("E47", p, "symlink changes the file type (expected a regular file) and is ignored")
 		return false, false
 	}
 	if level == 5 && path.Base(path.Dir(p)) == "openpgp" {

@@ -84,6 +84,7 @@ func TestVOA(t *testing.T) {
 		{"E47 link to higher priority", []node{link(base+fpr6+".openpgp", "../../../../../../../etc/voa/arch:::cashier-system:1.0.0/trust-anchor-image/default/openpgp/"+fpr6+".openpgp")}, "E47", SeverityWarning},
 		{"E47 renaming link", []node{link(base+other+".openpgp", fpr4+".openpgp")}, "E47", SeverityWarning},
 		{"E47 escaping link", []node{file("etc/keys/k.openpgp", pub4), link(base+"k.openpgp", "../../../../../../../etc/keys/k.openpgp")}, "E47", SeverityWarning},
+		{"E47 type-changing link", []node{file("usr/share/voa/arch/package/default/ssh/ctx", "key"), link("usr/share/voa/arch/image/ctx", "../package/default/ssh/ctx")}, "E47", SeverityWarning},
 		{"E48 masking in usr", []node{link(base+"m.openpgp", "/dev/null")}, "E48", SeverityWarning},
 		{"E48 masked directory", []node{link("etc/voa/arch/repository-metadata", "/dev/null")}, "E48", SeverityWarning},
 	}
