@@ -27,7 +27,7 @@ func TestBbctl(t *testing.T) {
 	}
 	r.decode(t, &created)
 	got := d.tenantCall(t, asRoot, "Get", `{"name":"cli-one"}`)
-	if !tenantEqual(got, created.Tenant) || got.DesiredState != "stopped" || got.Parameters["K"] != "v" {
+	if !sameTenant(got, created.Tenant) || got.DesiredState != "stopped" || got.Parameters["K"] != "v" {
 		t.Errorf("bbctl created %+v; varlinkctl reads %+v", created.Tenant, got)
 	}
 
@@ -39,7 +39,7 @@ func TestBbctl(t *testing.T) {
 	if err := json.Unmarshal([]byte(bbctl(asRoot, "--json", "tenant", "list").stdout), &listed); err != nil || len(listed) != 2 {
 		t.Fatalf("bbctl --json tenant list: %d entries, %v", len(listed), err)
 	}
-	if !tenantEqual(listed[1].Tenant, two) {
+	if !sameTenant(listed[1].Tenant, two) {
 		t.Errorf("bbctl lists %+v; varlinkctl created %+v", listed[1].Tenant, two)
 	}
 	// The human table names both.
