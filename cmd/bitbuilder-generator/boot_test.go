@@ -206,6 +206,29 @@ func TestBootPath(t *testing.T) {
 		verify(t, h, paths...)
 	})
 
+	t.Run("verify every golden unit", func(t *testing.T) {
+		// units' golden registry covers every unit kind and option; its units go into a directory of their own.
+		golden, skipped, err := units.ReadRegistry("../../units/testdata/registry.json")
+		if err != nil || len(skipped) > 0 {
+			t.Fatal(err, skipped)
+		}
+		var paths []string
+		for _, rt := range golden.Tenants {
+			us, err := units.Render(rt.Tenant(), units.Config{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range us {
+				p := "/run/bitbuilder-golden/" + u.Name
+				if err := h.WriteFile(p, u.Content, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				paths = append(paths, p)
+			}
+		}
+		verify(t, h, paths...)
+	})
+
 	t.Run("verify catches a broken unit", func(t *testing.T) {
 		// The negative control of the two verify steps above: a mount unit not named after its Where= and a service
 		// whose program does not exist must both be reported.
