@@ -10,8 +10,9 @@
 // tests do not depend on each other's tenants; the socket-activation test owns the production
 // paths (/run/bitbuilder/io.bitbuilder, /var/lib/bitbuilder) and real .socket/.service units.
 //
-// The tests skip when the machine cannot boot a test host (not root, rootfs not prepared: see
-// integration/testhost/prepare.sh); BITBUILDER_TESTHOST_REQUIRE=1 turns that into a failure.
+// The tests skip with -short, and when the machine cannot boot a test host (not root, rootfs not
+// prepared: see integration/testhost/prepare.sh); BITBUILDER_TESTHOST_REQUIRE=1 turns the
+// latter into a failure. Under go test -race the daemon is built with the race detector too.
 //
 // What varlinkctl 257 does, as measured here and asserted by these tests: a call answered with
 // an error prints the error's parameters as JSON on stdout, logs "Method call M() failed: NAME"

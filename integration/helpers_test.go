@@ -81,10 +81,13 @@ func testMain(m *testing.M) int {
 }
 
 // host returns the package's test host, booted on first use, with the binaries built and
-// bound in, group adminGroup and user adminUser created. It skips t when the machine cannot
-// boot a test host.
+// bound in, group adminGroup and user adminUser created. It skips t with -short, and when the
+// machine cannot boot a test host.
 func host(t *testing.T) *testhost.Host {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a systemd test host: skipped with -short")
+	}
 	h := shared.Host(t)
 	setupOnce.Do(func() { setupErr = setup(h) })
 	if setupErr != nil {
