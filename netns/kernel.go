@@ -59,9 +59,9 @@ func (k *Kernel) open() (*handles, error) {
 		if h.hostNs, err = vns.GetFromPath(k.hostPath); err != nil {
 			return nil, &OpError{Op: "open host namespace " + k.hostPath, Err: err}
 		}
-		h.host, err = netlink.NewHandleAt(h.hostNs)
+		h.host, err = netlink.NewHandleAt(h.hostNs, unix.NETLINK_ROUTE)
 	} else {
-		h.host, err = netlink.NewHandle()
+		h.host, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		h.close()
@@ -109,7 +109,7 @@ func (h *handles) netns(name string) (*netlink.Handle, vns.NsHandle, error) {
 	if err != nil {
 		return nil, vns.None(), &OpError{Op: "open namespace", Namespace: name, Err: err}
 	}
-	nh, err := netlink.NewHandleAt(fd)
+	nh, err := netlink.NewHandleAt(fd, unix.NETLINK_ROUTE)
 	if err != nil {
 		fd.Close()
 		return nil, vns.None(), &OpError{Op: "open netlink", Namespace: name, Err: err}
