@@ -275,3 +275,39 @@ func TestReportGolden(t *testing.T) {
 }
 
 func collectorReport() Report { return (&collector{}).report() }
+
+func TestTemplate(t *testing.T) {
+	sysext := append([]node{file("metadata.json", `{"template":{"type":"sysext","name":"tools","version":"1"}}`)}, goodSysext("tools")...)
+	tests := []struct {
+		name  string
+		nodes []node
+		rule  string
+		kind  Kind
+	}{
+		{name: "sysext", nodes: sysext, kind: KindSysext},
+		{name: "type from metadata selects the rules", nodes: append(sysext, file("metadata.json", `{"template":{"type":"confext","name":"tools","version":"1"}}`)), rule: "D26", kind: KindConfext},
+		{name: "no metadata", nodes: goodSysext("tools"), rule: "X2"},
+		{name: "invalid metadata", nodes: append(sysext, file("metadata.json", `{"template":{"type":"vm","name":"tools","version":"1"}}`)), rule: "X2"},
+		{name: "metadata is a FIFO", nodes: append(goodSysext("tools"), fifo("metadata.json")), rule: "X2"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			build(t, dir, tc.nodes...)
+			rep, md, err := Template(t.Context(), dir, testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.rule == "" {
+				if len(rep.Findings) != 0 {
+					t.Fatalf("findings:\n%s", dump(rep))
+				}
+			} else {
+				checkFindings(t, rep, tc.rule, SeverityError, "D34")
+			}
+			if (md != nil) != (tc.kind != "") || md != nil && Kind(md.Template.Type) != tc.kind {
+				t.Errorf("metadata = %+v, want kind %q", md, tc.kind)
+			}
+		})
+	}
+}
