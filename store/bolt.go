@@ -138,7 +138,7 @@ func Open(path string, opts Options) (*Bolt, error) {
 		return nil, err
 	}
 	for _, p := range metaProblems(path) { // read under the lock, before any write
-		opts.Logger.Warn("store: damaged bbolt meta page", "path", path, "problem", p)
+		opts.Logger.Warn("damaged bbolt meta page", "store", path, "problem", p)
 	}
 	rev, err := prepare(db, path, opts.Logger)
 	if err != nil {
@@ -190,6 +190,8 @@ func openBolt(path string, timeout time.Duration, readOnly, noSync bool) (db *bo
 			db, err = nil, &CorruptError{Path: path, Err: fmt.Errorf("bbolt panicked while opening: %v", p)}
 		}
 	}()
+	// The hashmap freelist is not written at commit (NoFreelistSync, as
+	// etcd does): one page less per commit; Open rebuilds it by scanning.
 	mode := os.FileMode(0o600)
 	db, err = bolt.Open(path, mode, &bolt.Options{
 		Timeout:        timeout,
