@@ -43,10 +43,12 @@
 //   - tenant-network@ calls the daemon (Network.Apply) instead of the non-existent setup-tenant-network, and has no
 //     ExecStop: networkd's files persist and teardown belongs to tenant deletion, not shutdown.
 //   - netns-tenant@ is the seed's netns-tenant@.service, generated, with the namespace named by the unescaped
-//     tenant name (tenant-T, as DESIGN.md says; %i would have given tenant-acme\x2dprod), "ip -n NS" instead of
-//     "ip netns exec NS ip" (no PATH lookup, no extra mounts), ordered before tenant@ and pulled in by it
-//     rather than by multi-user.target. `ip netns add` fails if the namespace exists: the daemon must adopt a
-//     namespace this unit made and create it through this unit (StartUnit) rather than behind its back.
+//     tenant name (tenant-T, as DESIGN.md and package netns say; %i would have given tenant-acme\x2dprod), "ip -n
+//     NS" instead of "ip netns exec NS ip" (no PATH lookup, no extra mounts), ordered before tenant@ and pulled in
+//     by it rather than by multi-user.target. The seed's `ip netns add` failed when the namespace existed, and the
+//     daemon makes the same namespace (a race at boot, when bitbuilderd starts in parallel): it now runs with "-"
+//     so an existing namespace is adopted, and the following `ip -n NS link set lo up` fails if it is really
+//     missing.
 //   - tenant-infra@: the seed's flags do not exist in systemd-vmspawn: --network-bridge= is an nspawn option
 //     (vmspawn has --network-tap; the daemon's networkd files put the vt-* tap on br-tenant-N) and --setenv= is
 //     replaced by --set-credential=bitbuilder.tenant:T. The seed bound the host-wide /usr/lib/extensions into

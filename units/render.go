@@ -320,7 +320,9 @@ func (r *renderer) render() ([]Unit, error) {
 	r.section("Service")
 	r.kv("Type", "oneshot")
 	r.kv("RemainAfterExit", "yes")
-	r.exec("ExecStart", r.cfg.IP, "netns", "add", ns)
+	// The daemon makes the namespace too (netns package, same name): "-" lets this unit adopt one that exists, and
+	// the next command, which needs the namespace, fails if it really is missing.
+	r.execPrefixed("ExecStart", "-", r.cfg.IP, "netns", "add", ns)
 	r.exec("ExecStart", r.cfg.IP, "-n", ns, "link", "set", "lo", "up")
 	r.exec("ExecStop", r.cfg.IP, "netns", "delete", ns)
 	add(names.netns)
@@ -431,9 +433,13 @@ func (r *renderer) kv(k, v string) {
 }
 
 // exec writes an Exec*= setting with argv quoted.
-func (r *renderer) exec(k string, argv ...string) {
+func (r *renderer) exec(k string, argv ...string) { r.execPrefixed(k, "", argv...) }
+
+// execPrefixed writes an Exec*= setting with one of systemd's executable prefixes ("-" ignores a failure).
+func (r *renderer) execPrefixed(k, prefix string, argv ...string) {
 	r.b.WriteString(k)
 	r.b.WriteByte('=')
+	r.b.WriteString(prefix)
 	writeExec(&r.b, argv...)
 	r.b.WriteByte('\n')
 }

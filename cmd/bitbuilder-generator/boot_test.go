@@ -288,19 +288,33 @@ func TestBootPath(t *testing.T) {
 		}
 	})
 
-	t.Run("netns unit makes and removes the namespace", func(t *testing.T) {
+	t.Run("netns unit makes, adopts and removes the namespace", func(t *testing.T) {
 		unit := "netns-tenant@gamma.service"
-		hostRun(t, h, "systemctl", "start", unit)
-		if out := hostRun(t, h, "ip", "netns", "list"); !strings.Contains(out, "tenant-gamma") {
-			t.Errorf("after starting %s: ip netns list = %q", unit, out)
+		for _, premade := range []bool{false, true} {
+			if premade { // as the daemon would have made it
+				hostRun(t, h, "ip", "netns", "add", "tenant-gamma")
+			}
+			if _, _, err := h.Run(ctx, "systemctl", "start", unit); err != nil {
+				t.Fatalf("start %s (namespace made before: %v): %v\n%s", unit, premade, err, h.JournalTail(ctx, 10, "-u", unit))
+			}
+			if out := hostRun(t, h, "ip", "netns", "list"); !strings.Contains(out, "tenant-gamma") {
+				t.Errorf("after starting %s: ip netns list = %q", unit, out)
+			}
+			if out := hostRun(t, h, "ip", "-n", "tenant-gamma", "-o", "link", "show", "lo"); !strings.Contains(out, "UP") {
+				t.Errorf("lo in tenant-gamma is not up: %q", out)
+			}
+			hostRun(t, h, "systemctl", "stop", unit)
+			if out := hostRun(t, h, "ip", "netns", "list"); strings.Contains(out, "tenant-gamma") {
+				t.Errorf("after stopping %s: ip netns list = %q", unit, out)
+			}
 		}
-		if out := hostRun(t, h, "ip", "-n", "tenant-gamma", "-o", "link", "show", "lo"); !strings.Contains(out, "UP") {
-			t.Errorf("lo in tenant-gamma is not up: %q", out)
+		// A namespace that cannot be made is still a failure: /run/netns/tenant-gamma as a directory blocks it.
+		hostRun(t, h, "mkdir", "-p", "/run/netns/tenant-gamma/blocker")
+		defer h.Run(ctx, "rm", "-rf", "/run/netns/tenant-gamma")
+		if _, _, err := h.Run(ctx, "systemctl", "start", unit); err == nil {
+			t.Errorf("%s started although the namespace could not be made", unit)
 		}
-		hostRun(t, h, "systemctl", "stop", unit)
-		if out := hostRun(t, h, "ip", "netns", "list"); strings.Contains(out, "tenant-gamma") {
-			t.Errorf("after stopping %s: ip netns list = %q", unit, out)
-		}
+		h.Run(ctx, "systemctl", "reset-failed", unit)
 	})
 
 	t.Run("overlay mounts are read-only views with extensions on top", func(t *testing.T) {
