@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 )
@@ -79,32 +78,48 @@ func TestPrepareScript(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Two concurrent runs: both print the same tree, only one builds it, the leftover is cleaned.
+	// Two concurrent builders, prepare.sh and New with BITBUILDER_TESTHOST_BUILD (which runs the embedded copy):
+	// only one builds, both use the same tree, the leftover is cleaned, and the host boots from that tree.
+	t.Setenv(EnvCache, cache)
+	t.Setenv(EnvBuild, "1")
 	type result struct {
 		out, errOut string
 		err         error
 	}
-	results := make([]result, 2)
-	var wg sync.WaitGroup
-	for i := range results {
-		wg.Go(func() {
-			o, e, err := runScript(t, cache)
-			results[i] = result{o, e, err}
-		})
+	script := make(chan result, 1)
+	go func() {
+		o, e, err := runScript(t, cache)
+		script <- result{o, e, err}
+	}()
+	h, err := New(t.Context(), Options{Name: "built"})
+	if err != nil {
+		t.Fatalf("New with %s: %v", EnvBuild, err)
 	}
-	wg.Wait()
-	var stderr strings.Builder
-	for _, r := range results {
-		if r.err != nil {
-			t.Fatalf("prepare.sh: %v\n%s", r.err, r.errOut)
+	t.Cleanup(func() {
+		if err := h.Stop(); err != nil {
+			t.Error(err)
 		}
-		if got := lastLine(r.out); got != want {
-			t.Errorf("prepare.sh printed %q, want %q", got, want)
-		}
-		stderr.WriteString(r.errOut)
+	})
+	r := <-script
+	if r.err != nil {
+		t.Fatalf("prepare.sh: %v\n%s", r.err, r.errOut)
 	}
-	if n := strings.Count(stderr.String(), "unpacking"); n != 1 {
-		t.Errorf("%d builds by two concurrent runs, want 1:\n%s", n, stderr.String())
+	if got := lastLine(r.out); got != want {
+		t.Errorf("prepare.sh printed %q, want %q", got, want)
+	}
+	mi, _, err := h.Run(t.Context(), "cat", "/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mi), "lowerdir="+want+",") {
+		t.Errorf("host does not run on the rootfs built in %s:\n%s", cache, mi)
+	}
+	// Only prepare.sh's own stderr is visible; it either built ("unpacking") or waited for New's build.
+	if !strings.Contains(r.errOut, "unpacking") && !strings.Contains(r.errOut, "rootfs cached") {
+		t.Errorf("prepare.sh neither built nor found the tree:\n%s", r.errOut)
+	}
+	if n := strings.Count(r.errOut, "unpacking"); n > 1 {
+		t.Errorf("prepare.sh built %d times", n)
 	}
 	if _, err := os.Lstat(stale); err == nil {
 		t.Errorf("leftover of the interrupted build still there")
@@ -155,3 +170,4 @@ func copyFile(t *testing.T, src, dst string) {
 		t.Fatal(err)
 	}
 }
+
