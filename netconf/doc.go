@@ -16,8 +16,9 @@
 //	files, err = m.Describe(3)         // what is on disk for index 3
 //	pub, err := m.PublicKey("acme")    // the tenant's WireGuard public key (the private key is never returned)
 //	err = m.Remove(ctx, "acme", 3)     // on tenant deletion: files, key, reload
+//	leases, err := netconf.NetworkdBus{}.Leases(ctx, "br-tenant-3") // DHCP leases as networkd reports them
 //
-// AddPeer/RemovePeer of the API are a change of Input.Peers followed by Apply: peers are appended as
+// AddPeer/RemovePeer of the API: AddPeer/RemovePeer on the stored peer list, then Apply; peers are appended as
 // [WireGuardPeer] sections to every rendered .netdev of Kind=wireguard, after validation.
 //
 // # Rules
@@ -38,7 +39,7 @@
 // Rendered files are named 50-bitbuilder-<index>-<template file> in Config.Dir (default /run/systemd/network),
 // each starting with a comment naming the template and tenant. Apply writes a file only when its content changed
 // (temporary file in the same directory, fsync, rename, fsync of the directory), removes the tenant's other
-// 50-bitbuilder-<index>-* files, and calls org.freedesktop.network1.Manager.Reload over D-Bus (DBusReloader,
+// 50-bitbuilder-<index>-* files, and calls org.freedesktop.network1.Manager.Reload over D-Bus (NetworkdBus,
 // behind the Reloader interface) when something changed or an earlier reload failed.
 //
 // Built-in variables: ${TENANT}, ${NETWORK_DIR} (<TenantsDir>/<tenant>/network) and ${WIREGUARD_KEY_FILE}. When a

@@ -29,7 +29,7 @@ type Config struct {
 	TenantsDir string
 	// MinIndex and MaxIndex bound the network index; default 1 and 254.
 	MinIndex, MaxIndex int
-	// Reloader applies the files; default DBusReloader on the system bus.
+	// Reloader applies the files; default NetworkdBus on the system bus.
 	Reloader Reloader
 	// KeyOwner owns the key file and directory so that systemd-networkd (user systemd-network) can read them;
 	// default: the systemd-network user of this host if it exists, else the files stay root's.
@@ -65,7 +65,7 @@ func New(cfg Config) (*Manager, error) {
 		return nil, fmt.Errorf("netconf config: MinIndex..MaxIndex %d..%d is not a range", cfg.MinIndex, cfg.MaxIndex)
 	}
 	if cfg.Reloader == nil {
-		cfg.Reloader = DBusReloader{}
+		cfg.Reloader = NetworkdBus{}
 	}
 	if cfg.KeyOwner == nil {
 		if u, err := user.Lookup("systemd-network"); err == nil {

@@ -163,9 +163,13 @@ func TestApplyRetriesFailedReload(t *testing.T) {
 	}
 }
 
-func TestDBusReloaderWithoutBus(t *testing.T) {
-	err := DBusReloader{Address: "unix:path=" + filepath.Join(t.TempDir(), "no-bus")}.Reload(t.Context())
+func TestNetworkdBusWithoutBus(t *testing.T) {
+	bus := NetworkdBus{Address: "unix:path=" + filepath.Join(t.TempDir(), "no-bus")}
+	err := bus.Reload(t.Context())
 	if !errors.Is(err, ErrNoSystemBus) {
 		t.Errorf("Reload without a bus: %v, want ErrNoSystemBus", err)
+	}
+	if _, err := bus.Leases(t.Context(), "br-tenant-3"); !errors.Is(err, ErrNoSystemBus) {
+		t.Errorf("Leases without a bus: %v, want ErrNoSystemBus", err)
 	}
 }

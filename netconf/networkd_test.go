@@ -72,8 +72,8 @@ func TestNetworkdReal(t *testing.T) {
 
 	// 2. Render, write and reload, for real.
 	owner := guestUser(t, h, "systemd-network")
-	m, err := New(Config{Dir: netDir, TenantsDir: keysDir, KeyOwner: owner,
-		Reloader: DBusReloader{Address: fmt.Sprintf("unix:path=/proc/%d/root/run/dbus/system_bus_socket", leader)}})
+	bus := NetworkdBus{Address: fmt.Sprintf("unix:path=/proc/%d/root/run/dbus/system_bus_socket", leader)}
+	m, err := New(Config{Dir: netDir, TenantsDir: keysDir, KeyOwner: owner, Reloader: bus})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,6 +120,16 @@ func TestNetworkdReal(t *testing.T) {
 	waitFor(t, 10*time.Second, func() (bool, string) {
 		out, _, _ := h.Run(ctx, "networkctl", "status", "--no-pager", "br-tenant-3")
 		return bytes.Contains(out, []byte(lease)), string(out)
+	})
+	// The same over D-Bus, as the API's Get reports it.
+	waitFor(t, 10*time.Second, func() (bool, string) {
+		leases, err := bus.Leases(ctx, "br-tenant-3")
+		for _, l := range leases {
+			if l.Address.String() == lease && l.HardwareAddr != "" && l.ExpirationUSec > 0 {
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%+v %v", leases, err)
 	})
 
 	// 5. networkd parsed every rendered file: no line of its journal mentions one of them except to say it

@@ -213,3 +213,30 @@ func TestLoadErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestAddRemovePeer(t *testing.T) {
+	a := Peer{PublicKey: peerKey, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.3.100.2/32")}}
+	b := Peer{PublicKey: "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=", AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.3.100.3/32")}}
+	peers, err := AddPeer(nil, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peers, err = AddPeer(peers, b); err != nil || len(peers) != 2 {
+		t.Fatalf("%v %d", err, len(peers))
+	}
+	a2 := a
+	a2.Endpoint = "198.51.100.9:51820"
+	if peers, err = AddPeer(peers, a2); err != nil || len(peers) != 2 || peers[0].Endpoint != a2.Endpoint {
+		t.Fatalf("replace: %v %+v", err, peers)
+	}
+	if _, err := AddPeer(peers, Peer{PublicKey: "bad"}); !errors.Is(err, ErrInvalidValue) {
+		t.Errorf("AddPeer with a bad key: %v", err)
+	}
+	peers, ok := RemovePeer(peers, peerKey)
+	if !ok || len(peers) != 1 || peers[0].PublicKey != b.PublicKey {
+		t.Errorf("RemovePeer: %v %+v", ok, peers)
+	}
+	if _, ok := RemovePeer(peers, peerKey); ok {
+		t.Errorf("RemovePeer of an absent key reported a removal")
+	}
+}

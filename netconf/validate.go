@@ -202,3 +202,33 @@ func (p Peer) section() string {
 	}
 	return b.String()
 }
+
+// AddPeer returns peers with p added, or replacing the peer with the same public key; p is validated first.
+func AddPeer(peers []Peer, p Peer) ([]Peer, error) {
+	if err := p.Validate(len(peers)); err != nil {
+		return peers, err
+	}
+	out := make([]Peer, 0, len(peers)+1)
+	replaced := false
+	for _, q := range peers {
+		if q.PublicKey == p.PublicKey {
+			q, replaced = p, true
+		}
+		out = append(out, q)
+	}
+	if !replaced {
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// RemovePeer returns peers without the peer with publicKey, and whether it was there.
+func RemovePeer(peers []Peer, publicKey string) ([]Peer, bool) {
+	var out []Peer
+	for _, q := range peers {
+		if q.PublicKey != publicKey {
+			out = append(out, q)
+		}
+	}
+	return out, len(out) != len(peers)
+}

@@ -159,7 +159,7 @@ func find(obs Observed, ns, name string) *LinkState {
 }
 
 // foreign returns an error for every desired link that exists without the tenant's mark.
-func (m *Manager) foreign(s Spec, ws []want, obs Observed) error {
+func (m *Manager) foreign(s Spec, ws []want, obs Observed) []error {
 	var errs []error
 	for _, w := range ws {
 		l := find(obs, w.ns, w.name)
@@ -168,12 +168,12 @@ func (m *Manager) foreign(s Spec, ws []want, obs Observed) error {
 		}
 		errs = append(errs, &ForeignLinkError{Tenant: s.Tenant, Link: w.name, Namespace: w.ns, Alias: l.Alias})
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // conflicts returns an error for every host route or address that overlaps the tenant's prefixes and is not on a
 // link of this tenant.
-func (m *Manager) conflicts(s Spec, obs Observed) error {
+func (m *Manager) conflicts(s Spec, obs Observed) []error {
 	mine := m.tenantPrefixes(s)
 	var errs []error
 	check := func(what string, rs []HostRoute) {
@@ -190,7 +190,12 @@ func (m *Manager) conflicts(s Spec, obs Observed) error {
 	}
 	check("address", obs.Addrs)
 	check("route", obs.Routes)
-	return errors.Join(errs...)
+	return errs
+}
+
+// refusals are the reasons to change nothing for s: foreign links and conflicts.
+func (m *Manager) refusals(s Spec, ws []want, obs Observed) []error {
+	return append(m.foreign(s, ws, obs), m.conflicts(s, obs)...)
 }
 
 // creations returns the ops that create missing links and delete stale ones (owned links not desired, and a veth
@@ -284,10 +289,10 @@ func (m *Manager) Ensure(ctx context.Context, s Spec) (Status, error) {
 		return Status{}, err
 	}
 	ws := m.wants(s, obs)
-	if err := errors.Join(m.foreign(s, ws, obs), m.conflicts(s, obs)); err != nil {
+	if errs := m.refusals(s, ws, obs); len(errs) > 0 {
 		st := m.status(s, ws, obs, nil)
-		st.Problems = append(st.Problems, problemsOf(err)...)
-		return st, err
+		st.Problems = append(st.Problems, problemsOf(errs)...)
+		return st, errors.Join(errs...)
 	}
 	failed := map[string]error{} // ns/name -> why it could not be created
 	var errs []error
@@ -314,7 +319,7 @@ func (m *Manager) Ensure(ctx context.Context, s Spec) (Status, error) {
 			// nothing can be done inside a namespace that is not there
 			errs = append(errs, e)
 			st := m.status(s, ws, obs, failed)
-			st.Problems = append(st.Problems, problemsOf(e)...)
+			st.Problems = append(st.Problems, problemsOf([]error{e})...)
 			return st, errors.Join(errs...)
 		}
 		errs = append(errs, e)
@@ -366,7 +371,7 @@ func (m *Manager) Inspect(ctx context.Context, s Spec) (Status, error) {
 	}
 	ws := m.wants(s, obs)
 	st := m.status(s, ws, obs, nil)
-	st.Problems = append(st.Problems, problemsOf(errors.Join(m.foreign(s, ws, obs), m.conflicts(s, obs)))...)
+	st.Problems = append(st.Problems, problemsOf(m.refusals(s, ws, obs))...)
 	return st, nil
 }
 
@@ -465,12 +470,9 @@ func (m *Manager) status(s Spec, ws []want, obs Observed, failed map[string]erro
 	return st
 }
 
-func problemsOf(err error) []Problem {
-	if err == nil {
-		return nil
-	}
+func problemsOf(errs []error) []Problem {
 	var out []Problem
-	for _, e := range flatten(err) {
+	for _, e := range errs {
 		p := Problem{Message: e.Error(), Err: e}
 		var fl *ForeignLinkError
 		var ce *ConflictError
@@ -483,25 +485,6 @@ func problemsOf(err error) []Problem {
 		out = append(out, p)
 	}
 	return out
-}
-
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok && isJoin(err) {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
-}
-
-func isJoin(err error) bool {
-	switch err.(type) {
-	case *UnsupportedLinkError, *OpError:
-		return false
-	}
-	return true
 }
 
 func describe(op Op) string {
