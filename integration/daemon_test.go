@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -466,4 +467,62 @@ func TestWatchHangup(t *testing.T) {
 		}
 	}
 	d.checkJournal(t)
+}
+
+// TestStoppedWatcher freezes a Watch client (SIGSTOP) while 100 large changes are made: the
+// daemon's replies to it back up in the socket, yet the changes and other calls go on at full
+// speed; resumed (SIGCONT), the client gets every change in order, or WatchOverflow if it fell
+// too far behind.
+func TestStoppedWatcher(t *testing.T) {
+	const n = 100
+	d := startDaemon(t, "frozen")
+	d.create(t, `{"name":"big"}`)
+	s := startStream(t, d.h, "varlinkctl", "call", "--more", "--json=short", d.socket, tenantIface+"Watch", "{}")
+	s.nextEvent(t)
+	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGCONT) }()
+
+	// Each event carries 16 KiB of parameters (values are at most 4 KiB): 100 of them are far
+	// more than a socket buffers.
+	start := time.Now()
+	mustRun(t, d.h, "sh", "-c", fmt.Sprintf(`blob=$(head -c 3000 /dev/zero | base64 -w0)
+for i in $(seq 1 %d); do
+	varlinkctl call %s %sUpdate "{\"name\":\"big\",\"parameters\":{\"I\":\"$i\",\"A\":\"$blob\",\"B\":\"$blob\",\"C\":\"$blob\",\"D\":\"$blob\"}}" >/dev/null || exit 1
+done`, n, d.socket, tenantIface))
+	took := time.Since(start)
+	t.Logf("%d updates of 16 KiB with a frozen watcher: %v", n, took.Round(time.Millisecond))
+	if took > 30*time.Second {
+		t.Errorf("%d updates took %v with a frozen watcher", n, took)
+	}
+	if tn := d.tenantCall(t, asRoot, "Get", `{"name":"big"}`); tn.Parameters["I"] != strconv.Itoa(n) {
+		t.Errorf("after the updates: parameter I = %q", tn.Parameters["I"])
+	}
+
+	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		select {
+		case rec, ok := <-s.records:
+			if !ok {
+				if strings.Contains(s.stderr.String(), tenantIface+"WatchOverflow") {
+					t.Logf("the resumed watcher got WatchOverflow after %d events", i-1)
+					return
+				}
+				t.Fatalf("the watch ended after %d of %d events: %v: %s", i-1, n, s.waitErr, s.stderr.String())
+			}
+			var reply struct {
+				Event event `json:"event"`
+			}
+			decodeStrict(t, rec, &reply)
+			if ev := reply.Event; ev.Type == "modified" && ev.Tenant != nil && ev.Tenant.Parameters["I"] != "" && ev.Tenant.Parameters["I"] != strconv.Itoa(i) {
+				t.Fatalf("event %d after resuming carries update %s", i, ev.Tenant.Parameters["I"])
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("the resumed watcher got %d of %d events", i-1, n)
+		}
+	}
+	t.Logf("the resumed watcher got all %d changes in order", n)
 }
