@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -287,15 +288,29 @@ func (b *Bolt) List(ctx context.Context, kind string) ([]Record, uint64, error) 
 		if kb == nil {
 			return nil
 		}
-		return kb.ForEach(func(k, v []byte) error {
-			s, err := decodeRecord(v)
+		// Collect in fixed chunks and join once: growing one slice of a
+		// large kind copied it over and over.
+		var (
+			values arena
+			chunks [][]Record
+			cur    []Record
+		)
+		err = kb.ForEach(func(k, v []byte) error {
+			s, err := parseRecord(v)
 			if err != nil {
 				return b.corrupt(fmt.Errorf("%s/%s: %w", kind, k, err))
 			}
-			recs = append(recs, Record{Kind: kind, Name: string(k), Value: s.value,
+			if len(cur) == cap(cur) {
+				cur = make([]Record, 0, 1024)
+				chunks = append(chunks, nil)
+			}
+			cur = append(cur, Record{Kind: kind, Name: string(k), Value: values.copy(s.value),
 				CreateRevision: s.createRev, ModRevision: s.modRev})
+			chunks[len(chunks)-1] = cur
 			return nil
 		})
+		recs = slices.Concat(chunks...)
+		return err
 	})
 	if err != nil {
 		return nil, 0, err

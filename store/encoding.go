@@ -63,6 +63,13 @@ func encodeRecord(s stored) []byte {
 
 // decodeRecord decodes b, copying the value out of it (b may be bbolt's mmap).
 func decodeRecord(b []byte) (stored, error) {
+	s, err := parseRecord(b)
+	s.value = append([]byte{}, s.value...)
+	return s, err
+}
+
+// parseRecord decodes b; the value aliases b.
+func parseRecord(b []byte) (stored, error) {
 	if len(b) < recordHeader {
 		return stored{}, fmt.Errorf("record: %w (%d bytes)", errShort, len(b))
 	}
@@ -75,12 +82,32 @@ func decodeRecord(b []byte) (stored, error) {
 	s := stored{
 		createRev: binary.BigEndian.Uint64(b[5:]),
 		modRev:    binary.BigEndian.Uint64(b[13:]),
-		value:     append([]byte{}, b[recordHeader:]...),
+		value:     b[recordHeader:],
 	}
 	if s.createRev == 0 || s.modRev < s.createRev {
 		return stored{}, fmt.Errorf("record: bad revisions create=%d mod=%d", s.createRev, s.modRev)
 	}
 	return s, nil
+}
+
+// arena hands out copies of small byte slices from shared chunks, so that
+// List makes a few allocations instead of one per value. Each copy is
+// capped (full slice expression): appending to it never touches another.
+type arena struct{ buf []byte }
+
+const arenaChunk = 64 << 10
+
+func (a *arena) copy(b []byte) []byte {
+	n := len(b)
+	if n > arenaChunk/8 {
+		return append([]byte{}, b...)
+	}
+	if cap(a.buf)-len(a.buf) < n {
+		a.buf = make([]byte, 0, arenaChunk)
+	}
+	start := len(a.buf)
+	a.buf = append(a.buf, b...)
+	return a.buf[start : start+n : start+n]
 }
 
 // encodeEvents encodes the events of one revision as a log entry.

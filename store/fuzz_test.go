@@ -59,3 +59,30 @@ func FuzzDecodeLog(f *testing.F) {
 		}
 	})
 }
+
+// TestArenaCopiesAreIndependent: appending to or writing one copy never
+// changes another.
+func TestArenaCopiesAreIndependent(t *testing.T) {
+	var a arena
+	big := bytes.Repeat([]byte("B"), arenaChunk/8+1)
+	inputs := [][]byte{[]byte("one"), {}, []byte("two"), big, []byte("three")}
+	var copies [][]byte
+	for _, in := range inputs {
+		copies = append(copies, a.copy(in))
+	}
+	for i := range copies {
+		copies[i] = append(copies[i], 'X')
+		if len(copies[i]) > 1 {
+			copies[i][0] = 'Z'
+		}
+	}
+	for i, in := range inputs {
+		want := append(append([]byte{}, in...), 'X')
+		if len(want) > 1 {
+			want[0] = 'Z'
+		}
+		if !bytes.Equal(copies[i], want) {
+			t.Errorf("copy %d = %q, want %q", i, copies[i], want)
+		}
+	}
+}
