@@ -136,13 +136,13 @@ build_rootfs() {
 	log "rootfs ready in $(($(date +%s) - start)) s: $(chroot "$ROOTFS" systemctl --version | head -n1)"
 }
 
-install_host_packages
 mkdir -p "$CACHE_DIR"
 exec 9>"$CACHE_DIR/.lock"
 if ! flock -n 9; then
 	log "waiting for another prepare.sh to finish"
 	flock 9
 fi
+install_host_packages
 if [ -d "$ROOTFS" ]; then
 	log "rootfs cached (key $KEY)"
 else
