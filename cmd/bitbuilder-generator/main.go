@@ -7,8 +7,9 @@
 // writes every tenant's units into NORMAL-DIR, with package units doing all the work. It writes nowhere else,
 // starts no other process, and logs to /dev/kmsg (to stderr if that cannot be opened, or when
 // $SYSTEMD_LOG_TARGET is "console"). A bad entry costs only that tenant; a missing, empty or unreadable registry
-// means no tenants: the generator logs why and exits 0, so it never holds up boot. In the initrd
-// ($SYSTEMD_IN_INITRD=1) it does nothing.
+// means no tenants: the generator logs why and exits 0, so it never holds up boot. Each skipped entry gets a log
+// line; in the kernel log, which drops records beyond a burst of 10, only the first 7 do, then a count of the
+// rest. In the initrd ($SYSTEMD_IN_INITRD=1) it does nothing.
 package main
 
 import (
@@ -44,8 +45,9 @@ func run(args []string, getenv func(string) string) int {
 		log.printf(4, "no tenants generated: %v", err)
 		return 0
 	}
+	var lines []string
 	for _, s := range skipped {
-		log.printf(4, "skipped registry %s", s)
+		lines = append(lines, fmt.Sprintf("skipped registry %s", s))
 	}
 	rep, err := units.Generate(args[0], reg.Tenants, units.Config{})
 	if err != nil {
@@ -53,11 +55,23 @@ func run(args []string, getenv func(string) string) int {
 		return 1
 	}
 	for _, s := range rep.Skipped {
-		log.printf(4, "skipped tenant %q: %s", s.Name, s.Reason)
+		lines = append(lines, fmt.Sprintf("skipped tenant %q: %s", s.Name, s.Reason))
 	}
-	log.printf(6, "generated %d units for %d tenants from %s (%d entries skipped)", rep.Units, rep.Tenants, path, len(skipped)+len(rep.Skipped))
+	// The kernel drops user-space kmsg records beyond a burst of 10 per 5 s: list the first few skipped entries
+	// and say how many more there are, so that the summary line still gets through.
+	for i, l := range lines {
+		if log.kmsg && i == kmsgMaxSkipLines && len(lines) > kmsgMaxSkipLines+1 {
+			log.printf(4, "%d more entries of %s skipped (not listed, to stay within the kernel log's rate limit)", len(lines)-i, path)
+			break
+		}
+		log.printf(4, "%s", l)
+	}
+	log.printf(6, "generated %d units for %d tenants from %s (%d entries skipped)", rep.Units, rep.Tenants, path, len(lines))
 	return 0
 }
+
+// kmsgMaxSkipLines is how many skipped entries are listed one per line in the kernel log.
+const kmsgMaxSkipLines = 7
 
 // logger writes one record per line to the kernel log (with a syslog priority prefix) or to stderr.
 type logger struct {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/bitbuilder/bitbuilder/units"
 )
@@ -211,9 +212,10 @@ func TestGeneratorDoesNothingInInitrd(t *testing.T) {
 	}
 }
 
-// TestGeneratorLogsToKmsg checks that without SYSTEMD_LOG_TARGET=console the log goes to the kernel log, one
-// record per line with the prefix, and nothing to stderr.
-func TestGeneratorLogsToKmsg(t *testing.T) {
+// kmsgRecords runs the generator without SYSTEMD_LOG_TARGET (so it logs to /dev/kmsg) on the registry at reg and
+// returns the kernel log records it wrote that contain marker. It skips without access to the kernel log.
+func kmsgRecords(t *testing.T, reg, marker string) []string {
+	t.Helper()
 	fd, err := syscall.Open("/dev/kmsg", syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
 	if err != nil {
 		t.Skipf("cannot read the kernel log (needs root): %v", err)
@@ -222,7 +224,6 @@ func TestGeneratorLogsToKmsg(t *testing.T) {
 	if _, err := syscall.Seek(fd, 0, io.SeekEnd); err != nil {
 		t.Skipf("cannot seek the kernel log: %v", err)
 	}
-	reg := filepath.Join(t.TempDir(), "kmsg-test-registry.json") // missing: one line naming this path
 	cmd := exec.CommandContext(t.Context(), generatorBin, t.TempDir())
 	cmd.Env = []string{"BITBUILDER_REGISTRY=" + reg}
 	var stderr bytes.Buffer
@@ -233,8 +234,8 @@ func TestGeneratorLogsToKmsg(t *testing.T) {
 	if stderr.Len() > 0 {
 		t.Errorf("wrote to stderr although /dev/kmsg is writable: %q", stderr.String())
 	}
+	var records []string
 	buf := make([]byte, 8192)
-	var found string
 	for {
 		n, err := syscall.Read(fd, buf)
 		if err == syscall.EPIPE { // records were overwritten while we read: go on with the next
@@ -244,13 +245,49 @@ func TestGeneratorLogsToKmsg(t *testing.T) {
 			break
 		}
 		// A record is "PRIORITY,SEQ,TIME,FLAGS;MESSAGE\n".
-		if _, msg, ok := strings.Cut(string(buf[:n]), ";"); ok && strings.Contains(msg, reg) {
-			found = strings.TrimSpace(msg)
+		if _, msg, ok := strings.Cut(string(buf[:n]), ";"); ok && strings.Contains(msg, marker) {
+			records = append(records, strings.TrimSpace(msg))
 		}
 	}
-	want := "bitbuilder-generator: no tenants generated: boot registry missing: open " + reg + ": no such file or directory"
-	if found != want {
-		t.Errorf("kernel log record %q, want %q", found, want)
+	return records
+}
+
+// TestGeneratorLogsToKmsg checks that without SYSTEMD_LOG_TARGET=console the log goes to the kernel log, one
+// record per line with the prefix, nothing to stderr, and that many skipped entries are summed up so that the
+// summary is not lost to the kernel's rate limit of 10 records per burst.
+func TestGeneratorLogsToKmsg(t *testing.T) {
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "kmsg-missing-registry.json")
+	got := kmsgRecords(t, missing, missing)
+	want := "bitbuilder-generator: no tenants generated: boot registry missing: open " + missing + ": no such file or directory"
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("kernel log records %q, want [%q]", got, want)
+	}
+
+	marker := fmt.Sprintf("KMSG%d", time.Now().UnixNano()) // upper case: an invalid tenant name
+	var entries []string
+	for i := range 20 {
+		entries = append(entries, fmt.Sprintf(`{"name":"%s-%d","networkIndex":%d}`, marker, i, i+1))
+	}
+	entries = append(entries, `{"name":"fine","networkIndex":100}`)
+	bad := filepath.Join(dir, marker+".json")
+	if err := os.WriteFile(bad, []byte(`{"version":1,"tenants":[`+strings.Join(entries, ",")+`]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got = kmsgRecords(t, bad, marker)
+	if len(got) != kmsgMaxSkipLines+2 {
+		t.Fatalf("%d kernel log records, want %d listed entries, the count of the rest and the summary:\n%s", len(got), kmsgMaxSkipLines, strings.Join(got, "\n"))
+	}
+	for i, r := range got[:kmsgMaxSkipLines] {
+		if want := fmt.Sprintf(`bitbuilder-generator: skipped registry entry %d ("%s-%d"): invalid tenant name`, i, marker, i); !strings.HasPrefix(r, want) {
+			t.Errorf("record %d = %q, want it to start with %q", i, r, want)
+		}
+	}
+	if want := fmt.Sprintf("bitbuilder-generator: %d more entries of %s skipped", 20-kmsgMaxSkipLines, bad); !strings.HasPrefix(got[kmsgMaxSkipLines], want) {
+		t.Errorf("record %q, want it to start with %q", got[kmsgMaxSkipLines], want)
+	}
+	if want := "bitbuilder-generator: generated 3 units for 1 tenants from " + bad + " (20 entries skipped)"; got[kmsgMaxSkipLines+1] != want {
+		t.Errorf("summary %q, want %q", got[kmsgMaxSkipLines+1], want)
 	}
 }
 
