@@ -2,10 +2,29 @@
 // kind, changed atomically by Commit, each change numbered by a store-wide
 // revision and kept in a change log that Watch replays and streams.
 //
-// The Store interface is backend-neutral (an etcd backend can implement it);
-// Bolt implements it on a single bbolt file, with group commit: concurrent
-// Commit calls share one fsync'd transaction while each keeps its own result
-// and revision.
+// The Store interface is backend-neutral: revisions, create/mod revisions,
+// compare-on-revision ops and a compacted change log map one to one onto
+// etcd. Bolt implements it on a single bbolt file.
+//
+// What Bolt guarantees:
+//
+//   - Commit returns a revision only after the transaction is fsync'd; a
+//     crash (tested with SIGKILL) loses nothing acknowledged. Every Commit
+//     gets its own revision, strictly increasing, with no gaps.
+//   - Group commit: concurrent Commit calls share one transaction, but each
+//     is evaluated against the state left by the callers before it and is
+//     applied only if all its ops pass; a failing caller fails alone.
+//   - A Commit that returns an error applied nothing, unless the error
+//     wraps ErrFailed (the disk failed mid-write): the store then refuses
+//     commits until it is reopened.
+//   - Records and change-log entries carry a CRC-32C; damage is reported as
+//     a *CorruptError naming the file, never repaired. Check verifies a
+//     file offline, Open refuses a newer schema and migrates an older one in
+//     one transaction.
+//   - Watch never blocks writers: it replays from the change log at the
+//     consumer's pace, then takes live events into a bounded buffer; a
+//     consumer that falls WatchBuffer events behind loses its channel (see
+//     WatchErr) and resumes from the last revision it received.
 package store
 
 import (
