@@ -34,9 +34,18 @@ func (h *Host) openRoot() (*os.File, error) {
 	if h.isExited() {
 		return nil, ErrStopped
 	}
-	f, err := os.OpenFile("/proc/"+strconv.Itoa(h.leader)+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	pid := strconv.Itoa(h.leader)
+	f, err := os.OpenFile("/proc/"+pid+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		if h.isExited() {
+			return nil, ErrStopped
+		}
 		return nil, fmt.Errorf("testhost: open host root: %w", err)
+	}
+	// The leader still there after the open means the root we hold is its, not a reused PID's.
+	if startTime(pid) != h.started {
+		f.Close()
+		return nil, ErrStopped
 	}
 	return f, nil
 }

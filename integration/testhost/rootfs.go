@@ -21,7 +21,8 @@ const (
 	EnvCache = "BITBUILDER_TEST_CACHE"
 )
 
-// LocateRootfs returns the cached rootfs that prepare.sh built for the current recipe. When it is missing it
+// LocateRootfs returns the cached rootfs that prepare.sh built for the current recipe. It is shared by every
+// host on the machine: read it, never write to it (to run its tools, boot a host: it takes about 1.4 s). When it is missing it
 // builds it if build is true (running prepare.sh, which needs root and the network), and returns an error
 // wrapping ErrNoRootfs otherwise.
 func LocateRootfs(ctx context.Context, build bool) (string, error) {
