@@ -102,7 +102,7 @@ func checkRef(ref string) error {
 	return nil
 }
 
-// fetchResult is what the remote advertised.
+// fetchResult is the refs the remote has, as fetched.
 type fetchResult struct {
 	refs map[plumbing.ReferenceName]*plumbing.Reference
 }
@@ -143,10 +143,12 @@ func (r *Registry) transportOptions(rawURL string) (transport.AuthMethod, error)
 	return keys, nil
 }
 
-// fetch lists the remote's refs, then fetches its branches and tags into
-// repo (forced, pruning what the remote deleted), reporting progress and
-// enforcing Limits.MaxFetchSize on the received pack.
-func (r *Registry) fetch(ctx context.Context, repo *git.Repository, gitDir, rawURL string, rep *reporter) (fetchResult, error) {
+// fetch fetches the remote's branches and tags into repo (forced, pruning
+// what the remote deleted), reporting progress and enforcing
+// Limits.MaxFetchSize on the received pack. With needHead it first lists
+// the remote's refs to learn its default branch (HEAD). The result holds
+// the branches and tags as fetched, plus HEAD when listed.
+func (r *Registry) fetch(ctx context.Context, repo *git.Repository, gitDir, rawURL string, rep *reporter, needHead bool) (fetchResult, error) {
 	auth, err := r.transportOptions(rawURL)
 	if err != nil {
 		return fetchResult{}, err
@@ -155,20 +157,27 @@ func (r *Registry) fetch(ctx context.Context, repo *git.Repository, gitDir, rawU
 	if err != nil {
 		return fetchResult{}, fmt.Errorf("%w: %w", ErrStorage, err)
 	}
-	rep.setPhase(PhaseFetching, "listing refs of "+rawURL)
-	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, CABundle: r.cfg.CABundle})
-	if err != nil {
+	fr := fetchResult{refs: map[plumbing.ReferenceName]*plumbing.Reference{}}
+	fetchErr := func(err error) error {
 		if ctx.Err() != nil {
-			return fetchResult{}, ctx.Err()
+			return ctx.Err()
 		}
 		if errors.Is(err, transport.ErrEmptyRemoteRepository) {
-			return fetchResult{}, &FetchError{URL: rawURL, Err: errors.New("the remote repository is empty (no commits)")}
+			return &FetchError{URL: rawURL, Err: errors.New("the remote repository is empty (no commits)")}
 		}
-		return fetchResult{}, &FetchError{URL: rawURL, Err: err}
+		return &FetchError{URL: rawURL, Err: err}
 	}
-	fr := fetchResult{refs: map[plumbing.ReferenceName]*plumbing.Reference{}}
-	for _, ref := range refs {
-		fr.refs[ref.Name()] = ref
+	rep.setPhase(PhaseFetching, "fetching "+rawURL)
+	if needHead {
+		refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, CABundle: r.cfg.CABundle})
+		if err != nil {
+			return fetchResult{}, fetchErr(err)
+		}
+		for _, ref := range refs {
+			if ref.Name() == plumbing.HEAD {
+				fr.refs[plumbing.HEAD] = ref
+			}
+		}
 	}
 
 	fctx, cancel := context.WithCancelCause(ctx)
@@ -203,11 +212,18 @@ func (r *Registry) fetch(ctx context.Context, repo *git.Repository, gitDir, rawU
 		return fetchResult{}, &FetchError{URL: rawURL, Err: cause}
 	}
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {
-		if ctx.Err() != nil {
-			return fetchResult{}, ctx.Err()
-		}
-		return fetchResult{}, &FetchError{URL: rawURL, Err: err}
+		return fetchResult{}, fetchErr(err)
 	}
+	iter, err := repo.Storer.IterReferences()
+	if err != nil {
+		return fetchResult{}, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	iter.ForEach(func(ref *plumbing.Reference) error {
+		if n := ref.Name().String(); strings.HasPrefix(n, "refs/heads/") || strings.HasPrefix(n, "refs/tags/") {
+			fr.refs[ref.Name()] = ref
+		}
+		return nil
+	})
 	n := packBytes(gitDir)
 	if n > r.limits.MaxFetchSize {
 		return fetchResult{}, &FetchError{URL: rawURL, Err: fmt.Errorf("%w: the repository takes %d bytes, more than %d (Limits.MaxFetchSize)", ErrTooLarge, n, r.limits.MaxFetchSize)}

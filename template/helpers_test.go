@@ -226,6 +226,7 @@ func newRegistry(t testing.TB, cfg Config) *Registry {
 // cacheEntries lists repos/ and tmp/ and whether index.json has templates.
 func cacheEntries(t testing.TB, r *Registry) []string {
 	t.Helper()
+	r.cleanup.Wait()
 	var out []string
 	for _, d := range []string{"repos", "tmp"} {
 		es, _ := os.ReadDir(filepath.Join(r.dir, d))

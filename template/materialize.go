@@ -9,8 +9,11 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -71,7 +74,6 @@ const maxSymlinkTarget = 4095
 // objectStore is the part of go-git's storage a checkout reads.
 type objectStore interface {
 	EncodedObject(plumbing.ObjectType, plumbing.Hash) (plumbing.EncodedObject, error)
-	EncodedObjectSize(plumbing.Hash) (int64, error)
 }
 
 // treeEntry is one raw entry of a Git tree object, before any
@@ -86,6 +88,11 @@ type treeEntry struct {
 // directory file descriptors (openat/mkdirat/symlinkat with O_NOFOLLOW and
 // O_EXCL), so a symlink of the tree is never followed and nothing is written
 // outside the destination.
+//
+// The tree walk and all reads from the object store run in the calling
+// goroutine (go-git's storage is not safe for concurrent use); small files
+// are handed with their content to a few writer goroutines, which hold a
+// reference on the directory descriptor they write into.
 type checkout struct {
 	ctx      context.Context
 	store    objectStore
@@ -97,7 +104,48 @@ type checkout struct {
 	written  int64
 	buf      []byte
 	progress func(files int, bytes int64)
+
+	jobs   chan writeJob
+	wg     sync.WaitGroup
+	failed atomic.Bool
+	errMu  sync.Mutex
+	werr   error
 }
+
+// dirRef is a directory descriptor shared by the walker and the writers;
+// the last release closes it.
+type dirRef struct {
+	fd int
+	n  atomic.Int32
+}
+
+func newDirRef(fd int) *dirRef {
+	d := &dirRef{fd: fd}
+	d.n.Store(1)
+	return d
+}
+
+func (d *dirRef) acquire() { d.n.Add(1) }
+
+func (d *dirRef) release() {
+	if d.n.Add(-1) == 0 {
+		unix.Close(d.fd)
+	}
+}
+
+// writeJob is one small file for a writer goroutine.
+type writeJob struct {
+	dir  *dirRef
+	name string
+	path string
+	mode uint32
+	data []byte
+}
+
+// streamThreshold is the blob size from which a file is streamed by the
+// walker itself instead of being buffered for a writer goroutine. It equals
+// the storage's LargeObjectThreshold.
+const streamThreshold = 1 << 20
 
 func newCheckout(ctx context.Context, store objectStore, commit string, limits Limits, progress func(int, int64)) *checkout {
 	return &checkout{ctx: ctx, store: store, commit: commit, limits: limits.withDefaults(),
@@ -119,6 +167,69 @@ func readUmask() uint32 {
 		}
 	}
 	return 0o777
+}
+
+// run checks the tree out into the directory rootfd (not closed).
+func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
+	fd, err := unix.Dup(rootfd)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	c.jobs = make(chan writeJob, 256)
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		c.wg.Add(1)
+		go c.writer()
+	}
+	root := newDirRef(fd)
+	err = c.writeTree(root, tree, "", 0)
+	root.release()
+	close(c.jobs)
+	c.wg.Wait()
+	if err != nil {
+		return err
+	}
+	return c.werr
+}
+
+func (c *checkout) writer() {
+	defer c.wg.Done()
+	for j := range c.jobs {
+		if !c.failed.Load() {
+			if err := c.writeSmall(j); err != nil {
+				c.errMu.Lock()
+				if c.werr == nil {
+					c.werr = err
+				}
+				c.errMu.Unlock()
+				c.failed.Store(true)
+			}
+		}
+		j.dir.release()
+	}
+}
+
+func (c *checkout) writeSmall(j writeJob) error {
+	fd, err := unix.Openat(j.dir.fd, j.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, j.mode)
+	if err != nil {
+		return c.exists(err, j.path)
+	}
+	defer unix.Close(fd)
+	if j.mode&^c.umask != j.mode {
+		if err := unix.Fchmod(fd, j.mode); err != nil {
+			return fmt.Errorf("%w: chmod %q: %w", ErrStorage, j.path, err)
+		}
+	}
+	for off := 0; off < len(j.data); {
+		n, err := unix.Write(fd, j.data[off:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%w: write %q: %w", ErrStorage, j.path, err)
+		}
+		off += n
+	}
+	return nil
 }
 
 func (c *checkout) fail(path string, kind error, format string, args ...any) error {
@@ -191,8 +302,9 @@ func joinPath(dir, name string) string {
 	return dir + "/" + name
 }
 
-// writeTree writes the entries of tree h into the directory dirfd.
-func (c *checkout) writeTree(dirfd int, h plumbing.Hash, path string, depth int) error {
+// writeTree writes the entries of tree h into the directory dir. It
+// returns nil early when a writer failed; run reports that error.
+func (c *checkout) writeTree(dir *dirRef, h plumbing.Hash, path string, depth int) error {
 	if depth > maxDepth {
 		return c.fail(path, ErrTooLarge, "directories nested deeper than %d levels", maxDepth)
 	}
@@ -205,6 +317,9 @@ func (c *checkout) writeTree(dirfd int, h plumbing.Hash, path string, depth int)
 		if err := c.checkName(e.name, p); err != nil {
 			return err
 		}
+		if c.failed.Load() {
+			return nil
+		}
 		c.entries++
 		if c.entries > c.limits.MaxEntries {
 			return c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
@@ -216,13 +331,13 @@ func (c *checkout) writeTree(dirfd int, h plumbing.Hash, path string, depth int)
 		}
 		switch e.mode {
 		case 0o040000:
-			err = c.writeDir(dirfd, e, p, depth)
+			err = c.writeDir(dir.fd, e, p, depth)
 		case 0o100644, 0o100664:
-			err = c.writeFile(dirfd, e, p, 0o644)
+			err = c.writeFile(dir, e, p, 0o644)
 		case 0o100755:
-			err = c.writeFile(dirfd, e, p, 0o755)
+			err = c.writeFile(dir, e, p, 0o755)
 		case 0o120000:
-			err = c.writeSymlink(dirfd, e, p)
+			err = c.writeSymlink(dir.fd, e, p)
 		case 0o160000:
 			err = c.fail(p, ErrSubmodule, "submodule (gitlink to commit %s); vendor its content into the template instead", e.hash)
 		default:
@@ -283,35 +398,63 @@ func (c *checkout) writeDir(dirfd int, e treeEntry, p string, depth int) error {
 	if err != nil {
 		return fmt.Errorf("%w: open %q: %w", ErrStorage, p, err)
 	}
-	defer unix.Close(fd)
+	sub := newDirRef(fd)
+	defer sub.release()
 	if 0o755&^c.umask != 0o755 {
 		if err := unix.Fchmod(fd, 0o755); err != nil {
 			return fmt.Errorf("%w: chmod %q: %w", ErrStorage, p, err)
 		}
 	}
-	return c.writeTree(fd, e.hash, p, depth+1)
+	return c.writeTree(sub, e.hash, p, depth+1)
 }
 
-func (c *checkout) blobSize(e treeEntry, p string) (int64, error) {
-	size, err := c.store.EncodedObjectSize(e.hash)
+// blob looks a blob up. Its size comes from the object header: blobs under
+// the storage's LargeObjectThreshold are in memory already, larger ones are
+// streamed only when their Reader is opened, after the limits are checked.
+func (c *checkout) blob(e treeEntry, p string) (plumbing.EncodedObject, error) {
+	obj, err := c.store.EncodedObject(plumbing.BlobObject, e.hash)
 	if err != nil {
-		return 0, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
+		return nil, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
 	}
-	return size, nil
+	return obj, nil
 }
 
-func (c *checkout) writeFile(dirfd int, e treeEntry, p string, mode uint32) error {
-	size, err := c.blobSize(e, p)
+func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) error {
+	obj, err := c.blob(e, p)
 	if err != nil {
 		return err
 	}
+	size := obj.Size()
 	if size > c.limits.MaxFileSize {
 		return c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", size, c.limits.MaxFileSize)
 	}
 	if c.written+size > c.limits.MaxTotalSize {
 		return c.fail(p, ErrTooLarge, "checkout would exceed the total limit of %d bytes", c.limits.MaxTotalSize)
 	}
-	fd, err := unix.Openat(dirfd, e.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	c.written += size
+	c.files++
+	if c.progress != nil && c.files%512 == 0 {
+		c.progress(c.files, c.written)
+	}
+	if size < streamThreshold {
+		data := make([]byte, size)
+		if size > 0 {
+			rd, err := obj.Reader()
+			if err != nil {
+				return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+			}
+			_, err = io.ReadFull(rd, data)
+			rd.Close()
+			if err != nil {
+				return fmt.Errorf("%w: blob %s of %q (%d bytes): %w", ErrStorage, e.hash, p, size, err)
+			}
+		}
+		dir.acquire()
+		c.jobs <- writeJob{dir: dir, name: e.name, path: p, mode: mode, data: data}
+		return nil
+	}
+	// Large: stream it here, from the lazily read object.
+	fd, err := unix.Openat(dir.fd, e.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
 	if err != nil {
 		return c.exists(err, p)
 	}
@@ -321,28 +464,17 @@ func (c *checkout) writeFile(dirfd int, e treeEntry, p string, mode uint32) erro
 			return fmt.Errorf("%w: chmod %q: %w", ErrStorage, p, err)
 		}
 	}
-	if size > 0 {
-		obj, err := c.store.EncodedObject(plumbing.BlobObject, e.hash)
-		if err != nil {
-			return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
-		}
-		rd, err := obj.Reader()
-		if err != nil {
-			return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
-		}
-		n, err := copyToFD(fd, io.LimitReader(rd, size), c.buf)
-		rd.Close()
-		if err != nil {
-			return fmt.Errorf("%w: write %q: %w", ErrStorage, p, err)
-		}
-		if n != size {
-			return fmt.Errorf("%w: blob %s of %q: read %d bytes, object header says %d", ErrStorage, e.hash, p, n, size)
-		}
+	rd, err := obj.Reader()
+	if err != nil {
+		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
 	}
-	c.written += size
-	c.files++
-	if c.progress != nil && c.files%512 == 0 {
-		c.progress(c.files, c.written)
+	n, err := copyToFD(fd, io.LimitReader(rd, size), c.buf)
+	rd.Close()
+	if err != nil {
+		return fmt.Errorf("%w: write %q: %w", ErrStorage, p, err)
+	}
+	if n != size {
+		return fmt.Errorf("%w: blob %s of %q: read %d bytes, object header says %d", ErrStorage, e.hash, p, n, size)
 	}
 	return nil
 }
@@ -372,16 +504,13 @@ func copyToFD(fd int, r io.Reader, buf []byte) (int64, error) {
 }
 
 func (c *checkout) writeSymlink(dirfd int, e treeEntry, p string) error {
-	size, err := c.blobSize(e, p)
+	obj, err := c.blob(e, p)
 	if err != nil {
 		return err
 	}
+	size := obj.Size()
 	if size == 0 || size > maxSymlinkTarget {
 		return c.fail(p, ErrUnsafeName, "symlink target of %d bytes (must be 1..%d)", size, maxSymlinkTarget)
-	}
-	obj, err := c.store.EncodedObject(plumbing.BlobObject, e.hash)
-	if err != nil {
-		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
 	}
 	rd, err := obj.Reader()
 	if err != nil {

@@ -118,6 +118,9 @@ type Registry struct {
 	idx       map[string]Template
 	busy      map[string]bool
 	repoLocks map[string]*sync.RWMutex
+
+	// cleanup tracks background removals of verified scratch trees.
+	cleanup sync.WaitGroup
 }
 
 // New opens (or creates) the cache in cfg.Dir, takes its lock, loads
@@ -156,8 +159,10 @@ func New(cfg Config) (*Registry, error) {
 	return r, nil
 }
 
-// Close releases the cache lock. The Registry must not be used afterwards.
+// Close waits for background cleanup and releases the cache lock. The
+// Registry must not be used afterwards.
 func (r *Registry) Close() error {
+	r.cleanup.Wait()
 	return r.lockFile.Close()
 }
 
@@ -292,7 +297,7 @@ func cloneTemplate(t Template) Template {
 
 // openStore opens a bare repository's storage. Call Close on it.
 func openStore(path string) (*filesystem.Storage, error) {
-	st := filesystem.NewStorageWithOptions(osfs.New(path, osfs.WithBoundOS()), cache.NewObjectLRU(8*cache.MiByte),
+	st := filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRU(8*cache.MiByte),
 		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: 1 << 20})
 	return st, nil
 }
@@ -345,7 +350,7 @@ func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func
 		return Template{}, fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 
-	fr, err := r.fetch(ctx, repo, tmpRepo, url, rep)
+	fr, err := r.fetch(ctx, repo, tmpRepo, url, rep, ref == "")
 	if err != nil {
 		return Template{}, err
 	}
@@ -413,7 +418,7 @@ func (r *Registry) Update(ctx context.Context, name string, progress func(Progre
 			oldHead, _ = peel(st, ref.Hash())
 		}
 	}
-	fr, err := r.fetch(ctx, repo, path, t.URL, rep)
+	fr, err := r.fetch(ctx, repo, path, t.URL, rep, t.Ref == "")
 	if err != nil {
 		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
 	}
@@ -568,7 +573,17 @@ func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Stora
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrStorage, err)
 	}
-	defer os.RemoveAll(dir)
+	verified := false
+	defer func() {
+		if !verified {
+			os.RemoveAll(dir)
+			return
+		}
+		// After success the scratch tree goes away in the background, so
+		// that Add and Update return sooner; Close waits for it, and New
+		// empties tmp/ after a crash.
+		r.cleanup.Go(func() { os.RemoveAll(dir) })
+	}()
 	co.progress = func(files int, bytes int64) {
 		rep.report(Progress{Phase: PhaseCheckout, Objects: files, Bytes: bytes, Message: fmt.Sprintf("checked out %d files", files)}, false)
 	}
@@ -587,6 +602,7 @@ func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Stora
 			return nil, &ValidationError{Name: name, Commit: commit.String(), Errors: found}
 		}
 	}
+	verified = true
 	return md, nil
 }
 
@@ -597,7 +613,7 @@ func writeInto(co *checkout, tree plumbing.Hash, dir string) error {
 		return fmt.Errorf("%w: open %s: %w", ErrStorage, dir, err)
 	}
 	defer unix.Close(fd)
-	return co.writeTree(fd, tree, "", 0)
+	return co.run(fd, tree)
 }
 
 // readMetadata reads and parses metadata.json at the root of a tree.
@@ -614,17 +630,13 @@ func readMetadata(co *checkout, tree plumbing.Hash) (*metadata.Metadata, error) 
 			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json",
 				Err: fmt.Errorf("must be a regular file, has mode %06o %s", e.mode, describeMode(e.mode))}
 		}
-		size, err := co.blobSize(e, "metadata.json")
+		obj, err := co.blob(e, "metadata.json")
 		if err != nil {
 			return nil, err
 		}
-		if size > maxMetadataSize {
+		if size := obj.Size(); size > maxMetadataSize {
 			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json",
 				Err: fmt.Errorf("%d bytes, more than the limit of %d", size, maxMetadataSize)}
-		}
-		obj, err := co.store.EncodedObject(plumbing.BlobObject, e.hash)
-		if err != nil {
-			return nil, fmt.Errorf("%w: metadata.json: %w", ErrStorage, err)
 		}
 		rd, err := obj.Reader()
 		if err != nil {
@@ -752,7 +764,7 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	defer unix.Close(fd)
-	if err := co.writeTree(fd, tree, "", 0); err != nil {
+	if err := co.run(fd, tree); err != nil {
 		return err
 	}
 	if err := makeDirs(fd, dirs, commit); err != nil {
