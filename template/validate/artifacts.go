@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -22,6 +25,25 @@ type Artifact struct {
 	// From lists absolute host paths or glob patterns, tried in order; for a pattern the lexically last match
 	// is used (the newest kernel of /boot/vmlinuz-*). The file is copied with its permission bits.
 	From []string `json:"from"`
+}
+
+// Source returns the host file the artifact is copied from: the first entry of From that names a regular file
+// (after symlinks); for a glob pattern, its lexically last match that is a regular file. It fails with
+// ErrArtifactMissing when the host has none.
+func (a Artifact) Source() (string, error) {
+	for _, f := range a.From {
+		matches, err := filepath.Glob(f)
+		if err != nil {
+			return "", fmt.Errorf("%w: artifact %s: pattern %q: %w", ErrInvalidArtifacts, a.Path, f, err)
+		}
+		slices.Sort(matches)
+		for i := len(matches) - 1; i >= 0; i-- {
+			if fi, err := os.Stat(matches[i]); err == nil && fi.Mode().IsRegular() {
+				return matches[i], nil
+			}
+		}
+	}
+	return "", fmt.Errorf("%w: %s (from %s)", ErrArtifactMissing, a.Path, strings.Join(a.From, ", "))
 }
 
 type artifactsDoc struct {

@@ -22,3 +22,6 @@ var (
 
 // ErrInvalidArtifacts is returned by ReadArtifacts for a malformed artifacts.json.
 var ErrInvalidArtifacts = errors.New("validate: invalid artifacts.json")
+
+// ErrArtifactMissing is returned by Artifact.Source when the host has none of the artifact's sources.
+var ErrArtifactMissing = errors.New("validate: artifact not found on this host")

@@ -2,6 +2,7 @@ package validate
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"os"
@@ -138,10 +139,13 @@ func materialize(t testing.TB, src, dst string, kind Kind) (missing []string) {
 		t.Fatal(err)
 	}
 	for _, a := range arts {
-		from := hostArtifact(a)
-		if from == "" {
+		from, err := a.Source()
+		if errors.Is(err, ErrArtifactMissing) {
 			missing = append(missing, a.Path)
 			continue
+		}
+		if err != nil {
+			t.Fatal(err)
 		}
 		fi, err := os.Stat(from)
 		if err != nil {
@@ -156,20 +160,6 @@ func materialize(t testing.TB, src, dst string, kind Kind) (missing []string) {
 		}
 	}
 	return missing
-}
-
-// hostArtifact returns the host file an artifact comes from, or "".
-func hostArtifact(a Artifact) string {
-	for _, f := range a.From {
-		matches, _ := filepath.Glob(f)
-		slices.Sort(matches)
-		for i := len(matches) - 1; i >= 0; i-- {
-			if fi, err := os.Stat(matches[i]); err == nil && fi.Mode().IsRegular() {
-				return matches[i]
-			}
-		}
-	}
-	return ""
 }
 
 func copyFile(src, dst string, mode fs.FileMode) error {
@@ -217,6 +207,34 @@ func TestReadArtifacts(t *testing.T) {
 				if want := `[{"path":"rootfs/usr/bin/busybox","from":["/bin/busybox"]}]`; string(b) != want {
 					t.Errorf("artifacts = %s", b)
 				}
+			}
+		})
+	}
+}
+
+func TestArtifactSource(t *testing.T) {
+	tmp := t.TempDir()
+	build(t, tmp, file("boot/vmlinuz-6.1.0", "old"), file("boot/vmlinuz-6.12.0", "new"), dir("boot/vmlinuz-7.dir", 0o755), file("bin/busybox", "bb"))
+	tests := []struct {
+		name string
+		from []string
+		want string
+	}{
+		{"first existing", []string{tmp + "/nope", tmp + "/bin/busybox"}, tmp + "/bin/busybox"},
+		{"glob takes the lexically last regular file", []string{tmp + "/boot/vmlinuz-*"}, tmp + "/boot/vmlinuz-6.12.0"},
+		{"missing", []string{tmp + "/nope*"}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Artifact{Path: "x", From: tc.from}.Source()
+			if tc.want == "" {
+				if !errors.Is(err, ErrArtifactMissing) {
+					t.Fatalf("err = %v, want ErrArtifactMissing", err)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Source() = %q, %v; want %q", got, err, tc.want)
 			}
 		})
 	}
