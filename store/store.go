@@ -139,6 +139,7 @@ type Store interface {
 	// tells which. The events of one revision are delivered one after the
 	// other; a channel closed for overflow is closed between revisions, so
 	// resuming from the Revision of the last event received loses nothing.
+	// Event values may be shared between watchers: treat them as read-only.
 	Watch(ctx context.Context, kind string, fromRevision uint64) (<-chan Event, error)
 
 	// WatchErr returns why a channel returned by Watch was closed:
