@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/bitbuilder/bitbuilder/store"
@@ -139,6 +140,13 @@ type Config struct {
 // Service implements tenant operations on the store.
 type Service struct {
 	cfg Config
+
+	// reserved holds the network indexes that creates in flight in this process have
+	// picked, so that concurrent creates pick different ones instead of colliding in the
+	// store and retrying (each retry costs a durable commit).
+	mu       sync.Mutex
+	reserved map[int]bool
+	used     map[int]bool // nil until first needed
 }
 
 // New returns a Service.
@@ -146,8 +154,11 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("tenant: no store")
 	}
-	if cfg.IndexMin == 0 && cfg.IndexMax == 0 {
-		cfg.IndexMin, cfg.IndexMax = 1, 254
+	if cfg.IndexMin == 0 {
+		cfg.IndexMin = 1
+	}
+	if cfg.IndexMax == 0 {
+		cfg.IndexMax = 254
 	}
 	if cfg.IndexMin < 1 || cfg.IndexMax < cfg.IndexMin || cfg.IndexMax > 65535 {
 		return nil, fmt.Errorf("tenant: invalid network index range %d..%d", cfg.IndexMin, cfg.IndexMax)
@@ -161,7 +172,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Service{cfg: cfg}, nil
+	return &Service{cfg: cfg, reserved: map[int]bool{}}, nil
 }
 
 // IndexRange returns the configured network index range.
@@ -285,6 +296,10 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 			store.Op{Type: store.OpCreate, Kind: KindNetIndex, Name: indexKey(idx), Value: []byte(t.Name)},
 		)
 		var opErr *store.OpError
+		indexTaken := err == nil || errors.As(err, &opErr) && opErr.Index == 1 && errors.Is(err, store.ErrExists)
+		if spec.NetworkIndex == 0 || indexTaken {
+			s.release(idx, indexTaken)
+		}
 		switch {
 		case err == nil:
 			t.Revision, t.CreateRevision = rev, rev
@@ -305,31 +320,55 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 	}
 }
 
-// freeIndex returns the lowest free network index. After attempt lost races for it, it
-// picks at random among the lowest 2^attempt free ones, so that concurrent creates spread
-// out instead of colliding again.
+// freeIndex returns the lowest free network index and reserves it until release. After
+// attempt lost races for it (possible only with another writer on the same store), it
+// picks at random among the lowest 2^attempt free ones, so that racers spread out.
+//
+// The set of used indexes is read from the store once and then kept in memory: this
+// process is the store's only writer, so every change to it passes through Create,
+// Finalize or a lost race, which all update the set.
 func (s *Service) freeIndex(ctx context.Context, attempt int) (int, error) {
-	recs, _, err := s.cfg.Store.List(ctx, KindNetIndex)
-	if err != nil {
-		return 0, err
-	}
-	used := make(map[int]bool, len(recs))
-	for _, r := range recs {
-		if n, err := strconv.Atoi(r.Name); err == nil {
-			used[n] = true
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.used == nil {
+		recs, _, err := s.cfg.Store.List(ctx, KindNetIndex)
+		if err != nil {
+			return 0, err
+		}
+		s.used = make(map[int]bool, len(recs))
+		for _, r := range recs {
+			if n, err := strconv.Atoi(r.Name); err == nil {
+				s.used[n] = true
+			}
 		}
 	}
 	window := 1 << min(attempt, 10)
 	var free []int
 	for i := s.cfg.IndexMin; i <= s.cfg.IndexMax && len(free) < window; i++ {
-		if !used[i] {
+		if !s.used[i] && !s.reserved[i] {
 			free = append(free, i)
 		}
 	}
 	if len(free) == 0 {
 		return 0, &NoFreeIndexError{Min: s.cfg.IndexMin, Max: s.cfg.IndexMax}
 	}
-	return free[rand.IntN(len(free))], nil
+	idx := free[rand.IntN(len(free))]
+	s.reserved[idx] = true
+	return idx, nil
+}
+
+// release ends the reservation of idx; taken says whether the index is now used.
+func (s *Service) release(idx int, taken bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.reserved, idx)
+	if s.used != nil {
+		if taken {
+			s.used[idx] = true
+		} else {
+			delete(s.used, idx)
+		}
+	}
 }
 
 // Get returns one tenant.
@@ -477,6 +516,13 @@ func (s *Service) Finalize(ctx context.Context, t *Tenant) error {
 		store.Op{Type: store.OpDelete, Kind: KindTenant, Name: t.Name, ExpectRevision: t.Revision},
 		store.Op{Type: store.OpDelete, Kind: KindNetIndex, Name: indexKey(t.NetworkIndex)},
 	)
+	if err == nil {
+		s.mu.Lock()
+		if s.used != nil {
+			delete(s.used, t.NetworkIndex)
+		}
+		s.mu.Unlock()
+	}
 	return err
 }
 
