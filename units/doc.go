@@ -59,7 +59,10 @@
 //     separate mount. The machine is named T-infra (DESIGN.md: machines are <tenant>-<name>), which limits
 //     tenants with an infrastructure VM to 58-character names (machine names are at most 64). Restart=always is
 //     kept, with RestartSec=10 so a VM that fails at once does not hit the start rate limit within a second.
-//     KillMode=mixed as in systemd-nspawn@.service, so vmspawn can shut the guest down.
+//     KillMode=mixed as in systemd-nspawn@.service, so vmspawn can shut the guest down. Type=notify is kept: vmspawn
+//     passes the guest's READY=1 on (over AF_VSOCK), so the unit is active when the infrastructure VM has booted;
+//     TimeoutStartSec=10min because that takes 90-130 s under TCG (testenv.md), more than the default 90 s. A host
+//     without /dev/vhost-vsock never gets READY=1: give vmspawn --notify-ready=no there (Config.VMSpawnArgs).
 //   - The overlay mounts were wrong in four ways. (1) lowerdir=/usr:EXT put the host's /usr on top (the leftmost
 //     lowerdir is the top layer), so an extension could not override anything; the extensions are now on top.
 //     (2) EXT was the directory holding the extension trees, whose usr/ would have appeared as /usr/usr; each

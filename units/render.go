@@ -368,6 +368,8 @@ func (r *renderer) render() ([]Unit, error) {
 		r.kv("RequiresMountsFor", mountsFor)
 		r.section("Service")
 		r.kv("Type", "notify")
+		// vmspawn reports READY=1 when the guest's systemd does (over vsock), which takes minutes under TCG.
+		r.kv("TimeoutStartSec", "10min")
 		r.exec("ExecStart", argv...)
 		r.kv("KillMode", "mixed")
 		r.kv("Restart", "always")
