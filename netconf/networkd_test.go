@@ -18,24 +18,31 @@ import (
 
 	"github.com/bitbuilder/bitbuilder/integration/testhost"
 	"github.com/bitbuilder/bitbuilder/netns"
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
 )
 
-// TestNetworkdReal runs the example template through a real systemd-networkd 257 (a booted test host): the
-// tenant's namespace, bridge and veth come from netns (bridge address left to networkd), the rendered files from
-// Apply with a real D-Bus Reload; networkd configures the bridge and its DHCP server hands a lease to a DHCP client
-// in the tenant's namespace; networkd's journal has no "Failed to parse" for any rendered file (WireGuard and VLAN
-// included, which this kernel cannot create).
-func TestNetworkdReal(t *testing.T) {
+// networkdEnv is a booted systemd 257 test host with the network directory and the tenants' key directories bound
+// in at paths that are right on both sides, and a Manager that reloads the host's networkd over its D-Bus.
+type networkdEnv struct {
+	h        *testhost.Host
+	m        *Manager
+	bus      NetworkdBus
+	netDir   string
+	hostNs   string // the test host's network namespace
+	nsPrefix string // test-only prefix of the tenant namespaces made on this machine
+}
+
+func newNetworkdEnv(t *testing.T) *networkdEnv {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to boot the systemd test host")
 	}
-	for _, tool := range []string{"busybox"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("needs %s on the test machine (Debian package busybox-static) for the DHCP client", tool)
-		}
+	if _, err := exec.LookPath("busybox"); err != nil {
+		t.Skip("needs busybox on the test machine (Debian package busybox-static) for the DHCP client")
 	}
-	// Two directories bound into the host at the same path, so the paths in the rendered files are right in both:
-	// the network directory (the guest's /etc/systemd/network) and the tenants' key directories.
+	// The guest's /etc/systemd/network is a directory of this machine, and so is the tenants' directory, bound at
+	// the same path so that PrivateKeyFile= is right inside.
 	netDir, keysDir := t.TempDir(), t.TempDir()
 	for _, d := range []string{netDir, keysDir} {
 		if err := os.Chmod(d, 0o755); err != nil {
@@ -46,84 +53,80 @@ func TestNetworkdReal(t *testing.T) {
 		{Host: netDir, Guest: "/etc/systemd/network"},
 		{Host: keysDir, Guest: keysDir},
 	}})
-	ctx := t.Context()
-	leader := h.Leader()
-
-	// 1. The tenant's namespace, bridge and veth, in the test host's network namespace.
 	tag := make([]byte, 3)
 	rand.Read(tag)
-	nsPrefix := "bbt-" + hex.EncodeToString(tag) + "-"
-	nm, err := netns.New(netns.Config{
-		NamespacePrefix: nsPrefix, HostNetns: fmt.Sprintf("/proc/%d/ns/net", leader),
-		AddressMode: netns.AddressByNetworkd, Host: netns.NewKernel(netns.KernelConfig{HostNetns: fmt.Sprintf("/proc/%d/ns/net", leader)}),
-	})
-	if err != nil {
-		t.Fatal(err)
+	e := &networkdEnv{
+		h: h, netDir: netDir, hostNs: fmt.Sprintf("/proc/%d/ns/net", h.Leader()),
+		bus:      NetworkdBus{Address: fmt.Sprintf("unix:path=/proc/%d/root/run/dbus/system_bus_socket", h.Leader())},
+		nsPrefix: "bbt-" + hex.EncodeToString(tag) + "-",
 	}
-	spec := netns.Spec{Tenant: "acme", Index: 3, DHCP: true}
 	t.Cleanup(func() {
-		if err := nm.Teardown(context.Background(), spec); err != nil {
-			t.Errorf("teardown: %v", err)
+		entries, _ := os.ReadDir("/run/netns")
+		for _, en := range entries {
+			if strings.HasPrefix(en.Name(), e.nsPrefix) {
+				exec.Command("ip", "netns", "del", en.Name()).Run()
+			}
 		}
 	})
-	if _, err := nm.Ensure(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-
-	// 2. Render, write and reload, for real.
-	owner := guestUser(t, h, "systemd-network")
-	bus := NetworkdBus{Address: fmt.Sprintf("unix:path=/proc/%d/root/run/dbus/system_bus_socket", leader)}
-	m, err := New(Config{Dir: netDir, TenantsDir: keysDir, KeyOwner: owner, Reloader: bus})
+	m, err := New(Config{Dir: netDir, TenantsDir: keysDir, KeyOwner: guestUser(t, h, "systemd-network"), Reloader: e.bus})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The bus is reached from outside the host's PID namespace, which the host's dbus-daemon sometimes refuses
-	// right after boot; a failed reload is retried by the next Apply (the reconciler does the same).
+	e.m = m
+	return e
+}
+
+// apply renders and applies the example template for index. The bus is reached from outside the host's PID
+// namespace, which its dbus-daemon sometimes refuses right after boot; a failed reload is retried by the next
+// Apply (the reconciler does the same).
+func (e *networkdEnv) apply(t *testing.T, index int) Result {
+	t.Helper()
+	in := exampleInput()
+	in.Index = index
 	var res Result
 	changed := false
 	waitFor(t, 20*time.Second, func() (bool, string) {
-		res, err = m.Apply(ctx, loadExample(t), exampleInput())
+		var err error
+		res, err = e.m.Apply(t.Context(), loadExample(t), in)
 		changed = changed || res.Changed
 		if err != nil && !errors.Is(err, ErrNoSystemBus) {
 			t.Fatalf("Apply: %v", err)
 		}
 		return err == nil, fmt.Sprint(err)
 	})
-	res.Changed = changed
-	if !res.Changed || res.PublicKey == "" {
+	if !changed || res.PublicKey == "" {
 		t.Fatalf("Apply: %+v", res)
 	}
+	return res
+}
 
-	// 3. networkd configures the bridge: the address of the template.
-	waitFor(t, 20*time.Second, func() (bool, string) {
-		out, _, err := h.Run(ctx, "ip", "-4", "-br", "addr", "show", "dev", "br-tenant-3")
-		return err == nil && bytes.Contains(out, []byte("10.3.0.1/24")), string(out)
-	})
-
-	// 4. A DHCP client in the tenant's namespace gets a lease from networkd's DHCP server, from the pool
-	// (offset 100, size 100), and networkd reports it.
-	nsPath := filepath.Join("/run/netns", nm.Names(spec).Namespace)
+// dhcp runs a DHCP client on eth0 in the namespace at nsPath until it gets a lease from 10.N.0.0/24, checks it is
+// in the template's pool (offset 100, size 100), and that networkd reports it (networkctl and D-Bus).
+func (e *networkdEnv) dhcp(t *testing.T, nsPath string, index int) string {
+	t.Helper()
+	ctx := t.Context()
+	re := regexp.MustCompile(`lease of (10\.` + strconv.Itoa(index) + `\.0\.\d+) obtained`)
 	var lease string
 	waitFor(t, 30*time.Second, func() (bool, string) {
-		cmd := exec.CommandContext(ctx, "nsenter", "--net="+nsPath, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "3", "-T", "2", "-s", "/bin/true")
-		out, _ := cmd.CombinedOutput()
-		if m := regexp.MustCompile(`lease of (10\.3\.0\.\d+) obtained`).FindSubmatch(out); m != nil {
+		out, _ := exec.CommandContext(ctx, "nsenter", "--net="+nsPath, "busybox", "udhcpc", "-i", "eth0",
+			"-n", "-q", "-f", "-t", "3", "-T", "2", "-s", "/bin/true").CombinedOutput()
+		if m := re.FindSubmatch(out); m != nil {
 			lease = string(m[1])
-			return true, string(out)
+			return true, ""
 		}
 		return false, string(out)
 	})
 	last, _ := strconv.Atoi(lease[strings.LastIndexByte(lease, '.')+1:])
 	if last < 100 || last >= 200 {
-		t.Errorf("lease %s outside the template's pool 10.3.0.100-199", lease)
+		t.Errorf("lease %s outside the template's pool .100-.199", lease)
 	}
+	bridge := fmt.Sprintf("br-tenant-%d", index)
 	waitFor(t, 10*time.Second, func() (bool, string) {
-		out, _, _ := h.Run(ctx, "networkctl", "status", "--no-pager", "br-tenant-3")
+		out, _, _ := e.h.Run(ctx, "networkctl", "status", "--no-pager", bridge)
 		return bytes.Contains(out, []byte(lease)), string(out)
 	})
-	// The same over D-Bus, as the API's Get reports it.
 	waitFor(t, 10*time.Second, func() (bool, string) {
-		leases, err := bus.Leases(ctx, "br-tenant-3")
+		leases, err := e.bus.Leases(ctx, bridge)
 		for _, l := range leases {
 			if l.Address.String() == lease && l.HardwareAddr != "" && l.ExpirationUSec > 0 {
 				return true, ""
@@ -131,42 +134,161 @@ func TestNetworkdReal(t *testing.T) {
 		}
 		return false, fmt.Sprintf("%+v %v", leases, err)
 	})
+	return lease
+}
 
-	// 5. networkd parsed every rendered file: no line of its journal mentions one of them except to say it
-	// configures a link with it ("Failed to parse ..." and "Unknown key ..." name the file and line).
-	journal := h.JournalTail(ctx, 1000, "-u", "systemd-networkd")
+// checkJournal: networkd parsed every rendered file. No line of its journal mentions one of them except to say
+// it configures a link with it ("Failed to parse ..." and "Unknown key ..." name the file and line).
+func (e *networkdEnv) checkJournal(t *testing.T) string {
+	t.Helper()
+	journal := e.h.JournalTail(t.Context(), 2000, "-u", "systemd-networkd")
 	for _, line := range strings.Split(journal, "\n") {
 		if strings.Contains(line, "Failed to parse") ||
 			strings.Contains(line, "50-bitbuilder-") && !strings.Contains(line, ": Configuring with ") {
 			t.Errorf("networkd: %s", line)
 		}
 	}
-	// The key is readable by networkd (the netdev itself then fails: no wireguard in this kernel), and the bridge
-	// port is configured by the template, not by networkd's stock file for nspawn's ve-* veths.
+	// The key is readable by networkd (the netdev itself then fails: no wireguard in this kernel), and bridge
+	// ports are configured by the template, not by networkd's stock file for nspawn's ve-* veths.
 	for _, bad := range []string{"Failed to read private key", "80-container-ve.network"} {
 		if strings.Contains(journal, bad) {
 			t.Errorf("networkd's journal has %q", bad)
 		}
 	}
-	if !strings.Contains(journal, "vh-tenant-3: Configuring with /etc/systemd/network/50-bitbuilder-3-15-port.network") {
-		t.Errorf("networkd did not configure the bridge port with the template's 15-port.network")
-	}
+	return journal
+}
+
+// TestNetworkdReal runs the example template through a real systemd-networkd 257 in a booted test host, with a
+// real D-Bus Reload, twice: once networkd creates the bridge itself from the rendered .netdev and enslaves a plain
+// veth to it, once the tenant's namespace, bridge and veth come from the netns package (bridge address left to
+// networkd) and networkd configures them without undoing any of it. Each time networkd's DHCP server hands a lease
+// to a DHCP client in the tenant's namespace. Its journal has no "Failed to parse" for any rendered file, WireGuard
+// and VLAN included (which this kernel cannot create); a file with a bad value shows that the check can fail.
+func TestNetworkdReal(t *testing.T) {
+	e := newNetworkdEnv(t)
+	ctx := t.Context()
+
+	t.Run("networkd creates the bridge", func(t *testing.T) {
+		res := e.apply(t, 4)
+		waitFor(t, 20*time.Second, func() (bool, string) {
+			out, _, err := e.h.Run(ctx, "ip", "-d", "-4", "addr", "show", "dev", "br-tenant-4")
+			return err == nil && bytes.Contains(out, []byte("bridge ")) && bytes.Contains(out, []byte("10.4.0.1/24")), string(out)
+		})
+		// A tenant namespace with a plain veth whose host end networkd puts on the bridge (15-port.network).
+		ns := e.nsPrefix + "plain"
+		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
+			t.Fatalf("ip netns add: %v: %s", err, out)
+		}
+		addVeth(t, e.hostNs, "vh-tenant-4", filepath.Join("/run/netns", ns))
+		waitFor(t, 20*time.Second, func() (bool, string) {
+			out, _, _ := e.h.Run(ctx, "ip", "-br", "link", "show", "master", "br-tenant-4")
+			return bytes.Contains(out, []byte("vh-tenant-4")), string(out)
+		})
+		e.dhcp(t, filepath.Join("/run/netns", ns), 4)
+		if len(res.Files) != 9 {
+			t.Errorf("files: %v", res.Files)
+		}
+	})
+
+	t.Run("netns creates the bridge", func(t *testing.T) {
+		nm, err := netns.New(netns.Config{
+			NamespacePrefix: e.nsPrefix, AddressMode: netns.AddressByNetworkd,
+			Host: netns.NewKernel(netns.KernelConfig{HostNetns: e.hostNs}),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		spec := netns.Spec{Tenant: "acme", Index: 3, DHCP: true}
+		t.Cleanup(func() {
+			if err := nm.Teardown(context.Background(), spec); err != nil {
+				t.Errorf("teardown: %v", err)
+			}
+		})
+		if _, err := nm.Ensure(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		e.apply(t, 3)
+		waitFor(t, 20*time.Second, func() (bool, string) {
+			out, _, err := e.h.Run(ctx, "ip", "-4", "-br", "addr", "show", "dev", "br-tenant-3")
+			return err == nil && bytes.Contains(out, []byte("10.3.0.1/24")), string(out)
+		})
+		e.dhcp(t, filepath.Join("/run/netns", nm.Names(spec).Namespace), 3)
+		// networkd configured the links and undid nothing of ours: marks, master, isolation filter.
+		st, err := nm.Inspect(ctx, spec)
+		if err != nil || len(st.Problems) != 0 || !st.Isolated {
+			t.Errorf("Inspect after networkd: %v %+v", err, st.Problems)
+		}
+		journal := e.h.JournalTail(ctx, 2000, "-u", "systemd-networkd")
+		if !strings.Contains(journal, "vh-tenant-3: Configuring with /etc/systemd/network/50-bitbuilder-3-15-port.network") {
+			t.Errorf("networkd did not configure the bridge port with the template's 15-port.network")
+		}
+	})
+
+	journal := e.checkJournal(t)
 	if testing.Verbose() {
 		t.Logf("networkd journal:\n%s", journal)
 	}
 
-	// The check above can fail: a file with a bad value is reported as such.
-	bad := filepath.Join(netDir, "50-bitbuilder-99-bad.netdev")
-	if err := os.WriteFile(bad, []byte("[NetDev]\nName=bad0\nKind=vxlan\n[VXLAN]\nVNI=not-a-number\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := h.Run(ctx, "networkctl", "reload"); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 10*time.Second, func() (bool, string) {
-		j := h.JournalTail(ctx, 50, "-u", "systemd-networkd")
-		return strings.Contains(j, "50-bitbuilder-99-bad.netdev") && strings.Contains(j, "Failed to parse"), j
+	t.Run("the journal check can fail", func(t *testing.T) {
+		bad := filepath.Join(e.netDir, "50-bitbuilder-99-bad.netdev")
+		if err := os.WriteFile(bad, []byte("[NetDev]\nName=bad0\nKind=vxlan\n[VXLAN]\nVNI=not-a-number\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := e.h.Run(ctx, "networkctl", "reload"); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, func() (bool, string) {
+			j := e.h.JournalTail(ctx, 50, "-u", "systemd-networkd")
+			return strings.Contains(j, "50-bitbuilder-99-bad.netdev") && strings.Contains(j, "Failed to parse"), j
+		})
 	})
+}
+
+// addVeth creates a veth pair with host end name in the namespace at hostNs and the other end, eth0, in the
+// namespace at peerNs, both up.
+func addVeth(t *testing.T, hostNs, name, peerNs string) {
+	t.Helper()
+	hns, err := vns.GetFromPath(hostNs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hns.Close()
+	pns, err := vns.GetFromPath(peerNs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pns.Close()
+	h, err := netlink.NewHandleAt(hns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pns))}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := h.LinkByName(name)
+	if err == nil {
+		err = h.LinkSetUp(l)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ph, err := netlink.NewHandleAt(pns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.Close()
+	for _, n := range []string{"lo", "eth0"} {
+		l, err := ph.LinkByName(n)
+		if err == nil {
+			err = ph.LinkSetUp(l)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // guestUser reads a user's uid and gid from the test host's /etc/passwd.

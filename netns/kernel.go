@@ -222,11 +222,17 @@ func linkState(h *netlink.Handle, l netlink.Link, ns string, gateway bool) (Link
 	if st.Kind == "device" && a.Flags&net.FlagLoopback != 0 {
 		st.Kind = "loopback"
 	}
+	parent := 0
 	switch v := l.(type) {
 	case *netlink.Vxlan:
-		st.VNI = v.VxlanId
+		st.VNI, parent = v.VxlanId, v.VtepDevIndex
 	case *netlink.Vlan:
-		st.VNI = v.VlanId
+		st.VNI, parent = v.VlanId, a.ParentIndex
+	}
+	if parent != 0 {
+		if p, err := h.LinkByIndex(parent); err == nil {
+			st.Parent = p.Attrs().Name
+		}
 	}
 	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
 	if err != nil {

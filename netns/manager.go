@@ -221,7 +221,13 @@ func (m *Manager) creations(s Spec, ws []want, obs Observed) []Op {
 		if w.create == nil || w.err != nil {
 			continue
 		}
-		if l := find(obs, w.ns, w.name); l != nil && !(w.name == n.Veth && veth == nil) {
+		l := find(obs, w.ns, w.name)
+		if l != nil && stale(*w.create, *l) {
+			// A VXLAN or VLAN with another id or underlay cannot be changed in place.
+			ops = append(ops, Op{Kind: OpDelLink, Name: w.name})
+			l = nil
+		}
+		if l != nil && !(w.name == n.Veth && veth == nil) {
 			continue
 		}
 		ops = append(ops, Op{Kind: OpAddLink, Namespace: w.ns, Name: w.name, Alias: Mark(s.Tenant), Link: *w.create})
@@ -232,6 +238,14 @@ func (m *Manager) creations(s Spec, ws []want, obs Observed) []Op {
 		}
 	}
 	return ops
+}
+
+func stale(want NewLink, got LinkState) bool {
+	switch want.Kind {
+	case "vxlan", "vlan":
+		return got.VNI != want.VNI || got.Parent != want.Parent
+	}
+	return false
 }
 
 // settings returns the ops that configure existing links as desired. created lists links made in this run (they

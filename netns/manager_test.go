@@ -493,3 +493,22 @@ func TestFilterProgram(t *testing.T) {
 		t.Errorf("fingerprint does not depend on the tenant's prefix")
 	}
 }
+
+func TestEnsureReplacesStaleVXLAN(t *testing.T) {
+	f := newFakeHost()
+	f.addLink(LinkState{Name: "eth8", Kind: "device", Up: true})
+	m := newFakeManager(t, f, nil)
+	s := Spec{Tenant: "acme", Index: 3, VXLAN: true}
+	if _, err := m.Ensure(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	// The uplink changed in the configuration: the VXLAN must move to it.
+	m2 := newFakeManager(t, f, func(c *Config) { c.Uplink = "eth8" })
+	if _, err := m2.Ensure(t.Context(), s); err != nil {
+		t.Fatal(err)
+	}
+	if vx := f.link("", m.Names(s).VXLAN); vx == nil || vx.Parent != "eth8" || vx.Master != m.Names(s).Bridge {
+		t.Errorf("vxlan %+v", vx)
+	}
+	wantConverged(t, f, m2, s)
+}

@@ -111,7 +111,7 @@ type LinkState struct {
 	OperState string
 	Addrs     []netip.Prefix // IPv4 addresses
 	Gateway   netip.Addr     // IPv4 default route via this link (namespace links only)
-	// VNI, Group, Port and Parent describe VXLAN and VLAN links.
+	// VNI (the VLAN id for VLAN links) and Parent (the underlay) describe VXLAN and VLAN links.
 	VNI    int
 	Parent string
 
