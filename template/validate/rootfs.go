@@ -103,7 +103,7 @@ func checkOSReleaseLinks(r *root, c *collector) {
 	usrReg := usrErr == nil && usrFI.Mode().IsRegular()
 	switch {
 	case usrReg && etcLink:
-		target, _ := os.Readlink(r.abs(path.Dir(mustResolve(r, etc)) + "/os-release"))
+		target, _ := os.Readlink(r.abs(mustResolve(r, etc)))
 		res, err := r.resolve(etc, true)
 		switch {
 		case err != nil || res != usr:
@@ -288,11 +288,19 @@ func isLowerHex(s string) bool {
 
 var initPaths = []string{"usr/lib/systemd/systemd", "lib/systemd/systemd", "sbin/init"}
 
-func checkInit(r *root, c *collector) {
+// hasInit reports whether one of the init paths is an executable file (symlinks resolved inside the root).
+func hasInit(r *root) bool {
 	for _, p := range initPaths {
 		if _, fi, err := r.stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0 {
-			return
+			return true
 		}
+	}
+	return false
+}
+
+func checkInit(r *root, c *collector) {
+	if hasInit(r) {
+		return
 	}
 	c.errorf("C25", "sbin/init", "no init: none of /usr/lib/systemd/systemd, /lib/systemd/systemd, /sbin/init is an executable file; a booted container or VM needs one")
 }

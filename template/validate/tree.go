@@ -120,7 +120,7 @@ func checkSubRoot(ctx context.Context, r *root, c *collector, sub string, opts O
 	}
 	sr := &root{dir: r.abs(mustResolve(r, sub))}
 	sc := c.sub(sub)
-	if opts.Bootable && arts.hasAny(sub, initPaths) {
+	if opts.Bootable && !hasInit(sr) && arts.hasAny(sub, initPaths) {
 		opts.Bootable = false
 		sc.infof("X3", "sbin/init", "the init is provided at materialization (artifacts.json)")
 	}
