@@ -28,7 +28,8 @@ type Limits struct {
 	MaxTotalSize int64
 	// MaxEntries is the most files, symlinks and directories (default 2,000,000).
 	MaxEntries int
-	// MaxFetchSize is the most pack bytes one fetch may receive (default 16 GiB).
+	// MaxFetchSize is the most pack bytes a template's repository may hold
+	// after a fetch; a fetch that grows past it is stopped (default 16 GiB).
 	MaxFetchSize int64
 }
 

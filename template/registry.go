@@ -18,6 +18,16 @@
 // Add, Update and Pin move a pin only after the commit's metadata.json parses,
 // its tree can be checked out safely, and the injected validator (if any)
 // finds no errors. A failure leaves the cache and the index as they were.
+//
+// Use from the daemon: New once at start-up (it takes an exclusive lock on
+// the cache) and Close at exit; Add and Update with a progress callback that
+// sends Varlink "more" replies; Remove with a callback that asks the store
+// which tenants use the template; Materialize from the reconciler, which
+// needs no network. Errors map onto Varlink errors as listed in errors.go.
+// Fetches honour ctx only: give Add and Update a context with a deadline.
+//
+// Local paths and file:// URLs are served by the git CLI's git-upload-pack,
+// which go-git runs; the other transports are go-git's own.
 package template
 
 import (

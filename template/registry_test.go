@@ -1,6 +1,7 @@
 package template
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -359,5 +360,66 @@ func TestProgressPhases(t *testing.T) {
 	want := []Phase{PhaseFetching, PhaseCheckout, PhaseValidating, PhasePinning}
 	if !slices.Equal(phases, want) {
 		t.Errorf("phases = %v, want %v", phases, want)
+	}
+}
+
+func TestConcurrentAddSameName(t *testing.T) {
+	src := newWorkRepo(t, baseFiles())
+	r := newRegistry(t, Config{})
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := r.Add(t.Context(), "web", src.dir, "", nil)
+			errs <- err
+		}()
+	}
+	ok := 0
+	for range n {
+		err := <-errs
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, ErrExists):
+			t.Errorf("concurrent Add: %v, want nil or ErrExists", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d concurrent Adds succeeded, want 1", ok, n)
+	}
+	if left := cacheEntries(t, r); !slices.Equal(left, []string{"index:web", "repos/web.git"}) {
+		t.Errorf("cache: %v", left)
+	}
+}
+
+func TestAddCanceled(t *testing.T) {
+	src := newWorkRepo(t, baseFiles())
+	r := newRegistry(t, Config{})
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, err := r.Add(ctx, "web", src.dir, "", nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("Add with a canceled context = %v", err)
+	}
+	// Canceled while validating.
+	ctx, cancel = context.WithCancel(t.Context())
+	r2 := newRegistry(t, Config{Validate: func(ctx context.Context, dir, kind string) ([]string, error) {
+		cancel()
+		return nil, ctx.Err()
+	}})
+	if _, err := r2.Add(ctx, "web", src.dir, "", nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("Add canceled in validation = %v", err)
+	}
+	for _, reg := range []*Registry{r, r2} {
+		if left := cacheEntries(t, reg); len(left) != 0 {
+			t.Errorf("cache: %v", left)
+		}
+		es, _ := os.ReadDir(reg.dir)
+		var names []string
+		for _, e := range es {
+			names = append(names, e.Name())
+		}
+		if !slices.Equal(names, []string{"lock", "repos", "tmp"}) {
+			t.Errorf("cache dir holds %v", names)
+		}
 	}
 }
