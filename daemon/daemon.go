@@ -21,6 +21,7 @@ import (
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
+	"github.com/bitbuilder/bitbuilder/reconcile"
 	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/store"
 	"github.com/bitbuilder/bitbuilder/tenant"
@@ -59,6 +60,12 @@ type Config struct {
 	Listener net.Listener
 	// Ready, when set, is closed once the daemon serves.
 	Ready chan<- struct{}
+	// Steps are the reconciler's host steps, in set-up order (torn down in reverse).
+	Steps []reconcile.Step
+	// Observer is told about the whole set of tenants after changes (the boot registry).
+	Observer reconcile.Observer
+	// Resync is how often every tenant is reconciled without a change (default 1 min).
+	Resync time.Duration
 }
 
 func (c *Config) defaults() {
@@ -184,6 +191,18 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Wait()
 		return err
 	}
+	ctl := reconcile.New(reconcile.Config{
+		Tenants: svc, Store: st, Steps: cfg.Steps, Observer: cfg.Observer,
+		Resync: cfg.Resync, Logger: log.With("component", "reconcile"),
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := ctl.Run(serveCtx); err != nil && serveCtx.Err() == nil {
+			log.Error("reconciler stopped", "err", err)
+		}
+	}()
+
 	status := fmt.Sprintf("Serving %d tenants", len(ts))
 	notify(log, "READY=1\nSTATUS="+status)
 	log.Info("ready", "tenants", len(ts), "revision", st.Revision())

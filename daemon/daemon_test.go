@@ -273,6 +273,8 @@ func TestTenantLifecycle(t *testing.T) {
 		t.Errorf("List = %v", names)
 	}
 
+	// The reconciler records the tenant's phase; once it settled, the revision holds still.
+	a = waitPhase(t, c, "alpha", "ready")
 	rev := int(a["revision"].(float64))
 	up := tenantOf(t, c.call("io.bitbuilder.Tenant.Update", fmt.Sprintf(`{"name":"alpha","revision":%d,"resources":{"cpus":4,"memoryBytes":4294967296,"storageBytes":10737418240}}`, rev)))
 	if up["resources"].(map[string]any)["cpus"] != 4.0 || int(up["revision"].(float64)) <= rev {
@@ -290,8 +292,12 @@ func TestTenantLifecycle(t *testing.T) {
 	if r := c.call("io.bitbuilder.Tenant.Delete", `{"name":"gamma"}`); r.Error != "" {
 		t.Fatalf("Delete: %v", r)
 	}
-	if s := tenantOf(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"gamma"}`)); s["phase"] != "deleting" {
-		t.Errorf("after Delete, phase = %v", s["phase"])
+	// The reconciler tears down and finalizes: the tenant disappears, its index is free.
+	waitFor(t, func() bool {
+		return c.call("io.bitbuilder.Tenant.Get", `{"name":"gamma"}`).Error == "io.bitbuilder.Tenant.NoSuchTenant"
+	}, "gamma to be finalized")
+	if g := tenantOf(t, c.call("io.bitbuilder.Tenant.Create", `{"name":"delta"}`)); g["networkIndex"] != 2.0 {
+		t.Errorf("delta got index %v, want gamma's freed 2", g["networkIndex"])
 	}
 	wantError(t, c.call("io.bitbuilder.Tenant.Delete", `{"name":"nope"}`), "io.bitbuilder.Tenant.NoSuchTenant", nil)
 }
@@ -505,6 +511,7 @@ func TestWatchStreamsAndResumes(t *testing.T) {
 	d := startDaemon(t)
 	c := dial(t, d.socket)
 	tenantOf(t, c.call("io.bitbuilder.Tenant.Create", `{"name":"w1"}`))
+	waitPhase(t, c, "w1", "ready")
 
 	w := dial(t, d.socket)
 	w.send(`{"method":"io.bitbuilder.Tenant.Watch","more":true,"parameters":{}}`)
@@ -516,27 +523,32 @@ func TestWatchStreamsAndResumes(t *testing.T) {
 	snapshot := ev["revision"].(float64)
 
 	tenantOf(t, c.call("io.bitbuilder.Tenant.Create", `{"name":"w2"}`))
+	waitPhase(t, c, "w2", "ready")
 	tenantOf(t, c.call("io.bitbuilder.Tenant.Stop", `{"name":"w1"}`))
+	// Expect, in order: w2 added, w2 modified by the reconciler (phase), w1 modified
+	// (desiredState stopped); the reconciler may add more modifications after that.
+	want := []string{"added:w2:running", "modified:w2:running", "modified:w1:stopped"}
 	var seen []string
 	var lastRev float64
-	for range 2 {
+	for range want {
 		r := w.mustRead()
 		e := r.Parameters["event"].(map[string]any)
-		seen = append(seen, e["type"].(string)+":"+e["name"].(string))
+		tn := e["tenant"].(map[string]any)
+		seen = append(seen, e["type"].(string)+":"+e["name"].(string)+":"+tn["desiredState"].(string))
 		if rev := e["revision"].(float64); rev <= snapshot || rev <= lastRev {
 			t.Errorf("revision %v not increasing (snapshot %v, last %v)", rev, snapshot, lastRev)
 		} else {
 			lastRev = rev
 		}
 	}
-	if strings.Join(seen, ",") != "added:w2,modified:w1" {
-		t.Errorf("events = %v", seen)
+	if strings.Join(seen, ",") != strings.Join(want, ",") {
+		t.Errorf("events = %v, want %v", seen, want)
 	}
 
-	// Resume from the snapshot revision: the same two changes, nothing before.
+	// Resume from the snapshot revision: the same changes, nothing before.
 	w2 := dial(t, d.socket)
 	w2.send(fmt.Sprintf(`{"method":"io.bitbuilder.Tenant.Watch","more":true,"parameters":{"revision":%d}}`, int(snapshot)))
-	for _, want := range []string{"w2", "w1"} {
+	for _, want := range []string{"w2", "w2", "w1"} {
 		e := w2.mustRead().Parameters["event"].(map[string]any)
 		if e["name"] != want {
 			t.Errorf("resumed event for %v, want %s", e["name"], want)
@@ -589,6 +601,17 @@ func connections(t testing.TB, d *testDaemon) int {
 	}
 	// Each in-process connection is two sockets (ours and the daemon's); the listener one.
 	return (n - 1) / 2
+}
+
+// waitPhase polls Get until the tenant reaches phase and returns it.
+func waitPhase(t *testing.T, c *client, name, phase string) map[string]any {
+	t.Helper()
+	var tn map[string]any
+	waitFor(t, func() bool {
+		tn = tenantOf(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"`+name+`"}`))
+		return tn["phase"] == phase
+	}, name+" to reach phase "+phase)
+	return tn
 }
 
 func waitFor(t testing.TB, cond func() bool, what string) {

@@ -140,7 +140,6 @@ func TestIndexAllocationAndRelease(t *testing.T) {
 	if !errors.As(err, &nf) || nf.Min != 10 || nf.Max != 12 {
 		t.Fatalf("full range: %v", err)
 	}
-	b, _ := s.Get(ctx, "b")
 	if _, err := s.Delete(ctx, "b", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +147,7 @@ func TestIndexAllocationAndRelease(t *testing.T) {
 	if _, err := s.Create(ctx, Spec{Name: "d"}); !errors.As(err, &nf) {
 		t.Fatalf("index freed before finalize: %v", err)
 	}
-	b, _ = s.Get(ctx, "b")
+	b, _ := s.Get(ctx, "b")
 	if err := s.Finalize(ctx, b); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,388 @@
+// Package reconcile is BitBuilder's control loop. It follows the store's change log and,
+// for one tenant at a time, makes the host match the tenant's record: each Step compares
+// what it wants with what the host has and changes only the difference. The loop is
+// level-based: the same input twice changes nothing the second time; a failing step is
+// retried with exponential backoff and shown as a condition; a periodic resync puts back
+// what was removed behind the daemon's back. Deleting a tenant runs the steps' teardowns in
+// reverse order, and only when all succeeded is the record finalized (removed).
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/bitbuilder/bitbuilder/store"
+	"github.com/bitbuilder/bitbuilder/tenant"
+)
+
+// Step is one part of a tenant's host state (its network, its units, ...).
+type Step interface {
+	// Name identifies the step in logs and in its condition type (e.g. "Network").
+	Name() string
+	// Ensure makes the host match t and returns the step's conditions. An error means the
+	// step should be retried; conditions are still recorded.
+	Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Condition, error)
+	// Teardown removes everything the step made for t. It succeeds when there is nothing
+	// to remove.
+	Teardown(ctx context.Context, t *tenant.Tenant) error
+}
+
+// Observer is told about the whole set of tenants after every change of it (for example to
+// keep the boot registry current). It must be idempotent.
+type Observer func(ctx context.Context, tenants []*tenant.Tenant) error
+
+// Config configures a Controller.
+type Config struct {
+	Tenants *tenant.Service
+	Store   store.Store
+	Steps   []Step
+	// Observer, when set, is called with all tenants after each reconcile pass that
+	// changed the set or a tenant's spec.
+	Observer Observer
+	// Workers reconciling different tenants in parallel (default 4).
+	Workers int
+	// Resync is how often every tenant is reconciled even without a change (default 1 min).
+	Resync time.Duration
+	// MinBackoff and MaxBackoff bound the retry delay of a failing tenant (1 s, 5 min).
+	MinBackoff, MaxBackoff time.Duration
+	Logger                 *slog.Logger
+}
+
+// Controller runs the loop.
+type Controller struct {
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	queued   map[string]bool // waiting in queue
+	active   map[string]bool // being reconciled
+	dirty    map[string]bool // changed while active: run again
+	failures map[string]int
+	queue    chan string
+	passes   map[string]int // completed reconciles per tenant, for tests
+	notify   chan struct{}
+}
+
+// New returns a Controller.
+func New(cfg Config) *Controller {
+	if cfg.Workers <= 0 {
+		cfg.Workers = 4
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = time.Minute
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Controller{
+		cfg: cfg, log: cfg.Logger,
+		queued: map[string]bool{}, active: map[string]bool{}, dirty: map[string]bool{},
+		failures: map[string]int{}, passes: map[string]int{},
+		queue: make(chan string, 1<<16), notify: make(chan struct{}, 1),
+	}
+}
+
+// Enqueue asks for tenant name to be reconciled soon.
+func (c *Controller) Enqueue(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.active[name] {
+		c.dirty[name] = true
+		return
+	}
+	if c.queued[name] {
+		return
+	}
+	c.queued[name] = true
+	select {
+	case c.queue <- name:
+	default:
+		// The queue is full: the periodic resync will come back to it.
+		delete(c.queued, name)
+	}
+}
+
+// Run reconciles until ctx ends.
+func (c *Controller) Run(ctx context.Context) error {
+	ts, rev, err := c.cfg.Tenants.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, t := range ts {
+		c.Enqueue(t.Name)
+	}
+	c.observe(ctx)
+
+	var wg sync.WaitGroup
+	for range c.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.work(ctx)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.watch(ctx, rev)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c.resync(ctx)
+	}()
+	wg.Wait()
+	return nil
+}
+
+// watch follows the store's tenant changes, resuming after overflows and starting over
+// from a fresh list after compaction.
+func (c *Controller) watch(ctx context.Context, rev uint64) {
+	for ctx.Err() == nil {
+		ch, err := c.cfg.Store.Watch(ctx, tenant.KindTenant, rev)
+		if err != nil {
+			var ce *store.CompactedError
+			if errors.As(err, &ce) {
+				ts, r, lerr := c.cfg.Tenants.List(ctx)
+				if lerr == nil {
+					for _, t := range ts {
+						c.Enqueue(t.Name)
+					}
+					rev = r
+					continue
+				}
+			}
+			c.log.Warn("watching tenants failed, retrying", "err", err)
+			sleep(ctx, time.Second)
+			continue
+		}
+		for ev := range ch {
+			rev = ev.Revision
+			c.Enqueue(ev.Name)
+			if ev.Type == store.EventDelete || ev.CreateRevision == ev.Revision {
+				c.signalObserver()
+			} else if old, err := tenant.Decode(ev.Value, ev.Revision, ev.CreateRevision); err == nil && old.Deleting() {
+				c.signalObserver()
+			}
+		}
+	}
+}
+
+func (c *Controller) signalObserver() {
+	select {
+	case c.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Controller) resync(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if ts, _, err := c.cfg.Tenants.List(ctx); err == nil {
+				for _, tn := range ts {
+					c.Enqueue(tn.Name)
+				}
+			}
+			c.signalObserver()
+		case <-c.notify:
+			c.observe(ctx)
+		}
+	}
+}
+
+func (c *Controller) observe(ctx context.Context) {
+	if c.cfg.Observer == nil {
+		return
+	}
+	ts, _, err := c.cfg.Tenants.List(ctx)
+	if err == nil {
+		err = c.cfg.Observer(ctx, ts)
+	}
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("observer failed", "err", err)
+	}
+}
+
+func (c *Controller) work(ctx context.Context) {
+	for {
+		var name string
+		select {
+		case <-ctx.Done():
+			return
+		case name = <-c.queue:
+		}
+		c.mu.Lock()
+		delete(c.queued, name)
+		c.active[name] = true
+		c.mu.Unlock()
+
+		res, err := c.Reconcile(ctx, name)
+
+		c.mu.Lock()
+		delete(c.active, name)
+		again := c.dirty[name]
+		delete(c.dirty, name)
+		c.passes[name]++
+		var delay time.Duration
+		if err != nil {
+			c.failures[name]++
+			delay = backoff(c.failures[name], c.cfg.MinBackoff, c.cfg.MaxBackoff)
+		} else {
+			delete(c.failures, name)
+			delay = res.RequeueAfter
+		}
+		c.mu.Unlock()
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("reconcile failed, will retry", "tenant", name, "retryIn", delay.Round(time.Millisecond), "err", err)
+		}
+		switch {
+		case again:
+			c.Enqueue(name)
+		case delay > 0:
+			time.AfterFunc(delay, func() {
+				if ctx.Err() == nil {
+					c.Enqueue(name)
+				}
+			})
+		}
+	}
+}
+
+// backoff is MinBackoff * 2^(n-1), capped, with up to 10% jitter.
+func backoff(n int, lo, hi time.Duration) time.Duration {
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d + time.Duration(rand.Int64N(int64(d)/10+1))
+}
+
+// Passes returns how many reconciles of name have completed (for tests and metrics).
+func (c *Controller) Passes(name string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.passes[name]
+}
+
+// Result says when to reconcile a tenant again without a change.
+type Result struct {
+	RequeueAfter time.Duration
+}
+
+// Reconcile makes the host match one tenant's record. It is safe to call at any time; the
+// controller never runs it for one tenant twice at once.
+func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error) {
+	t, err := c.cfg.Tenants.Get(ctx, name)
+	if errors.Is(err, tenant.ErrNotFound) {
+		return Result{}, nil // finalized: nothing left to do
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	log := c.log.With("tenant", name, "revision", t.Revision)
+
+	if t.Deleting() {
+		var errs []error
+		for i := len(c.cfg.Steps) - 1; i >= 0; i-- {
+			s := c.cfg.Steps[i]
+			if err := s.Teardown(ctx, t); err != nil {
+				errs = append(errs, fmt.Errorf("%s teardown: %w", s.Name(), err))
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			c.setStatus(ctx, t, tenant.PhaseDeleting, []tenant.Condition{{
+				Type: "Deleted", Status: "false", Reason: "TeardownFailed", Message: err.Error(),
+			}})
+			return Result{}, err
+		}
+		if err := c.cfg.Tenants.Finalize(ctx, t); err != nil {
+			if errors.Is(err, store.ErrRevisionMismatch) {
+				return Result{}, fmt.Errorf("tenant changed during teardown, again: %w", err)
+			}
+			return Result{}, err
+		}
+		log.Info("tenant deleted: host state removed and record finalized")
+		return Result{}, nil
+	}
+
+	var conds []tenant.Condition
+	var errs []error
+	for _, s := range c.cfg.Steps {
+		cs, err := s.Ensure(ctx, t)
+		conds = append(conds, cs...)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
+			if !hasCondition(cs, s.Name()+"Ready") {
+				conds = append(conds, tenant.Condition{Type: s.Name() + "Ready", Status: "false", Reason: "Failed", Message: err.Error()})
+			}
+		}
+	}
+	phase := phaseOf(t, conds, len(errs) > 0)
+	c.setStatus(ctx, t, phase, conds)
+	return Result{}, errors.Join(errs...)
+}
+
+func hasCondition(cs []tenant.Condition, typ string) bool {
+	for _, c := range cs {
+		if c.Type == typ {
+			return true
+		}
+	}
+	return false
+}
+
+// phaseOf derives the phase: failed when a step errored and nothing is ready, degraded
+// when some condition is false, otherwise ready (or stopped when stopped is desired).
+func phaseOf(t *tenant.Tenant, conds []tenant.Condition, failed bool) tenant.Phase {
+	anyTrue, anyFalse := false, false
+	for _, c := range conds {
+		switch c.Status {
+		case "true":
+			anyTrue = true
+		case "false":
+			anyFalse = true
+		}
+	}
+	switch {
+	case failed && !anyTrue:
+		return tenant.PhaseFailed
+	case anyFalse || failed:
+		return tenant.PhaseDegraded
+	case t.DesiredState == tenant.Stopped:
+		return tenant.PhaseStopped
+	default:
+		return tenant.PhaseReady
+	}
+}
+
+func (c *Controller) setStatus(ctx context.Context, t *tenant.Tenant, phase tenant.Phase, conds []tenant.Condition) {
+	if _, err := c.cfg.Tenants.SetStatus(ctx, t.Name, phase, conds); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
+		c.log.Warn("recording tenant status failed", "tenant", t.Name, "err", err)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
