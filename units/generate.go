@@ -44,7 +44,7 @@ func Generate(dir string, tenants []RegistryTenant, cfg Config) (GenerateReport,
 	wantsDir := filepath.Join(dir, "multi-user.target.wants")
 	wantsMade := false
 	for i, rt := range tenants {
-		units, err := Render(rt.Tenant(), cfg)
+		units, err := render(rt.Tenant(), cfg)
 		if err != nil {
 			rep.Skipped = append(rep.Skipped, Skipped{Entry: i, Name: rt.Name, Reason: err.Error()})
 			continue

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -188,8 +189,7 @@ func CheckName(name string) error {
 }
 
 func checkExtensions(kind string, names []string) error {
-	seen := make(map[string]bool, len(names))
-	for _, n := range names {
+	for i, n := range names {
 		if n == "" || n[0] == '.' || len(n) > 255 {
 			return fmt.Errorf("%w: %s %q must be 1 to 255 characters and not start with \".\"", ErrInvalidExtension, kind, n)
 		}
@@ -199,10 +199,10 @@ func checkExtensions(kind string, names []string) error {
 				return fmt.Errorf("%w: %s %q has the character %q (allowed: A-Z, a-z, 0-9, _, ., -)", ErrInvalidExtension, kind, n, c)
 			}
 		}
-		if seen[n] {
+		// A tenant has a handful of extensions: a quadratic scan beats a map here.
+		if slices.Contains(names[:i], n) {
 			return fmt.Errorf("%w: %s %q is listed twice", ErrInvalidExtension, kind, n)
 		}
-		seen[n] = true
 	}
 	return nil
 }
@@ -237,6 +237,11 @@ func Render(t Tenant, cfg Config) ([]Unit, error) {
 	if err != nil {
 		return nil, err
 	}
+	return render(t, cfg)
+}
+
+// render is Render with cfg already completed by withDefaults (Generate does that once for all tenants).
+func render(t Tenant, cfg Config) ([]Unit, error) {
 	if err := t.Check(); err != nil {
 		return nil, err
 	}
@@ -258,19 +263,15 @@ func (r *renderer) render() ([]Unit, error) {
 	t := r.t
 	names := struct{ tenant, netns, network, infra, sysext, confext string }{}
 	var err error
-	for _, n := range []struct {
-		dst      *string
-		template string
-	}{
-		{&names.tenant, "tenant"},
-		{&names.netns, "netns-tenant"},
-		{&names.network, "tenant-network"},
-		{&names.infra, "tenant-infra"},
-	} {
-		if *n.dst, err = InstanceName(n.template, t.Name, ".service"); err != nil {
-			return nil, err
-		}
+	instance := "@" + Escape(t.Name) + ".service"
+	// tenant-network@ is the longest of the four template names.
+	if n := len("tenant-network") + len(instance); n > unitNameMax {
+		return nil, fmt.Errorf("%w: unit tenant-network%s is %d bytes long (systemd allows %d)", ErrNameTooLong, instance, n, unitNameMax)
 	}
+	names.tenant = "tenant" + instance
+	names.netns = "netns-tenant" + instance
+	names.network = "tenant-network" + instance
+	names.infra = "tenant-infra" + instance
 	if len(t.Sysext) > 0 {
 		if names.sysext, err = MountUnitName(r.p.MergedUsr); err != nil {
 			return nil, err
@@ -287,13 +288,13 @@ func (r *renderer) render() ([]Unit, error) {
 	// tenant@: the tenant's anchor. It pulls in everything else and asks the daemon to converge the tenant.
 	r.header()
 	r.section("Unit")
-	r.kv("Description", "BitBuilder tenant "+t.Name)
+	r.kv("Description", "BitBuilder tenant ", t.Name)
 	r.kv("Wants", "network-online.target")
 	r.kv("After", "network-online.target")
 	r.kv("Wants", r.cfg.SocketUnit)
 	r.kv("After", r.cfg.SocketUnit)
-	r.kv("Requires", names.netns+" "+names.network)
-	r.kv("After", names.netns+" "+names.network)
+	r.kv("Requires", names.netns, " ", names.network)
+	r.kv("After", names.netns, " ", names.network)
 	if names.sysext != "" || names.confext != "" {
 		mounts := strings.TrimSpace(names.sysext + " " + names.confext)
 		r.kv("Requires", mounts)
@@ -314,7 +315,7 @@ func (r *renderer) render() ([]Unit, error) {
 	ns := NamespaceName(t.Name)
 	r.header()
 	r.section("Unit")
-	r.kv("Description", "Network namespace of BitBuilder tenant "+t.Name)
+	r.kv("Description", "Network namespace of BitBuilder tenant ", t.Name)
 	r.kv("After", "network.target")
 	r.kv("Before", names.tenant)
 	r.section("Service")
@@ -330,9 +331,9 @@ func (r *renderer) render() ([]Unit, error) {
 	// tenant-network@: the tenant's bridge and links, made by the daemon (Network.Apply).
 	r.header()
 	r.section("Unit")
-	r.kv("Description", "Network of BitBuilder tenant "+t.Name)
+	r.kv("Description", "Network of BitBuilder tenant ", t.Name)
 	r.kv("Requires", names.netns)
-	r.kv("After", names.netns+" systemd-networkd.service")
+	r.kv("After", names.netns, " systemd-networkd.service")
 	r.kv("Wants", r.cfg.SocketUnit)
 	r.kv("After", r.cfg.SocketUnit)
 	r.kv("Before", names.tenant)
@@ -362,9 +363,9 @@ func (r *renderer) render() ([]Unit, error) {
 		argv = append(argv, r.cfg.VMSpawnArgs...)
 		r.header()
 		r.section("Unit")
-		r.kv("Description", "Infrastructure VM of BitBuilder tenant "+t.Name)
+		r.kv("Description", "Infrastructure VM of BitBuilder tenant ", t.Name)
 		r.kv("BindsTo", names.tenant)
-		r.kv("After", names.tenant+" "+names.network)
+		r.kv("After", names.tenant, " ", names.network)
 		r.kv("RequiresMountsFor", mountsFor)
 		r.section("Service")
 		r.kv("Type", "notify")
@@ -409,7 +410,7 @@ func (r *renderer) mount(tenantUnit, desc, where, flags string, lower []string, 
 	r.kv("What", "overlay")
 	r.kv("Where", where)
 	r.kv("Type", "overlay")
-	r.kv("Options", flags+",lowerdir="+strings.Join(lower, ":"))
+	r.kv("Options", flags, ",lowerdir=", strings.Join(lower, ":"))
 }
 
 func (r *renderer) header() {
@@ -427,10 +428,12 @@ func (r *renderer) section(s string) {
 
 // kv writes one setting. Values come from checked names and paths (no "%", no line breaks, no trailing "\"),
 // or from execLine, which quotes.
-func (r *renderer) kv(k, v string) {
+func (r *renderer) kv(k string, v ...string) {
 	r.b.WriteString(k)
 	r.b.WriteByte('=')
-	r.b.WriteString(v)
+	for _, part := range v {
+		r.b.WriteString(part)
+	}
 	r.b.WriteByte('\n')
 }
 
