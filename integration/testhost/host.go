@@ -283,6 +283,10 @@ func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string
 		return h.bootError(err.Error())
 	}
 	h.log.Info("host booted", "leader", h.leader, "state", state, "duration", time.Since(start).Round(time.Millisecond))
+	if state == "degraded" {
+		failed, _, _ := h.Run(ctx, "systemctl", "--failed", "--no-legend", "--plain")
+		h.log.Warn("host is degraded", "failed", strings.TrimSpace(string(failed)))
+	}
 	return nil
 }
 
@@ -355,7 +359,7 @@ func (h *Host) isExited() bool {
 }
 
 // ConsoleTail returns the last n lines the host wrote to its console (systemd-nspawn's output): boot and shutdown
-// messages, and anything units log to the console.
+// messages, and anything units log to the console. After Stop it returns "" (the log went with the state dir).
 func (h *Host) ConsoleTail(n int) string {
 	return tailFile(filepath.Join(h.state, "console.log"), n)
 }
@@ -416,6 +420,8 @@ func (h *Host) RunInput(ctx context.Context, stdin io.Reader, args ...string) (s
 		}
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		} else if h.isExited() {
+			err = fmt.Errorf("%w (%w)", ErrStopped, err) // the host went down under the command
 		}
 		return o.Bytes(), e.Bytes(), &ExitError{Args: args, ExitCode: code, Stderr: e.Bytes(), Err: err}
 	}
