@@ -59,6 +59,10 @@ type Config struct {
 	VXLANGroup netip.Addr
 	VXLANPort  int
 
+	// GroupBase: tenant N's host links are put in link group GroupBase+N, so Teardown deletes them with one
+	// request and the kernel pays one RCU grace period for all of them instead of one per link. Default 0xb1b0000.
+	GroupBase uint32
+
 	// Logger receives one line per change; default discards.
 	Logger *slog.Logger
 	// Host performs the kernel operations; default the real kernel via netlink (NewKernel).
@@ -94,6 +98,9 @@ func (c Config) withDefaults() Config {
 	if c.VXLANPort == 0 {
 		c.VXLANPort = 4789
 	}
+	if c.GroupBase == 0 {
+		c.GroupBase = 0xb1b0000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -127,6 +134,9 @@ func (c Config) validate() error {
 	}
 	if !c.VXLANGroup.Is4() || !c.VXLANGroup.IsMulticast() {
 		return &ConfigError{"VXLANGroup", fmt.Sprintf("%s is not an IPv4 multicast address", c.VXLANGroup)}
+	}
+	if uint64(c.GroupBase)+uint64(c.MaxIndex) > 1<<32-1 {
+		return &ConfigError{"GroupBase", fmt.Sprintf("%#x plus MaxIndex %d overflows a link group", c.GroupBase, c.MaxIndex)}
 	}
 	if c.VXLANPort < 1 || c.VXLANPort > 65535 {
 		return &ConfigError{"VXLANPort", fmt.Sprintf("%d is not a UDP port", c.VXLANPort)}
@@ -182,6 +192,8 @@ func (c Config) names(s Spec) Names {
 		VLAN:      c.VLANPrefix + n,
 	}
 }
+
+func (c Config) group(index int) uint32 { return c.GroupBase + uint32(index) }
 
 func (c Config) prefixes(index int) Prefixes {
 	b := c.BasePrefix.Addr().As4()

@@ -12,15 +12,16 @@ import (
 // depends on it: a veth pair dies as a whole, links inside a namespace die with it, creating what exists fails
 // with EEXIST, unsupported kinds fail with EOPNOTSUPP, an address brings its connected route.
 type fakeHost struct {
-	namespaces  map[string]bool
-	links       map[string]*LinkState // ns + "/" + name
-	peers       map[string]string     // veth end key -> other end key
-	filters     map[string]string     // bridge -> fingerprint
-	routes      []HostRoute           // static host routes (besides connected ones)
-	defaultLink string
-	unsupported []string // link kinds the "kernel" lacks
-	nextIndex   int
-	applied     int // ops applied successfully
+	namespaces   map[string]bool
+	links        map[string]*LinkState // ns + "/" + name
+	peers        map[string]string     // veth end key -> other end key
+	filters      map[string]string     // bridge -> fingerprint
+	routes       []HostRoute           // static host routes (besides connected ones)
+	defaultLink  string
+	unsupported  []string // link kinds the "kernel" lacks
+	nextIndex    int
+	applied      int // ops applied successfully
+	groupDeletes int
 }
 
 func newFakeHost() *fakeHost {
@@ -62,6 +63,13 @@ func (f *fakeHost) Observe(ctx context.Context, q Query) (Observed, error) {
 	}
 	if q.Uplink {
 		obs.DefaultLink = f.defaultLink
+	}
+	if q.Group != 0 {
+		for _, l := range f.links {
+			if l.Namespace == "" && l.Group == q.Group {
+				obs.GroupMembers = append(obs.GroupMembers, l.Name)
+			}
+		}
 	}
 	overlaps := func(p netip.Prefix) bool {
 		return slices.ContainsFunc(q.Conflicts, func(c netip.Prefix) bool { return p.Masked().Overlaps(c) })
@@ -124,6 +132,14 @@ func (f *fakeHost) apply(op Op) error {
 		return nil
 	case OpAddLink:
 		return f.create(op)
+	case OpDelGroup:
+		f.groupDeletes++
+		for k, l := range f.links {
+			if l.Namespace == "" && l.Group == op.Group {
+				f.delLink(k)
+			}
+		}
+		return nil
 	}
 	if op.Namespace != "" && !f.namespaces[op.Namespace] {
 		return syscall.ENOENT
@@ -157,6 +173,8 @@ func (f *fakeHost) apply(op Op) error {
 		l.Gateway = op.Gateway
 	case OpSetFilter:
 		f.filters[op.Name] = op.Filter.Fingerprint()
+	case OpSetGroup:
+		l.Group = op.Group
 	default:
 		return fmt.Errorf("fake: op %d", op.Kind)
 	}
@@ -178,7 +196,7 @@ func (f *fakeHost) create(op Op) error {
 		if f.link(op.Link.PeerNamespace, op.Link.PeerName) != nil {
 			return syscall.EEXIST
 		}
-		a := f.addLink(LinkState{Name: op.Name, Kind: "veth", Alias: op.Alias})
+		a := f.addLink(LinkState{Name: op.Name, Kind: "veth", Alias: op.Alias, Group: op.Link.LinkGroup})
 		b := f.addLink(LinkState{Namespace: op.Link.PeerNamespace, Name: op.Link.PeerName, Kind: "veth", Alias: op.Alias})
 		f.peers[key(a.Namespace, a.Name)] = key(b.Namespace, b.Name)
 		f.peers[key(b.Namespace, b.Name)] = key(a.Namespace, a.Name)
@@ -188,7 +206,8 @@ func (f *fakeHost) create(op Op) error {
 			return syscall.ENODEV
 		}
 	}
-	f.addLink(LinkState{Name: op.Name, Kind: op.Link.Kind, Alias: op.Alias, VNI: op.Link.VNI, Parent: op.Link.Parent})
+	f.addLink(LinkState{Name: op.Name, Kind: op.Link.Kind, Alias: op.Alias, VNI: op.Link.VNI, Parent: op.Link.Parent,
+		Group: op.Link.LinkGroup})
 	return nil
 }
 

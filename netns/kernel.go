@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -188,6 +189,11 @@ func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
 			}
 		}
 	}
+	if q.Group != 0 {
+		if obs.GroupMembers, err = h.groupMembers(q.Group); err != nil {
+			return obs, err
+		}
+	}
 	if len(q.Conflicts) > 0 || q.Uplink {
 		if err := readHost(h.host, &obs, q.Conflicts); err != nil {
 			return obs, err
@@ -217,7 +223,7 @@ func linkState(h *netlink.Handle, l netlink.Link, ns string, gateway bool) (Link
 	a := l.Attrs()
 	st := LinkState{
 		Namespace: ns, Name: a.Name, Index: a.Index, Kind: l.Type(), Alias: a.Alias,
-		Up: a.Flags&net.FlagUp != 0, OperState: a.OperState.String(), masterIndex: a.MasterIndex,
+		Up: a.Flags&net.FlagUp != 0, OperState: a.OperState.String(), masterIndex: a.MasterIndex, Group: a.Group,
 	}
 	if st.Kind == "device" && a.Flags&net.FlagLoopback != 0 {
 		st.Kind = "loopback"
@@ -334,6 +340,9 @@ func readHost(h *netlink.Handle, obs *Observed, overlaps []netip.Prefix) error {
 
 var ingressParent = netlink.MakeHandle(0xffff, 0)
 
+// RTEXT_FILTER_SKIP_STATS (linux/rtnetlink.h), which x/sys/unix does not define.
+const rtextFilterSkipStats = 1 << 3
+
 func readFilter(h *netlink.Handle, l netlink.Link) (string, error) {
 	filters, err := h.FilterList(l, ingressParent)
 	if err != nil {
@@ -389,6 +398,8 @@ func (k *Kernel) apply(h *handles, op Op) error {
 		return k.delNamespace(op.Name)
 	case OpAddLink:
 		return h.addLink(op)
+	case OpDelGroup:
+		return h.delGroup(op.Group)
 	}
 	nh := h.host
 	if op.Namespace != "" {
@@ -425,6 +436,8 @@ func (k *Kernel) apply(h *handles, op Op) error {
 		})
 	case OpSetFilter:
 		return h.setFilter(l, op.Filter)
+	case OpSetGroup:
+		return nh.LinkSetGroup(l, int(op.Group))
 	}
 	return fmt.Errorf("unknown op %d", op.Kind)
 }
@@ -437,6 +450,7 @@ func (h *handles) addLink(op Op) error {
 	nh := h.host
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = op.Name
+	attrs.Group = op.Link.LinkGroup
 	var link netlink.Link
 	switch op.Link.Kind {
 	case "bridge":
@@ -521,14 +535,15 @@ func (h *handles) setFilter(l netlink.Link, f Filter) error {
 	opts.AddRtAttr(nl.TCA_BPF_CLASSID, nl.Uint32Attr(f.classID()))
 	opts.AddRtAttr(nl.TCA_BPF_FLAGS, nl.Uint32Attr(nl.TCA_BPF_FLAG_ACT_DIRECT))
 	req.AddData(opts)
-	if err := h.execute(req); err != nil {
+	if err := h.execute(req, nil); err != nil {
 		return &OpError{Op: "install isolation filter", Link: name, Err: err}
 	}
 	return nil
 }
 
-// execute sends req on a fresh NETLINK_ROUTE socket in the host namespace and waits for the kernel's ack.
-func (h *handles) execute(req *nl.NetlinkRequest) error {
+// execute sends req on a NETLINK_ROUTE socket in the host namespace and reads the answer until the kernel's ack
+// (or, for a dump, NLMSG_DONE), handing every other message of the request to each.
+func (h *handles) execute(req *nl.NetlinkRequest, each func(syscall.NetlinkMessage)) error {
 	if h.raw == nil {
 		var err error
 		if h.raw, err = nl.GetNetlinkSocketAt(h.hostNs, vns.None(), unix.NETLINK_ROUTE); err != nil {
@@ -545,15 +560,74 @@ func (h *handles) execute(req *nl.NetlinkRequest) error {
 			return err
 		}
 		for _, m := range msgs {
-			if m.Header.Seq != req.Seq || m.Header.Type != unix.NLMSG_ERROR {
+			if m.Header.Seq != req.Seq {
 				continue
 			}
-			if errno := -int32(nl.NativeEndian().Uint32(m.Data[0:4])); errno != 0 {
-				return syscall.Errno(errno)
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return nil
+			case unix.NLMSG_ERROR:
+				if errno := -int32(nl.NativeEndian().Uint32(m.Data[0:4])); errno != 0 {
+					return syscall.Errno(errno)
+				}
+				return nil
+			default:
+				if each != nil {
+					each(m)
+				}
 			}
-			return nil
 		}
 	}
+}
+
+// groupMembers lists the names of the host links in group with a dump that skips statistics and parses only the
+// name and group: much lighter than netlink.LinkList with hundreds of links.
+func (h *handles) groupMembers(group uint32) ([]string, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
+	var names []string
+	var perr error
+	err := h.execute(req, func(m syscall.NetlinkMessage) {
+		if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
+			return
+		}
+		attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofIfInfomsg:])
+		if err != nil {
+			perr = err
+			return
+		}
+		name, in := "", false
+		for _, a := range attrs {
+			switch a.Attr.Type {
+			case unix.IFLA_IFNAME:
+				name = strings.TrimRight(string(a.Value), "\x00")
+			case unix.IFLA_GROUP:
+				in = len(a.Value) == 4 && nl.NativeEndian().Uint32(a.Value) == group
+			}
+		}
+		if in {
+			names = append(names, name)
+		}
+	})
+	if err == nil {
+		err = perr
+	}
+	if err != nil {
+		return nil, &OpError{Op: "list links", Err: err}
+	}
+	return names, nil
+}
+
+// delGroup deletes every host link in group with one RTM_DELLINK (ifindex 0, IFLA_GROUP), as `ip link del group`.
+func (h *handles) delGroup(group uint32) error {
+	req := nl.NewNetlinkRequest(unix.RTM_DELLINK, unix.NLM_F_ACK)
+	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
+	req.AddData(nl.NewRtAttr(unix.IFLA_GROUP, nl.Uint32Attr(group)))
+	if err := h.execute(req, nil); err != nil {
+		return &OpError{Op: fmt.Sprintf("delete link group %#x", group), Err: err}
+	}
+	return nil
 }
 
 // addNamespace creates a named network namespace as `ip netns add` does: NetnsDir is made a shared mount point

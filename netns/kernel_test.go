@@ -31,22 +31,29 @@ func requireRoot(t testing.TB) {
 // testEnv is a private "host" namespace with an uplink veth pair, and a Manager whose bridges live in it, so no
 // test touches the machine's own links. All namespaces it makes start with prefix and are removed in Cleanup.
 type testEnv struct {
-	m      *Manager
-	k      *Kernel
-	cfg    Config
-	prefix string // namespace name prefix, unique per test
-	host   string // host namespace name
-	ops    *atomic.Int64
+	m         *Manager
+	k         *Kernel
+	cfg       Config
+	prefix    string // namespace name prefix, unique per test
+	host      string // host namespace name
+	ops       *atomic.Int64
+	groupDels *atomic.Int64
 }
 
 // countingHost counts the operations applied, to show that a converged tenant needs none.
 type countingHost struct {
 	Host
-	ops *atomic.Int64
+	ops       *atomic.Int64
+	groupDels *atomic.Int64
 }
 
 func (c countingHost) Apply(ctx context.Context, ops []Op) []error {
 	c.ops.Add(int64(len(ops)))
+	for _, op := range ops {
+		if op.Kind == OpDelGroup {
+			c.groupDels.Add(1)
+		}
+	}
 	return c.Host.Apply(ctx, ops)
 }
 
@@ -57,7 +64,7 @@ func newTestEnv(t testing.TB, mod func(*Config)) *testEnv {
 	rand.Read(tag)
 	prefix := "bbt-" + hex.EncodeToString(tag) + "-"
 	k := NewKernel(KernelConfig{})
-	e := &testEnv{k: k, prefix: prefix, host: prefix + "host", ops: new(atomic.Int64)}
+	e := &testEnv{k: k, prefix: prefix, host: prefix + "host", ops: new(atomic.Int64), groupDels: new(atomic.Int64)}
 	t.Cleanup(func() { cleanupNamespaces(t, prefix) })
 	if err := k.addNamespace(e.host); err != nil {
 		t.Fatal(err)
@@ -80,7 +87,7 @@ func newTestEnv(t testing.TB, mod func(*Config)) *testEnv {
 	e.cfg = Config{
 		BridgePrefix: "bbt-br-", VethPrefix: "bbt-ve-", VXLANPrefix: "bbt-vx-", WireGuardPrefix: "bbt-wg-",
 		VLANPrefix: "bbt-vl-", NamespacePrefix: prefix, HostNetns: hostPath, Uplink: "bbt-up0",
-		Host: countingHost{Host: e.k, ops: e.ops},
+		Host: countingHost{Host: e.k, ops: e.ops, groupDels: e.groupDels},
 	}
 	if mod != nil {
 		mod(&e.cfg)
@@ -500,4 +507,38 @@ func TestKernelRefusesForeign(t *testing.T) {
 			t.Errorf("Ensure created the namespace although it refused the tenant")
 		}
 	})
+}
+
+// A link of someone else that happens to be in the tenant's link group survives Teardown (which then deletes the
+// tenant's links one by one); without it, Teardown deletes them with one request.
+func TestKernelTeardownGroup(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	h := hostHandle(t, e.cfg.HostNetns)
+	for _, foreign := range []bool{false, true} {
+		spec := Spec{Tenant: "grp", Index: 21, VXLAN: true}
+		if _, err := e.m.Ensure(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		if foreign {
+			attrs := netlink.NewLinkAttrs()
+			attrs.Name, attrs.Group = "bbt-other", e.m.cfg.GroupBase+21
+			must(t, h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}))
+		}
+		before := e.groupDels.Load()
+		must(t, e.m.Teardown(ctx, spec))
+		if byGroup := e.groupDels.Load() > before; byGroup == foreign {
+			t.Errorf("foreign=%v: deleted by group: %v", foreign, byGroup)
+		}
+		st, err := e.m.Inspect(ctx, spec)
+		must(t, err)
+		for _, l := range st.Links {
+			if l.State != StateAbsent {
+				t.Errorf("foreign=%v: %s left", foreign, l.Name)
+			}
+		}
+		if _, err := h.LinkByName("bbt-other"); foreign && err != nil {
+			t.Errorf("Teardown deleted a foreign link in the tenant's group: %v", err)
+		}
+	}
 }

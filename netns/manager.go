@@ -123,6 +123,11 @@ func (m *Manager) wants(s Spec, obs Observed) []want {
 		w = append(w, want{name: n.VLAN, kind: "vlan", err: noUplink,
 			create: &NewLink{Kind: "vlan", VNI: s.Index, Parent: uplink}})
 	}
+	for i := range w {
+		if w[i].ns == "" && w[i].create != nil {
+			w[i].create.LinkGroup = m.cfg.group(s.Index)
+		}
+	}
 	return w
 }
 
@@ -256,9 +261,15 @@ func (m *Manager) settings(ws []want, obs Observed, created map[string]bool) []O
 		l := find(obs, w.ns, w.name)
 		if created[w.ns+"/"+w.name] {
 			l = &LinkState{Namespace: w.ns, Name: w.name}
+			if w.create != nil {
+				l.Group = w.create.LinkGroup
+			}
 		}
 		if l == nil {
 			continue
+		}
+		if w.create != nil && w.create.LinkGroup != 0 && l.Group != w.create.LinkGroup {
+			ops = append(ops, Op{Kind: OpSetGroup, Namespace: w.ns, Name: w.name, Group: w.create.LinkGroup})
 		}
 		if w.master != "" && l.Master != w.master {
 			ops = append(ops, Op{Kind: OpSetMaster, Namespace: w.ns, Name: w.name, Master: w.master})
@@ -396,13 +407,16 @@ func (m *Manager) Teardown(ctx context.Context, s Spec) error {
 		return err
 	}
 	q := m.query(s, false)
-	q.NSLinks, q.Filter, q.Uplink = nil, "", false
+	q.NSLinks, q.Filter, q.Uplink, q.Group = nil, "", false, m.cfg.group(s.Index)
 	obs, err := m.host.Observe(ctx, q)
 	if err != nil {
 		return err
 	}
 	n := m.cfg.names(s)
+	group := m.cfg.group(s.Index)
 	var ops []Op
+	var owned []string
+	inGroup := true
 	// The veth first: deleting it removes its peer at once, while a namespace is dismantled asynchronously.
 	for _, name := range []string{n.Veth, n.VXLAN, n.WireGuard, n.VLAN, n.Bridge} {
 		l := find(obs, "", name)
@@ -413,7 +427,16 @@ func (m *Manager) Teardown(ctx context.Context, s Spec) error {
 			m.log.Warn("leaving a link that is not the tenant's", "tenant", s.Tenant, "link", name, "alias", l.Alias)
 			continue
 		}
+		owned = append(owned, name)
+		inGroup = inGroup && l.Group == group
 		ops = append(ops, Op{Kind: OpDelLink, Name: name})
+	}
+	// One request for all of them when the group holds exactly the tenant's links: the kernel then waits for one
+	// RCU grace period instead of one per link. Anything else in the group (not ours) means one request per link.
+	slices.Sort(owned)
+	members := slices.Sorted(slices.Values(obs.GroupMembers))
+	if len(owned) > 1 && inGroup && slices.Equal(owned, members) {
+		ops = []Op{{Kind: OpDelGroup, Group: group}}
 	}
 	if obs.NamespaceExists {
 		ops = append(ops, Op{Kind: OpDelNamespace, Name: n.Namespace})
@@ -527,6 +550,10 @@ func describe(op Op) string {
 		return "route default via " + op.Gateway.String() + " on " + op.Name + where
 	case OpSetFilter:
 		return "install isolation filter on " + op.Name
+	case OpSetGroup:
+		return fmt.Sprintf("put %s into link group %#x", op.Name, op.Group)
+	case OpDelGroup:
+		return fmt.Sprintf("delete the links of link group %#x", op.Group)
 	}
 	return fmt.Sprintf("op %d on %s", op.Kind, op.Name)
 }
@@ -543,6 +570,8 @@ func describeProblem(op Op) string {
 		return op.Name + " has unexpected address " + op.Addr.String()
 	case OpSetGateway:
 		return op.Name + " has no default route via " + op.Gateway.String()
+	case OpSetGroup:
+		return fmt.Sprintf("%s is not in link group %#x", op.Name, op.Group)
 	}
 	return describe(op)
 }

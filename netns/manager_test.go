@@ -53,6 +53,11 @@ func wantConverged(t *testing.T, f *fakeHost, m *Manager, s Spec) {
 	if ve == nil || ve.Master != n.Bridge || !ve.Up || ve.Alias != mark {
 		t.Errorf("veth: %+v", ve)
 	}
+	for _, l := range []*LinkState{br, ve, f.link("", n.VXLAN)} {
+		if l != nil && l.Group != m.cfg.GroupBase+uint32(s.Index) {
+			t.Errorf("%s in link group %#x", l.Name, l.Group)
+		}
+	}
 	peer := f.link(n.Namespace, n.Peer)
 	if peer == nil || !peer.Up {
 		t.Fatalf("peer: %+v", peer)
@@ -390,6 +395,49 @@ func TestTeardownFake(t *testing.T) {
 	wantConverged(t, f, m, other)
 	if err := m.Teardown(t.Context(), s); err != nil {
 		t.Errorf("second Teardown: %v", err)
+	}
+}
+
+func TestTeardownByGroup(t *testing.T) {
+	s := Spec{Tenant: "acme", Index: 3, VXLAN: true}
+	cases := []struct {
+		name      string
+		setup     func(f *fakeHost, m *Manager)
+		wantGroup bool
+	}{
+		{"only the tenant's links in the group", nil, true},
+		{"a foreign link in the group", func(f *fakeHost, m *Manager) {
+			f.addLink(LinkState{Name: "someones", Kind: "bridge", Group: m.cfg.GroupBase + 3})
+		}, false},
+		{"an owned link outside the group", func(f *fakeHost, m *Manager) {
+			f.link("", m.Names(s).VXLAN).Group = 0
+		}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			f := newFakeHost()
+			m := newFakeManager(t, f, nil)
+			if _, err := m.Ensure(t.Context(), s); err != nil {
+				t.Fatal(err)
+			}
+			if c.setup != nil {
+				c.setup(f, m)
+			}
+			if err := m.Teardown(t.Context(), s); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.groupDeletes == 1; got != c.wantGroup {
+				t.Errorf("deleted by group: %v, want %v", got, c.wantGroup)
+			}
+			for k, l := range f.links {
+				if l.Alias == Mark(s.Tenant) {
+					t.Errorf("left %s", k)
+				}
+			}
+			if c.name == "a foreign link in the group" && f.link("", "someones") == nil {
+				t.Errorf("the foreign link in the group was deleted")
+			}
+		})
 	}
 }
 

@@ -84,6 +84,8 @@ type Query struct {
 	// Conflicts: also read the host's main-table routes and addresses that overlap these prefixes.
 	Conflicts []netip.Prefix
 	Uplink    bool // also find the link of the host's default route
+	// Group: also list the host links in this link group (0: don't).
+	Group uint32
 }
 
 // Observed is what Observe found.
@@ -97,6 +99,8 @@ type Observed struct {
 	Addrs  []HostRoute
 	// DefaultLink is the link of the host's default route (Query.Uplink).
 	DefaultLink string
+	// GroupMembers are the names of the host links in Query.Group.
+	GroupMembers []string
 }
 
 // LinkState is one observed link.
@@ -114,6 +118,7 @@ type LinkState struct {
 	// VNI (the VLAN id for VLAN links) and Parent (the underlay) describe VXLAN and VLAN links.
 	VNI    int
 	Parent string
+	Group  uint32 // link group (host links)
 
 	masterIndex int
 }
@@ -140,6 +145,8 @@ const (
 	OpDelAddr    // remove Op.Addr from Op.Name
 	OpSetGateway // default route via Op.Gateway on Op.Name
 	OpSetFilter  // install the isolation filter on bridge Op.Name (Op.Filter)
+	OpSetGroup   // put Op.Name into link group Op.Group
+	OpDelGroup   // delete every host link in link group Op.Group, in one request
 )
 
 // Op is one change. Namespace is "" for the host namespace, else the tenant namespace's name.
@@ -153,11 +160,14 @@ type Op struct {
 	Addr      netip.Prefix
 	Gateway   netip.Addr
 	Filter    Filter
+	Group     uint32
 }
 
 // NewLink describes a link to create.
 type NewLink struct {
 	Kind string // "bridge", "veth", "vxlan", "wireguard", "vlan"
+	// LinkGroup is the link group (of the host end); 0 for none.
+	LinkGroup uint32
 	// veth: the peer's name and namespace.
 	PeerName, PeerNamespace string
 	// vxlan: VNI, group, port; vxlan and vlan: the parent (underlay) link; vlan: VNI is the VLAN id.
