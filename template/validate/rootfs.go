@@ -350,6 +350,10 @@ func (w *rootWalker) visit(rel string, d fs.DirEntry) error {
 		case name == "voa" && slices.Contains(voaMisplacedParents, dir):
 			w.c.errorf("E40", rel, "not a VOA load path; verifiers go to /etc/voa, /run/voa, /usr/local/share/voa or /usr/share/voa")
 		}
+		// Every directory in a search path is an image systemd will look at.
+		if cl, ok := searchPathClass(dir); ok {
+			w.embedded = append(w.embedded, embedded{path: rel, class: cl})
+		}
 	case t.IsRegular():
 		switch {
 		case strings.HasSuffix(name, ".sysext.raw"):
@@ -390,7 +394,12 @@ func searchPathClass(dir string) (Class, bool) {
 }
 
 func (w *rootWalker) checkEmbedded(ctx context.Context, opts Options) error {
+	seen := map[embedded]bool{}
 	for _, e := range w.embedded {
+		if seen[e] {
+			continue
+		}
+		seen[e] = true
 		dir := path.Dir(e.path)
 		cl, inPath := searchPathClass(dir)
 		switch {
