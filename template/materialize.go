@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -643,38 +642,41 @@ func makeDirs(rootfd int, dirs []Dir, commit string) error {
 	return nil
 }
 
-// replaceDir moves the finished tree tmp to target atomically: a plain
-// rename when target does not exist, an atomic exchange (renameat2
-// RENAME_EXCHANGE) when it does, after which the old tree is removed. On
-// file systems without renameat2 flags, target is moved aside first (a short
-// window without target). The parent directory is fsynced.
-func replaceDir(tmp, target string) (old string, err error) {
-	err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, target, unix.RENAME_NOREPLACE)
+// replaceDir moves the finished tree tmp to target, both names in the
+// directory parentfd, atomically: a plain rename when target does not
+// exist, an atomic exchange (renameat2 RENAME_EXCHANGE) when it does, after
+// which the old tree is at tmp for the caller to remove. On file systems
+// without renameat2 flags, target is moved aside first (a short window
+// without target). The parent directory is fsynced.
+func replaceDir(parentfd int, tmp, target string) (old string, err error) {
+	err = unix.Renameat2(parentfd, tmp, parentfd, target, unix.RENAME_NOREPLACE)
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOTEMPTY):
-		if err = unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, target, unix.RENAME_EXCHANGE); err != nil {
-			return "", fmt.Errorf("%w: exchange %s: %w", ErrStorage, filepath.Base(target), err)
+		if err = unix.Renameat2(parentfd, tmp, parentfd, target, unix.RENAME_EXCHANGE); err != nil {
+			return "", fmt.Errorf("%w: exchange %s: %w", ErrStorage, target, err)
 		}
 		old = tmp
 	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS):
 		aside := tmp + ".old"
-		if _, serr := os.Lstat(target); serr == nil {
-			if err = os.Rename(target, aside); err != nil {
-				return "", fmt.Errorf("%w: %w", ErrStorage, err)
-			}
+		if err = unix.Renameat(parentfd, target, parentfd, aside); err == nil {
 			old = aside
+		} else if !errors.Is(err, unix.ENOENT) {
+			return "", fmt.Errorf("%w: move %s aside: %w", ErrStorage, target, err)
 		}
-		if err = os.Rename(tmp, target); err != nil {
+		if err = unix.Renameat(parentfd, tmp, parentfd, target); err != nil {
 			if old != "" {
-				os.Rename(old, target)
+				unix.Renameat(parentfd, old, parentfd, target)
 			}
-			return "", fmt.Errorf("%w: %w", ErrStorage, err)
+			return "", fmt.Errorf("%w: rename into %s: %w", ErrStorage, target, err)
 		}
 	default:
-		return "", fmt.Errorf("%w: rename into %s: %w", ErrStorage, filepath.Base(target), err)
+		return "", fmt.Errorf("%w: rename into %s: %w", ErrStorage, target, err)
 	}
-	return old, syncDir(filepath.Dir(target))
+	if err := unix.Fsync(parentfd); err != nil {
+		return old, fmt.Errorf("%w: fsync of the parent of %s: %w", ErrStorage, target, err)
+	}
+	return old, nil
 }
 
 func syncDir(dir string) error {

@@ -718,14 +718,17 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 	if !filepath.IsAbs(target) || filepath.Clean(target) != target || target == "/" {
 		return &FieldError{Field: "target", Reason: fmt.Sprintf("%q must be a clean absolute path other than /", target)}
 	}
-	if fi, err := os.Lstat(target); err == nil && !fi.IsDir() {
-		return &FieldError{Field: "target", Reason: fmt.Sprintf("%s exists and is not a directory (%v); only a directory is replaced", target, fi.Mode().Type())}
-	} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
+	parent, base := filepath.Dir(target), filepath.Base(target)
+	parentfd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return &FieldError{Field: "target", Reason: fmt.Sprintf("parent directory %s: %v", parent, err)}
 	}
-	parent := filepath.Dir(target)
-	if fi, err := os.Stat(parent); err != nil || !fi.IsDir() {
-		return &FieldError{Field: "target", Reason: fmt.Sprintf("parent directory %s does not exist", parent)}
+	defer unix.Close(parentfd)
+	var stat unix.Stat_t
+	if err := unix.Fstatat(parentfd, base, &stat, unix.AT_SYMLINK_NOFOLLOW); err == nil && stat.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return &FieldError{Field: "target", Reason: fmt.Sprintf("%s exists and is not a directory (mode %06o); only a directory is replaced", target, stat.Mode)}
+	} else if err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("%w: %s: %w", ErrStorage, target, err)
 	}
 
 	l := r.repoLock(name)
@@ -751,29 +754,33 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 		}
 	}
 
-	base := filepath.Base(target)
-	stale, _ := filepath.Glob(filepath.Join(parent, "."+base+".new-*"))
-	for _, s := range stale {
-		os.RemoveAll(s)
+	// Leftovers of an interrupted Materialize of the same target.
+	if es, err := os.ReadDir(parent); err == nil {
+		for _, e := range es {
+			if strings.HasPrefix(e.Name(), "."+base+".new-") {
+				os.RemoveAll(filepath.Join(parent, e.Name()))
+			}
+		}
 	}
 	tmp, err := os.MkdirTemp(parent, "."+base+".new-")
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
+	tmpName := filepath.Base(tmp)
 	ok := false
 	defer func() {
 		if !ok {
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	fd, err := unix.Open(tmp, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := unix.Openat(parentfd, tmpName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	defer unix.Close(fd)
+	if err := unix.Fchmod(fd, 0o755); err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
 	if err := co.run(fd, tree); err != nil {
 		return err
 	}
@@ -787,13 +794,13 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 	if err := unix.Syncfs(fd); err != nil {
 		return fmt.Errorf("%w: syncfs: %w", ErrStorage, err)
 	}
-	old, err := replaceDir(tmp, target)
+	old, err := replaceDir(parentfd, tmpName, base)
 	if err != nil {
 		return err
 	}
 	ok = true
 	if old != "" {
-		if err := os.RemoveAll(old); err != nil {
+		if err := os.RemoveAll(filepath.Join(parent, old)); err != nil {
 			r.log.Warn("removing the replaced tree", "template", name, "path", old, "err", err)
 		}
 	}
