@@ -808,3 +808,33 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 		"target", target, "files", co.files, "bytes", co.written)
 	return nil
 }
+
+// Metadata returns the parsed metadata.json of a commit of the template
+// ("" means the pinned commit), from the cache: its requirements (for
+// metadata.CheckHost) and defaults.
+func (r *Registry) Metadata(name, commit string) (*metadata.Metadata, error) {
+	t, err := r.Get(name)
+	if err != nil {
+		return nil, err
+	}
+	if commit == "" {
+		commit = t.Commit
+	}
+	h, err := checkCommit(commit)
+	if err != nil {
+		return nil, err
+	}
+	l := r.repoLock(name)
+	l.RLock()
+	defer l.RUnlock()
+	st, err := openStore(r.repoPath(name))
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	c, err := object.GetCommit(st, h)
+	if err != nil {
+		return nil, &RefError{URL: t.URL, Ref: commit, Reason: fmt.Sprintf("commit not in the cache of template %s: %v", name, err)}
+	}
+	return readMetadata(newCheckout(context.Background(), st, commit, r.limits, nil), c.TreeHash)
+}

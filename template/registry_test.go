@@ -423,3 +423,41 @@ func TestAddCanceled(t *testing.T) {
 		}
 	}
 }
+
+func TestMetadata(t *testing.T) {
+	src := newWorkRepo(t, baseFiles())
+	c1 := src.git("rev-parse", "HEAD")
+	src.write(map[string]string{"metadata.json": `{"template":{"type":"machine","name":"vm","version":"2"},"requirements":{"systemd_version":">=258","features":["vmspawn"]}}`})
+	c2 := src.commit("machine")
+	r := newRegistry(t, Config{})
+	if _, err := r.Add(t.Context(), "web", src.dir, c1, nil); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		commit  string
+		typ     metadata.Type
+		version string
+		is      error
+	}{
+		{"", metadata.TypeContainer, "1.0.0", nil},
+		{c1, metadata.TypeContainer, "1.0.0", nil},
+		{c2, metadata.TypeMachine, "2", nil},
+		{strings.Repeat("0", 40), "", "", ErrNoSuchRef},
+		{"HEAD", "", "", ErrInvalidField},
+	}
+	for _, tt := range tests {
+		md, err := r.Metadata("web", tt.commit)
+		if !errors.Is(err, tt.is) || (tt.is == nil) != (err == nil) {
+			t.Errorf("Metadata(%q) error %v, want %v", tt.commit, err, tt.is)
+			continue
+		}
+		if err == nil && (md.Template.Type != tt.typ || md.Template.Version != tt.version) {
+			t.Errorf("Metadata(%q) = %+v", tt.commit, md.Template)
+		}
+	}
+	md, _ := r.Metadata("web", c2)
+	problems := metadata.CheckHost(md, metadata.HostInfo{SystemdVersion: 257, Features: map[metadata.Feature]bool{metadata.FeatureVmspawn: true}})
+	if len(problems) != 1 || problems[0].Message != "requires systemd >=258, host has 257" {
+		t.Errorf("CheckHost = %v", problems)
+	}
+}
