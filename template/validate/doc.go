@@ -13,8 +13,7 @@
 //   - "X1": a file the validator must read could not be inspected (not a regular file, larger than the read
 //     limit, unreadable, a symlink loop).
 //   - "X2": a template file the validator understands (metadata.json, config/*.json, artifacts.json, nspawn
-//     settings) is
-//     malformed.
+//     settings) is malformed.
 //   - "X3": a path is not in the checkout but is listed in artifacts.json, so the materializer provides it from
 //     the host (informational).
 //
