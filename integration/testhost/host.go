@@ -396,7 +396,8 @@ func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 }
 
 // Run runs args inside the host and returns its output. A command that fails gives an *ExitError carrying the
-// exit code and stderr.
+// exit code and stderr; its Err also matches ctx's error when ctx ended it, and ErrStopped when the host was
+// already gone by the time the command failed. On a stopped host Run returns ErrStopped and runs nothing.
 func (h *Host) Run(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
 	return h.RunInput(ctx, nil, args...)
 }
