@@ -390,6 +390,26 @@ func TestBootPath(t *testing.T) {
 		if out := hostRun(t, h, "varlinkctl", "call", "/run/bitbuilder/io.bitbuilder", "io.bitbuilder.Tenant.Get", `{"name":"gamma"}`); !strings.Contains(out, `"desiredState" : "running"`) && !strings.Contains(out, `"desiredState":"running"`) {
 			t.Errorf("after tenant@gamma ran, Tenant.Get says:\n%s", out)
 		}
+		// The whole chain (netns-tenant@, tenant-network@, tenant@) once the daemon implements Network.Apply.
+		_, applyErr, err := h.Run(ctx, "varlinkctl", "call", "/run/bitbuilder/io.bitbuilder", "io.bitbuilder.Network.Apply", `{"tenant":"gamma"}`)
+		var ee *testhost.ExitError
+		if errors.As(err, &ee) {
+			applyErr = ee.Stderr
+		}
+		if bytes.Contains(applyErr, []byte("MethodNotImplemented")) || bytes.Contains(applyErr, []byte("InterfaceNotFound")) {
+			t.Log("bitbuilderd does not implement io.bitbuilder.Network.Apply yet: the tenant-network@ chain is not exercised")
+		} else {
+			hostRun(t, h, "systemctl", "stop", units.TenantUnit("gamma"))
+			if _, _, err := h.Run(ctx, "systemctl", "start", units.TenantUnit("gamma")); err != nil {
+				t.Errorf("start %s with its dependencies: %v\n%s", units.TenantUnit("gamma"), err,
+					h.JournalTail(ctx, 30, "-u", "tenant-network@gamma.service", "-u", "netns-tenant@gamma.service", "-u", "bitbuilderd.service"))
+			}
+			for _, u := range []string{"netns-tenant@gamma.service", "tenant-network@gamma.service", units.TenantUnit("gamma")} {
+				if state := strings.TrimSpace(hostRun(t, h, "systemctl", "is-active", u)); state != "active" {
+					t.Errorf("%s is %q, want active", u, state)
+				}
+			}
+		}
 		// Stopping the service keeps the socket (RuntimeDirectoryPreserve=yes): the next call starts it again.
 		hostRun(t, h, "systemctl", "stop", "bitbuilderd.service")
 		if _, _, err := h.Run(ctx, "varlinkctl", "info", "unix:/run/bitbuilder/io.bitbuilder"); err != nil {
