@@ -377,12 +377,19 @@ func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func
 		return Template{}, err
 	}
 	st.Close()
+	if err := syncFS(tmpRepo); err != nil {
+		return Template{}, err
+	}
 	final := r.repoPath(name)
 	if err := os.RemoveAll(final); err != nil { // a leftover, since name is not in the index
 		return Template{}, fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	if err := os.Rename(tmpRepo, final); err != nil {
 		return Template{}, fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	if err := syncDir(filepath.Dir(final)); err != nil {
+		os.RemoveAll(final)
+		return Template{}, err
 	}
 	now := time.Now().UTC()
 	t := Template{Name: name, URL: url, Ref: ref, ResolvedRef: refName, Commit: commit.String(),
@@ -464,6 +471,9 @@ func (r *Registry) Update(ctx context.Context, name string, progress func(Progre
 	if err := pinRef(st, commit); err != nil {
 		return Template{}, err
 	}
+	if err := syncFS(path); err != nil {
+		return Template{}, err
+	}
 	t = movePin(t, commit.String(), md)
 	if err := r.commitIndex(t, false); err != nil {
 		return Template{}, err
@@ -501,6 +511,9 @@ func (r *Registry) Pin(ctx context.Context, name, commit string) (Template, erro
 		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
 	}
 	if err := pinRef(st, h); err != nil {
+		return Template{}, err
+	}
+	if err := syncFS(r.repoPath(name)); err != nil {
 		return Template{}, err
 	}
 	t = movePin(t, commit, md)
@@ -664,6 +677,20 @@ func readMetadata(co *checkout, tree plumbing.Hash) (*metadata.Metadata, error) 
 		return md, nil
 	}
 	return nil, &MetadataError{Commit: co.commit, Path: "metadata.json", Err: errors.New("missing at the root of the tree")}
+}
+
+// syncFS flushes the file system holding path (syncfs), so that what a
+// fetch wrote is on disk before the index points at it.
+func syncFS(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		return fmt.Errorf("%w: syncfs %s: %w", ErrStorage, path, err)
+	}
+	return nil
 }
 
 func pinRef(st *filesystem.Storage, commit plumbing.Hash) error {
