@@ -8,6 +8,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"github.com/bitbuilder/bitbuilder/reconcile"
 	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/store"
+	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/tenant"
 )
 
@@ -101,7 +103,18 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer st.Close()
 
-	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax})
+	reg, err := template.New(template.Config{
+		Dir:        filepath.Join(cfg.StateDir, "templates"),
+		SSHKeyPath: filepath.Join(cfg.StateDir, "ssh", "id_ed25519"),
+		Validate:   registryValidator,
+		Logger:     log.With("component", "template"),
+	})
+	if err != nil {
+		return fmt.Errorf("template registry: %w", err)
+	}
+	defer reg.Close()
+
+	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax, Templates: templateResolver{reg}})
 	if err != nil {
 		return err
 	}
@@ -134,13 +147,28 @@ func Run(ctx context.Context, cfg Config) error {
 				},
 			},
 			{
-				Dispatcher: iobitbuildertemplate.VarlinkNew(struct {
-					*iobitbuildertemplate.VarlinkInterface
-				}{&iobitbuildertemplate.VarlinkInterface{}}),
+				Dispatcher: iobitbuildertemplate.VarlinkNew(&templateAPI{
+					reg: reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "templates"), log: log,
+				}),
 				Methods: map[string]rpc.Method{
-					"Get":      {Access: rpc.Read},
-					"List":     {Access: rpc.Read, RequiresMore: true},
-					"Validate": {Access: rpc.Write},
+					"Add":    {Access: rpc.Write},
+					"Update": {Access: rpc.Write},
+					"Pin":    {Access: rpc.Write},
+					"Get":    {Access: rpc.Read},
+					"List":   {Access: rpc.Read, RequiresMore: true},
+					"Remove": {Access: rpc.Write},
+					// Validating a registered template only reads; validating a host path
+					// would let a caller probe paths it cannot read itself.
+					"Validate": {AccessFor: func(p json.RawMessage) rpc.Access {
+						var in struct {
+							Path *string `json:"path"`
+							Base *string `json:"base"`
+						}
+						if json.Unmarshal(p, &in) != nil || in.Path != nil || in.Base != nil {
+							return rpc.Write
+						}
+						return rpc.Read
+					}},
 				},
 			},
 			{

@@ -21,6 +21,9 @@ var (
 	ErrRevisionMismatch = errors.New("revision mismatch")
 	// ErrNoSuchTemplate is matched by *TemplateError.
 	ErrNoSuchTemplate = errors.New("no such template")
+	// ErrTemplateRole is wrapped by a TemplateResolver when a template's type does not
+	// match the role a tenant uses it in; Create and Update report it as a FieldError.
+	ErrTemplateRole = errors.New("template type does not match its role")
 )
 
 // NameError says why a tenant name is refused.

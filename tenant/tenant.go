@@ -224,6 +224,9 @@ func (s *Service) pin(ctx context.Context, ts []TemplateUse) ([]TemplateUse, err
 			continue
 		}
 		commit, err := s.cfg.Templates.Resolve(ctx, out[i].Template, out[i].Role)
+		if errors.Is(err, ErrTemplateRole) {
+			return nil, &FieldError{Field: fmt.Sprintf("templates[%d].template", i), Reason: err.Error()}
+		}
 		if err != nil {
 			return nil, &TemplateError{Template: out[i].Template, Err: err}
 		}
