@@ -136,12 +136,31 @@ func TestGetListCollect(t *testing.T) {
 // TestUpdate checks Update with and without a revision, and a stale revision refused.
 func TestUpdate(t *testing.T) {
 	d := startDaemon(t, "update")
-	d.create(t, `{"name":"papa"}`)
-	orig := d.tenantCall(t, asRoot, "Get", `{"name":"papa"}`) // its current revision
+	created := d.create(t, `{"name":"papa"}`)
 
-	up := d.tenantCall(t, asRoot, "Update", fmt.Sprintf(
-		`{"name":"papa","revision":%d,"resources":{"cpus":2,"memoryBytes":2147483648,"storageBytes":21474836480},"parameters":{"UPLINK":"eth0"}}`,
-		orig.Revision))
+	// The daemon's own status writes move the revision too, so a conditional update can lose
+	// that race: like any client of an optimistic-concurrency API, read and retry.
+	var orig, up tenant
+	for attempt := 1; ; attempt++ {
+		orig = d.tenantCall(t, asRoot, "Get", `{"name":"papa"}`)
+		r := d.call(t, asRoot, tenantIface+"Update", fmt.Sprintf(
+			`{"name":"papa","revision":%d,"resources":{"cpus":2,"memoryBytes":2147483648,"storageBytes":21474836480},"parameters":{"UPLINK":"eth0"}}`,
+			orig.Revision))
+		if r.exit == 0 {
+			var reply struct {
+				Tenant tenant `json:"tenant"`
+			}
+			r.decode(t, &reply)
+			up = reply.Tenant
+			break
+		}
+		if p := r.wantError(t, tenantIface+"RevisionMismatch"); p["expected"] != float64(orig.Revision) || attempt == 10 {
+			t.Fatalf("Update at the revision just read, attempt %d: %v", attempt, p)
+		}
+	}
+	if orig.Revision < created.Revision {
+		t.Errorf("Get after Create: revision %d, Create's %d", orig.Revision, created.Revision)
+	}
 	if up.Revision <= orig.Revision || up.CreateRevision != orig.CreateRevision || up.NetworkIndex != orig.NetworkIndex {
 		t.Errorf("Update: revision %d -> %d, createRevision %d -> %d, index %d -> %d", orig.Revision, up.Revision,
 			orig.CreateRevision, up.CreateRevision, orig.NetworkIndex, up.NetworkIndex)
