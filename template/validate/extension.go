@@ -235,10 +235,10 @@ func checkExtensionContent(ctx context.Context, r *root, c *collector, class Cla
 		base, _ = openRoot(opts.BaseRoot)
 	}
 	for _, top := range tops {
-		if !r.isDir(top) {
+		top, ok := dirPath(r, top)
+		if !ok {
 			continue
 		}
-		top := mustResolve(r, top)
 		err := r.walk(ctx, top, func(rel string, d fs.DirEntry) error {
 			return checkExtensionEntry(r, c, class, base, rel, d)
 		}, func(rel string, err error) { c.warnf("X1", rel, "cannot inspect: %s", fileError(err)) })

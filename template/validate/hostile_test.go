@@ -215,3 +215,40 @@ func memTempDir(t testing.TB) string {
 	})
 	return dir
 }
+
+// TestHostileTemplateLinks checks that the directories a template kind names (rootfs/, home-skeleton/, an
+// extension's usr/) resolve inside the checkout even when they are symlinks out of it.
+func TestHostileTemplateLinks(t *testing.T) {
+	tests := []struct {
+		name  string
+		kind  Kind
+		nodes []node
+		rule  string
+	}{
+		// rootfs -> / is the checkout itself, which has no os-release: the host's must not be read.
+		{"rootfs links to the host root", KindContainer, []node{link("rootfs", "/")}, "A1"},
+		{"rootfs links out by dot-dot", KindContainer, []node{link("rootfs", "../../../../../../..")}, "A1"},
+		{"home-skeleton links to the host /etc", KindHomed, []node{link("home-skeleton", "/etc"), file("config/user-record.json", `{"userName":"u"}`)}, "X2"},
+		{"extension usr links to the host /usr", KindSysext, []node{link("usr", "/usr")}, "D26"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			build(t, dir, tc.nodes...)
+			rep, err := Tree(t.Context(), dir, tc.kind, testOptions())
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, f := range rep.Findings {
+				found = found || f.Rule == tc.rule && f.Severity == SeverityError
+				if strings.Contains(f.Message, "Debian") || strings.Contains(f.Path, "passwd") {
+					t.Errorf("a finding reflects the host's files: %s", f)
+				}
+			}
+			if !found {
+				t.Errorf("no %s error:\n%s", tc.rule, dump(rep))
+			}
+		})
+	}
+}

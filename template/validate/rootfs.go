@@ -103,7 +103,7 @@ func checkOSReleaseLinks(r *root, c *collector) {
 	usrReg := usrErr == nil && usrFI.Mode().IsRegular()
 	switch {
 	case usrReg && etcLink:
-		target, _ := os.Readlink(r.abs(mustResolve(r, etc)))
+		target, _ := os.Readlink(r.abs(linkPath(r, etc)))
 		res, err := r.resolve(etc, true)
 		switch {
 		case err != nil || res != usr:
@@ -130,12 +130,23 @@ func checkOSReleaseLinks(r *root, c *collector) {
 	}
 }
 
-func mustResolve(r *root, p string) string {
+// linkPath resolves the directories of p inside the root, not its last component: the path of the symlink
+// p names, for os.Readlink. It returns p unchanged when it cannot be resolved (Readlink then fails).
+func linkPath(r *root, p string) string {
 	res, err := r.resolve(p, false)
 	if err != nil {
 		return p
 	}
 	return res
+}
+
+// dirPath resolves p, symlinks included, inside the root; ok is false unless it names a directory.
+func dirPath(r *root, p string) (string, bool) {
+	res, fi, err := r.stat(p)
+	if err != nil || !fi.IsDir() {
+		return "", false
+	}
+	return res, true
 }
 
 // dirSpec is a top-level directory that rule C18 or C19 expects.
@@ -245,7 +256,7 @@ func checkTopLevel(r *root, c *collector) {
 		}
 	}
 	if _, fi, err := r.lstat("var/run"); err == nil {
-		target, _ := os.Readlink(r.abs(mustResolve(r, "var/run")))
+		target, _ := os.Readlink(r.abs(linkPath(r, "var/run")))
 		switch {
 		case fi.Mode()&fs.ModeSymlink == 0:
 			c.warnf("C20", "var/run", "var/run should be a symlink to ../run")

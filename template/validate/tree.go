@@ -114,11 +114,12 @@ func Tree(ctx context.Context, dir string, kind Kind, opts Options) (Report, err
 
 // checkSubRoot runs RootFS on the directory sub of a checkout.
 func checkSubRoot(ctx context.Context, r *root, c *collector, sub string, opts Options, arts artifacts) error {
-	if !r.isDir(sub) {
+	res, ok := dirPath(r, sub)
+	if !ok {
 		c.errorf("C17", sub, "the template has no %s/ directory", sub)
 		return nil
 	}
-	sr := &root{dir: r.abs(mustResolve(r, sub))}
+	sr := &root{dir: r.abs(res)}
 	sc := c.sub(sub)
 	if opts.Bootable && !hasInit(sr) && arts.hasAny(sub, initPaths) {
 		opts.Bootable = false
@@ -180,10 +181,10 @@ func containerBoots(r *root, c *collector) bool {
 
 // checkHomed checks a homed template: its skeleton's files and its JSON configuration.
 func checkHomed(ctx context.Context, r *root, c *collector) error {
-	if !r.isDir("home-skeleton") {
+	if skel, ok := dirPath(r, "home-skeleton"); !ok {
 		c.errorf("X2", "home-skeleton", "a homed template needs a home-skeleton/ directory")
 	} else {
-		err := r.walk(ctx, mustResolve(r, "home-skeleton"), func(rel string, d fs.DirEntry) error {
+		err := r.walk(ctx, skel, func(rel string, d fs.DirEntry) error {
 			if !utf8.ValidString(d.Name()) {
 				c.warnf("C22", strings.ToValidUTF8(rel, "\uFFFD"), "the file name is not valid UTF-8; rename it")
 			}
