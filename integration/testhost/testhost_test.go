@@ -873,3 +873,24 @@ func TestHostSurvivesThreadExits(t *testing.T) {
 		t.Fatalf("host is halting:\n%s", h.ConsoleTail(50))
 	}
 }
+
+// BenchmarkRun measures one command inside the shared host (nsenter plus exec).
+func BenchmarkRun(b *testing.B) {
+	h := shared.Host(b)
+	for b.Loop() {
+		if _, _, err := h.Run(b.Context(), "true"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkWriteFile measures writing a 4 KiB file into the shared host.
+func BenchmarkWriteFile(b *testing.B) {
+	h := shared.Host(b)
+	data := bytes.Repeat([]byte("x"), 4096)
+	for b.Loop() {
+		if err := h.WriteFile("/run/bbbench/file", data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
