@@ -173,7 +173,7 @@ func checkRootLayout(r *root, c *collector, opts Options) {
 		c.errorf("C17", "usr", "usr is missing or not a directory; systemd-nspawn refuses a tree without /usr")
 	}
 	for _, d := range rootDirs {
-		_, fi, err := r.lstat(d.path)
+		res, fi, err := r.lstat(d.path)
 		switch {
 		case err != nil:
 			c.warnf(d.rule, d.path, "missing; create the directory with mode %04o", modeOctal(d.mode))
@@ -184,7 +184,7 @@ func checkRootLayout(r *root, c *collector, opts Options) {
 				c.warnf(d.rule, d.path, "mode %04o; use %04o", modeOctal(permBits(fi.Mode())), modeOctal(d.mode))
 			}
 			if d.empty {
-				if ents, err := r.readDirResolved(d.path); err == nil && len(ents) > 0 {
+				if ents, err := r.readDirResolved(res); err == nil && len(ents) > 0 {
 					c.warnf(d.rule, d.path, "not empty (%d entries); a mount point that the runtime fills must be empty in a template", len(ents))
 				}
 			}

@@ -49,9 +49,13 @@ func VOA(ctx context.Context, dir string) (Report, error) {
 
 func checkVOA(ctx context.Context, r *root, c *collector) error {
 	for prio, lp := range voaPaths {
-		_, fi, err := r.lstat(lp)
+		res, fi, err := r.lstat(lp)
 		if err != nil {
 			continue
+		}
+		if res != lp {
+			// A parent is a symlink (resolved inside the root): check the directory it leads to.
+			lp = res
 		}
 		if !fi.IsDir() {
 			c.errorf("E40", lp, "a VOA load path must be a directory")
