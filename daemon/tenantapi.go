@@ -27,15 +27,16 @@ func toAPI(t *tenant.Tenant) vt.Tenant {
 			MemoryBytes:  t.Resources.MemoryBytes,
 			StorageBytes: t.Resources.StorageBytes,
 		},
-		Templates:      make([]vt.TemplateUse, 0, len(t.Templates)),
-		Parameters:     map[string]string{},
-		DesiredState:   vt.DesiredState(t.DesiredState),
-		Phase:          vt.Phase(t.Phase),
-		Conditions:     make([]vt.Condition, 0, len(t.Conditions)),
-		Revision:       int64(t.Revision),
-		CreateRevision: int64(t.CreateRevision),
-		CreatedAt:      t.CreatedAt.UTC().Format(time.RFC3339Nano),
-		UpdatedAt:      t.UpdatedAt.UTC().Format(time.RFC3339Nano),
+		Templates:       make([]vt.TemplateUse, 0, len(t.Templates)),
+		Parameters:      map[string]string{},
+		NetworkFeatures: append([]string{}, t.NetworkFeatures...),
+		DesiredState:    vt.DesiredState(t.DesiredState),
+		Phase:           vt.Phase(t.Phase),
+		Conditions:      make([]vt.Condition, 0, len(t.Conditions)),
+		Revision:        int64(t.Revision),
+		CreateRevision:  int64(t.CreateRevision),
+		CreatedAt:       t.CreatedAt.UTC().Format(time.RFC3339Nano),
+		UpdatedAt:       t.UpdatedAt.UTC().Format(time.RFC3339Nano),
 	}
 	for k, v := range t.Parameters {
 		out.Parameters[k] = v
@@ -90,7 +91,7 @@ func revisionArg(c vt.VarlinkCall, ctx context.Context, r *int64) (uint64, bool,
 	return uint64(*r), true, nil
 }
 
-func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, networkIndex *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, desiredState *vt.DesiredState) error {
+func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, networkIndex *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, networkFeatures *[]string, desiredState *vt.DesiredState) error {
 	spec := tenant.Spec{Name: name, Resources: fromAPIResources(resources)}
 	if networkIndex != nil {
 		if *networkIndex <= 0 || *networkIndex > 1<<16 {
@@ -103,6 +104,9 @@ func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, n
 	}
 	if parameters != nil {
 		spec.Parameters = *parameters
+	}
+	if networkFeatures != nil {
+		spec.NetworkFeatures = *networkFeatures
 	}
 	if desiredState != nil {
 		spec.DesiredState = tenant.DesiredState(*desiredState)
@@ -140,15 +144,16 @@ func (a *tenantAPI) List(ctx context.Context, c vt.VarlinkCall) error {
 	return nil
 }
 
-func (a *tenantAPI) Update(ctx context.Context, c vt.VarlinkCall, name string, revision *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string) error {
+func (a *tenantAPI) Update(ctx context.Context, c vt.VarlinkCall, name string, revision *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, networkFeatures *[]string) error {
 	expect, ok, err := revisionArg(c, ctx, revision)
 	if !ok {
 		return err
 	}
 	t, err := a.svc.Update(ctx, name, expect, tenant.Changes{
-		Resources:  fromAPIResources(resources),
-		Templates:  fromAPITemplates(templates),
-		Parameters: parameters,
+		Resources:       fromAPIResources(resources),
+		Templates:       fromAPITemplates(templates),
+		Parameters:      parameters,
+		NetworkFeatures: networkFeatures,
 	})
 	if err != nil {
 		return a.replyError(ctx, c, name, err)

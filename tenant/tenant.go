@@ -69,6 +69,31 @@ type TemplateUse struct {
 	Commit   string `json:"commit,omitempty"`
 }
 
+// Peer is a WireGuard peer of a tenant. Its syntax is checked by the network package
+// before it is stored.
+type Peer struct {
+	PublicKey           string   `json:"publicKey"`
+	Endpoint            string   `json:"endpoint,omitempty"`
+	AllowedIPs          []string `json:"allowedIPs"`
+	PersistentKeepalive int      `json:"persistentKeepalive,omitempty"`
+}
+
+// Network features a tenant can enable besides its bridge.
+const (
+	FeatureWireGuard = "wireguard"
+	FeatureVXLAN     = "vxlan"
+	FeatureVLAN      = "vlan"
+)
+
+// HasFeature reports whether the tenant enabled a network feature; WireGuard is also on
+// when the tenant has peers.
+func (t *Tenant) HasFeature(f string) bool {
+	if f == FeatureWireGuard && len(t.Peers) > 0 {
+		return true
+	}
+	return slices.Contains(t.NetworkFeatures, f)
+}
+
 // Condition is one aspect of observed state.
 type Condition struct {
 	Type               string    `json:"type"`
@@ -85,6 +110,8 @@ type Tenant struct {
 	Resources           Resources         `json:"resources"`
 	Templates           []TemplateUse     `json:"templates"`
 	Parameters          map[string]string `json:"parameters"`
+	NetworkFeatures     []string          `json:"networkFeatures,omitempty"`
+	Peers               []Peer            `json:"peers,omitempty"`
 	DesiredState        DesiredState      `json:"desiredState"`
 	Phase               Phase             `json:"phase"`
 	Conditions          []Condition       `json:"conditions"`
@@ -102,19 +129,23 @@ func (t *Tenant) Deleting() bool { return t.DeletionRequestedAt != nil }
 
 // Spec is what a caller asks for when creating a tenant; zero values take defaults.
 type Spec struct {
-	Name         string
-	NetworkIndex int // 0: the lowest free index
-	Resources    *Resources
-	Templates    []TemplateUse
-	Parameters   map[string]string
-	DesiredState DesiredState
+	Name            string
+	NetworkIndex    int // 0: the lowest free index
+	Resources       *Resources
+	Templates       []TemplateUse
+	Parameters      map[string]string
+	NetworkFeatures []string
+	DesiredState    DesiredState
 }
 
 // Changes are the fields an Update replaces; nil fields are kept.
 type Changes struct {
-	Resources  *Resources
-	Templates  *[]TemplateUse
-	Parameters *map[string]string
+	Resources       *Resources
+	Templates       *[]TemplateUse
+	Parameters      *map[string]string
+	NetworkFeatures *[]string
+	// Peers replaces the WireGuard peers (the network API adds and removes them).
+	Peers *[]Peer
 }
 
 // TemplateResolver pins template uses to commits: it returns the commit the registry has
@@ -253,6 +284,9 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 	if err := validateParameters(spec.Parameters); err != nil {
 		return nil, err
 	}
+	if err := validateFeatures(spec.NetworkFeatures); err != nil {
+		return nil, err
+	}
 	desired := spec.DesiredState
 	if desired == "" {
 		desired = Running
@@ -269,15 +303,16 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 	}
 	now := s.cfg.Now().UTC()
 	t := &Tenant{
-		Name:         spec.Name,
-		Resources:    res,
-		Templates:    templates,
-		Parameters:   maps.Clone(spec.Parameters),
-		DesiredState: desired,
-		Phase:        PhasePending,
-		Conditions:   []Condition{},
-		CreatedAt:    now,
-		UpdatedAt:    now,
+		Name:            spec.Name,
+		Resources:       res,
+		Templates:       templates,
+		Parameters:      maps.Clone(spec.Parameters),
+		NetworkFeatures: normalizeFeatures(spec.NetworkFeatures),
+		DesiredState:    desired,
+		Phase:           PhasePending,
+		Conditions:      []Condition{},
+		CreatedAt:       now,
+		UpdatedAt:       now,
 	}
 	if t.Parameters == nil {
 		t.Parameters = map[string]string{}
@@ -465,6 +500,11 @@ func (s *Service) Update(ctx context.Context, name string, expect uint64, c Chan
 			return nil, err
 		}
 	}
+	if c.NetworkFeatures != nil {
+		if err := validateFeatures(*c.NetworkFeatures); err != nil {
+			return nil, err
+		}
+	}
 	return s.modify(ctx, name, expect, func(t *Tenant) error {
 		if t.Deleting() {
 			return errDeleting
@@ -480,6 +520,12 @@ func (s *Service) Update(ctx context.Context, name string, expect uint64, c Chan
 			if t.Parameters == nil {
 				t.Parameters = map[string]string{}
 			}
+		}
+		if c.NetworkFeatures != nil {
+			t.NetworkFeatures = normalizeFeatures(*c.NetworkFeatures)
+		}
+		if c.Peers != nil {
+			t.Peers = slices.Clone(*c.Peers)
 		}
 		return nil
 	})

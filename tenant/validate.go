@@ -146,3 +146,20 @@ func validateParameters(p map[string]string) error {
 	}
 	return nil
 }
+
+var features = []string{FeatureWireGuard, FeatureVXLAN, FeatureVLAN}
+
+func validateFeatures(fs []string) error {
+	for i, f := range fs {
+		if !slices.Contains(features, f) {
+			return &FieldError{Field: fmt.Sprintf("networkFeatures[%d]", i), Reason: fmt.Sprintf("%q is not one of %s", f, strings.Join(features, ", "))}
+		}
+	}
+	return nil
+}
+
+func normalizeFeatures(fs []string) []string {
+	out := slices.Clone(fs)
+	slices.Sort(out)
+	return slices.Compact(out)
+}

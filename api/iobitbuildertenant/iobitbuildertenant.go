@@ -45,18 +45,19 @@ type Condition struct {
 
 // A tenant record.
 type Tenant struct {
-	Name           string            `json:"name"`
-	NetworkIndex   int64             `json:"networkIndex"`
-	Resources      Resources         `json:"resources"`
-	Templates      []TemplateUse     `json:"templates"`
-	Parameters     map[string]string `json:"parameters"`
-	DesiredState   DesiredState      `json:"desiredState"`
-	Phase          Phase             `json:"phase"`
-	Conditions     []Condition       `json:"conditions"`
-	Revision       int64             `json:"revision"`
-	CreateRevision int64             `json:"createRevision"`
-	CreatedAt      string            `json:"createdAt"`
-	UpdatedAt      string            `json:"updatedAt"`
+	Name            string            `json:"name"`
+	NetworkIndex    int64             `json:"networkIndex"`
+	Resources       Resources         `json:"resources"`
+	Templates       []TemplateUse     `json:"templates"`
+	Parameters      map[string]string `json:"parameters"`
+	NetworkFeatures []string          `json:"networkFeatures"`
+	DesiredState    DesiredState      `json:"desiredState"`
+	Phase           Phase             `json:"phase"`
+	Conditions      []Condition       `json:"conditions"`
+	Revision        int64             `json:"revision"`
+	CreateRevision  int64             `json:"createRevision"`
+	CreatedAt       string            `json:"createdAt"`
+	UpdatedAt       string            `json:"updatedAt"`
 }
 
 // A change to a tenant, as streamed by Watch.
@@ -331,8 +332,8 @@ type Create_methods struct{}
 
 func Create() Create_methods { return Create_methods{} }
 
-func (m Create_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, desiredState_in_ *DesiredState) (tenant_out_ Tenant, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, name_in_, networkIndex_in_, resources_in_, templates_in_, parameters_in_, desiredState_in_)
+func (m Create_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, desiredState_in_ *DesiredState) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, networkIndex_in_, resources_in_, templates_in_, parameters_in_, networkFeatures_in_, desiredState_in_)
 	if err_ != nil {
 		return
 	}
@@ -340,20 +341,22 @@ func (m Create_methods) Call(ctx context.Context, c *varlink.Connection, name_in
 	return
 }
 
-func (m Create_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, desiredState_in_ *DesiredState) (func(ctx context.Context) (Tenant, uint64, error), error) {
+func (m Create_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, desiredState_in_ *DesiredState) (func(ctx context.Context) (Tenant, uint64, error), error) {
 	var in struct {
-		Name         string             `json:"name"`
-		NetworkIndex *int64             `json:"networkIndex,omitempty"`
-		Resources    *Resources         `json:"resources,omitempty"`
-		Templates    *[]TemplateUse     `json:"templates,omitempty"`
-		Parameters   *map[string]string `json:"parameters,omitempty"`
-		DesiredState *DesiredState      `json:"desiredState,omitempty"`
+		Name            string             `json:"name"`
+		NetworkIndex    *int64             `json:"networkIndex,omitempty"`
+		Resources       *Resources         `json:"resources,omitempty"`
+		Templates       *[]TemplateUse     `json:"templates,omitempty"`
+		Parameters      *map[string]string `json:"parameters,omitempty"`
+		NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+		DesiredState    *DesiredState      `json:"desiredState,omitempty"`
 	}
 	in.Name = name_in_
 	in.NetworkIndex = networkIndex_in_
 	in.Resources = resources_in_
 	in.Templates = templates_in_
 	in.Parameters = parameters_in_
+	in.NetworkFeatures = networkFeatures_in_
 	in.DesiredState = desiredState_in_
 	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.Create", in, flags)
 	if err != nil {
@@ -373,20 +376,22 @@ func (m Create_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Create_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, desiredState_in_ *DesiredState) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Create_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, desiredState_in_ *DesiredState) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
-		Name         string             `json:"name"`
-		NetworkIndex *int64             `json:"networkIndex,omitempty"`
-		Resources    *Resources         `json:"resources,omitempty"`
-		Templates    *[]TemplateUse     `json:"templates,omitempty"`
-		Parameters   *map[string]string `json:"parameters,omitempty"`
-		DesiredState *DesiredState      `json:"desiredState,omitempty"`
+		Name            string             `json:"name"`
+		NetworkIndex    *int64             `json:"networkIndex,omitempty"`
+		Resources       *Resources         `json:"resources,omitempty"`
+		Templates       *[]TemplateUse     `json:"templates,omitempty"`
+		Parameters      *map[string]string `json:"parameters,omitempty"`
+		NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+		DesiredState    *DesiredState      `json:"desiredState,omitempty"`
 	}
 	in.Name = name_in_
 	in.NetworkIndex = networkIndex_in_
 	in.Resources = resources_in_
 	in.Templates = templates_in_
 	in.Parameters = parameters_in_
+	in.NetworkFeatures = networkFeatures_in_
 	in.DesiredState = desiredState_in_
 	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.Create", in)
 	if err != nil {
@@ -525,8 +530,8 @@ type Update_methods struct{}
 
 func Update() Update_methods { return Update_methods{} }
 
-func (m Update_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string) (tenant_out_ Tenant, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, name_in_, revision_in_, resources_in_, templates_in_, parameters_in_)
+func (m Update_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, revision_in_, resources_in_, templates_in_, parameters_in_, networkFeatures_in_)
 	if err_ != nil {
 		return
 	}
@@ -534,19 +539,21 @@ func (m Update_methods) Call(ctx context.Context, c *varlink.Connection, name_in
 	return
 }
 
-func (m Update_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string) (func(ctx context.Context) (Tenant, uint64, error), error) {
+func (m Update_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string) (func(ctx context.Context) (Tenant, uint64, error), error) {
 	var in struct {
-		Name       string             `json:"name"`
-		Revision   *int64             `json:"revision,omitempty"`
-		Resources  *Resources         `json:"resources,omitempty"`
-		Templates  *[]TemplateUse     `json:"templates,omitempty"`
-		Parameters *map[string]string `json:"parameters,omitempty"`
+		Name            string             `json:"name"`
+		Revision        *int64             `json:"revision,omitempty"`
+		Resources       *Resources         `json:"resources,omitempty"`
+		Templates       *[]TemplateUse     `json:"templates,omitempty"`
+		Parameters      *map[string]string `json:"parameters,omitempty"`
+		NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
 	}
 	in.Name = name_in_
 	in.Revision = revision_in_
 	in.Resources = resources_in_
 	in.Templates = templates_in_
 	in.Parameters = parameters_in_
+	in.NetworkFeatures = networkFeatures_in_
 	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.Update", in, flags)
 	if err != nil {
 		return nil, err
@@ -565,19 +572,21 @@ func (m Update_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Update_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Update_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
-		Name       string             `json:"name"`
-		Revision   *int64             `json:"revision,omitempty"`
-		Resources  *Resources         `json:"resources,omitempty"`
-		Templates  *[]TemplateUse     `json:"templates,omitempty"`
-		Parameters *map[string]string `json:"parameters,omitempty"`
+		Name            string             `json:"name"`
+		Revision        *int64             `json:"revision,omitempty"`
+		Resources       *Resources         `json:"resources,omitempty"`
+		Templates       *[]TemplateUse     `json:"templates,omitempty"`
+		Parameters      *map[string]string `json:"parameters,omitempty"`
+		NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
 	}
 	in.Name = name_in_
 	in.Revision = revision_in_
 	in.Resources = resources_in_
 	in.Templates = templates_in_
 	in.Parameters = parameters_in_
+	in.NetworkFeatures = networkFeatures_in_
 	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.Update", in)
 	if err != nil {
 		return nil, err
@@ -841,10 +850,10 @@ func (m Watch_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_
 // Generated service interface with all methods
 
 type iobitbuildertenantInterface interface {
-	Create(ctx context.Context, c VarlinkCall, name_ string, networkIndex_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, desiredState_ *DesiredState) error
+	Create(ctx context.Context, c VarlinkCall, name_ string, networkIndex_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string, desiredState_ *DesiredState) error
 	Get(ctx context.Context, c VarlinkCall, name_ string) error
 	List(ctx context.Context, c VarlinkCall) error
-	Update(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string) error
+	Update(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string) error
 	Delete(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64) error
 	Start(ctx context.Context, c VarlinkCall, name_ string) error
 	Stop(ctx context.Context, c VarlinkCall, name_ string) error
@@ -1006,7 +1015,7 @@ func (c *VarlinkCall) ReplyWatch(ctx context.Context, event_ Event) error {
 // Generated dummy implementations for all varlink methods
 
 // Creates a tenant. It is recorded durably before the reply.
-func (s *VarlinkInterface) Create(ctx context.Context, c VarlinkCall, name_ string, networkIndex_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, desiredState_ *DesiredState) error {
+func (s *VarlinkInterface) Create(ctx context.Context, c VarlinkCall, name_ string, networkIndex_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string, desiredState_ *DesiredState) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.Create")
 }
 
@@ -1023,7 +1032,7 @@ func (s *VarlinkInterface) List(ctx context.Context, c VarlinkCall) error {
 }
 
 // Changes a tenant's settings. Fields left null keep their value.
-func (s *VarlinkInterface) Update(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string) error {
+func (s *VarlinkInterface) Update(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.Update")
 }
 
@@ -1055,18 +1064,19 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 	switch methodname {
 	case "Create":
 		var in struct {
-			Name         string             `json:"name"`
-			NetworkIndex *int64             `json:"networkIndex,omitempty"`
-			Resources    *Resources         `json:"resources,omitempty"`
-			Templates    *[]TemplateUse     `json:"templates,omitempty"`
-			Parameters   *map[string]string `json:"parameters,omitempty"`
-			DesiredState *DesiredState      `json:"desiredState,omitempty"`
+			Name            string             `json:"name"`
+			NetworkIndex    *int64             `json:"networkIndex,omitempty"`
+			Resources       *Resources         `json:"resources,omitempty"`
+			Templates       *[]TemplateUse     `json:"templates,omitempty"`
+			Parameters      *map[string]string `json:"parameters,omitempty"`
+			NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+			DesiredState    *DesiredState      `json:"desiredState,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.iobitbuildertenantInterface.Create(ctx, VarlinkCall{call}, in.Name, in.NetworkIndex, in.Resources, in.Templates, in.Parameters, in.DesiredState)
+		return s.iobitbuildertenantInterface.Create(ctx, VarlinkCall{call}, in.Name, in.NetworkIndex, in.Resources, in.Templates, in.Parameters, in.NetworkFeatures, in.DesiredState)
 
 	case "Get":
 		var in struct {
@@ -1083,17 +1093,18 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 
 	case "Update":
 		var in struct {
-			Name       string             `json:"name"`
-			Revision   *int64             `json:"revision,omitempty"`
-			Resources  *Resources         `json:"resources,omitempty"`
-			Templates  *[]TemplateUse     `json:"templates,omitempty"`
-			Parameters *map[string]string `json:"parameters,omitempty"`
+			Name            string             `json:"name"`
+			Revision        *int64             `json:"revision,omitempty"`
+			Resources       *Resources         `json:"resources,omitempty"`
+			Templates       *[]TemplateUse     `json:"templates,omitempty"`
+			Parameters      *map[string]string `json:"parameters,omitempty"`
+			NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.iobitbuildertenantInterface.Update(ctx, VarlinkCall{call}, in.Name, in.Revision, in.Resources, in.Templates, in.Parameters)
+		return s.iobitbuildertenantInterface.Update(ctx, VarlinkCall{call}, in.Name, in.Revision, in.Resources, in.Templates, in.Parameters, in.NetworkFeatures)
 
 	case "Delete":
 		var in struct {
@@ -1209,6 +1220,8 @@ type Tenant (
   templates: []TemplateUse,
   # Parameters for the ${VAR} references in the tenant's network template.
   parameters: [string]string,
+  # Optional network links the tenant has besides its bridge: wireguard, vxlan, vlan.
+  networkFeatures: []string,
   # What the daemon should make of the tenant.
   desiredState: DesiredState,
   # Where the daemon is with the tenant.
@@ -1249,6 +1262,8 @@ method Create(
   templates: ?[]TemplateUse,
   # Parameters for the network template.
   parameters: ?[string]string,
+  # Optional network links: wireguard, vxlan, vlan.
+  networkFeatures: ?[]string,
   # running (the default) or stopped.
   desiredState: ?DesiredState
 ) -> (
@@ -1284,7 +1299,9 @@ method Update(
   # New templates.
   templates: ?[]TemplateUse,
   # New network parameters.
-  parameters: ?[string]string
+  parameters: ?[string]string,
+  # New optional network links.
+  networkFeatures: ?[]string
 ) -> (
   # The tenant after the change.
   tenant: Tenant
