@@ -198,10 +198,23 @@ func checkHomed(ctx context.Context, r *root, c *collector) error {
 		}
 	}
 	var rec struct {
-		UserName string `json:"userName"`
+		UserName   string         `json:"userName"`
+		Secret     map[string]any `json:"secret"`
+		Privileged map[string]any `json:"privileged"`
 	}
-	if checkJSON(r, c, "config/user-record.json", &rec, true) && !validUserName(rec.UserName) {
-		c.errorf("X2", "config/user-record.json", "userName %q is not a valid user name ([a-z_][a-z0-9_-]*, at most 31 characters)", rec.UserName)
+	const recPath = "config/user-record.json"
+	if checkJSON(r, c, recPath, &rec, true) {
+		if !validUserName(rec.UserName) {
+			c.errorf("X2", recPath, "userName %q is not a valid user name ([a-z_][a-z0-9_-]*, at most 31 characters)", rec.UserName)
+		}
+		if rec.Secret != nil {
+			c.errorf("X2", recPath, "the user record template carries a \"secret\" section; every home made from it would share those secrets: remove it and pass secrets when the home is created")
+		}
+		for _, k := range []string{"hashedPassword", "sshAuthorizedKeys", "pkcs11EncryptedKey", "fido2HmacSalt"} {
+			if _, ok := rec.Privileged[k]; ok {
+				c.errorf("X2", recPath, "the user record template carries privileged.%s; it belongs to one user: remove it", k)
+			}
+		}
 	}
 	var cfg map[string]any
 	checkJSON(r, c, "config/homed-config.json", &cfg, false)

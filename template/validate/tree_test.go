@@ -182,6 +182,8 @@ func TestTreeKinds(t *testing.T) {
 		{name: "init provided by artifacts", kind: KindInfrastructure, nodes: append(container, file(ArtifactsFile, `{"artifacts":[{"path":"rootfs/sbin/init","from":["/sbin/init"]}]}`)), rm: []string{"rootfs/usr/lib/systemd/systemd"}, rule: "X3", sev: SeverityInfo},
 		{name: "homed good", kind: KindHomed, nodes: homed},
 		{name: "homed bad user name", kind: KindHomed, nodes: append(homed, file("config/user-record.json", `{"userName":"Bad Name"}`)), rule: "X2", sev: SeverityError},
+		{name: "homed record with secrets", kind: KindHomed, nodes: append(homed, file("config/user-record.json", `{"userName":"u","secret":{"password":["x"]}}`)), rule: "X2", sev: SeverityError},
+		{name: "homed record with a password hash", kind: KindHomed, nodes: append(homed, file("config/user-record.json", `{"userName":"u","privileged":{"hashedPassword":["$6$x"]}}`)), rule: "X2", sev: SeverityError},
 		{name: "homed bad JSON", kind: KindHomed, nodes: append(homed, file("config/homed-config.json", `{`)), rule: "X2", sev: SeverityError},
 		{name: "homed FIFO in skeleton", kind: KindHomed, nodes: append(homed, fifo("home-skeleton/fifo")), rule: "C21", sev: SeverityWarning},
 		{name: "homed no skeleton", kind: KindHomed, nodes: homed, rm: []string{"home-skeleton"}, rule: "X2", sev: SeverityError},
