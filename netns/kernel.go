@@ -51,10 +51,24 @@ type handles struct {
 	ns     map[string]*netlink.Handle
 	nsFd   map[string]vns.NsHandle
 	raw    *nl.NetlinkSocket // for requests vishvananda/netlink cannot build
+	// links caches lookups by ns/name for one call; only the ifindex is used, and any deletion empties it.
+	links map[string]netlink.Link
+}
+
+func (h *handles) lookup(nh *netlink.Handle, ns, name string) (netlink.Link, error) {
+	if l, ok := h.links[ns+"/"+name]; ok {
+		return l, nil
+	}
+	l, err := nh.LinkByName(name)
+	if err == nil {
+		h.links[ns+"/"+name] = l
+	}
+	return l, err
 }
 
 func (k *Kernel) open() (*handles, error) {
-	h := &handles{k: k, hostNs: vns.None(), ns: map[string]*netlink.Handle{}, nsFd: map[string]vns.NsHandle{}}
+	h := &handles{k: k, hostNs: vns.None(), ns: map[string]*netlink.Handle{}, nsFd: map[string]vns.NsHandle{},
+		links: map[string]netlink.Link{}}
 	var err error
 	if k.hostPath != "" {
 		if h.hostNs, err = vns.GetFromPath(k.hostPath); err != nil {
@@ -391,6 +405,10 @@ func (k *Kernel) Apply(ctx context.Context, ops []Op) []error {
 
 func (k *Kernel) apply(h *handles, op Op) error {
 	switch op.Kind {
+	case OpDelNamespace, OpDelLink, OpDelGroup:
+		clear(h.links)
+	}
+	switch op.Kind {
 	case OpAddNamespace:
 		return k.addNamespace(op.Name)
 	case OpDelNamespace:
@@ -411,7 +429,7 @@ func (k *Kernel) apply(h *handles, op Op) error {
 			return fmt.Errorf("namespace %s: %w", op.Namespace, unix.ENOENT)
 		}
 	}
-	l, err := nh.LinkByName(op.Name)
+	l, err := h.lookup(nh, op.Namespace, op.Name)
 	if err != nil {
 		return err
 	}
@@ -419,7 +437,7 @@ func (k *Kernel) apply(h *handles, op Op) error {
 	case OpDelLink:
 		return nh.LinkDel(l)
 	case OpSetMaster:
-		m, err := nh.LinkByName(op.Master)
+		m, err := h.lookup(nh, op.Namespace, op.Master)
 		if err != nil {
 			return err
 		}
@@ -487,7 +505,7 @@ func (h *handles) addLink(op Op) error {
 	// The kernel ignores an alias in RTM_NEWLINK, so the mark is a second step; a link we cannot mark is removed
 	// again, or the next run would refuse it as foreign.
 	mark := func(nh *netlink.Handle, name, ns string) error {
-		l, err := nh.LinkByName(name)
+		l, err := h.lookup(nh, ns, name)
 		if err == nil {
 			err = nh.LinkSetAlias(l, op.Alias)
 		}
@@ -507,6 +525,7 @@ func (h *handles) addLink(op Op) error {
 		if l, lerr := nh.LinkByName(op.Name); lerr == nil {
 			_ = nh.LinkDel(l)
 		}
+		clear(h.links)
 		return err
 	}
 	return nil
