@@ -217,6 +217,14 @@ func TestOracleSysext(t *testing.T) {
 			out, _ := os.ReadFile(base + ".out")
 			merged := strings.TrimSpace(string(got)) == "yes"
 			ok, rules := verdict(t, base, oc)
+			// Compatible on its own: an incompatible release is never merged.
+			if oc.release != "" && oc.place == "" {
+				ext, _ := ParseRelease([]byte(oc.release))
+				baseRel, _ := ParseRelease([]byte(oc.base))
+				if compat, why := Compatible(ext, oc.cls(), baseRel, false, NativeArchitecture()); !compat && merged {
+					t.Errorf("Compatible says no (%s) but systemd merged", why)
+				}
+			}
 			if oc.policy != "" {
 				if !merged || ok || !strings.Contains(strings.Join(rules, " "), oc.policy) {
 					t.Errorf("policy case: want systemd to merge and the validator to report %s; merged=%v, validator errors %v\nsystemd:\n%s", oc.policy, merged, rules, out)
