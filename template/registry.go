@@ -307,7 +307,7 @@ func cloneTemplate(t Template) Template {
 
 // openStore opens a bare repository's storage. Call Close on it.
 func openStore(path string) (*filesystem.Storage, error) {
-	st := filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRU(8*cache.MiByte),
+	st := filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRUDefault(),
 		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: 1 << 20})
 	return st, nil
 }
