@@ -62,10 +62,11 @@ type Config struct {
 	Listener net.Listener
 	// Ready, when set, is closed once the daemon serves.
 	Ready chan<- struct{}
-	// Steps are the reconciler's host steps, in set-up order (torn down in reverse).
+	// Host, when set, makes the daemon change the host: tenants' networks, template trees,
+	// units and the boot registry. Without it the daemon only keeps records (tests).
+	Host *HostConfig
+	// Steps are extra reconciler steps, after the host steps (tests).
 	Steps []reconcile.Step
-	// Observer is told about the whole set of tenants after changes (the boot registry).
-	Observer reconcile.Observer
 	// Resync is how often every tenant is reconciled without a change (default 1 min).
 	Resync time.Duration
 }
@@ -119,6 +120,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	netAPI := &networkAPI{tenants: svc, log: log}
 	gid := rpc.LookupGroup(cfg.AdminGroup)
 	if gid < 0 {
 		log.Warn("admin group does not exist; only root may change things", "group", cfg.AdminGroup)
@@ -172,13 +174,14 @@ func Run(ctx context.Context, cfg Config) error {
 				},
 			},
 			{
-				Dispatcher: iobitbuildernetwork.VarlinkNew(struct {
-					*iobitbuildernetwork.VarlinkInterface
-				}{&iobitbuildernetwork.VarlinkInterface{}}),
+				Dispatcher: iobitbuildernetwork.VarlinkNew(netAPI),
 				Methods: map[string]rpc.Method{
-					"Get":      {Access: rpc.Read},
-					"List":     {Access: rpc.Read, RequiresMore: true},
-					"Describe": {Access: rpc.Read},
+					"Get":        {Access: rpc.Read},
+					"List":       {Access: rpc.Read, RequiresMore: true},
+					"AddPeer":    {Access: rpc.Write},
+					"RemovePeer": {Access: rpc.Write},
+					"Describe":   {Access: rpc.Read},
+					"Apply":      {Access: rpc.Write},
 				},
 			},
 		},
@@ -219,8 +222,22 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Wait()
 		return err
 	}
+	var hostNet *hostNetwork
+	var steps []reconcile.Step
+	var observer reconcile.Observer
+	if cfg.Host != nil {
+		var err error
+		hostNet, steps, observer, err = setUpHost(*cfg.Host, cfg.StateDir, reg, log)
+		if err != nil {
+			stopServing()
+			wg.Wait()
+			return err
+		}
+	}
+	netAPI.host = hostNet
+	steps = append(steps, cfg.Steps...)
 	ctl := reconcile.New(reconcile.Config{
-		Tenants: svc, Store: st, Steps: cfg.Steps, Observer: cfg.Observer,
+		Tenants: svc, Store: st, Steps: steps, Observer: observer,
 		Resync: cfg.Resync, Logger: log.With("component", "reconcile"),
 	})
 	wg.Add(1)

@@ -30,6 +30,11 @@ func run(args []string) error {
 	fs.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory of the database and the tenants' trees")
 	fs.StringVar(&cfg.AdminGroup, "admin-group", daemon.DefaultAdminGroup, "group whose members may change things besides root")
 	indexRange := fs.String("index-range", "1-254", "range of tenant network indexes, MIN-MAX")
+	noHost := fs.Bool("no-host", false, "keep records only: change nothing on the host (no namespaces, links, units)")
+	var host daemon.HostConfig
+	fs.StringVar(&host.NetworkDir, "network-dir", "/run/systemd/network", "where rendered networkd files go")
+	fs.StringVar(&host.UnitDir, "unit-dir", "/run/systemd/system", "where tenants' units go")
+	fs.StringVar(&host.BootRegistry, "boot-registry", "/etc/bitbuilder/boot-registry.json", "the registry the boot generator reads")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -55,6 +60,9 @@ func run(args []string) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	cfg.Logger = newLogger(level)
+	if !*noHost {
+		cfg.Host = &host
+	}
 
 	ctx, stop := signalContext()
 	defer stop()

@@ -1,0 +1,102 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	sdbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/bitbuilder/bitbuilder/examples/templates"
+	"github.com/bitbuilder/bitbuilder/netconf"
+	"github.com/bitbuilder/bitbuilder/netns"
+	"github.com/bitbuilder/bitbuilder/reconcile"
+	"github.com/bitbuilder/bitbuilder/template"
+	"github.com/bitbuilder/bitbuilder/tenant"
+	"github.com/bitbuilder/bitbuilder/units"
+)
+
+// HostConfig says where the daemon changes the host. Zero fields take the defaults of
+// a systemd host.
+type HostConfig struct {
+	// NetworkDir receives rendered networkd files (default /run/systemd/network).
+	NetworkDir string
+	// UnitDir receives tenants' units (default /run/systemd/system).
+	UnitDir string
+	// BootRegistry is the file the boot generator reads (default
+	// /etc/bitbuilder/boot-registry.json).
+	BootRegistry string
+	// Units configures unit rendering (state dir, libexec dir, tool paths).
+	Units units.Config
+	// Netns overrides the network manager's configuration (tests use their own prefixes).
+	Netns netns.Config
+}
+
+// setUpHost builds the reconciler's host steps, in set-up order: template trees, network,
+// units; and the boot registry observer.
+func setUpHost(hc HostConfig, stateDir string, reg *template.Registry, log *slog.Logger) (*hostNetwork, []reconcile.Step, reconcile.Observer, error) {
+	if hc.NetworkDir == "" {
+		hc.NetworkDir = "/run/systemd/network"
+	}
+	if hc.UnitDir == "" {
+		hc.UnitDir = "/run/systemd/system"
+	}
+	if hc.BootRegistry == "" {
+		hc.BootRegistry = units.DefaultRegistryPath
+	}
+	if hc.Units.StateDir == "" {
+		hc.Units.StateDir = stateDir
+	}
+	tenantsDir := filepath.Join(stateDir, "tenants")
+	if err := os.MkdirAll(tenantsDir, 0o755); err != nil {
+		return nil, nil, nil, err
+	}
+	ncfg := hc.Netns
+	if ncfg.Logger == nil {
+		ncfg.Logger = log.With("component", "netns")
+	}
+	// networkd gives the bridge its address and runs the DHCP server on it.
+	ncfg.AddressMode = netns.AddressByNetworkd
+	links, err := netns.New(ncfg)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("network: %w", err)
+	}
+	files, err := netconf.New(netconf.Config{Dir: hc.NetworkDir, TenantsDir: tenantsDir, Logger: log.With("component", "netconf")})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("network files: %w", err)
+	}
+	defaultTemplate, err := netconf.Load(templates.Network())
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("built-in network template: %w", err)
+	}
+	// A tenant's network template is the one it names (checked out by the templates
+	// step), or the built-in one.
+	networkTemplate := func(t *tenant.Tenant) (*netconf.Template, error) {
+		for _, u := range t.Templates {
+			if u.Role == "network" {
+				return netconf.Load(os.DirFS(reconcile.TemplateDir(tenantsDir, t.Name, u)))
+			}
+		}
+		return defaultTemplate, nil
+	}
+	hn := &hostNetwork{links: links, files: files, template: networkTemplate}
+	steps := []reconcile.Step{
+		&reconcile.TemplatesStep{Registry: reg, TenantsDir: tenantsDir},
+		&reconcile.NetworkStep{Links: links, Files: files, Template: networkTemplate},
+		&reconcile.UnitsStep{Dir: hc.UnitDir, Config: hc.Units, Reload: reloadSystemd},
+	}
+	log.Info("host steps enabled", "networkDir", hc.NetworkDir, "unitDir", hc.UnitDir, "bootRegistry", hc.BootRegistry)
+	return hn, steps, reconcile.BootRegistry(hc.BootRegistry), nil
+}
+
+// reloadSystemd asks the service manager to reload unit files over D-Bus.
+func reloadSystemd(ctx context.Context) error {
+	conn, err := sdbus.NewSystemConnectionContext(ctx)
+	if err != nil {
+		return fmt.Errorf("no system bus: %w", err)
+	}
+	defer conn.Close()
+	return conn.ReloadContext(ctx)
+}

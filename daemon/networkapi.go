@@ -1,0 +1,248 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	vn "github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
+	"github.com/bitbuilder/bitbuilder/netconf"
+	"github.com/bitbuilder/bitbuilder/netns"
+	"github.com/bitbuilder/bitbuilder/reconcile"
+	"github.com/bitbuilder/bitbuilder/tenant"
+)
+
+// networkAPI implements io.bitbuilder.Network. Without host networking (tests, or a daemon
+// started without it) the reads describe the tenant from its record alone.
+type networkAPI struct {
+	tenants *tenant.Service
+	host    *hostNetwork // nil without host networking
+	log     *slog.Logger
+}
+
+// hostNetwork bundles what the network API reads and applies.
+type hostNetwork struct {
+	links    *netns.Manager
+	files    *netconf.Manager
+	bus      netconf.NetworkdBus
+	template func(t *tenant.Tenant) (*netconf.Template, error)
+}
+
+func (a *networkAPI) describe(ctx context.Context, t *tenant.Tenant) vn.TenantNetwork {
+	n := vn.TenantNetwork{
+		Tenant: t.Name, NetworkIndex: int64(t.NetworkIndex),
+		Namespace: "tenant-" + t.Name, Bridge: fmt.Sprintf("br-tenant-%d", t.NetworkIndex),
+		Gateway: fmt.Sprintf("10.%d.0.1", t.NetworkIndex), Subnet: fmt.Sprintf("10.%d.0.0/24", t.NetworkIndex),
+		Links: []vn.Link{}, Leases: []vn.Lease{}, Peers: []vn.Peer{}, Problems: []string{},
+	}
+	for _, p := range t.Peers {
+		vp := vn.Peer{PublicKey: p.PublicKey, AllowedIPs: append([]string{}, p.AllowedIPs...)}
+		if p.Endpoint != "" {
+			e := p.Endpoint
+			vp.Endpoint = &e
+		}
+		if p.PersistentKeepalive != 0 {
+			k := int64(p.PersistentKeepalive)
+			vp.PersistentKeepalive = &k
+		}
+		n.Peers = append(n.Peers, vp)
+	}
+	if a.host == nil {
+		n.Problems = append(n.Problems, "host networking is not enabled in this daemon")
+		return n
+	}
+	st, err := a.host.links.Inspect(ctx, reconcile.Spec(t))
+	if err != nil {
+		n.Problems = append(n.Problems, err.Error())
+	}
+	n.Namespace, n.Bridge = st.Namespace, st.Bridge
+	if st.Prefixes.Gateway.IsValid() {
+		n.Gateway = st.Prefixes.Gateway.String()
+	}
+	if st.Prefixes.Bridge.IsValid() {
+		n.Subnet = st.Prefixes.Bridge.String()
+	}
+	for _, l := range st.Links {
+		vl := vn.Link{Name: l.Name, Kind: l.Kind, State: l.State, Addresses: []string{}}
+		for _, p := range l.Addresses {
+			vl.Addresses = append(vl.Addresses, p.String())
+		}
+		if l.Master != "" {
+			m := l.Master
+			vl.Master = &m
+		}
+		if l.Namespace != "" {
+			ns := l.Namespace
+			vl.Namespace = &ns
+		}
+		n.Links = append(n.Links, vl)
+	}
+	for _, p := range st.Problems {
+		n.Problems = append(n.Problems, p.Message)
+		for i := range n.Links {
+			if n.Links[i].Name == p.Link {
+				msg := p.Message
+				n.Links[i].Problem = &msg
+			}
+		}
+	}
+	if t.HasFeature(tenant.FeatureWireGuard) {
+		if key, err := a.host.files.PublicKey(t.Name); err == nil {
+			n.WireGuardPublicKey = &key
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if leases, err := a.host.bus.Leases(lctx, n.Bridge); err == nil {
+		for _, l := range leases {
+			n.Leases = append(n.Leases, vn.Lease{Address: l.Address.String(), HardwareAddress: l.HardwareAddr})
+		}
+	}
+	return n
+}
+
+func (a *networkAPI) get(ctx context.Context, c vn.VarlinkCall, name string) (*tenant.Tenant, bool, error) {
+	t, err := a.tenants.Get(ctx, name)
+	if errors.Is(err, tenant.ErrNotFound) {
+		return nil, false, c.ReplyNoSuchTenant(ctx, name)
+	}
+	if err != nil {
+		return nil, false, c.ReplyInvalidField(ctx, "tenant", err.Error())
+	}
+	return t, true, nil
+}
+
+func (a *networkAPI) Get(ctx context.Context, c vn.VarlinkCall, name string) error {
+	t, ok, err := a.get(ctx, c, name)
+	if !ok {
+		return err
+	}
+	return c.ReplyGet(ctx, a.describe(ctx, t))
+}
+
+func (a *networkAPI) List(ctx context.Context, c vn.VarlinkCall) error {
+	ts, _, err := a.tenants.List(ctx)
+	if err != nil {
+		return c.ReplyInvalidField(ctx, "tenant", err.Error())
+	}
+	if len(ts) == 0 {
+		return c.ReplyNoSuchTenant(ctx, "")
+	}
+	for i, t := range ts {
+		c.Continues = i < len(ts)-1
+		if err := c.ReplyList(ctx, a.describe(ctx, t)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *networkAPI) AddPeer(ctx context.Context, c vn.VarlinkCall, name string, peer vn.Peer) error {
+	endpoint, keepalive := "", 0
+	if peer.Endpoint != nil {
+		endpoint = *peer.Endpoint
+	}
+	if peer.PersistentKeepalive != nil {
+		keepalive = int(*peer.PersistentKeepalive)
+	}
+	p, err := reconcile.PeerFromAPI(peer.PublicKey, endpoint, peer.AllowedIPs, keepalive)
+	if err != nil {
+		var fe *tenant.FieldError
+		if errors.As(err, &fe) {
+			return c.ReplyInvalidField(ctx, fe.Field, fe.Reason)
+		}
+		return c.ReplyInvalidField(ctx, "peer", err.Error())
+	}
+	t, ok, rerr := a.get(ctx, c, name)
+	if !ok {
+		return rerr
+	}
+	peers := slices.Clone(t.Peers)
+	if i := slices.IndexFunc(peers, func(q tenant.Peer) bool { return q.PublicKey == p.PublicKey }); i >= 0 {
+		peers[i] = p
+	} else {
+		peers = append(peers, p)
+	}
+	t, err = a.tenants.Update(ctx, name, 0, tenant.Changes{Peers: &peers})
+	if err != nil {
+		return c.ReplyInvalidField(ctx, "tenant", err.Error())
+	}
+	a.log.Info("wireguard peer added", "tenant", name, "peer", p.PublicKey)
+	return c.ReplyAddPeer(ctx, a.describe(ctx, t))
+}
+
+func (a *networkAPI) RemovePeer(ctx context.Context, c vn.VarlinkCall, name string, publicKey string) error {
+	t, ok, rerr := a.get(ctx, c, name)
+	if !ok {
+		return rerr
+	}
+	i := slices.IndexFunc(t.Peers, func(q tenant.Peer) bool { return q.PublicKey == publicKey })
+	if i < 0 {
+		return c.ReplyNoSuchPeer(ctx, publicKey)
+	}
+	peers := slices.Delete(slices.Clone(t.Peers), i, i+1)
+	t, err := a.tenants.Update(ctx, name, 0, tenant.Changes{Peers: &peers})
+	if err != nil {
+		return c.ReplyInvalidField(ctx, "tenant", err.Error())
+	}
+	a.log.Info("wireguard peer removed", "tenant", name, "peer", publicKey)
+	return c.ReplyRemovePeer(ctx, a.describe(ctx, t))
+}
+
+func (a *networkAPI) rendered(ctx context.Context, c vn.VarlinkCall, name string, apply bool) error {
+	t, ok, rerr := a.get(ctx, c, name)
+	if !ok {
+		return rerr
+	}
+	if a.host == nil {
+		return c.ReplyNetworkdUnavailable(ctx, "host networking is not enabled in this daemon")
+	}
+	tm, err := a.host.template(t)
+	if err != nil {
+		return c.ReplyRenderFailed(ctx, "", err.Error())
+	}
+	in := reconcile.Input(tm, t)
+	files := []vn.File{}
+	if apply {
+		res, err := a.host.files.Apply(ctx, tm, in)
+		if err != nil {
+			if errors.Is(err, netconf.ErrNoSystemBus) || errors.Is(err, netconf.ErrReload) {
+				return c.ReplyNetworkdUnavailable(ctx, err.Error())
+			}
+			return c.ReplyRenderFailed(ctx, "", err.Error())
+		}
+		rs, err := a.host.files.Describe(t.NetworkIndex)
+		if err != nil {
+			return c.ReplyRenderFailed(ctx, "", err.Error())
+		}
+		for _, r := range rs {
+			files = append(files, vn.File{Name: r.Name, Content: string(r.Content)})
+		}
+		a.log.Info("network applied", "tenant", name, "files", len(res.Files), "changed", res.Changed)
+		return c.ReplyApply(ctx, files)
+	}
+	rs, err := a.host.files.Render(tm, in)
+	if err != nil {
+		return c.ReplyRenderFailed(ctx, "", err.Error())
+	}
+	for _, r := range rs {
+		// Never show key material: the rendered files name the key file, not the key.
+		if strings.Contains(string(r.Content), "PrivateKey=") {
+			continue
+		}
+		files = append(files, vn.File{Name: r.Name, Content: string(r.Content)})
+	}
+	return c.ReplyDescribe(ctx, files)
+}
+
+func (a *networkAPI) Describe(ctx context.Context, c vn.VarlinkCall, name string) error {
+	return a.rendered(ctx, c, name, false)
+}
+
+func (a *networkAPI) Apply(ctx context.Context, c vn.VarlinkCall, name string) error {
+	return a.rendered(ctx, c, name, true)
+}

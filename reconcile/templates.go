@@ -1,0 +1,162 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/bitbuilder/bitbuilder/template"
+	"github.com/bitbuilder/bitbuilder/template/validate"
+	"github.com/bitbuilder/bitbuilder/tenant"
+)
+
+// Materializer checks out a pinned template commit into a directory, atomically.
+type Materializer interface {
+	Materialize(ctx context.Context, name, commit, subdir, target string, dirs []template.Dir) error
+}
+
+// TemplatesStep checks out every template a tenant uses, at its pinned commit, into the
+// tenant's directory under TenantsDir (the layout of units.Paths):
+//
+//	<name>/infra                       infrastructure
+//	<name>/extensions/{sysext,confext}/<use>
+//	<name>/containers/<use>, machines/<use>, homes/<use>, network-templates/<use>
+//
+// A tree is redone only when its pinned commit changed (a marker file beside it records the
+// commit it holds); files the template takes from the host (artifacts.json) are copied in
+// before the marker is written.
+type TemplatesStep struct {
+	Registry   Materializer
+	TenantsDir string
+}
+
+// Name implements Step.
+func (s *TemplatesStep) Name() string { return "Templates" }
+
+// TemplateDir is where a template use of tenant name is materialized.
+func TemplateDir(tenantsDir, name string, u tenant.TemplateUse) string {
+	base := filepath.Join(tenantsDir, name)
+	switch u.Role {
+	case "infrastructure":
+		return filepath.Join(base, "infra")
+	case "sysext", "confext":
+		return filepath.Join(base, "extensions", u.Role, u.Name)
+	case "container":
+		return filepath.Join(base, "containers", u.Name)
+	case "machine":
+		return filepath.Join(base, "machines", u.Name)
+	case "homed":
+		return filepath.Join(base, "homes", u.Name)
+	default:
+		return filepath.Join(base, "network-templates", u.Name)
+	}
+}
+
+// Ensure implements Step.
+func (s *TemplatesStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Condition, error) {
+	if len(t.Templates) == 0 {
+		return nil, nil
+	}
+	var errs []error
+	for _, u := range t.Templates {
+		if u.Commit == "" {
+			errs = append(errs, fmt.Errorf("%s %q: no pinned commit", u.Role, u.Name))
+			continue
+		}
+		dir := TemplateDir(s.TenantsDir, t.Name, u)
+		marker := dir + ".commit"
+		if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == u.Commit {
+			if _, err := os.Lstat(dir); err == nil {
+				continue
+			}
+		}
+		os.Remove(marker)
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		var dirs []template.Dir
+		for _, d := range validate.RequiredDirs(validate.Kind(u.Role)) {
+			dirs = append(dirs, template.Dir{Path: d.Path, Mode: d.Mode})
+		}
+		if err := s.Registry.Materialize(ctx, u.Template, u.Commit, "", dir, dirs); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err))
+			continue
+		}
+		if err := copyArtifacts(dir); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q: %w", u.Role, u.Name, err))
+			continue
+		}
+		if err := os.WriteFile(marker, []byte(u.Commit+"\n"), 0o644); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return []tenant.Condition{cond("TemplatesMaterialized", false, "CheckoutFailed", err.Error())}, err
+	}
+	return []tenant.Condition{cond("TemplatesMaterialized", true, "CheckedOut", fmt.Sprintf("%d templates at their pinned commits", len(t.Templates)))}, nil
+}
+
+// copyArtifacts copies the host files a template asks for into the checkout, through an
+// os.Root so that no path of the template can make it write outside dir.
+func copyArtifacts(dir string) error {
+	arts, err := validate.ReadArtifacts(dir)
+	if err != nil || len(arts) == 0 {
+		return err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	for _, a := range arts {
+		src, err := a.Source()
+		if err != nil {
+			return err
+		}
+		if err := root.MkdirAll(path.Dir(a.Path), 0o755); err != nil {
+			return fmt.Errorf("artifact %s: %w", a.Path, err)
+		}
+		if err := copyInto(root, src, a.Path); err != nil {
+			return fmt.Errorf("artifact %s from %s: %w", a.Path, src, err)
+		}
+	}
+	return nil
+}
+
+func copyInto(root *os.Root, src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return err
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", src)
+	}
+	out, err := root.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, fi.Mode().Perm()&0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// Teardown implements Step: it removes the tenant's whole directory.
+func (s *TemplatesStep) Teardown(_ context.Context, t *tenant.Tenant) error {
+	if t.Name == "" || strings.ContainsAny(t.Name, "/.") {
+		return fmt.Errorf("refusing to remove the directory of tenant %q", t.Name)
+	}
+	return os.RemoveAll(filepath.Join(s.TenantsDir, t.Name))
+}

@@ -1,0 +1,125 @@
+package reconcile
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+
+	"github.com/bitbuilder/bitbuilder/tenant"
+	"github.com/bitbuilder/bitbuilder/units"
+)
+
+// UnitsTenant maps a tenant record to what the unit renderer needs.
+func UnitsTenant(t *tenant.Tenant) units.Tenant {
+	u := units.Tenant{Name: t.Name, NetworkIndex: t.NetworkIndex}
+	for _, tu := range t.Templates {
+		switch tu.Role {
+		case "infrastructure":
+			u.Infra = true
+		case "sysext":
+			u.Sysext = append(u.Sysext, tu.Name)
+		case "confext":
+			u.Confext = append(u.Confext, tu.Name)
+		}
+	}
+	return u
+}
+
+// UnitsStep writes a tenant's units (the same ones the boot generator writes) into Dir,
+// normally /run/systemd/system, and reloads the manager when one changed.
+type UnitsStep struct {
+	Dir    string
+	Config units.Config
+	// Reload asks systemd to reload its units (D-Bus Manager.Reload).
+	Reload func(ctx context.Context) error
+}
+
+// Name implements Step.
+func (s *UnitsStep) Name() string { return "Units" }
+
+// Ensure implements Step.
+func (s *UnitsStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Condition, error) {
+	us, err := units.Render(UnitsTenant(t), s.Config)
+	if err != nil {
+		// A tenant whose units cannot be rendered (a name too long for a machine name, ...)
+		// will not get better by retrying.
+		return []tenant.Condition{cond("UnitsInstalled", false, "RenderFailed", err.Error())}, nil
+	}
+	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	changed := false
+	for _, u := range us {
+		c, err := units.ReplaceUnit(s.Dir, u)
+		if err != nil {
+			return nil, err
+		}
+		changed = changed || c
+	}
+	if changed && s.Reload != nil {
+		if err := s.Reload(ctx); err != nil {
+			return []tenant.Condition{cond("UnitsInstalled", false, "ReloadFailed", fmt.Sprintf("units written to %s, but systemd did not reload: %v", s.Dir, err))}, err
+		}
+	}
+	return []tenant.Condition{cond("UnitsInstalled", true, "Written", fmt.Sprintf("%d units in %s", len(us), s.Dir))}, nil
+}
+
+// Teardown implements Step.
+func (s *UnitsStep) Teardown(ctx context.Context, t *tenant.Tenant) error {
+	us, err := units.Render(UnitsTenant(t), s.Config)
+	if err != nil {
+		return nil // nothing was ever written for it
+	}
+	removed := false
+	for _, u := range us {
+		err := os.Remove(filepath.Join(s.Dir, u.Name))
+		if err == nil {
+			removed = true
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if removed && s.Reload != nil {
+		if err := s.Reload(ctx); err != nil {
+			return fmt.Errorf("units removed, reload failed: %w", err)
+		}
+	}
+	return nil
+}
+
+// BootRegistry returns an Observer that keeps the boot registry at path current: the
+// tenants the generator brings back at boot (all but those being deleted).
+func BootRegistry(path string) Observer {
+	var mu sync.Mutex
+	var last *units.Registry
+	return func(_ context.Context, ts []*tenant.Tenant) error {
+		reg := units.Registry{Version: units.RegistryVersion, Tenants: []units.RegistryTenant{}}
+		for _, t := range ts {
+			if t.Deleting() {
+				continue
+			}
+			u := UnitsTenant(t)
+			reg.Tenants = append(reg.Tenants, units.RegistryTenant{
+				Name: u.Name, NetworkIndex: u.NetworkIndex, Infra: u.Infra, Sysext: u.Sysext, Confext: u.Confext,
+				Running: t.DesiredState == tenant.Running,
+			})
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if last != nil && reflect.DeepEqual(*last, reg) {
+			return nil // status changes do not touch the boot registry
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return err
+		}
+		if err := units.WriteRegistry(path, reg); err != nil {
+			return err
+		}
+		last = &reg
+		return nil
+	}
+}
