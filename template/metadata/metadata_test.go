@@ -271,3 +271,39 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParse checks that Parse never panics, that every error names a JSON
+// path, and that whatever it accepts survives a round trip.
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(seedExample))
+	f.Add([]byte(`{"template":{"type":"sysext","name":"x","version":"1"}}`))
+	f.Add([]byte(`{"template":{"type":"sysext","name":"x","version":"1"},"requirements":{"kernel":">=6.1, <7"}}`))
+	f.Add([]byte(`{"template":{"type":"x"},"a":[1,{"b":null}]}`))
+	f.Add([]byte("\xff"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Parse(data)
+		if err != nil {
+			var perr *Error
+			if !errors.As(err, &perr) || len(perr.Fields) == 0 {
+				t.Fatalf("error %v is not a *Error with fields", err)
+			}
+			for _, fe := range perr.Fields {
+				if !strings.HasPrefix(fe.Path, "$") || fe.Rule == "" || fe.Message == "" {
+					t.Fatalf("field error %+v lacks path, rule or message", fe)
+				}
+			}
+			return
+		}
+		out, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("re-parse of %s: %v", out, err)
+		}
+		if !reflect.DeepEqual(m, m2) {
+			t.Fatalf("round trip changed %+v to %+v", m, m2)
+		}
+	})
+}
