@@ -311,3 +311,43 @@ func TestMaterializeManyFiles(t *testing.T) {
 		t.Errorf("%d files, want 100001", n)
 	}
 }
+
+// TestMaterializeLargeFiles covers blobs above the streaming threshold,
+// which are read lazily from the pack and written by the walker itself.
+func TestMaterializeLargeFiles(t *testing.T) {
+	big := make([]byte, 3<<20+17)
+	for i := range big {
+		big[i] = byte(i*7 + i/4096)
+	}
+	files := baseFiles()
+	files["rootfs/usr/lib/big.bin*"] = string(big)
+	files["rootfs/usr/lib/small"] = "small\n"
+	src := newWorkRepo(t, files)
+	ctx := t.Context()
+
+	r := newRegistry(t, Config{})
+	if _, err := r.Add(ctx, "web", src.dir, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "rootfs")
+	if err := r.Materialize(ctx, "web", "", "rootfs", target, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(target, "usr/lib/big.bin"))
+	if err != nil || string(got) != string(big) {
+		t.Errorf("big.bin: %d bytes, equal %t, %v", len(got), string(got) == string(big), err)
+	}
+	if info, _ := os.Stat(filepath.Join(target, "usr/lib/big.bin")); info == nil || info.Mode() != 0o755 {
+		t.Errorf("big.bin mode: %v", info)
+	}
+
+	limited := newRegistry(t, Config{Limits: Limits{MaxFileSize: 2 << 20}})
+	_, err = limited.Add(ctx, "web", src.dir, "", nil)
+	if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), `"rootfs/usr/lib/big.bin"`) ||
+		!strings.Contains(err.Error(), "3145745 bytes exceeds the per-file limit of 2097152") {
+		t.Errorf("Add with a 2 MiB file limit = %v", err)
+	}
+	if left := cacheEntries(t, limited); len(left) != 0 {
+		t.Errorf("cache: %v", left)
+	}
+}

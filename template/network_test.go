@@ -169,6 +169,7 @@ func TestFetchErrors(t *testing.T) {
 	base := t.TempDir()
 	src := newWorkRepo(t, baseFiles())
 	gitCmd(t, base, "clone", "-q", "--bare", src.dir, filepath.Join(base, "tmpl.git"))
+	gitCmd(t, base, "init", "-q", "--bare", filepath.Join(base, "empty.git"))
 	daemonURL, _ := gitDaemon(t, base)
 	httpsURL, _ := httpsBackend(t, base)
 	closed := freePort(t)
@@ -185,6 +186,8 @@ func TestFetchErrors(t *testing.T) {
 		{"closed port", fmt.Sprintf("git://127.0.0.1:%d/tmpl.git", closed), Config{}, ErrFetch, "connection refused"},
 		{"closed https port", fmt.Sprintf("https://127.0.0.1:%d/tmpl.git", closed), Config{}, ErrFetch, "connection refused"},
 		{"missing repository", daemonURL + "nothing.git", Config{}, ErrFetch, "fetch " + daemonURL + "nothing.git"},
+		{"empty repository", daemonURL + "empty.git", Config{}, ErrFetch, "the remote repository is empty"},
+		{"empty local repository", filepath.Join(base, "empty.git"), Config{}, ErrFetch, "the remote repository is empty"},
 		{"untrusted certificate", httpsURL + "tmpl.git", Config{}, ErrFetch, "certificate"},
 		{"ssh without key", "ssh://git@127.0.0.1:1/x.git", Config{}, ErrFetch, "no SSH key configured"},
 		{"ssh without known_hosts", "ssh://git@127.0.0.1:1/x.git", Config{SSHKeyPath: key}, ErrFetch, "known hosts file"},
