@@ -519,7 +519,7 @@ done`, n, d.socket, tenantIface))
 			var reply struct {
 				Event event `json:"event"`
 			}
-			decodeStrict(t, rec, &reply)
+			decodeJSON(t, rec, &reply)
 			ev := reply.Event
 			if ev.Tenant == nil || ev.Tenant.Parameters["I"] == "" {
 				continue // a status change before the first update
