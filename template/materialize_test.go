@@ -186,6 +186,8 @@ func TestMaterializeBadArguments(t *testing.T) {
 		{"target is symlink", "", "", linkTarget, nil, ErrInvalidField, "not a directory"},
 		{"target is file", "", "", fileTarget, nil, ErrInvalidField, "not a directory"},
 		{"parent missing", "", "", filepath.Join(sb.tenants, "no", "x"), nil, ErrInvalidField, "parent directory"},
+		{"target in the cache", "", "", filepath.Join(sb.cache, "repos", "web.git"), nil, ErrInvalidField, "overlaps the template cache"},
+		{"target holds the cache", "", "", sb.root, nil, ErrInvalidField, "overlaps the template cache"},
 		{"subdir dotdot", "", "../x", existing, nil, ErrInvalidField, `".." component`},
 		{"subdir absolute", "", "/rootfs", existing, nil, ErrInvalidField, "relative"},
 		{"subdir missing", "", "disk-image", existing, nil, ErrInvalidField, `"disk-image" does not exist`},

@@ -109,6 +109,23 @@ func TestNetworkTransports(t *testing.T) {
 		{"https http-backend", httpsURL + "tmpl.git", Config{CABundle: ca}},
 		{"ssh", sshURL + "/tmpl.git", Config{SSHKeyPath: keyPath}},
 	}
+	// A server whose host key is not the one in known_hosts is refused.
+	wrongDir := t.TempDir()
+	wrongKey := filepath.Join(wrongDir, "id_ed25519")
+	data, _ := os.ReadFile(keyPath)
+	os.WriteFile(wrongKey, data, 0o600)
+	_, otherHost, _ := ed25519.GenerateKey(rand.Reader)
+	otherSigner, _ := ssh.NewSignerFromKey(otherHost)
+	hostPort := strings.TrimPrefix(sshURL, "ssh://git@")
+	host, port, _ := net.SplitHostPort(hostPort)
+	os.WriteFile(filepath.Join(wrongDir, "known_hosts"),
+		[]byte(fmt.Sprintf("[%s]:%s %s", host, port, ssh.MarshalAuthorizedKey(otherSigner.PublicKey()))), 0o600)
+	wrong := newRegistry(t, Config{SSHKeyPath: wrongKey})
+	if _, err := wrong.Add(t.Context(), "web", sshURL+"/tmpl.git", "main", nil); !errors.Is(err, ErrFetch) ||
+		!strings.Contains(err.Error(), "key mismatch") {
+		t.Errorf("Add with a mismatching known host key = %v", err)
+	}
+
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.cfg.Validate = markerValidator(nil)

@@ -679,6 +679,11 @@ func readMetadata(co *checkout, tree plumbing.Hash) (*metadata.Metadata, error) 
 	return nil, &MetadataError{Commit: co.commit, Path: "metadata.json", Err: errors.New("missing at the root of the tree")}
 }
 
+// within reports whether path is dir or below it (both clean and absolute).
+func within(path, dir string) bool {
+	return path == dir || strings.HasPrefix(path, dir+"/")
+}
+
 // syncFS flushes the file system holding path (syncfs), so that what a
 // fetch wrote is on disk before the index points at it.
 func syncFS(path string) error {
@@ -744,6 +749,9 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 	}
 	if !filepath.IsAbs(target) || filepath.Clean(target) != target || target == "/" {
 		return &FieldError{Field: "target", Reason: fmt.Sprintf("%q must be a clean absolute path other than /", target)}
+	}
+	if within(target, r.dir) || within(r.dir, target) {
+		return &FieldError{Field: "target", Reason: fmt.Sprintf("%s overlaps the template cache %s", target, r.dir)}
 	}
 	parent, base := filepath.Dir(target), filepath.Base(target)
 	parentfd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
