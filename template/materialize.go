@@ -209,25 +209,43 @@ func (c *checkout) writer() {
 }
 
 func (c *checkout) writeSmall(j writeJob) error {
-	fd, err := unix.Openat(j.dir.fd, j.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, j.mode)
+	fd, err := c.createFile(j.dir.fd, j.name, j.path, j.mode)
 	if err != nil {
-		return c.exists(err, j.path)
+		return err
 	}
 	defer unix.Close(fd)
-	if j.mode&^c.umask != j.mode {
-		if err := unix.Fchmod(fd, j.mode); err != nil {
-			return fmt.Errorf("%w: chmod %q: %w", ErrStorage, j.path, err)
+	if err := writeAll(fd, j.data); err != nil {
+		return fmt.Errorf("%w: write %q: %w", ErrStorage, j.path, err)
+	}
+	return nil
+}
+
+// createFile creates a new regular file with exactly mode (O_EXCL: an
+// existing entry of that name, a symlink included, is an error).
+func (c *checkout) createFile(dirfd int, name, path string, mode uint32) (int, error) {
+	fd, err := unix.Openat(dirfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	if err != nil {
+		return -1, c.exists(err, path)
+	}
+	if mode&^c.umask != mode {
+		if err := unix.Fchmod(fd, mode); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("%w: chmod %q: %w", ErrStorage, path, err)
 		}
 	}
-	for off := 0; off < len(j.data); {
-		n, err := unix.Write(fd, j.data[off:])
+	return fd, nil
+}
+
+func writeAll(fd int, data []byte) error {
+	for len(data) > 0 {
+		n, err := unix.Write(fd, data)
 		if err == unix.EINTR {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("%w: write %q: %w", ErrStorage, j.path, err)
+			return err
 		}
-		off += n
+		data = data[n:]
 	}
 	return nil
 }
@@ -454,16 +472,11 @@ func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) er
 		return nil
 	}
 	// Large: stream it here, from the lazily read object.
-	fd, err := unix.Openat(dir.fd, e.name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, mode)
+	fd, err := c.createFile(dir.fd, e.name, p, mode)
 	if err != nil {
-		return c.exists(err, p)
+		return err
 	}
 	defer unix.Close(fd)
-	if mode&^c.umask != mode {
-		if err := unix.Fchmod(fd, mode); err != nil {
-			return fmt.Errorf("%w: chmod %q: %w", ErrStorage, p, err)
-		}
-	}
 	rd, err := obj.Reader()
 	if err != nil {
 		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
@@ -483,15 +496,8 @@ func copyToFD(fd int, r io.Reader, buf []byte) (int64, error) {
 	var total int64
 	for {
 		n, rerr := r.Read(buf)
-		for off := 0; off < n; {
-			w, err := unix.Write(fd, buf[off:n])
-			if err == unix.EINTR {
-				continue
-			}
-			if err != nil {
-				return total, err
-			}
-			off += w
+		if err := writeAll(fd, buf[:n]); err != nil {
+			return total, err
 		}
 		total += int64(n)
 		if rerr == io.EOF {

@@ -306,10 +306,18 @@ func cloneTemplate(t Template) Template {
 }
 
 // openStore opens a bare repository's storage. Call Close on it.
-func openStore(path string) (*filesystem.Storage, error) {
-	st := filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRUDefault(),
-		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: 1 << 20})
-	return st, nil
+func openStore(path string) *filesystem.Storage {
+	return filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRUDefault(),
+		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: streamThreshold})
+}
+
+// cachedCommit reads a commit of template t from its cache.
+func cachedCommit(st *filesystem.Storage, t Template, h plumbing.Hash) (*object.Commit, error) {
+	c, err := object.GetCommit(st, h)
+	if err != nil {
+		return nil, &RefError{URL: t.URL, Ref: h.String(), Reason: fmt.Sprintf("commit not in the cache of template %s: %v", t.Name, err)}
+	}
+	return c, nil
 }
 
 // Add fetches url into a new bare repository in the cache, resolves ref (a
@@ -346,10 +354,7 @@ func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func
 			os.RemoveAll(tmpRepo)
 		}
 	}()
-	st, err := openStore(tmpRepo)
-	if err != nil {
-		return Template{}, err
-	}
+	st := openStore(tmpRepo)
 	defer st.Close()
 	repo, err := git.Init(st, nil)
 	if err != nil {
@@ -420,10 +425,7 @@ func (r *Registry) Update(ctx context.Context, name string, progress func(Progre
 	log := r.log.With("template", name, "url", t.URL)
 	rep := newReporter(progress)
 	path := r.repoPath(name)
-	st, err := openStore(path)
-	if err != nil {
-		return Template{}, err
-	}
+	st := openStore(path)
 	defer st.Close()
 	repo, err := git.Open(st, nil)
 	if err != nil {
@@ -498,13 +500,10 @@ func (r *Registry) Pin(ctx context.Context, name, commit string) (Template, erro
 	if commit == t.Commit {
 		return cloneTemplate(t), nil
 	}
-	st, err := openStore(r.repoPath(name))
-	if err != nil {
-		return Template{}, err
-	}
+	st := openStore(r.repoPath(name))
 	defer st.Close()
-	if _, err := object.GetCommit(st, h); err != nil {
-		return Template{}, &RefError{URL: t.URL, Ref: commit, Reason: fmt.Sprintf("commit not in the cache of template %s: %v", name, err)}
+	if _, err := cachedCommit(st, t, h); err != nil {
+		return Template{}, err
 	}
 	md, err := r.verify(ctx, name, st, h, nil)
 	if err != nil {
@@ -772,14 +771,11 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 	if _, err := r.Get(name); err != nil { // removed while we waited
 		return err
 	}
-	st, err := openStore(r.repoPath(name))
+	st := openStore(r.repoPath(name))
+	defer st.Close()
+	c, err := cachedCommit(st, t, h)
 	if err != nil {
 		return err
-	}
-	defer st.Close()
-	c, err := object.GetCommit(st, h)
-	if err != nil {
-		return &RefError{URL: t.URL, Ref: commit, Reason: fmt.Sprintf("commit not in the cache of template %s: %v", name, err)}
 	}
 	co := newCheckout(ctx, st, commit, r.limits, nil)
 	tree := c.TreeHash
@@ -862,14 +858,11 @@ func (r *Registry) Metadata(name, commit string) (*metadata.Metadata, error) {
 	l := r.repoLock(name)
 	l.RLock()
 	defer l.RUnlock()
-	st, err := openStore(r.repoPath(name))
+	st := openStore(r.repoPath(name))
+	defer st.Close()
+	c, err := cachedCommit(st, t, h)
 	if err != nil {
 		return nil, err
-	}
-	defer st.Close()
-	c, err := object.GetCommit(st, h)
-	if err != nil {
-		return nil, &RefError{URL: t.URL, Ref: commit, Reason: fmt.Sprintf("commit not in the cache of template %s: %v", name, err)}
 	}
 	return readMetadata(newCheckout(context.Background(), st, commit, r.limits, nil), c.TreeHash)
 }
