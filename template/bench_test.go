@@ -15,7 +15,12 @@ import (
 // per directory, using git fast-import for speed, and returns its path.
 func manyFileRepo(t testing.TB, n int) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "many")
+	return manyFileRepoIn(t, filepath.Join(t.TempDir(), "many"), n)
+}
+
+// manyFileRepoIn makes that repository in dir.
+func manyFileRepoIn(t testing.TB, dir string, n int) string {
+	t.Helper()
 	os.MkdirAll(dir, 0o755)
 	gitCmd(t, dir, "init", "-q", "-b", "main")
 	var b strings.Builder
