@@ -46,8 +46,9 @@
 // their context); ReadFile, WriteFile and MkdirAll resolve paths inside the host's root (openat2 RESOLVE_IN_ROOT
 // on /proc/LEADER/root, so symlinks cannot escape). RunUnit starts a long-running process as a transient service
 // (systemd-run --unit=NAME --collect --service-type=exec); StopUnit stops it; its output is in the host's journal
-// (JournalTail(ctx, n, "-u", NAME)). ConsoleTail shows the console. For one host shared by all tests of a
-// package, see Shared. Stop (and a failed boot) removes everything the host made: processes, mounts, network
+// (JournalTail(ctx, n, "-u", NAME)). ConsoleTail shows the console. Reboot shuts the host down and boots it again
+// on the same root (files survive, /run does not, enabled units start at boot): the way to test what comes back
+// after a reboot, such as generators and tenants. For one host shared by all tests of a package, see Shared. Stop (and a failed boot) removes everything the host made: processes, mounts, network
 // namespace, cgroups and temporary directory; if the test process dies without Stop, systemd-nspawn gets SIGTERM
 // (parent-death signal) and halts the container, and the next New sweeps the cgroup and directory left behind.
 //

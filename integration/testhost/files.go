@@ -31,19 +31,20 @@ func guestRel(p string) (string, error) {
 }
 
 func (h *Host) openRoot() (*os.File, error) {
-	if h.isExited() {
+	in := h.current()
+	if in.isExited() {
 		return nil, ErrStopped
 	}
-	pid := strconv.Itoa(h.leader)
+	pid := strconv.Itoa(in.leader)
 	f, err := os.OpenFile("/proc/"+pid+"/root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		if h.isExited() {
+		if in.isExited() {
 			return nil, ErrStopped
 		}
 		return nil, fmt.Errorf("testhost: open host root: %w", err)
 	}
 	// The leader still there after the open means the root we hold is its, not a reused PID's.
-	if startTime(pid) != h.started {
+	if startTime(pid) != in.started {
 		f.Close()
 		return nil, ErrStopped
 	}

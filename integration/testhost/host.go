@@ -127,23 +127,42 @@ func (o *Options) validate() error {
 }
 
 // Host is one booted systemd 257 test host: a systemd-nspawn container with its own mount namespace, cgroup,
-// network namespace and copy-on-write root. Its methods are safe for concurrent use.
+// network namespace and copy-on-write root. Its methods are safe for concurrent use; Reboot and Stop wait for each
+// other, and commands running during a Reboot fail.
 type Host struct {
-	name        string
-	state       string // temporary directory: upper, work, root, console.log
-	cgroup      string // host path of the cgroup nspawn-<name>
-	stopTimeout time.Duration
-	log         *slog.Logger
-
-	cmd     *exec.Cmd // unshare -> bash boot.sh -> systemd-nspawn (same pid)
+	name    string
+	rootfs  string
+	opts    Options // validated, defaults filled in
+	state   string  // temporary directory: upper, work, root, console.log, owner
+	cgroup  string  // host path of the cgroup nspawn-<name>
+	log     *slog.Logger
 	console *os.File
-	exited  chan struct{} // closed when systemd-nspawn has exited
-	leader  int
-	pidNS   string // the container's PID namespace, as readlink /proc/LEADER/ns/pid says
-	started string // the leader's start time (/proc/LEADER/stat field 22), to tell it from a reused PID
 
-	stopOnce sync.Once
-	stopErr  error
+	life sync.Mutex // serialises Reboot and Stop
+
+	mu      sync.Mutex // guards what follows
+	cur     *instance  // the current (or last) boot
+	stopped bool
+	stopErr error
+}
+
+// instance is one boot of a host: one systemd-nspawn process and its container. Its fields do not change once
+// the boot has been published in Host.cur.
+type instance struct {
+	cmd     *exec.Cmd     // unshare -> bash boot.sh -> systemd-nspawn (same pid)
+	exited  chan struct{} // closed when systemd-nspawn has exited
+	leader  int           // the container's PID 1, 0 until found
+	pidNS   string        // the container's PID namespace, as readlink /proc/LEADER/ns/pid says
+	started string        // the leader's start time (/proc/LEADER/stat field 22), to tell it from a reused PID
+}
+
+func (in *instance) isExited() bool {
+	select {
+	case <-in.exited:
+		return true
+	default:
+		return false
+	}
 }
 
 // New boots a test host and returns when systemd inside reports `running` or `degraded`. The caller must call
@@ -189,26 +208,30 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 
 	suffix := make([]byte, 4)
 	_, _ = rand.Read(suffix)
-	h := &Host{
-		name:        opts.Name + "-" + hex.EncodeToString(suffix),
-		stopTimeout: opts.StopTimeout,
-		exited:      make(chan struct{}),
-	}
+	h := &Host{name: opts.Name + "-" + hex.EncodeToString(suffix), rootfs: rootfs, opts: opts}
+	h.cgroup = filepath.Join(cgroupRoot, "nspawn-"+h.name)
 	h.log = opts.Logger.With("host", h.name)
-	if err := h.boot(ctx, opts, rootfs, cgroupRoot); err != nil {
-		h.log.Warn("boot failed, cleaning up", "error", err)
-		if serr := h.stop(false); serr != nil {
-			err = errors.Join(err, serr)
+	err = h.makeState()
+	var in *instance
+	if err == nil {
+		in, err = h.boot(ctx)
+	}
+	if err != nil {
+		h.log.Warn("boot failed", "error", err)
+		if rerr := h.removeState(); rerr != nil {
+			err = errors.Join(err, rerr)
 		}
 		return nil, err
 	}
+	h.cur = in
 	return h, nil
 }
 
-func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string) error {
-	start := time.Now()
+// makeState makes the host's temporary directory: the overlay's upper and work dirs, the mount point of its root,
+// the console log and the per-host files of the upper dir.
+func (h *Host) makeState() error {
 	var err error
-	if h.state, err = os.MkdirTemp(opts.StateDir, "bbtest-"+h.name+"-"); err != nil {
+	if h.state, err = os.MkdirTemp(h.opts.StateDir, "bbtest-"+h.name+"-"); err != nil {
 		return fmt.Errorf("testhost: state dir: %w", err)
 	}
 	for _, d := range []string{"upper", "upper/etc", "work", "root"} {
@@ -220,24 +243,43 @@ func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string
 	if err := os.WriteFile(filepath.Join(h.state, "upper/etc/hostname"), []byte(h.name+"\n"), 0o644); err != nil {
 		return fmt.Errorf("testhost: state dir: %w", err)
 	}
-	cg := filepath.Join(cgroupRoot, "nspawn-"+h.name)
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		return fmt.Errorf("testhost: cgroup: %w", err)
+	// The owner is this test process: while it lives, nobody else sweeps the host's leftovers.
+	if err := writeOwner(h.state, os.Getpid(), h.cgroup); err != nil {
+		return err
 	}
-	h.cgroup = cg
 	if h.console, err = os.Create(filepath.Join(h.state, "console.log")); err != nil {
 		return fmt.Errorf("testhost: console log: %w", err)
 	}
+	return nil
+}
 
-	args := []string{"-m", "--propagation", "private", "bash", "-c", bootScript, "boot.sh", h.name, rootfs, h.state}
-	for _, b := range opts.Binds {
+// removeState closes the console log and removes the state directory.
+func (h *Host) removeState() error {
+	if h.console != nil {
+		_ = h.console.Close()
+	}
+	if h.state == "" {
+		return nil
+	}
+	return removeState(h.state)
+}
+
+// boot creates the host's cgroup, starts systemd-nspawn on the state dir and waits until systemd runs. On failure
+// it kills what it started, removes the cgroup and returns a *BootError.
+func (h *Host) boot(ctx context.Context) (*instance, error) {
+	start := time.Now()
+	if err := os.Mkdir(h.cgroup, 0o755); err != nil {
+		return nil, fmt.Errorf("testhost: cgroup: %w", err)
+	}
+	args := []string{"-m", "--propagation", "private", "bash", "-c", bootScript, "boot.sh", h.name, h.rootfs, h.state}
+	for _, b := range h.opts.Binds {
 		flag := "--bind="
 		if b.ReadOnly {
 			flag = "--bind-ro="
 		}
 		args = append(args, flag+b.Host+":"+b.Guest)
 	}
-	args = append(args, opts.NspawnArgs...)
+	args = append(args, h.opts.NspawnArgs...)
 	cmd := exec.Command("unshare", args...)
 	cmd.Stdout, cmd.Stderr = h.console, h.console
 	// A minimal environment: the test's (NOTIFY_SOCKET, SYSTEMD_*, ...) must not steer systemd-nspawn.
@@ -249,6 +291,7 @@ func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string
 	// SIGTERM makes systemd-nspawn shut the container down in order: it reaches the container even when this
 	// test process dies without running Stop. Setpgid keeps a terminal's ^C from hitting nspawn directly.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	in := &instance{cmd: cmd, exited: make(chan struct{})}
 	// The parent-death signal fires when the OS *thread* that forked exits, and Go ends a thread whose goroutine
 	// exits locked to it (netns code does that on purpose). So fork from a goroutine locked to its thread that
 	// lives, waiting, as long as systemd-nspawn does: no other goroutine can end that thread.
@@ -258,67 +301,75 @@ func (h *Host) boot(ctx context.Context, opts Options, rootfs, cgroupRoot string
 		defer runtime.UnlockOSThread()
 		if err := cmd.Start(); err != nil {
 			started <- err
+			close(in.exited)
 			return
 		}
 		started <- nil
 		_ = cmd.Wait()
-		close(h.exited)
+		close(in.exited)
 	}()
 	if err := <-started; err != nil {
-		close(h.exited)
-		return fmt.Errorf("testhost: start systemd-nspawn: %w", err)
-	}
-	h.cmd = cmd
-	if err := writeOwner(h.state, cmd.Process.Pid, h.cgroup); err != nil {
-		return err
+		_ = removeCgroup(h.cgroup, time.Second)
+		return nil, fmt.Errorf("testhost: start systemd-nspawn: %w", err)
 	}
 
-	ctx, cancel := context.WithTimeout(ctx, opts.BootTimeout)
+	ctx, cancel := context.WithTimeout(ctx, h.opts.BootTimeout)
 	defer cancel()
-	if h.leader, err = h.findLeader(ctx); err != nil {
-		return h.bootError(err.Error())
+	fail := func(reason string) (*instance, error) {
+		err := h.bootError(in, reason)
+		if errs := h.shutdown(in, false); len(errs) > 0 {
+			err = errors.Join(append([]error{err}, errs...)...)
+		}
+		if cerr := removeCgroup(h.cgroup, 10*time.Second); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		return nil, err
 	}
-	state, err := h.waitRunning(ctx)
+	if err := h.findLeader(ctx, in); err != nil {
+		return fail(err.Error())
+	}
+	state, err := h.waitRunning(ctx, in)
 	if err != nil {
-		return h.bootError(err.Error())
+		return fail(err.Error())
 	}
-	h.log.Info("host booted", "leader", h.leader, "state", state, "duration", time.Since(start).Round(time.Millisecond))
+	h.log.Info("host booted", "leader", in.leader, "state", state, "duration", time.Since(start).Round(time.Millisecond))
 	if state == "degraded" {
-		failed, _, _ := h.Run(ctx, "systemctl", "--failed", "--no-legend", "--plain")
+		failed, _, _ := h.runIn(ctx, in, nil, "systemctl", "--failed", "--no-legend", "--plain")
 		h.log.Warn("host is degraded", "failed", strings.TrimSpace(string(failed)))
 	}
-	return nil
+	return in, nil
 }
 
-// findLeader returns the container's PID 1 as seen from here: the child of systemd-nspawn in a new PID namespace.
-func (h *Host) findLeader(ctx context.Context) (int, error) {
-	pid := h.cmd.Process.Pid
+// findLeader finds the container's PID 1 as seen from here: the child of systemd-nspawn in a new PID namespace.
+func (h *Host) findLeader(ctx context.Context, in *instance) error {
+	pid := in.cmd.Process.Pid
 	for {
 		if own, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err == nil {
 			children, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid))
 			for _, f := range strings.Fields(string(children)) {
 				ns, err := os.Readlink("/proc/" + f + "/ns/pid")
 				if err == nil && ns != own {
-					h.pidNS, h.started = ns, startTime(f)
-					return strconv.Atoi(f)
+					in.pidNS, in.started = ns, startTime(f)
+					in.leader, err = strconv.Atoi(f)
+					return err
 				}
 			}
 		}
 		select {
-		case <-h.exited:
-			return 0, fmt.Errorf("systemd-nspawn exited before the container started (%s)", h.cmd.ProcessState)
+		case <-in.exited:
+			return fmt.Errorf("systemd-nspawn exited before the container started (%s)", in.cmd.ProcessState)
 		case <-ctx.Done():
-			return 0, fmt.Errorf("no container leader: %w", ctx.Err())
+			return fmt.Errorf("no container leader: %w", ctx.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
 
 // waitRunning polls `systemctl is-system-running --wait` until the manager reports running or degraded.
-func (h *Host) waitRunning(ctx context.Context) (string, error) {
+func (h *Host) waitRunning(ctx context.Context, in *instance) (string, error) {
 	last := ""
 	for {
-		out, _, _ := h.Run(ctx, "systemctl", "is-system-running", "--wait")
+		out, _, _ := h.runIn(ctx, in, nil, "systemctl", "is-system-running", "--wait")
 		last = strings.TrimSpace(string(out))
 		switch last {
 		case "running", "degraded":
@@ -327,8 +378,8 @@ func (h *Host) waitRunning(ctx context.Context) (string, error) {
 			return "", fmt.Errorf("system state %q", last)
 		}
 		select {
-		case <-h.exited:
-			return "", fmt.Errorf("systemd-nspawn exited during boot (%s)", h.cmd.ProcessState)
+		case <-in.exited:
+			return "", fmt.Errorf("systemd-nspawn exited during boot (%s)", in.cmd.ProcessState)
 		case <-ctx.Done():
 			return "", fmt.Errorf("system state %q after waiting: %w", last, ctx.Err())
 		case <-time.After(50 * time.Millisecond):
@@ -336,49 +387,52 @@ func (h *Host) waitRunning(ctx context.Context) (string, error) {
 	}
 }
 
-func (h *Host) bootError(reason string) error {
+func (h *Host) bootError(in *instance, reason string) error {
 	e := &BootError{Name: h.name, Reason: reason, Console: tailFile(filepath.Join(h.state, "console.log"), 40)}
-	if h.leader != 0 && !h.isExited() {
+	if in.leader != 0 && !in.isExited() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		e.Journal = h.JournalTail(ctx, 60)
-		if jobs, _, err := h.Run(ctx, "systemctl", "list-jobs", "--no-legend"); err == nil && len(jobs) > 0 {
+		e.Journal = journalTail(ctx, h, in, 60)
+		if jobs, _, err := h.runIn(ctx, in, nil, "systemctl", "list-jobs", "--no-legend"); err == nil && len(jobs) > 0 {
 			e.Journal += "\n--- jobs still queued ---\n" + string(jobs)
 		}
 	}
 	return e
 }
 
-func (h *Host) isExited() bool {
-	select {
-	case <-h.exited:
-		return true
-	default:
-		return false
-	}
+// current returns the current boot of the host.
+func (h *Host) current() *instance {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.cur
 }
 
-// ConsoleTail returns the last n lines the host wrote to its console (systemd-nspawn's output): boot and shutdown
-// messages, and anything units log to the console. After Stop it returns "" (the log went with the state dir).
+// ConsoleTail returns the last n lines the host wrote to its console (systemd-nspawn's output) over all its boots:
+// boot and shutdown messages, and anything units log to the console. After Stop it returns "".
 func (h *Host) ConsoleTail(n int) string {
 	return tailFile(filepath.Join(h.state, "console.log"), n)
 }
 
-// Done is closed when the host's systemd-nspawn has exited: after Stop, or when the container died on its own.
-func (h *Host) Done() <-chan struct{} { return h.exited }
+// Done is closed when the current boot's systemd-nspawn has exited: after Stop, when the container died on its
+// own, or during Reboot (call Done again after it).
+func (h *Host) Done() <-chan struct{} { return h.current().exited }
 
 // Name returns the host's machine name and hostname: Options.Name plus a random suffix.
 func (h *Host) Name() string { return h.name }
 
-// Leader returns the PID, in this process's PID namespace, of the host's PID 1 (systemd).
-func (h *Host) Leader() int { return h.leader }
+// Leader returns the PID, in this process's PID namespace, of the host's PID 1 (systemd). It changes with Reboot.
+func (h *Host) Leader() int { return h.current().leader }
 
 // Command returns a command that runs args inside the host (nsenter into all of the leader's namespaces) with a
 // clean environment (PATH, HOME=/root, LANG=C.UTF-8, no pager, no colours). Set Stdin, Stdout, Env... as usual;
 // append to Env rather than replacing it. The command runs in its own process group (nsenter plus the command it
 // forks inside); ctx's end kills the whole group, and so does syscall.Kill(-cmd.Process.Pid, SIGKILL).
 func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
-	full := append([]string{"-t", strconv.Itoa(h.leader), "-a", "--"}, args...)
+	return command(ctx, h.current(), args...)
+}
+
+func command(ctx context.Context, in *instance, args ...string) *exec.Cmd {
+	full := append([]string{"-t", strconv.Itoa(in.leader), "-a", "--"}, args...)
 	cmd := exec.CommandContext(ctx, "nsenter", full...)
 	cmd.Env = append([]string(nil), guestEnv...)
 	// nsenter forks the command into the host's PID namespace: killing nsenter alone would leave it running, so
@@ -389,7 +443,7 @@ func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 		return cmd.Process.Kill()
 	}
 	cmd.WaitDelay = 5 * time.Second
-	if h.isExited() {
+	if in.isExited() || in.leader == 0 {
 		cmd.Err = ErrStopped // the leader's PID may belong to another process by now
 	}
 	return cmd
@@ -399,16 +453,20 @@ func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 // exit code and stderr; its Err also matches ctx's error when ctx ended it, and ErrStopped when the host was
 // already gone by the time the command failed. On a stopped host Run returns ErrStopped and runs nothing.
 func (h *Host) Run(ctx context.Context, args ...string) (stdout, stderr []byte, err error) {
-	return h.RunInput(ctx, nil, args...)
+	return h.runIn(ctx, h.current(), nil, args...)
 }
 
 // RunInput is Run with stdin.
 func (h *Host) RunInput(ctx context.Context, stdin io.Reader, args ...string) (stdout, stderr []byte, err error) {
+	return h.runIn(ctx, h.current(), stdin, args...)
+}
+
+func (h *Host) runIn(ctx context.Context, in *instance, stdin io.Reader, args ...string) (stdout, stderr []byte, err error) {
 	if len(args) == 0 {
 		return nil, nil, invalid("Run: no command")
 	}
 	var o, e bytes.Buffer
-	cmd := h.Command(ctx, args...)
+	cmd := command(ctx, in, args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &o, &e
 	if err := cmd.Run(); err != nil {
 		if errors.Is(err, ErrStopped) {
@@ -421,7 +479,7 @@ func (h *Host) RunInput(ctx context.Context, stdin io.Reader, args ...string) (s
 		}
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
-		} else if h.isExited() {
+		} else if in.isExited() {
 			err = fmt.Errorf("%w (%w)", ErrStopped, err) // the host went down under the command
 		}
 		return o.Bytes(), e.Bytes(), &ExitError{Args: args, ExitCode: code, Stderr: e.Bytes(), Err: err}
@@ -456,83 +514,122 @@ func (h *Host) StopUnit(ctx context.Context, unit string) error {
 // JournalTail returns the last n lines of the host's journal of this boot, or the error text when it cannot be
 // read. Extra journalctl arguments (e.g. "-u", "foo.service") narrow it.
 func (h *Host) JournalTail(ctx context.Context, n int, args ...string) string {
-	out, stderr, err := h.Run(ctx, append([]string{"journalctl", "-b", "--no-pager", "-q", "-o", "short-monotonic", "-n", strconv.Itoa(n)}, args...)...)
+	return journalTail(ctx, h, h.current(), n, args...)
+}
+
+func journalTail(ctx context.Context, h *Host, in *instance, n int, args ...string) string {
+	out, stderr, err := h.runIn(ctx, in, nil, append([]string{"journalctl", "-b", "--no-pager", "-q", "-o", "short-monotonic", "-n", strconv.Itoa(n)}, args...)...)
 	if err != nil {
 		return fmt.Sprintf("(journal unavailable: %v)\n%s%s", err, out, stderr)
 	}
 	return string(out)
 }
 
+// Reboot shuts the host down in order (as Stop does, killing it after StopTimeout) and boots it again on the same
+// root, with the same name and binds, and returns when systemd runs again. What was written to the host's files
+// survives (the journal too: `journalctl -b -1`); /run, processes and transient units do not, and enabled units
+// start at boot as on a real machine. A failed Reboot leaves the host down (Run gives ErrStopped); Stop still
+// cleans up.
+func (h *Host) Reboot(ctx context.Context) error {
+	h.life.Lock()
+	defer h.life.Unlock()
+	h.mu.Lock()
+	stopped, old := h.stopped, h.cur
+	h.mu.Unlock()
+	if stopped || old.isExited() {
+		return ErrStopped
+	}
+	start := time.Now()
+	if errs := h.shutdown(old, true); len(errs) > 0 {
+		return fmt.Errorf("testhost: reboot %s: %w", h.name, errors.Join(errs...))
+	}
+	if err := removeCgroup(h.cgroup, 10*time.Second); err != nil {
+		return fmt.Errorf("testhost: reboot %s: %w", h.name, err)
+	}
+	in, err := h.boot(ctx)
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.cur = in
+	h.mu.Unlock()
+	h.log.Info("host rebooted", "duration", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
 // Stop shuts the host down (orderly, then by force after StopTimeout) and removes everything it made: its
 // processes, mounts, network namespace, cgroups and temporary directory. It is idempotent.
 func (h *Host) Stop() error {
-	return h.stop(true)
-}
+	h.life.Lock()
+	defer h.life.Unlock()
+	h.mu.Lock()
+	if h.stopped {
+		h.mu.Unlock()
+		return h.stopErr
+	}
+	in := h.cur
+	h.mu.Unlock()
 
-func (h *Host) stop(orderly bool) error {
-	h.stopOnce.Do(func() { h.stopErr = h.teardown(orderly) })
+	start := time.Now()
+	errs := h.shutdown(in, true)
+	if err := removeCgroup(h.cgroup, 10*time.Second); err != nil {
+		errs = append(errs, err)
+	}
+	if err := h.removeState(); err != nil {
+		errs = append(errs, err)
+	}
+	h.log.Info("host stopped", "duration", time.Since(start).Round(time.Millisecond))
+	h.mu.Lock()
+	h.stopped, h.stopErr = true, errors.Join(errs...)
+	h.mu.Unlock()
 	return h.stopErr
 }
 
-func (h *Host) teardown(orderly bool) error {
-	start := time.Now()
+// shutdown ends one boot: SIGTERM to systemd-nspawn (an orderly shutdown of the container) when orderly, then
+// SIGKILL to the container's PID 1, then to everything in the cgroup. It returns once the leader is reaped.
+func (h *Host) shutdown(in *instance, orderly bool) []error {
 	var errs []error
-	if h.cmd != nil && !h.isExited() {
+	if !in.isExited() {
 		if orderly {
-			// systemd-nspawn turns SIGTERM into an orderly shutdown of the container.
-			_ = h.cmd.Process.Signal(syscall.SIGTERM)
+			_ = in.cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-h.exited:
-			case <-time.After(h.stopTimeout):
-				h.log.Warn("orderly shutdown timed out, killing", "timeout", h.stopTimeout)
+			case <-in.exited:
+			case <-time.After(h.opts.StopTimeout):
+				h.log.Warn("orderly shutdown timed out, killing", "timeout", h.opts.StopTimeout)
 			}
 		}
-		if !h.isExited() && h.leader != 0 {
+		if !in.isExited() && in.leader != 0 {
 			// Killing the container's PID 1 kills its PID namespace; systemd-nspawn reaps it and exits.
-			_ = syscall.Kill(h.leader, syscall.SIGKILL)
+			_ = syscall.Kill(in.leader, syscall.SIGKILL)
 			select {
-			case <-h.exited:
+			case <-in.exited:
 			case <-time.After(5 * time.Second):
 			}
 		}
-		if !h.isExited() {
+		if !in.isExited() {
 			if err := killCgroup(h.cgroup); err != nil {
 				errs = append(errs, err)
 			}
-			_ = h.cmd.Process.Kill()
+			_ = in.cmd.Process.Kill()
 			select {
-			case <-h.exited:
+			case <-in.exited:
 			case <-time.After(10 * time.Second):
-				errs = append(errs, fmt.Errorf("testhost: systemd-nspawn (pid %d) did not exit after SIGKILL", h.cmd.Process.Pid))
+				errs = append(errs, fmt.Errorf("testhost: systemd-nspawn (pid %d) did not exit after SIGKILL", in.cmd.Process.Pid))
 			}
 		}
 	}
-	if h.started != "" && !h.waitLeaderGone(10*time.Second) {
-		errs = append(errs, fmt.Errorf("testhost: the container's PID 1 (%d) is still there", h.leader))
+	if in.started != "" && !waitGone(in.leader, in.started, 10*time.Second) {
+		errs = append(errs, fmt.Errorf("testhost: the container's PID 1 (%d) is still there", in.leader))
 	}
-	if h.cgroup != "" {
-		if err := removeCgroup(h.cgroup, 10*time.Second); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	if h.console != nil {
-		_ = h.console.Close()
-	}
-	if h.state != "" {
-		if err := removeState(h.state); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	h.log.Info("host stopped", "duration", time.Since(start).Round(time.Millisecond))
-	return errors.Join(errs...)
+	return errs
 }
 
-// waitLeaderGone waits until the container's PID 1 has been reaped (a killed process whose parent died is reaped
-// by this machine's init, some time later).
-func (h *Host) waitLeaderGone(wait time.Duration) bool {
+// waitGone waits until process pid, started at start, has been reaped (a killed process whose parent died is
+// reaped by this machine's init, some time later).
+func waitGone(pid int, start string, wait time.Duration) bool {
 	deadline := time.Now().Add(wait)
 	for {
-		if st := startTime(strconv.Itoa(h.leader)); st == "" || st != h.started {
+		if st := startTime(strconv.Itoa(pid)); st == "" || st != start {
 			return true // reaped (a zombie still has its stat)
 		}
 		if time.Now().After(deadline) {

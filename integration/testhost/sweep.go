@@ -12,13 +12,14 @@ import (
 
 // A test process killed before it could call Stop (go test's timeout, SIGKILL) takes its hosts down with it:
 // systemd-nspawn gets SIGTERM as its parent-death signal and shuts the container down. What it cannot remove is
-// the host's cgroup and temporary directory. Every host therefore records its owner, the systemd-nspawn process,
-// in STATE/owner, and New sweeps the state directories whose owner is gone.
+// the host's cgroup and temporary directory. Every host therefore records its owner, the test process that made
+// it, in STATE/owner, and New sweeps the state directories whose owner is gone (and whose cgroup is empty: the
+// container may still be shutting down).
 
 const ownerFile = "owner"
 
 // orphanAge is how old a state directory without an owner file must be before it counts as abandoned (its
-// creator died between making it and starting systemd-nspawn).
+// creator died between making it and writing the owner file).
 const orphanAge = 10 * time.Minute
 
 // writeOwner records in the state directory which process owns it and which cgroup goes with it.

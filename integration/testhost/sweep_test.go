@@ -26,7 +26,7 @@ func TestCrashHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Printf("FOOTPRINT %s %s %d %s\n", h.state, h.cgroup, h.leader, h.started)
+	fmt.Printf("FOOTPRINT %s %s %d %s\n", h.state, h.cgroup, h.Leader(), h.current().started)
 	_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
 }
 

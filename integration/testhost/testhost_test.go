@@ -397,12 +397,12 @@ type footprint struct {
 
 func footprintOf(t *testing.T, h *Host) footprint {
 	t.Helper()
-	fp := footprint{state: h.state, cgroup: h.cgroup, leader: h.leader}
+	fp := footprint{state: h.state, cgroup: h.cgroup, leader: h.Leader()}
 	for _, ns := range []struct {
 		name string
 		dst  *string
 	}{{"pid", &fp.pidNS}, {"net", &fp.netNS}, {"mnt", &fp.mountNS}} {
-		path := fmt.Sprintf("/proc/%d/ns/%s", h.leader, ns.name)
+		path := fmt.Sprintf("/proc/%d/ns/%s", fp.leader, ns.name)
 		v, err := os.Readlink(path)
 		if err != nil {
 			t.Fatal(err)
@@ -892,5 +892,90 @@ func BenchmarkWriteFile(b *testing.B) {
 		if err := h.WriteFile("/run/bbbench/file", data, 0o644); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestReboot: files survive a reboot, /run and transient units do not, enabled units start at boot, binds are
+// back, and the first boot leaves nothing behind.
+func TestReboot(t *testing.T) {
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "bound"), []byte("bound\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := Start(t, Options{Name: "reboot", Binds: []Bind{{Host: data, Guest: "/srv/bbdata", ReadOnly: true}}})
+	ctx := t.Context()
+	files := map[string]string{
+		"/etc/bbreboot":                        "kept\n",
+		"/run/bbreboot":                        "gone\n",
+		"/etc/systemd/system/bbatboot.service": "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n",
+	}
+	for p, c := range files {
+		if err := h.WriteFile(p, []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, h, "systemctl", "enable", "bbatboot.service")
+	if err := h.RunUnit(ctx, "bbtransient", "sleep", "1000"); err != nil {
+		t.Fatal(err)
+	}
+	first := footprintOf(t, h)
+	done := h.Done()
+
+	if err := h.Reboot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	default:
+		t.Error("the first boot's Done is not closed")
+	}
+	if h.Leader() == first.leader {
+		t.Errorf("same leader %d after reboot", first.leader)
+	}
+	boots := 0
+	list := run(t, h, "journalctl", "--list-boots", "-q")
+	for line := range strings.SplitSeq(list, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			if _, err := strconv.Atoi(f[0]); err == nil {
+				boots++
+			}
+		}
+	}
+	if boots != 2 {
+		t.Errorf("journal lists %d boots, want 2:\n%s", boots, list)
+	}
+	if got, err := h.ReadFile("/etc/bbreboot"); err != nil || string(got) != "kept\n" {
+		t.Errorf("/etc/bbreboot after reboot: %q, %v", got, err)
+	}
+	if _, err := h.ReadFile("/run/bbreboot"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("/run/bbreboot after reboot: %v, want it gone", err)
+	}
+	if got, err := h.ReadFile("/srv/bbdata/bound"); err != nil || string(got) != "bound\n" {
+		t.Errorf("bind after reboot: %q, %v", got, err)
+	}
+	if got := run(t, h, "systemctl", "is-active", "bbatboot.service"); got != "active" {
+		t.Errorf("enabled unit after reboot: %q", got)
+	}
+	if out, _, _ := h.Run(ctx, "systemctl", "is-active", "bbtransient.service"); strings.TrimSpace(string(out)) == "active" {
+		t.Error("transient unit survived the reboot")
+	}
+	if got := run(t, h, "hostname"); got != h.Name() {
+		t.Errorf("hostname after reboot %q, want %q", got, h.Name())
+	}
+	// No process of the first boot is left (the state dir, cgroup and mounts are the second boot's now).
+	for _, l := range leftovers(first) {
+		if strings.Contains(l, "namespace") {
+			t.Errorf("left from the first boot: %s", l)
+		}
+	}
+	second := footprintOf(t, h)
+	if err := h.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(second); len(left) > 0 {
+		t.Fatalf("after Stop:\n%s", strings.Join(left, "\n"))
+	}
+	if err := h.Reboot(ctx); !errors.Is(err, ErrStopped) {
+		t.Errorf("Reboot after Stop = %v, want ErrStopped", err)
 	}
 }
