@@ -245,11 +245,13 @@ func startDaemon(t *testing.T, name string, args ...string) *daemon {
 }
 
 // start runs the daemon as a transient Type=notify service: systemd-run returns once systemd
-// has seen READY=1. It then checks that the socket is there.
+// has seen READY=1. It then checks that the socket is there. The daemons of the API tests
+// share one host, so they keep records only (--no-host); a test of the host steps passes
+// --no-host=false, which comes later on the command line and wins.
 func (d *daemon) start(t *testing.T) {
 	t.Helper()
 	mustRun(t, d.h, append([]string{"systemd-run", "--quiet", "--unit=" + d.unit, "--service-type=notify", "--",
-		bitbuilderd, "--socket", d.socket, "--state-dir", d.stateDir}, d.args...)...)
+		bitbuilderd, "--socket", d.socket, "--state-dir", d.stateDir, "--no-host"}, d.args...)...)
 	mustRun(t, d.h, "test", "-S", d.socket)
 	if got := d.show(t, "ActiveState", "SubState"); got["ActiveState"] != "active" || got["SubState"] != "running" {
 		t.Fatalf("%s after start: %v", d.unit, got)
