@@ -66,8 +66,8 @@
 //   - Building the rootfs from nothing with prepare.sh: 44 s and 107 s on two runs (network bound; debootstrap is
 //     most of it), giving a 179 MB tree and a 61 MB .tar.zst. A re-run finds it cached and returns at once; with
 //     only the tarball present (a CI cache) it unpacks in 0.5 s (warm) to 7 s (busy disk).
-//   - BenchmarkStartStop: boot to `running` 1.4 s on an idle machine (2-3 s at load average 12), Stop with
-//     cleanup 0.2-0.5 s. A booted host has 9 processes, about 70 MB RSS and an 8 MB upper dir.
+//   - BenchmarkStartStop: boot to `running` 1.4 s (load average 4; 2-3 s at load average 12), Stop with
+//     cleanup 0.2-0.5 s; Reboot 1.5 s. A booted host has 9 processes, about 70 MB RSS and an 8 MB upper dir.
 //     BenchmarkRun: a command inside costs about 3 ms (nsenter and exec); BenchmarkWriteFile: 35 µs for 4 KiB.
 //   - The per-host root is an overlayfs mount: nothing is copied, and only the upper dir is removed at Stop.
 //     Unpacking the tarball per host instead would cost 0.5 s or more plus the removal of 179 MB.
