@@ -88,6 +88,11 @@ func (s *Shared) Host(t testing.TB) *Host {
 	if s.err != nil {
 		skipOrFatal(t, s.err)
 	}
+	select {
+	case <-s.host.Done():
+		t.Fatalf("testhost: the shared host %s is down (an earlier test stopped it or powered it off)", s.host.Name())
+	default:
+	}
 	return s.host
 }
 

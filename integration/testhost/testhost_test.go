@@ -386,6 +386,30 @@ func TestShared(t *testing.T) {
 	if _, _, err := a.Run(t.Context(), "true"); !errors.Is(err, ErrStopped) {
 		t.Fatalf("Run after Stop = %v, want ErrStopped", err)
 	}
+	// A test asking for the shared host once it is down fails with a message that says so.
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.Host(rec)
+	}()
+	<-done
+	if !strings.Contains(rec.msg, "is down") {
+		t.Errorf("Shared.Host of a stopped host: failure %q, want it to say the host is down", rec.msg)
+	}
+}
+
+// fatalRecorder records a Fatalf and ends the goroutine, as testing.T does, without failing the real test.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalRecorder) Helper() {}
+
+func (f *fatalRecorder) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }
 
 // footprint is what a running host has on this machine, to check Stop removes all of it.
