@@ -139,12 +139,16 @@ func (si *servedInterface) checkValue(t *idl.Type, v any, path string, depth int
 		}
 		// Report unknown fields in a stable order.
 		var unknown string
+		found := false
 		for k := range m {
-			if !known[k] && (unknown == "" || k < unknown) {
-				unknown = k
+			if !known[k] && (!found || k < unknown) {
+				unknown, found = k, true
 			}
 		}
-		if unknown != "" {
+		if found {
+			if unknown == "" {
+				return join(path, `""`), errors.New("unknown field with an empty name")
+			}
 			return join(path, unknown), errors.New("unknown field")
 		}
 	default:
