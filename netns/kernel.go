@@ -406,7 +406,7 @@ func (k *Kernel) Apply(ctx context.Context, ops []Op) []error {
 func (k *Kernel) apply(h *handles, op Op) error {
 	switch op.Kind {
 	case OpDelNamespace, OpDelLink, OpDelGroup:
-		clear(h.links)
+		defer clear(h.links) // after the op, whose own lookup is cached too
 	}
 	switch op.Kind {
 	case OpAddNamespace:

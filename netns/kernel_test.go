@@ -542,3 +542,37 @@ func TestKernelTeardownGroup(t *testing.T) {
 		}
 	}
 }
+
+// What is deleted behind the Manager's back is put back by the next Ensure, isolation included.
+func TestKernelEnsureRepairsManualRemoval(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	a, b := Spec{Tenant: "again", Index: 31}, Spec{Tenant: "other", Index: 32}
+	for _, s := range []Spec{a, b} {
+		_, err := e.m.Ensure(ctx, s)
+		must(t, err)
+	}
+	n := e.m.Names(a)
+	h := hostHandle(t, e.cfg.HostNetns)
+	br, err := h.LinkByName(n.Bridge)
+	must(t, err)
+	must(t, h.LinkDel(br))
+	must(t, e.k.delNamespace(n.Namespace))
+	st, err := e.m.Inspect(ctx, a)
+	must(t, err)
+	if st.NamespacePresent || len(st.Problems) == 0 {
+		t.Fatalf("Inspect does not see the removal: %+v", st)
+	}
+	st, err = e.m.Ensure(ctx, a)
+	must(t, err)
+	if len(st.Problems) != 0 || !st.Isolated {
+		t.Fatalf("after repair: %+v", st.Problems)
+	}
+	pa, pb := e.m.Prefixes(a.Index), e.m.Prefixes(b.Index)
+	if !answers(t, e.nsPath("again"), pa.Gateway.Addr()) {
+		t.Errorf("repaired tenant cannot reach its gateway")
+	}
+	if ping(t, e.nsPath("again"), pb.Gateway.Addr(), 700*time.Millisecond) {
+		t.Errorf("repaired tenant reaches the other tenant's bridge")
+	}
+}

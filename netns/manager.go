@@ -326,6 +326,9 @@ func (m *Manager) Ensure(ctx context.Context, s Spec) (Status, error) {
 	for i, e := range m.host.Apply(ctx, ops) {
 		op := ops[i]
 		key := op.Namespace + "/" + op.Name
+		if op.Kind == OpDelLink && errors.Is(e, syscall.ENODEV) {
+			e = nil // gone meanwhile: a veth dies with its namespace, which the kernel dismantles asynchronously
+		}
 		if e == nil {
 			if op.Kind == OpAddLink {
 				created[key] = true
