@@ -9,14 +9,21 @@
 //
 // # Preparing a machine
 //
-// Once per machine (CI: before `go test`), as root:
+// As root, before the tests (CI runs both lines; the first is quick once the rootfs is cached):
 //
 //	bash integration/testhost/prepare.sh
+//	BITBUILDER_TESTHOST_REQUIRE=1 go test ./...
 //
-// It installs the host packages (debootstrap, systemd-container, zstd, busybox-static) and builds the rootfs into
-// /var/cache/bitbuilder-test/rootfs-<key>/, keyed by a hash of its package list and preparation steps; later runs
-// reuse it. Without it, Start skips the test (BITBUILDER_TESTHOST_REQUIRE=1 makes that a failure, for CI;
-// BITBUILDER_TESTHOST_BUILD=1 lets Start run prepare.sh itself; the script is embedded in this package).
+// prepare.sh installs the host packages (debootstrap, systemd-container, zstd, busybox-static) when missing and
+// builds the rootfs into /var/cache/bitbuilder-test/rootfs-<key>/ (plus rootfs-<key>.tar.zst), keyed by a hash of
+// its suite, package list and preparation steps; later and concurrent runs reuse it, an interrupted build is
+// cleaned up by the next run. CI can cache the tarball under the key `prepare.sh --key` prints: with the tarball in
+// place, prepare.sh unpacks it instead of running debootstrap.
+//
+// Start does not build the rootfs by itself (that takes a minute and the network): without it, Start skips the
+// test, saying to run prepare.sh. BITBUILDER_TESTHOST_REQUIRE=1 turns that skip (and the one for not being root)
+// into a failure, which CI wants; BITBUILDER_TESTHOST_BUILD=1 lets Start run prepare.sh (embedded in this package)
+// itself.
 //
 // # Using it
 //
