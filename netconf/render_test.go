@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"encoding/json"
 	"errors"
 	"flag"
 	"net/netip"
@@ -198,6 +199,8 @@ func TestLoadErrors(t *testing.T) {
 		{"not key=value", map[string]string{"metadata.json": meta, "a.network": "[Match]\nName\n"}, "a.network line 2"},
 		{"carriage return", map[string]string{"metadata.json": meta, "a.network": "[Match]\r\nName=x\n"}, "carriage return"},
 		{"bad parameter type", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"parameters":{"X":{"type":"color"}}}`, 1), "a.network": "[Match]\n"}, `"color"`},
+		{"default not a string", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"defaults":{"parameters":{"X":3}}}`, 1), "a.network": "[Match]\n"}, "defaults.parameters"},
+		{"unknown top-level key", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"paramaters":{}}`, 1), "a.network": "[Match]\n"}, "paramaters"},
 		{"bad default", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"defaults":{"parameters":{"X":"a\nb"}}}`, 1), "a.network": "[Match]\n"}, "newline"},
 	}
 	for _, c := range cases {
@@ -211,6 +214,23 @@ func TestLoadErrors(t *testing.T) {
 				t.Errorf("Load: %v, want ErrInvalidTemplate containing %q", err, c.want)
 			}
 		})
+	}
+}
+
+// The seed's other "defaults" (resources, network) are accepted and kept.
+func TestLoadKeepsOtherDefaults(t *testing.T) {
+	meta := `{"template":{"type":"network","version":"1","name":"t"},"requirements":{"systemd_version":">=257"},` +
+		`"defaults":{"network":{"mode":"private"},"parameters":{"A":"b"}}}`
+	tmpl, err := Load(fstest.MapFS{"metadata.json": {Data: []byte(meta)}, "a.network": {Data: []byte("[Match]\nName=${A}\n")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tmpl.Meta.Defaults.Parameters["A"] != "b" || string(tmpl.Meta.Defaults.Other["network"]) != `{"mode":"private"}` {
+		t.Errorf("defaults: %+v", tmpl.Meta.Defaults)
+	}
+	out, err := json.Marshal(tmpl.Meta.Defaults)
+	if err != nil || string(out) != `{"network":{"mode":"private"},"parameters":{"A":"b"}}` {
+		t.Errorf("marshal: %s %v", out, err)
 	}
 }
 

@@ -24,12 +24,47 @@ type Metadata struct {
 		Kernel         string   `json:"kernel,omitempty"`
 		Features       []string `json:"features,omitempty"`
 	} `json:"requirements"`
-	Defaults struct {
-		// Parameters are default values of variables.
-		Parameters map[string]string `json:"parameters,omitempty"`
-	} `json:"defaults"`
+	// Defaults: "parameters" holds default values of variables; other keys of the seed format (resources, network)
+	// are kept for other readers and ignored here.
+	Defaults Defaults `json:"defaults"`
 	// Parameters declares variables: their type selects the validation of their values.
 	Parameters map[string]Parameter `json:"parameters,omitempty"`
+}
+
+// Defaults is the "defaults" object of metadata.json.
+type Defaults struct {
+	Parameters map[string]string
+	Other      map[string]json.RawMessage
+}
+
+// UnmarshalJSON reads "parameters" strictly and keeps the other keys as they are.
+func (d *Defaults) UnmarshalJSON(b []byte) error {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err != nil {
+		return err
+	}
+	if raw, ok := all["parameters"]; ok {
+		if err := json.Unmarshal(raw, &d.Parameters); err != nil {
+			return fmt.Errorf("defaults.parameters: %w", err)
+		}
+		delete(all, "parameters")
+	}
+	if len(all) > 0 {
+		d.Other = all
+	}
+	return nil
+}
+
+// MarshalJSON writes the object back in its original shape.
+func (d Defaults) MarshalJSON() ([]byte, error) {
+	all := map[string]any{}
+	for k, v := range d.Other {
+		all[k] = v
+	}
+	if d.Parameters != nil {
+		all["parameters"] = d.Parameters
+	}
+	return json.Marshal(all)
 }
 
 // Parameter describes one variable.
