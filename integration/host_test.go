@@ -105,6 +105,20 @@ func TestHostConvergence(t *testing.T) {
 		t.Errorf("Network.Get leaks key material: %s", r.stdout)
 	}
 
+	// A peer added through the API reaches networkd's files through the reconciler.
+	const key2 = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
+	d.call(t, asRoot, "io.bitbuilder.Network.AddPeer", `{"tenant":"net-a","peer":{"publicKey":"`+key2+`","endpoint":"127.0.0.1:51821","allowedIPs":["10.`+fmt.Sprint(ia)+`.100.2/32"]}}`)
+	eventually(t, 30*time.Second, func() (bool, string) {
+		r := run(t, h, "", "sh", "-c", fmt.Sprintf("cat /run/systemd/network/50-bitbuilder-%d-*wireguard.netdev", ia))
+		return strings.Contains(r.stdout, key2), r.String()
+	})
+	if r := d.call(t, asRoot, "io.bitbuilder.Network.Apply", `{"tenant":"net-a"}`); !strings.Contains(r.stdout, "bridge.network") {
+		t.Errorf("Network.Apply: %s", r)
+	}
+	if r := d.call(t, asRoot, "io.bitbuilder.Network.Describe", `{"tenant":"net-a"}`); !strings.Contains(r.stdout, key2) {
+		t.Errorf("Network.Describe: %s", r)
+	}
+
 	// Delete: everything of net-a goes, net-b stays.
 	d.call(t, asRoot, "io.bitbuilder.Tenant.Delete", `{"name":"net-a"}`)
 	eventually(t, 60*time.Second, func() (bool, string) {
