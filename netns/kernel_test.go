@@ -576,3 +576,40 @@ func TestKernelEnsureRepairsManualRemoval(t *testing.T) {
 		t.Errorf("repaired tenant reaches the other tenant's bridge")
 	}
 }
+
+// The reconciler may converge different tenants at the same time.
+func TestKernelConcurrentTenants(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	linksBefore := e.countHostLinks(t)
+	const n = 8
+	errs := make(chan error, n)
+	for i := 1; i <= n; i++ {
+		go func() {
+			_, err := e.m.Ensure(ctx, Spec{Tenant: fmt.Sprintf("c%d", i), Index: 40 + i, VXLAN: i%2 == 0})
+			errs <- err
+		}()
+	}
+	for range n {
+		must(t, <-errs)
+	}
+	for i := 1; i <= n; i++ {
+		st, err := e.m.Inspect(ctx, Spec{Tenant: fmt.Sprintf("c%d", i), Index: 40 + i, VXLAN: i%2 == 0})
+		must(t, err)
+		if len(st.Problems) != 0 || !st.Isolated {
+			t.Errorf("tenant c%d: %+v", i, st.Problems)
+		}
+	}
+	for i := 1; i <= n; i++ {
+		go func() { errs <- e.m.Teardown(ctx, Spec{Tenant: fmt.Sprintf("c%d", i), Index: 40 + i}) }()
+	}
+	for range n {
+		must(t, <-errs)
+	}
+	if got := countNamespaces(e.prefix + "c"); got != 0 {
+		t.Errorf("%d namespaces left", got)
+	}
+	if got := e.countHostLinks(t); got != linksBefore {
+		t.Errorf("host links after teardown: %d, want %d", got, linksBefore)
+	}
+}
