@@ -426,7 +426,9 @@ func (h *Host) Leader() int { return h.current().leader }
 // Command returns a command that runs args inside the host (nsenter into all of the leader's namespaces) with a
 // clean environment (PATH, HOME=/root, LANG=C.UTF-8, no pager, no colours). Set Stdin, Stdout, Env... as usual;
 // append to Env rather than replacing it. The command runs in its own process group (nsenter plus the command it
-// forks inside); ctx's end kills the whole group, and so does syscall.Kill(-cmd.Process.Pid, SIGKILL).
+// forks inside); ctx's end kills the whole group, and so does syscall.Kill(-cmd.Process.Pid, SIGKILL). The
+// command is in the host's namespaces but not in its cgroup tree (it stays in the test's cgroup): code that asks
+// systemd which unit it belongs to must run under RunUnit or `systemd-run --scope`.
 func (h *Host) Command(ctx context.Context, args ...string) *exec.Cmd {
 	return command(ctx, h.current(), args...)
 }
