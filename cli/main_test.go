@@ -124,12 +124,17 @@ func mustRun(t *testing.T, addr string, args ...string) string {
 	return r.stdout
 }
 
-var timestamp = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+var (
+	timestamp = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+	commit    = regexp.MustCompile(`\b[0-9a-f]{12}([0-9a-f]{28})?\b`)
+)
 
-// golden compares got with testdata/name, after replacing timestamps; -update rewrites it.
+// golden compares got with testdata/name, after replacing timestamps and commit hashes (which
+// change with the example templates); -update rewrites it.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	got = timestamp.ReplaceAllString(got, "<TIME>")
+	got = commit.ReplaceAllString(got, "<COMMIT>")
 	path := filepath.Join("testdata", name)
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {

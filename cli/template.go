@@ -300,7 +300,7 @@ func printTemplate(w io.Writer, t vm.Template) {
 		kv(w, "Previous", "none")
 		return
 	}
-	fmt.Fprintln(w, "Previous commits:")
+	fmt.Fprintln(w, "Previous:")
 	for _, c := range t.PreviousCommits {
 		fmt.Fprintf(w, "  %s\n", c)
 	}

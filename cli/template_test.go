@@ -52,7 +52,8 @@ func copyTree(t *testing.T, src, dst string) {
 	}
 }
 
-// gitRepo makes a git repository of the example template dir with the git CLI.
+// gitRepo makes a git repository of an example template under examples/templates with the
+// git CLI.
 func gitRepo(t *testing.T, example string) string {
 	t.Helper()
 	if _, err := exec.LookPath("git"); err != nil {
@@ -65,12 +66,24 @@ func gitRepo(t *testing.T, example string) string {
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "HOME="+dir, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
 			"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.invalid",
-			"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.invalid")
+			"GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.invalid",
+			"GIT_AUTHOR_DATE=2026-01-01T00:00:00Z", "GIT_COMMITTER_DATE=2026-01-01T00:00:00Z")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("git %v: %v\n%s", args, err, out)
 		}
 	}
 	return dir
+}
+
+// addTemplate registers the example template as name and returns its commit.
+func addTemplate(t *testing.T, addr, name, example string) string {
+	t.Helper()
+	repo := gitRepo(t, example)
+	var r templateReply
+	if err := json.Unmarshal([]byte(mustRun(t, addr, "template", "add", name, repo, "--json")), &r); err != nil {
+		t.Fatal(err)
+	}
+	return r.Template.Commit
 }
 
 func TestTemplateRegistry(t *testing.T) {
@@ -81,38 +94,47 @@ func TestTemplateRegistry(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &none); r.code != 0 || err != nil || len(none) != 0 {
 		t.Fatalf("empty registry: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
-	repo := gitRepo(t, "network")
+	repo := gitRepo(t, "sysext")
 
-	r = bbctl(t, d.addr, "template", "add", "lan", repo)
-	if r.code != 0 || !strings.Contains(r.stdout, `template "lan" added: network`) {
+	r = bbctl(t, d.addr, "template", "add", "tools", repo)
+	if r.code != 0 || !strings.Contains(r.stdout, `template "tools" added: sysext`) {
 		t.Fatalf("add: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
+	if !strings.Contains(r.stderr, "fetching") {
+		t.Errorf("no progress lines on standard error: %q", r.stderr)
+	}
 	var got templateReply
-	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "get", "lan", "--json")), &got); err != nil {
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "get", "tools", "--json")), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Template.Name != "lan" || got.Template.Type != "network" || len(got.Template.Commit) != 40 {
+	if got.Template.Name != "tools" || got.Template.Type != "sysext" || len(got.Template.Commit) != 40 {
 		t.Errorf("get: %+v", got.Template)
 	}
-	if out := mustRun(t, d.addr, "template", "list"); !strings.Contains(out, "lan") || !strings.Contains(out, got.Template.Commit[:12]) {
+	if out := mustRun(t, d.addr, "template", "list"); !strings.Contains(out, "tools") || !strings.Contains(out, got.Template.Commit[:12]) {
 		t.Errorf("list:\n%s", out)
 	}
+	mustRun(t, d.addr, "tenant", "create", "shop", "--template", "sysext:tools:tools")
 	cases := []struct {
-		name string
-		args []string
-		code int
+		name   string
+		args   []string
+		code   int
+		output string
 	}{
-		{"add again", []string{"template", "add", "lan", repo}, ExitConflict},
-		{"get unknown", []string{"template", "get", "wan"}, ExitNotFound},
-		{"invalid name", []string{"template", "add", "Lan", repo}, ExitInvalid},
-		{"pin to the pinned commit", []string{"template", "pin", "lan", got.Template.Commit}, 0},
-		{"remove", []string{"template", "remove", "lan"}, 0},
-		{"get removed", []string{"template", "get", "lan"}, ExitNotFound},
+		{"add again", []string{"template", "add", "tools", repo}, ExitConflict, `template "tools" exists already`},
+		{"get unknown", []string{"template", "get", "wan"}, ExitNotFound, `template "wan" not found`},
+		{"invalid name", []string{"template", "add", "Tools", repo}, ExitInvalid, `invalid name "Tools"`},
+		{"update to the same commit", []string{"template", "update", "tools"}, 0, `template "tools" updated`},
+		{"pin to the pinned commit", []string{"template", "pin", "tools", got.Template.Commit}, 0, "pinned to " + got.Template.Commit},
+		{"remove while used", []string{"template", "remove", "tools"}, ExitConflict, `template "tools" is used by "shop"`},
+		{"tenant gone", []string{"tenant", "delete", "shop", "--wait"}, 0, "deleted"},
+		{"remove", []string{"template", "remove", "tools"}, 0, `template "tools" removed`},
+		{"get removed", []string{"template", "get", "tools"}, ExitNotFound, "not found"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if r := bbctl(t, d.addr, c.args...); r.code != c.code {
-				t.Errorf("bbctl %q: exit %d, stderr %q; want %d", c.args, r.code, r.stderr, c.code)
+			r := bbctl(t, d.addr, c.args...)
+			if r.code != c.code || !strings.Contains(r.stdout+r.stderr, c.output) {
+				t.Errorf("bbctl %q: exit %d, stdout %q, stderr %q; want %d and %q", c.args, r.code, r.stdout, r.stderr, c.code, c.output)
 			}
 		})
 	}
@@ -124,17 +146,15 @@ func TestTemplateValidate(t *testing.T) {
 	copyTree(t, filepath.Join("..", "examples", "templates", "sysext"), good)
 	bad := filepath.Join(t.TempDir(), "bad-sysext")
 	copyTree(t, good, bad)
-	if err := os.MkdirAll(filepath.Join(bad, "etc"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(bad, "etc", "motd"), []byte("not in a sysext\n"), 0o644); err != nil {
+	// Without its extension-release file a sysext is refused.
+	if err := os.RemoveAll(filepath.Join(bad, "usr", "lib", "extension-release.d")); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
 		name      string
 		dir       string
 		wantError bool
-	}{{"example sysext", good, false}, {"sysext with etc/", bad, true}} {
+	}{{"example sysext", good, false}, {"sysext without extension-release", bad, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			r := bbctl(t, d.addr, "template", "validate", c.dir, "--json")
 			skipUnimplemented(t, r)
@@ -157,6 +177,16 @@ func TestTemplateValidate(t *testing.T) {
 			}
 		})
 	}
+	t.Run("a registered template by name", func(t *testing.T) {
+		addTemplate(t, d.addr, "tools", "sysext")
+		r := bbctl(t, d.addr, "template", "validate", "tools")
+		if strings.Contains(r.stderr, "overlaps the template cache") {
+			t.Skipf("the daemon cannot validate a registered template yet: %s", strings.TrimSpace(r.stderr))
+		}
+		if r.code != 0 || !strings.Contains(r.stdout, "0 errors") {
+			t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+	})
 }
 
 func TestNetworkCommands(t *testing.T) {
@@ -166,19 +196,33 @@ func TestNetworkCommands(t *testing.T) {
 	if r.code != ExitNotFound {
 		t.Errorf("get of no such tenant: exit %d, stderr %q", r.code, r.stderr)
 	}
-	mustRun(t, d.addr, "tenant", "create", "web", "--index", "9")
+	mustRun(t, d.addr, "tenant", "create", "web", "--index", "9", "--network-features", "wireguard")
 	var listed []networkReply
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].Network.Tenant != "web" {
 		t.Errorf("list: %+v, %v", listed, err)
+	}
+	if out := mustRun(t, d.addr, "network", "list"); !strings.Contains(out, "br-tenant-9") {
+		t.Errorf("list table:\n%s", out)
+	}
+	key := strings.Repeat("A", 43) + "="
+	if r := bbctl(t, d.addr, "network", "remove-peer", "web", key); r.code != ExitNotFound {
+		t.Errorf("remove of no such peer: exit %d, stderr %q", r.code, r.stderr)
+	}
+	out := mustRun(t, d.addr, "network", "add-peer", "web", "--public-key", key, "--endpoint", "198.51.100.7:51820", "--allowed-ips", "10.99.0.0/16", "--keepalive", "25")
+	if !strings.Contains(out, "(1 peer)") {
+		t.Errorf("add-peer: %q", out)
 	}
 	var n networkReply
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "get", "web", "--json")), &n); err != nil {
 		t.Fatal(err)
 	}
-	if n.Network.Tenant != "web" || n.Network.NetworkIndex != 9 {
+	if n.Network.NetworkIndex != 9 || len(n.Network.Peers) != 1 || deref(n.Network.Peers[0].Endpoint) != "198.51.100.7:51820" || deref(n.Network.Peers[0].PersistentKeepalive) != 25 {
 		t.Errorf("network %+v", n.Network)
 	}
-	if r := bbctl(t, d.addr, "network", "remove-peer", "web", strings.Repeat("A", 43)+"="); r.code != ExitNotFound {
-		t.Errorf("remove of no such peer: exit %d, stderr %q", r.code, r.stderr)
+	if out := mustRun(t, d.addr, "network", "get", "web"); !strings.Contains(out, "198.51.100.7:51820") || !strings.Contains(out, "Peers:") {
+		t.Errorf("get:\n%s", out)
+	}
+	if out := mustRun(t, d.addr, "network", "remove-peer", "web", key); !strings.Contains(out, "0 peers left") {
+		t.Errorf("remove-peer: %q", out)
 	}
 }

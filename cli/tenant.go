@@ -33,6 +33,7 @@ type specFlags struct {
 	cmd                   string
 	cpus, memory, storage string
 	templates, params     stringList
+	features              optList
 }
 
 func (s *specFlags) register(fs *flag.FlagSet) {
@@ -41,6 +42,38 @@ func (s *specFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.storage, "storage", "", "the storage limit, a `SIZE`: bytes or 512M, 2G, 10GiB")
 	fs.Var(&s.templates, "template", "a template use `ROLE:NAME:TEMPLATE` (repeatable)")
 	fs.Var(&s.params, "param", "a network template parameter `KEY=VALUE` (repeatable)")
+	fs.Var(&s.features, "network-features", "optional network links besides the bridge, a `LIST` of wireguard, vxlan, vlan (\"\" for none)")
+}
+
+// optList is a comma-separated list flag that knows whether it was given.
+type optList struct {
+	v   []string
+	set bool
+}
+
+func (o *optList) String() string {
+	if o == nil {
+		return ""
+	}
+	return strings.Join(o.v, ",")
+}
+
+func (o *optList) Set(s string) error {
+	o.v, o.set = []string{}, true
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" && !slices.Contains(o.v, f) {
+			o.v = append(o.v, f)
+		}
+	}
+	return nil
+}
+
+func (o *optList) ptr() *[]string {
+	if !o.set {
+		return nil
+	}
+	v := slices.Clone(o.v)
+	return &v
 }
 
 // resources applies the resource flags to base. It reports whether any was given.
@@ -187,7 +220,7 @@ A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.`,
 					if err != nil {
 						return err
 					}
-					t, err := vt.Create().Call(ctx, c, args[0], index.ptr(), resPtr, tplPtr, parPtr, desired)
+					t, err := vt.Create().Call(ctx, c, args[0], index.ptr(), resPtr, tplPtr, parPtr, s.features.ptr(), desired)
 					if err != nil {
 						return e.wrap(err, "io.bitbuilder.Tenant.Create")
 					}
@@ -243,7 +276,8 @@ A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.`,
 			path: "tenant update", args: "NAME [flags]", minArgs: 1, maxArgs: 1,
 			summary: "change a tenant's limits, templates or parameters",
 			long: `Only the limits given change. --template replaces the tenant's template list; --param KEY=VALUE
-sets one parameter and --param KEY- removes it, keeping the others.
+sets one parameter and --param KEY- removes it, keeping the others. --network-features replaces
+the list of optional links; --network-features "" removes them all.
 Without --revision, bbctl reads the tenant and updates it at the revision it read, retrying when
 it changed in between; with --revision the update is refused unless the tenant is still at R.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
@@ -252,8 +286,8 @@ it changed in between; with --revision the update is refused unless the tenant i
 				var rev optInt
 				fs.Var(&rev, "revision", "refuse the update unless the tenant is at revision `R`")
 				return func(ctx context.Context, e *env, args []string) error {
-					if s.cpus == "" && s.memory == "" && s.storage == "" && len(s.templates) == 0 && len(s.params) == 0 {
-						return usagef(s.cmd, "nothing to change: give --cpus, --memory, --storage, --template or --param")
+					if s.cpus == "" && s.memory == "" && s.storage == "" && len(s.templates) == 0 && len(s.params) == 0 && !s.features.set {
+						return usagef(s.cmd, "nothing to change: give --cpus, --memory, --storage, --template, --param or --network-features")
 					}
 					// Check the flags before contacting the daemon.
 					if _, _, err := s.resources(vt.Resources{}); err != nil {
@@ -293,7 +327,7 @@ it changed in between; with --revision the update is refused unless the tenant i
 						if rev.set {
 							expect = rev.v
 						}
-						t, err := vt.Update().Call(ctx, c, args[0], &expect, resPtr, tplPtr, parPtr)
+						t, err := vt.Update().Call(ctx, c, args[0], &expect, resPtr, tplPtr, parPtr, s.features.ptr())
 						var mismatch *vt.RevisionMismatch
 						if errors.As(err, &mismatch) && !rev.set && attempt < updateRetries {
 							continue
@@ -544,6 +578,11 @@ func (e *env) printTenant(w io.Writer, t vt.Tenant) error {
 	kv(w, "CPUs", formatCPUs(t.Resources.Cpus))
 	kv(w, "Memory", FormatSize(t.Resources.MemoryBytes))
 	kv(w, "Storage", FormatSize(t.Resources.StorageBytes))
+	if len(t.NetworkFeatures) == 0 {
+		kv(w, "Network", "bridge")
+	} else {
+		kv(w, "Network", "bridge, "+strings.Join(t.NetworkFeatures, ", "))
+	}
 	kv(w, "Revision", fmt.Sprintf("%d (created at %d)", t.Revision, t.CreateRevision))
 	kv(w, "Created", fmt.Sprintf("%s (%s ago)", t.CreatedAt, formatAge(now, t.CreatedAt)))
 	kv(w, "Updated", fmt.Sprintf("%s (%s ago)", t.UpdatedAt, formatAge(now, t.UpdatedAt)))
