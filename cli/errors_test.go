@@ -67,6 +67,7 @@ func TestExitCodes(t *testing.T) {
 	}{
 		{"no such tenant", d.addr, []string{"tenant", "get", "nope"}, ExitNotFound, `bbctl: tenant "nope" not found`},
 		{"delete of no such tenant", d.addr, []string{"tenant", "delete", "nope"}, ExitNotFound, `tenant "nope" not found`},
+		{"no such template", d.addr, []string{"tenant", "create", "x", "--template", "machine:web:nope"}, ExitNotFound, `template "nope" not found`},
 		{"invalid name", d.addr, []string{"tenant", "create", "Bad"}, ExitInvalid, `bbctl: invalid name "Bad": upper-case letter`},
 		{"invalid field", d.addr, []string{"tenant", "create", "far", "--index", "4000"}, ExitInvalid, "bbctl: invalid networkIndex:"},
 		{"tenant exists", d.addr, []string{"tenant", "create", "taken"}, ExitConflict, `bbctl: tenant "taken" exists already`},
