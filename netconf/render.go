@@ -41,7 +41,7 @@ func filePrefix(index int) string { return "50-bitbuilder-" + strconv.Itoa(index
 // file is returned.
 func render(t *Template, in Input, builtin map[string]string) ([]Rendered, error) {
 	var errs []error
-	for name := range in.Vars {
+	for _, name := range slices.Sorted(maps.Keys(in.Vars)) {
 		switch {
 		case slices.Contains(builtins, name):
 			errs = append(errs, &ValueError{Name: name, Value: in.Vars[name], Rule: "is a built-in variable and cannot be set"})

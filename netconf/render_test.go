@@ -201,6 +201,7 @@ func TestLoadErrors(t *testing.T) {
 		{"bad parameter type", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"parameters":{"X":{"type":"color"}}}`, 1), "a.network": "[Match]\n"}, `"color"`},
 		{"default not a string", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"defaults":{"parameters":{"X":3}}}`, 1), "a.network": "[Match]\n"}, "defaults.parameters"},
 		{"unknown top-level key", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"paramaters":{}}`, 1), "a.network": "[Match]\n"}, "paramaters"},
+		{"newline in the name", map[string]string{"metadata.json": strings.Replace(meta, `"name":"t"`, `"name":"t\n[Network]"`, 1), "a.network": "[Match]\n"}, "template.name: contains a newline"},
 		{"bad default", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"defaults":{"parameters":{"X":"a\nb"}}}`, 1), "a.network": "[Match]\n"}, "newline"},
 	}
 	for _, c := range cases {

@@ -2,6 +2,7 @@ package netconf
 
 import (
 	"bytes"
+	"maps"
 	"encoding/json"
 	"fmt"
 	"io/fs"
@@ -166,10 +167,17 @@ func (m *Metadata) check() error {
 	if m.Template.Name == "" || m.Template.Version == "" {
 		return bad("template.name and template.version are required")
 	}
+	// Both go into the header comment of every rendered file.
+	for _, f := range [][2]string{{"template.name", m.Template.Name}, {"template.version", m.Template.Version}} {
+		if err := checkInjection(f[0], f[1], false); err != nil {
+			return bad("%v", err)
+		}
+	}
 	if !strings.HasPrefix(m.Requirements.SystemdVersion, ">=") {
 		return bad("requirements.systemd_version %q must be of the form \">=N\"", m.Requirements.SystemdVersion)
 	}
-	for name, p := range m.Parameters {
+	for _, name := range slices.Sorted(maps.Keys(m.Parameters)) {
+		p := m.Parameters[name]
 		if !isVarName(name) {
 			return bad("parameters: %q is not a variable name ([A-Za-z_][A-Za-z0-9_]*)", name)
 		}
@@ -180,7 +188,8 @@ func (m *Metadata) check() error {
 			return bad("parameters.%s.type %q is not one of string, wireguard-key, endpoint, cidr-list, keepalive, port, ipv4, integer, boolean", name, p.Type)
 		}
 	}
-	for name, v := range m.Defaults.Parameters {
+	for _, name := range slices.Sorted(maps.Keys(m.Defaults.Parameters)) {
+		v := m.Defaults.Parameters[name]
 		if slices.Contains(builtins, name) {
 			return bad("defaults.parameters: %s is built in", name)
 		}
