@@ -2,10 +2,10 @@ package netconf
 
 import (
 	"bytes"
-	"maps"
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path"
 	"slices"
 	"strings"
