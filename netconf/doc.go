@@ -1,10 +1,12 @@
 // Package netconf renders a tenant's network template into systemd-networkd .netdev/.network files, writes them,
 // and has networkd apply them.
 //
-// A network template is a directory with metadata.json (the seed's format: {"template":{"type":"network",
-// "version","name"},"requirements":{"systemd_version":">=257",...},"defaults":{"parameters":{...}}}, plus an
-// optional "parameters" object that gives variables a type) and .netdev/.network/.link files using %i (the
-// tenant's network index) and ${VAR}. See examples/templates/network for the example template.
+// A network template is a directory with metadata.json in the seed's format ({"template":{"type":"network",
+// "version","name"},"requirements":{"systemd_version":">=257",...},"defaults":{...}}, validated in full by the
+// template package), an optional parameters.json that types the template's variables and gives their defaults
+// ({"VAR":{"type":"port","default":"51820","description":"..."}}; kept out of metadata.json, whose schema admits no
+// extra keys), and .netdev/.network/.link files using %i (the tenant's network index) and ${VAR}. See
+// examples/templates/network for the example template.
 //
 // # Calling it
 //

@@ -48,7 +48,7 @@ func render(t *Template, in Input, builtin map[string]string) ([]Rendered, error
 		case !isVarName(name):
 			errs = append(errs, &ValueError{Name: name, Value: in.Vars[name], Rule: "not a variable name ([A-Za-z_][A-Za-z0-9_]*)"})
 		default:
-			if err := t.Meta.validate(name, in.Vars[name]); err != nil {
+			if err := t.validate(name, in.Vars[name]); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -67,7 +67,11 @@ func render(t *Template, in Input, builtin map[string]string) ([]Rendered, error
 		return nil, errors.Join(errs...)
 	}
 	vars := map[string]string{}
-	maps.Copy(vars, t.Meta.Defaults.Parameters)
+	for name, p := range t.Params {
+		if p.Default != nil {
+			vars[name] = *p.Default
+		}
+	}
 	maps.Copy(vars, in.Vars)
 	maps.Copy(vars, builtin)
 	used := map[string]bool{}

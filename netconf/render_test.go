@@ -1,7 +1,6 @@
 package netconf
 
 import (
-	"encoding/json"
 	"errors"
 	"flag"
 	"net/netip"
@@ -86,8 +85,10 @@ func TestRenderErrors(t *testing.T) {
 	example := func(t *testing.T) *Template { return loadExample(t) }
 	synthetic := func(files map[string]string, params string) func(t *testing.T) *Template {
 		return func(t *testing.T) *Template {
-			fsys := fstest.MapFS{"metadata.json": {Data: []byte(`{"template":{"type":"network","version":"1","name":"t"},` +
-				`"requirements":{"systemd_version":">=257"},"parameters":{` + params + `}}`)}}
+			fsys := fstest.MapFS{
+				"metadata.json":   {Data: []byte(`{"template":{"type":"network","version":"1","name":"t"},"requirements":{"systemd_version":">=257"}}`)},
+				"parameters.json": {Data: []byte(`{` + params + `}`)},
+			}
 			for name, content := range files {
 				fsys[name] = &fstest.MapFile{Data: []byte(content)}
 			}
@@ -198,11 +199,14 @@ func TestLoadErrors(t *testing.T) {
 		{"key outside a section", map[string]string{"metadata.json": meta, "a.network": "Name=x\n"}, "a.network line 1: assignment outside a section"},
 		{"not key=value", map[string]string{"metadata.json": meta, "a.network": "[Match]\nName\n"}, "a.network line 2"},
 		{"carriage return", map[string]string{"metadata.json": meta, "a.network": "[Match]\r\nName=x\n"}, "carriage return"},
-		{"bad parameter type", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"parameters":{"X":{"type":"color"}}}`, 1), "a.network": "[Match]\n"}, `"color"`},
-		{"default not a string", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"defaults":{"parameters":{"X":3}}}`, 1), "a.network": "[Match]\n"}, "defaults.parameters"},
-		{"unknown top-level key", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"paramaters":{}}`, 1), "a.network": "[Match]\n"}, "paramaters"},
+		{"bad parameter type", map[string]string{"metadata.json": meta, "parameters.json": `{"X":{"type":"color"}}`, "a.network": "[Match]\n"}, `parameters.json: X: type "color"`},
+		{"unknown parameter field", map[string]string{"metadata.json": meta, "parameters.json": `{"X":{"typ":"port"}}`, "a.network": "[Match]\n"}, `parameters.json: json: unknown field "typ"`},
+		{"built-in parameter", map[string]string{"metadata.json": meta, "parameters.json": `{"TENANT":{}}`, "a.network": "[Match]\n"}, "TENANT is built in"},
+		{"bad parameter name", map[string]string{"metadata.json": meta, "parameters.json": `{"A-B":{}}`, "a.network": "[Match]\n"}, `"A-B" is not a variable name`},
+		{"default not a string", map[string]string{"metadata.json": meta, "parameters.json": `{"X":{"default":3}}`, "a.network": "[Match]\n"}, "parameters.json"},
+		{"default of the wrong type", map[string]string{"metadata.json": meta, "parameters.json": `{"X":{"type":"port","default":"0"}}`, "a.network": "[Match]\n"}, "X: default"},
 		{"newline in the name", map[string]string{"metadata.json": strings.Replace(meta, `"name":"t"`, `"name":"t\n[Network]"`, 1), "a.network": "[Match]\n"}, "template.name: contains a newline"},
-		{"bad default", map[string]string{"metadata.json": strings.Replace(meta, `}}`, `},"defaults":{"parameters":{"X":"a\nb"}}}`, 1), "a.network": "[Match]\n"}, "newline"},
+		{"bad default", map[string]string{"metadata.json": meta, "parameters.json": `{"X":{"default":"a\nb"}}`, "a.network": "[Match]\n"}, "newline"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -218,20 +222,16 @@ func TestLoadErrors(t *testing.T) {
 	}
 }
 
-// The seed's other "defaults" (resources, network) are accepted and kept.
-func TestLoadKeepsOtherDefaults(t *testing.T) {
+// metadata.json is the seed's format, validated in full elsewhere: its other keys are accepted here.
+func TestLoadIgnoresOtherMetadata(t *testing.T) {
 	meta := `{"template":{"type":"network","version":"1","name":"t"},"requirements":{"systemd_version":">=257"},` +
-		`"defaults":{"network":{"mode":"private"},"parameters":{"A":"b"}}}`
-	tmpl, err := Load(fstest.MapFS{"metadata.json": {Data: []byte(meta)}, "a.network": {Data: []byte("[Match]\nName=${A}\n")}})
+		`"defaults":{"network":{"mode":"private"}}}`
+	tmpl, err := Load(fstest.MapFS{"metadata.json": {Data: []byte(meta)}, "a.network": {Data: []byte("[Match]\nName=x\n")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tmpl.Meta.Defaults.Parameters["A"] != "b" || string(tmpl.Meta.Defaults.Other["network"]) != `{"mode":"private"}` {
-		t.Errorf("defaults: %+v", tmpl.Meta.Defaults)
-	}
-	out, err := json.Marshal(tmpl.Meta.Defaults)
-	if err != nil || string(out) != `{"network":{"mode":"private"},"parameters":{"A":"b"}}` {
-		t.Errorf("marshal: %s %v", out, err)
+	if tmpl.Meta.Template.Name != "t" || len(tmpl.Params) != 0 {
+		t.Errorf("template: %+v", tmpl)
 	}
 }
 

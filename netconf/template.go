@@ -3,6 +3,7 @@ package netconf
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"maps"
@@ -12,8 +13,8 @@ import (
 	"unicode/utf8"
 )
 
-// Metadata is a network template's metadata.json, in the seed's format plus an optional "parameters" object that
-// types the template's variables.
+// Metadata is what this package reads of a network template's metadata.json (the seed's format, validated in full
+// by the template package): its identity and requirements. Other keys are ignored here.
 type Metadata struct {
 	Template struct {
 		Type    string `json:"type"`
@@ -25,54 +26,15 @@ type Metadata struct {
 		Kernel         string   `json:"kernel,omitempty"`
 		Features       []string `json:"features,omitempty"`
 	} `json:"requirements"`
-	// Defaults: "parameters" holds default values of variables; other keys of the seed format (resources, network)
-	// are kept for other readers and ignored here.
-	Defaults Defaults `json:"defaults"`
-	// Parameters declares variables: their type selects the validation of their values.
-	Parameters map[string]Parameter `json:"parameters,omitempty"`
 }
 
-// Defaults is the "defaults" object of metadata.json.
-type Defaults struct {
-	Parameters map[string]string
-	Other      map[string]json.RawMessage
-}
-
-// UnmarshalJSON reads "parameters" strictly and keeps the other keys as they are.
-func (d *Defaults) UnmarshalJSON(b []byte) error {
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(b, &all); err != nil {
-		return err
-	}
-	if raw, ok := all["parameters"]; ok {
-		if err := json.Unmarshal(raw, &d.Parameters); err != nil {
-			return fmt.Errorf("defaults.parameters: %w", err)
-		}
-		delete(all, "parameters")
-	}
-	if len(all) > 0 {
-		d.Other = all
-	}
-	return nil
-}
-
-// MarshalJSON writes the object back in its original shape.
-func (d Defaults) MarshalJSON() ([]byte, error) {
-	all := map[string]any{}
-	for k, v := range d.Other {
-		all[k] = v
-	}
-	if d.Parameters != nil {
-		all["parameters"] = d.Parameters
-	}
-	return json.Marshal(all)
-}
-
-// Parameter describes one variable.
+// Parameter describes one variable of the template, in its parameters.json (an object keyed by variable name).
 type Parameter struct {
-	// Type is one of the ParamType constants; "" means ParamString.
-	Type        string `json:"type,omitempty"`
-	Description string `json:"description,omitempty"`
+	// Type is one of the Param* constants; "" means ParamString. It selects the validation of values.
+	Type string `json:"type,omitempty"`
+	// Default is used when the caller gives no value; nil means the value is required.
+	Default     *string `json:"default,omitempty"`
+	Description string  `json:"description,omitempty"`
 }
 
 // Parameter types.
@@ -89,10 +51,11 @@ const (
 	builtinParam      = "bitbuilder-built-in" // set by this package
 )
 
-// Template is a loaded network template: its metadata and its .netdev/.network (and .link) files.
+// Template is a loaded network template: its metadata, its parameters and its .netdev/.network (and .link) files.
 type Template struct {
-	Meta  Metadata
-	Files []File // sorted by name
+	Meta   Metadata
+	Params map[string]Parameter
+	Files  []File // sorted by name
 }
 
 // File is one template file.
@@ -110,21 +73,35 @@ const (
 
 var builtins = []string{VarTenant, VarNetworkDir, VarWireGuardKeyFile}
 
-// Load reads a network template from fsys: metadata.json and every *.netdev, *.network and *.link file at its top
-// level. It checks the metadata (type "network", a name and version, systemd_version) and the files' syntax.
+// Load reads a network template from fsys: metadata.json, the optional parameters.json, and every *.netdev,
+// *.network and *.link file at its top level. It checks the metadata (type "network", a name and version,
+// systemd_version), the parameters (names, types, defaults) and the files' syntax.
 func Load(fsys fs.FS) (*Template, error) {
 	raw, err := fs.ReadFile(fsys, "metadata.json")
 	if err != nil {
 		return nil, &TemplateError{File: "metadata.json", Msg: err.Error()}
 	}
-	t := &Template{}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&t.Meta); err != nil {
+	t := &Template{Params: map[string]Parameter{}}
+	if err := json.Unmarshal(raw, &t.Meta); err != nil {
 		return nil, &TemplateError{File: "metadata.json", Msg: err.Error()}
 	}
 	if err := t.Meta.check(); err != nil {
 		return nil, err
+	}
+	raw, err = fs.ReadFile(fsys, "parameters.json")
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, &TemplateError{File: "parameters.json", Msg: err.Error()}
+	default:
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&t.Params); err != nil {
+			return nil, &TemplateError{File: "parameters.json", Msg: err.Error()}
+		}
+		if err := t.checkParams(); err != nil {
+			return nil, err
+		}
 	}
 	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
@@ -176,25 +153,28 @@ func (m *Metadata) check() error {
 	if !strings.HasPrefix(m.Requirements.SystemdVersion, ">=") {
 		return bad("requirements.systemd_version %q must be of the form \">=N\"", m.Requirements.SystemdVersion)
 	}
-	for _, name := range slices.Sorted(maps.Keys(m.Parameters)) {
-		p := m.Parameters[name]
+	return nil
+}
+
+func (t *Template) checkParams() error {
+	bad := func(msg string, args ...any) error {
+		return &TemplateError{File: "parameters.json", Msg: fmt.Sprintf(msg, args...)}
+	}
+	for _, name := range slices.Sorted(maps.Keys(t.Params)) {
+		p := t.Params[name]
 		if !isVarName(name) {
-			return bad("parameters: %q is not a variable name ([A-Za-z_][A-Za-z0-9_]*)", name)
+			return bad("%q is not a variable name ([A-Za-z_][A-Za-z0-9_]*)", name)
 		}
 		if slices.Contains(builtins, name) {
-			return bad("parameters: %s is built in", name)
+			return bad("%s is built in", name)
 		}
 		if validators[p.typ()] == nil {
-			return bad("parameters.%s.type %q is not one of string, wireguard-key, endpoint, cidr-list, keepalive, port, ipv4, integer, boolean", name, p.Type)
+			return bad("%s: type %q is not one of string, wireguard-key, endpoint, cidr-list, keepalive, port, ipv4, integer, boolean", name, p.Type)
 		}
-	}
-	for _, name := range slices.Sorted(maps.Keys(m.Defaults.Parameters)) {
-		v := m.Defaults.Parameters[name]
-		if slices.Contains(builtins, name) {
-			return bad("defaults.parameters: %s is built in", name)
-		}
-		if err := m.validate(name, v); err != nil {
-			return bad("defaults.parameters: %v", err)
+		if p.Default != nil {
+			if err := t.validate(name, *p.Default); err != nil {
+				return bad("%s: default: %v", name, err)
+			}
 		}
 	}
 	return nil
@@ -208,8 +188,8 @@ func (p Parameter) typ() string {
 }
 
 // validate checks a value of variable name against the injection rules and its declared type.
-func (m *Metadata) validate(name, value string) error {
-	typ := m.Parameters[name].typ()
+func (t *Template) validate(name, value string) error {
+	typ := t.Params[name].typ()
 	if err := checkInjection(name, value, typ == ParamEndpoint); err != nil {
 		return err
 	}
