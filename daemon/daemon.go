@@ -150,7 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 			{
 				Dispatcher: iobitbuildertemplate.VarlinkNew(&templateAPI{
-					reg: reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "templates"), log: log,
+					reg: reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "validate"), log: log,
 				}),
 				Methods: map[string]rpc.Method{
 					"Add":    {Access: rpc.Write},

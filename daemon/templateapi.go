@@ -195,6 +195,9 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 		if err != nil {
 			return a.replyError(ctx, c, *name, err)
 		}
+		if err := os.MkdirAll(a.scratch, 0o700); err != nil {
+			return c.ReplyStorageFailure(ctx, err.Error())
+		}
 		tmp, err := os.MkdirTemp(a.scratch, "validate-")
 		if err != nil {
 			return c.ReplyStorageFailure(ctx, err.Error())
