@@ -174,15 +174,15 @@ func TestNetworkdReal(t *testing.T) {
 			out, _, err := e.h.Run(ctx, "ip", "-d", "-4", "addr", "show", "dev", "br-tenant-4")
 			return err == nil && bytes.Contains(out, []byte("bridge ")) && bytes.Contains(out, []byte("10.4.0.1/24")), string(out)
 		})
-		// A tenant namespace with a plain veth whose host end networkd puts on the bridge (15-port.network).
+		// A tenant namespace with a plain veth on networkd's bridge; networkd keeps it there (15-port.network).
 		ns := e.nsPrefix + "plain"
 		if out, err := exec.Command("ip", "netns", "add", ns).CombinedOutput(); err != nil {
 			t.Fatalf("ip netns add: %v: %s", err, out)
 		}
-		addVeth(t, e.hostNs, "vh-tenant-4", filepath.Join("/run/netns", ns))
+		addVeth(t, e.hostNs, "vh-tenant-4", "br-tenant-4", filepath.Join("/run/netns", ns))
 		waitFor(t, 20*time.Second, func() (bool, string) {
-			out, _, _ := e.h.Run(ctx, "ip", "-br", "link", "show", "master", "br-tenant-4")
-			return bytes.Contains(out, []byte("vh-tenant-4")), string(out)
+			out, _, _ := e.h.Run(ctx, "networkctl", "list", "--no-pager", "vh-tenant-4")
+			return regexp.MustCompile(`vh-tenant-4 +ether +enslaved +configured`).Match(out), string(out)
 		})
 		e.dhcp(t, filepath.Join("/run/netns", ns), 4)
 		if len(res.Files) != 9 {
@@ -218,6 +218,12 @@ func TestNetworkdReal(t *testing.T) {
 		if err != nil || len(st.Problems) != 0 || !st.Isolated {
 			t.Errorf("Inspect after networkd: %v %+v", err, st.Problems)
 		}
+		// networkd logs "Failed to create netdev: File exists" for the bridge it found, and configures it anyway.
+		waitFor(t, 20*time.Second, func() (bool, string) {
+			out, _, _ := e.h.Run(ctx, "networkctl", "list", "--no-pager", "br-tenant-3", "vh-tenant-3")
+			return regexp.MustCompile(`br-tenant-3 +bridge +routable +configured`).Match(out) &&
+				regexp.MustCompile(`vh-tenant-3 +ether +enslaved +configured`).Match(out), string(out)
+		})
 		journal := e.h.JournalTail(ctx, 2000, "-u", "systemd-networkd")
 		if !strings.Contains(journal, "vh-tenant-3: Configuring with /etc/systemd/network/50-bitbuilder-3-15-port.network") {
 			t.Errorf("networkd did not configure the bridge port with the template's 15-port.network")
@@ -244,9 +250,9 @@ func TestNetworkdReal(t *testing.T) {
 	})
 }
 
-// addVeth creates a veth pair with host end name in the namespace at hostNs and the other end, eth0, in the
-// namespace at peerNs, both up.
-func addVeth(t *testing.T, hostNs, name, peerNs string) {
+// addVeth creates a veth pair with host end name, enslaved to master, in the namespace at hostNs and the other
+// end, eth0, in the namespace at peerNs, both up.
+func addVeth(t *testing.T, hostNs, name, master, peerNs string) {
 	t.Helper()
 	hns, err := vns.GetFromPath(hostNs)
 	if err != nil {
@@ -269,6 +275,13 @@ func addVeth(t *testing.T, hostNs, name, peerNs string) {
 		t.Fatal(err)
 	}
 	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := h.LinkByName(master)
+	if err == nil {
+		err = h.LinkSetMaster(l, m)
+	}
 	if err == nil {
 		err = h.LinkSetUp(l)
 	}
