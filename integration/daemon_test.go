@@ -159,9 +159,19 @@ func TestSocketActivation(t *testing.T) {
 		t.Errorf("after the second activation: %v (first main PID %s)", again, got["MainPID"])
 	}
 
-	// The packaged daemon changes the host (its tenant's namespace, bridge, units): delete the
-	// tenant and wait until it is finalized, which removes them, so that the tests after this
-	// one share a clean host.
+	// The packaged daemon, hardening and all, changes the host: its tenant gets its namespace
+	// and bridge (names from DESIGN.md: netns tenant-<name>, bridge br-tenant-N).
+	bridge := fmt.Sprintf("br-tenant-%d", first.NetworkIndex)
+	eventually(t, 30*time.Second, func() (bool, string) {
+		ns := run(t, h, "", "ip", "netns", "list")
+		br := run(t, h, "", "ip", "link", "show", bridge)
+		tn := d.tenantCall(t, asRoot, "Get", `{"name":"activated"}`)
+		return strings.Contains(ns.stdout, "tenant-activated") && br.exit == 0,
+			fmt.Sprintf("namespaces %q, bridge: %s; tenant phase %s, conditions %s", ns.stdout, br.stderr, tn.Phase, tn.Conditions)
+	})
+
+	// Delete the tenant and wait until it is finalized, which removes them, so that the tests
+	// after this one share a clean host.
 	if r := d.call(t, asRoot, tenantIface+"Delete", `{"name":"activated"}`); r.exit != 0 {
 		t.Fatalf("%v", r)
 	}
@@ -169,6 +179,13 @@ func TestSocketActivation(t *testing.T) {
 		r := d.call(t, asRoot, tenantIface+"Get", `{"name":"activated"}`)
 		return r.exit != 0 && strings.Contains(r.stderr, "NoSuchTenant"), "not finalized: " + r.stdout
 	})
+	// Nothing of it is left.
+	if out := mustRun(t, h, "ip", "netns", "list"); strings.Contains(out, "tenant-activated") {
+		t.Errorf("namespace left after the delete: %s", out)
+	}
+	if r := run(t, h, "", "ip", "link", "show", bridge); r.exit == 0 {
+		t.Errorf("bridge left after the delete: %s", r.stdout)
+	}
 	d.checkJournal(t)
 }
 
