@@ -7,8 +7,13 @@
 // them read-only into the host at /opt/bitbuilder/bin, with the api/ directory at
 // /opt/bitbuilder/api. Each test that needs a daemon starts its own instance as a transient
 // service (systemd-run --service-type=notify) with its own socket and state directory, so the
-// tests do not depend on each other's tenants; the socket-activation test owns the production
-// paths (/run/bitbuilder/io.bitbuilder, /var/lib/bitbuilder) and real .socket/.service units.
+// tests do not depend on each other's tenants. Those daemons keep records only (--no-host);
+// the tests of the host steps (host_test.go) and the socket-activation test, which runs
+// packaging/systemd's units on the production paths (/run/bitbuilder/io.bitbuilder,
+// /var/lib/bitbuilder), change the shared host and delete their tenants before they end.
+//
+// Every reply printed by a call made through daemon.call is checked against the IDL of api/
+// (idl_test.go); the tests themselves decode replies leniently, as Varlink clients must.
 //
 // The tests skip with -short, and when the machine cannot boot a test host (not root, rootfs not
 // prepared: see integration/testhost/prepare.sh); BITBUILDER_TESTHOST_REQUIRE=1 turns the
