@@ -397,6 +397,8 @@ func TestIdleConnections(t *testing.T) {
 	}
 	t.Log(readLine(fmt.Sprintf("connected %d ", n)))
 	d.waitConnections(t, n)
+	t.Logf("daemon memory with %d idle connections: %s", n, strings.TrimSpace(mustRun(t, d.h, "sh", "-c",
+		fmt.Sprintf("grep -E '^VmRSS' /proc/%d/status", d.mainPID(t)))))
 
 	// Calls still go through, promptly.
 	start := time.Now()
