@@ -12,6 +12,7 @@ import (
 	"time"
 
 	vtp "github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
+	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/template/metadata"
 	"github.com/bitbuilder/bitbuilder/template/validate"
@@ -80,6 +81,7 @@ func progressSender(ctx context.Context, c *vtp.VarlinkCall) (func(template.Prog
 		}
 		c.Continues = true
 		c.ReplyAdd(ctx, pr, nil) // Add and Update replies have the same shape
+		rpc.Flush(c.Conn)
 	}, &mu
 }
 

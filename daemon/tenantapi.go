@@ -2,11 +2,14 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
+	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/store"
 	"github.com/bitbuilder/bitbuilder/tenant"
 )
@@ -16,6 +19,16 @@ type tenantAPI struct {
 	svc   *tenant.Service
 	store store.Store
 	log   *slog.Logger
+
+	// listCache holds each tenant's reply encoding by the record's revision, so that
+	// List, the hot enumeration, does not decode and re-encode unchanged records.
+	mu        sync.Mutex
+	listCache map[string]cachedTenant
+}
+
+type cachedTenant struct {
+	revision uint64
+	raw      []byte // {"tenant":{...}}
 }
 
 func toAPI(t *tenant.Tenant) vt.Tenant {
@@ -128,19 +141,49 @@ func (a *tenantAPI) Get(ctx context.Context, c vt.VarlinkCall, name string) erro
 }
 
 func (a *tenantAPI) List(ctx context.Context, c vt.VarlinkCall) error {
-	ts, _, err := a.svc.List(ctx)
+	recs, _, err := a.svc.Records(ctx)
 	if err != nil {
 		return a.replyError(ctx, c, "", err)
 	}
-	if len(ts) == 0 {
+	if len(recs) == 0 {
 		return c.ReplyNoSuchTenant(ctx, "")
 	}
-	for i, t := range ts {
-		c.Continues = i < len(ts)-1
-		if err := c.ReplyList(ctx, toAPI(t)); err != nil {
+	a.mu.Lock()
+	old := a.listCache
+	a.mu.Unlock()
+	fresh := make(map[string]cachedTenant, len(recs))
+	var msg []byte
+	for i, r := range recs {
+		ct, ok := old[r.Name]
+		if !ok || ct.revision != r.ModRevision {
+			t, err := tenant.Decode(r.Value, r.ModRevision, r.CreateRevision)
+			if err != nil {
+				return a.replyError(ctx, c, r.Name, err)
+			}
+			raw, err := json.Marshal(struct {
+				Tenant vt.Tenant `json:"tenant"`
+			}{toAPI(t)})
+			if err != nil {
+				return a.replyError(ctx, c, r.Name, err)
+			}
+			ct = cachedTenant{revision: r.ModRevision, raw: raw}
+		}
+		fresh[r.Name] = ct
+		// The cached encoding came from json.Marshal: frame it directly instead of having the
+		// library validate and copy it again.
+		msg = append(msg[:0], `{"parameters":`...)
+		msg = append(msg, ct.raw...)
+		if i < len(recs)-1 {
+			msg = append(msg, `,"continues":true`...)
+		}
+		msg = append(msg, '}', 0)
+		if _, err := c.Conn.Write(ctx, msg); err != nil {
 			return err
 		}
 	}
+	a.mu.Lock()
+	a.listCache = fresh // only tenants that still exist
+	a.mu.Unlock()
 	return nil
 }
 
@@ -217,6 +260,9 @@ func (a *tenantAPI) Watch(ctx context.Context, c vt.VarlinkCall, name *string, r
 				return err
 			}
 		}
+		if err := rpc.Flush(c.Conn); err != nil {
+			return err
+		}
 		from = rev
 	} else {
 		if *revision < 0 {
@@ -249,6 +295,9 @@ func (a *tenantAPI) Watch(ctx context.Context, c vt.VarlinkCall, name *string, r
 		}
 		c.Continues = true
 		if err := c.ReplyWatch(ctx, e); err != nil {
+			return err
+		}
+		if err := rpc.Flush(c.Conn); err != nil {
 			return err
 		}
 	}

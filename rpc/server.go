@@ -229,7 +229,11 @@ func (s *Server) serveConn(srvCtx context.Context, conn net.Conn) {
 			}
 			return
 		}
-		if err := s.handle(connCtx, srvCtx, w, peer, r.data); err != nil {
+		err := s.handle(connCtx, srvCtx, w, peer, r.data)
+		if err == nil {
+			err = w.flush()
+		}
+		if err != nil {
 			if connCtx.Err() == nil {
 				s.log.Info("closing connection", "uid", peer.UID, "pid", peer.PID, "reason", err.Error())
 			}
@@ -281,18 +285,51 @@ func readMessage(br *bufio.Reader, limit int) ([]byte, error) {
 	}
 }
 
-// connWriter adapts a net.Conn to varlink.ReadWriterContext for replies.
+// connWriter adapts a net.Conn to varlink.ReadWriterContext for replies. It buffers: the
+// replies of one call go out together when the call is done (a List of thousands of items
+// costs a few writes, not thousands), and streaming handlers flush each item with Flush.
 type connWriter struct {
 	conn    net.Conn
 	timeout time.Duration
+	buf     []byte
 }
+
+// flushAt is the buffer size at which replies are written out before the call is done.
+const flushAt = 64 << 10
 
 func (w *connWriter) Write(ctx context.Context, b []byte) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	w.buf = append(w.buf, b...)
+	if len(w.buf) >= flushAt {
+		if err := w.flush(); err != nil {
+			return 0, err
+		}
+	}
+	return len(b), nil
+}
+
+func (w *connWriter) flush() error {
+	if len(w.buf) == 0 {
+		return nil
+	}
 	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
-	return w.conn.Write(b)
+	_, err := w.conn.Write(w.buf)
+	w.buf = w.buf[:0]
+	if cap(w.buf) > 4*flushAt {
+		w.buf = nil // don't keep a large buffer on an idle connection
+	}
+	return err
+}
+
+// Flush writes out the replies buffered on a call's connection. Handlers that stream (more
+// replies spread over time, like Watch) call it after each reply; others need not.
+func Flush(conn varlink.ReadWriterContext) error {
+	if w, ok := conn.(*connWriter); ok {
+		return w.flush()
+	}
+	return nil
 }
 
 func (w *connWriter) Read(context.Context, []byte) (int, error) {

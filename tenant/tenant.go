@@ -178,6 +178,8 @@ type Service struct {
 	mu       sync.Mutex
 	reserved map[int]bool
 	used     map[int]bool // nil until first needed
+	// low is at most the lowest free index: the scan for a free one starts there.
+	low int
 }
 
 // New returns a Service.
@@ -379,10 +381,14 @@ func (s *Service) freeIndex(ctx context.Context, attempt int) (int, error) {
 				s.used[n] = true
 			}
 		}
+		s.low = s.cfg.IndexMin
 	}
 	window := 1 << min(attempt, 10)
 	var free []int
-	for i := s.cfg.IndexMin; i <= s.cfg.IndexMax && len(free) < window; i++ {
+	for s.low <= s.cfg.IndexMax && s.used[s.low] {
+		s.low++
+	}
+	for i := s.low; i <= s.cfg.IndexMax && len(free) < window; i++ {
 		if !s.used[i] && !s.reserved[i] {
 			free = append(free, i)
 		}
@@ -405,6 +411,7 @@ func (s *Service) release(idx int, taken bool) {
 			s.used[idx] = true
 		} else {
 			delete(s.used, idx)
+			s.low = min(s.low, idx)
 		}
 	}
 }
@@ -436,6 +443,13 @@ func (s *Service) List(ctx context.Context) ([]*Tenant, uint64, error) {
 		out = append(out, t)
 	}
 	return out, rev, nil
+}
+
+// Records returns the stored records of all tenants in name order, undecoded, and the store
+// revision they were read at: for callers that cache what they derive from a record by its
+// ModRevision.
+func (s *Service) Records(ctx context.Context) ([]store.Record, uint64, error) {
+	return s.cfg.Store.List(ctx, KindTenant)
 }
 
 // modify reads a tenant, applies fn and writes it back if the revision did not move.
@@ -569,6 +583,7 @@ func (s *Service) Finalize(ctx context.Context, t *Tenant) error {
 		s.mu.Lock()
 		if s.used != nil {
 			delete(s.used, t.NetworkIndex)
+			s.low = min(s.low, t.NetworkIndex)
 		}
 		s.mu.Unlock()
 	}
