@@ -191,14 +191,16 @@ func TestNetworkdReal(t *testing.T) {
 	})
 
 	t.Run("netns creates the bridge", func(t *testing.T) {
+		// An uplink for the VXLAN: a veth pair in the test host (it has no other link).
+		addVeth(t, e.hostNs, "bbt-up0", "", "")
 		nm, err := netns.New(netns.Config{
-			NamespacePrefix: e.nsPrefix, AddressMode: netns.AddressByNetworkd,
+			NamespacePrefix: e.nsPrefix, AddressMode: netns.AddressByNetworkd, Uplink: "bbt-up0",
 			Host: netns.NewKernel(netns.KernelConfig{HostNetns: e.hostNs}),
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
-		spec := netns.Spec{Tenant: "acme", Index: 3, DHCP: true}
+		spec := netns.Spec{Tenant: "acme", Index: 3, DHCP: true, VXLAN: true}
 		t.Cleanup(func() {
 			if err := nm.Teardown(context.Background(), spec); err != nil {
 				t.Errorf("teardown: %v", err)
@@ -220,9 +222,10 @@ func TestNetworkdReal(t *testing.T) {
 		}
 		// networkd logs "Failed to create netdev: File exists" for the bridge it found, and configures it anyway.
 		waitFor(t, 20*time.Second, func() (bool, string) {
-			out, _, _ := e.h.Run(ctx, "networkctl", "list", "--no-pager", "br-tenant-3", "vh-tenant-3")
+			out, _, _ := e.h.Run(ctx, "networkctl", "list", "--no-pager", "br-tenant-3", "vh-tenant-3", "vx-tenant-3")
 			return regexp.MustCompile(`br-tenant-3 +bridge +routable +configured`).Match(out) &&
-				regexp.MustCompile(`vh-tenant-3 +ether +enslaved +configured`).Match(out), string(out)
+				regexp.MustCompile(`vh-tenant-3 +ether +enslaved +configured`).Match(out) &&
+				regexp.MustCompile(`vx-tenant-3 +vxlan +\S+ +configured`).Match(out), string(out)
 		})
 		journal := e.h.JournalTail(ctx, 2000, "-u", "systemd-networkd")
 		if !strings.Contains(journal, "vh-tenant-3: Configuring with /etc/systemd/network/50-bitbuilder-3-15-port.network") {
@@ -250,57 +253,67 @@ func TestNetworkdReal(t *testing.T) {
 	})
 }
 
-// addVeth creates a veth pair with host end name, enslaved to master, in the namespace at hostNs and the other
-// end, eth0, in the namespace at peerNs, both up.
+// addVeth creates a veth pair with host end name, enslaved to master (unless ""), in the namespace at hostNs and
+// the other end, eth0, in the namespace at peerNs (or, for "", <name>p next to it), all up.
 func addVeth(t *testing.T, hostNs, name, master, peerNs string) {
 	t.Helper()
-	hns, err := vns.GetFromPath(hostNs)
-	if err != nil {
-		t.Fatal(err)
+	handle := func(path string) *netlink.Handle {
+		ns, err := vns.GetFromPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ns.Close()
+		h, err := netlink.NewHandleAt(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Close)
+		return h
 	}
-	defer hns.Close()
-	pns, err := vns.GetFromPath(peerNs)
-	if err != nil {
-		t.Fatal(err)
+	up := func(h *netlink.Handle, names ...string) {
+		for _, n := range names {
+			l, err := h.LinkByName(n)
+			if err == nil {
+				err = h.LinkSetUp(l)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
-	defer pns.Close()
-	h, err := netlink.NewHandleAt(hns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	h := handle(hostNs)
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = name
-	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: attrs, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pns))}); err != nil {
+	veth := &netlink.Veth{LinkAttrs: attrs, PeerName: name + "p"}
+	if peerNs != "" {
+		ns, err := vns.GetFromPath(peerNs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ns.Close()
+		veth.PeerName, veth.PeerNamespace = "eth0", netlink.NsFd(int(ns))
+	}
+	if err := h.LinkAdd(veth); err != nil {
 		t.Fatal(err)
 	}
-	l, err := h.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := h.LinkByName(master)
-	if err == nil {
-		err = h.LinkSetMaster(l, m)
-	}
-	if err == nil {
-		err = h.LinkSetUp(l)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	ph, err := netlink.NewHandleAt(pns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ph.Close()
-	for _, n := range []string{"lo", "eth0"} {
-		l, err := ph.LinkByName(n)
+	if master != "" {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := h.LinkByName(master)
 		if err == nil {
-			err = ph.LinkSetUp(l)
+			err = h.LinkSetMaster(l, m)
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	up(h, name)
+	if peerNs == "" {
+		up(h, name+"p")
+	} else {
+		up(handle(peerNs), "lo", "eth0")
 	}
 }
 
