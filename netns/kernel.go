@@ -352,7 +352,8 @@ func readHost(h *netlink.Handle, obs *Observed, overlaps []netip.Prefix) error {
 	return nil
 }
 
-var ingressParent = netlink.MakeHandle(0xffff, 0)
+// ingressParent is the ingress qdisc ffff: (netlink.MakeHandle(0xffff, 0)).
+const ingressParent = 0xffff0000
 
 // RTEXT_FILTER_SKIP_STATS (linux/rtnetlink.h), which x/sys/unix does not define.
 const rtextFilterSkipStats = 1 << 3
