@@ -97,6 +97,17 @@ func TestIntrospect(t *testing.T) {
 		})
 	}
 
+	// Without an interface, introspect shows them all.
+	all := varlinkctl(t, d.h, asRoot, "introspect", d.socket)
+	if all.exit != 0 {
+		t.Fatalf("%v", all)
+	}
+	for _, name := range servedInterfaces() {
+		if !strings.Contains(all.stdout, "interface "+name+"\n") {
+			t.Errorf("varlinkctl introspect without an interface lacks %s", name)
+		}
+	}
+
 	// An interface the daemon does not have: GetInterfaceDescription is refused. The Varlink
 	// service IDL has InterfaceNotFound for this; github.com/varlink/go answers
 	// InvalidParameter(interface), which varlinkctl reports as well. Either names the interface.
