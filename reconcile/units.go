@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/bitbuilder/bitbuilder/tenant"
@@ -36,6 +37,25 @@ type UnitsStep struct {
 	Config units.Config
 	// Reload asks systemd to reload its units (D-Bus Manager.Reload).
 	Reload func(ctx context.Context) error
+
+	// reloadOwed is set when files changed but the reload failed: a later pass whose files
+	// are already right must still reload.
+	mu         sync.Mutex
+	reloadOwed bool
+}
+
+func (s *UnitsStep) reload(ctx context.Context, changed bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !changed && !s.reloadOwed || s.Reload == nil {
+		return nil
+	}
+	if err := s.Reload(ctx); err != nil {
+		s.reloadOwed = true
+		return err
+	}
+	s.reloadOwed = false
+	return nil
 }
 
 // Name implements Step.
@@ -60,10 +80,8 @@ func (s *UnitsStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Cond
 		}
 		changed = changed || c
 	}
-	if changed && s.Reload != nil {
-		if err := s.Reload(ctx); err != nil {
-			return []tenant.Condition{cond("UnitsInstalled", false, "ReloadFailed", fmt.Sprintf("units written to %s, but systemd did not reload: %v", s.Dir, err))}, err
-		}
+	if err := s.reload(ctx, changed); err != nil {
+		return []tenant.Condition{cond("UnitsInstalled", false, "ReloadFailed", fmt.Sprintf("units written to %s, but systemd did not reload: %v", s.Dir, err))}, err
 	}
 	return []tenant.Condition{cond("UnitsInstalled", true, "Written", fmt.Sprintf("%d units in %s", len(us), s.Dir))}, nil
 }
@@ -83,10 +101,12 @@ func (s *UnitsStep) Teardown(ctx context.Context, t *tenant.Tenant) error {
 			return err
 		}
 	}
-	if removed && s.Reload != nil {
-		if err := s.Reload(ctx); err != nil {
-			return fmt.Errorf("units removed, reload failed: %w", err)
+	if err := s.reload(ctx, removed); err != nil {
+		// Nothing is left to remove; without a service manager there is nothing to tell.
+		if strings.Contains(err.Error(), "no system bus") {
+			return nil
 		}
+		return fmt.Errorf("units removed, reload failed: %w", err)
 	}
 	return nil
 }
