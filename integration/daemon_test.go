@@ -565,3 +565,56 @@ done`, n, d.socket, tenantIface))
 	}
 	t.Logf("the resumed watcher got all %d changes in order", n)
 }
+
+// TestCrashUnderLoad kills the daemon with SIGKILL while 60 varlinkctl Creates are in flight:
+// after a restart, every Create that was answered is there with the index it was given, and
+// no two tenants share an index.
+func TestCrashUnderLoad(t *testing.T) {
+	const n = 60
+	d := startDaemon(t, "crashload")
+	pid := d.mainPID(t)
+	out := mustRun(t, d.h, "sh", "-c", fmt.Sprintf(`dir=$(mktemp -d)
+for i in $(seq 1 %[1]d); do
+	varlinkctl call --json=short %[2]s %[3]sCreate "{\"name\":\"l$i\"}" >"$dir/$i" 2>/dev/null &
+	# Half-way through launching them, while the first ones are being committed.
+	[ "$i" = %[5]d ] && kill -KILL %[4]d
+done
+wait
+cat "$dir"/*
+rm -rf "$dir"`, n, d.socket, tenantIface, pid, n/2))
+	answered := map[string]tenant{}
+	for line := range strings.Lines(out) {
+		var reply struct {
+			Tenant tenant `json:"tenant"`
+		}
+		decodeJSON(t, []byte(line), &reply)
+		answered[reply.Tenant.Name] = reply.Tenant
+	}
+	t.Logf("%d of %d creates were answered before SIGKILL", len(answered), n)
+
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.show(t, "ActiveState")
+		return got["ActiveState"] == "failed" || got["ActiveState"] == "inactive", fmt.Sprint(got)
+	})
+	_, _, _ = d.h.Run(t.Context(), "systemctl", "reset-failed", d.unit)
+	d.start(t)
+
+	byIndex := map[int]string{}
+	found := map[string]bool{}
+	for _, tn := range d.list(t) {
+		found[tn.Name] = true
+		if other, dup := byIndex[tn.NetworkIndex]; dup {
+			t.Errorf("tenants %s and %s share index %d", other, tn.Name, tn.NetworkIndex)
+		}
+		byIndex[tn.NetworkIndex] = tn.Name
+		if a, ok := answered[tn.Name]; ok && a.NetworkIndex != tn.NetworkIndex {
+			t.Errorf("tenant %s: index %d after the crash, %d in the answer", tn.Name, tn.NetworkIndex, a.NetworkIndex)
+		}
+	}
+	for name := range answered {
+		if !found[name] {
+			t.Errorf("tenant %s was answered before the crash and is gone after it", name)
+		}
+	}
+	t.Logf("%d tenants after the restart (%d answered)", len(found), len(answered))
+}
