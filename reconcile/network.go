@@ -67,7 +67,7 @@ func (s *NetworkStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Co
 	for _, p := range st.Problems {
 		var ue *netns.UnsupportedLinkError
 		if errors.As(p.Err, &ue) {
-			unsupported[linkKind(p.Link)] = p.Message
+			unsupported[ue.Kind] = p.Message
 			continue
 		}
 		other = append(other, p.Message)
@@ -108,19 +108,6 @@ func (s *NetworkStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Co
 		}
 	}
 	return conds, retry
-}
-
-// linkKind maps a link name of the tenant to its feature.
-func linkKind(link string) string {
-	switch {
-	case strings.HasPrefix(link, "wg-"):
-		return tenant.FeatureWireGuard
-	case strings.HasPrefix(link, "vx"):
-		return tenant.FeatureVXLAN
-	case strings.HasPrefix(link, "vlan"):
-		return tenant.FeatureVLAN
-	}
-	return ""
 }
 
 // fileFeature says which feature a template file belongs to, by its name.
