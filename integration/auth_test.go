@@ -74,7 +74,4 @@ func TestAuthorization(t *testing.T) {
 		t.Errorf("a refused call changed the tenant: %+v", tn)
 	}
 	d.call(t, asRoot, tenantIface+"Get", `{"name":"intruder"}`).wantError(t, tenantIface+"NoSuchTenant")
-	if j := d.h.JournalTail(t.Context(), 100, "-u", d.unit); !strings.Contains(j, "permission denied") || !strings.Contains(j, "uid=65534") {
-		t.Errorf("the daemon did not log the refused calls with the caller's uid:\n%s", j)
-	}
 }
