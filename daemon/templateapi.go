@@ -212,6 +212,7 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 	}
 
 	var rep validate.Report
+	var meta *metadata.Metadata
 	var err error
 	if typ != nil {
 		if !slices.Contains(validate.Kinds(), validate.Kind(*typ)) {
@@ -219,7 +220,7 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 		}
 		rep, err = validate.Tree(ctx, dir, validate.Kind(*typ), opts)
 	} else {
-		rep, _, err = validate.Template(ctx, dir, opts)
+		rep, meta, err = validate.Template(ctx, dir, opts)
 	}
 	if err != nil {
 		var me *metadata.Error
@@ -243,6 +244,14 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 		if f.Rule == "DC" && compatible == nil {
 			no, msg := false, f.Message
 			compatible, reason = &no, &msg
+		}
+	}
+	// What the template requires of the host (metadata.json's requirements), as warnings:
+	// the tree is valid, but this host may not run it.
+	if meta != nil {
+		for _, p := range metadata.CheckHost(meta, metadata.ProbeHost(ctx)) {
+			findings = append(findings, vtp.Finding{Rule: "requirements." + p.Requirement, Severity: "warning", Path: "metadata.json", Message: p.Message})
+			nwarn++
 		}
 	}
 	if base != nil && compatible == nil {
