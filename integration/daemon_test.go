@@ -618,3 +618,99 @@ rm -rf "$dir"`, n, d.socket, tenantIface, pid, n/2))
 	}
 	t.Logf("%d tenants after the restart (%d answered)", len(found), len(answered))
 }
+
+// TestReboot installs the packaged units for good (/etc/systemd/system, socket enabled), makes
+// tenants, and reboots the test host: at boot systemd listens on the socket again without
+// starting the daemon, the first call starts it, every tenant is there, and the daemon puts
+// back their host state, which the reboot wiped (namespaces and bridges live in /run and in
+// the host's network namespace).
+func TestReboot(t *testing.T) {
+	h := host(t)
+	const unitDir = "/etc/systemd/system"
+	if err := h.WriteFile(unitDir+"/bitbuilderd.socket", []byte(unitFile(t, "bitbuilderd.socket", socketUnit)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.WriteFile(unitDir+"/bitbuilderd.service", []byte(unitFile(t, "bitbuilderd.service", serviceUnit)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		defer cancel()
+		if t.Failed() {
+			t.Logf("journal:\n%s", h.JournalTail(ctx, 40, "-u", "bitbuilderd.service", "-u", "bitbuilderd.socket"))
+		}
+		for _, args := range [][]string{
+			{"systemctl", "disable", "--now", "bitbuilderd.socket"},
+			{"systemctl", "stop", "bitbuilderd.service"},
+			{"rm", "-f", unitDir + "/bitbuilderd.socket", unitDir + "/bitbuilderd.service"},
+			{"systemctl", "daemon-reload"},
+			{"rm", "-rf", "/var/lib/bitbuilder", "/run/bitbuilder"},
+		} {
+			if _, _, err := h.Run(ctx, args...); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	mustRun(t, h, "systemctl", "daemon-reload")
+	mustRun(t, h, "systemctl", "enable", "--now", "bitbuilderd.socket")
+
+	d := &daemon{h: h, unit: "bitbuilderd.service", socket: prodSocket, stateDir: "/var/lib/bitbuilder"}
+	names := []string{"boot-a", "boot-b", "boot-c"}
+	for _, name := range names {
+		d.create(t, `{"name":"`+name+`"}`)
+	}
+	d.tenantCall(t, asRoot, "Stop", `{"name":"boot-c"}`)
+	hostState := func(name string, index int) (bool, string) {
+		ns := run(t, h, "", "ip", "netns", "list")
+		br := run(t, h, "", "ip", "link", "show", fmt.Sprintf("br-tenant-%d", index))
+		return strings.Contains(ns.stdout, "tenant-"+name) && br.exit == 0, fmt.Sprintf("namespaces %q; bridge: %s", ns.stdout, br.stderr)
+	}
+	before := d.list(t)
+	eventually(t, 30*time.Second, func() (bool, string) { return hostState("boot-a", before[0].NetworkIndex) })
+
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	if err := h.Reboot(ctx); err != nil {
+		t.Fatalf("reboot: %v", err)
+	}
+	t.Logf("reboot: %v", time.Since(start).Round(time.Millisecond))
+	if got := showUnit(t, h, "bitbuilderd.socket", "SubState"); got["SubState"] != "listening" {
+		t.Errorf("bitbuilderd.socket after the reboot: %v", got)
+	}
+	if got := showUnit(t, h, "bitbuilderd.service", "ActiveState"); got["ActiveState"] != "inactive" {
+		t.Errorf("bitbuilderd.service after the reboot, before any call: %v", got)
+	}
+	if ok, _ := hostState("boot-a", before[0].NetworkIndex); ok {
+		t.Fatalf("the reboot did not wipe the host's network state: the test proves nothing")
+	}
+
+	after := d.list(t) // activates the daemon
+	if len(after) != len(before) {
+		t.Fatalf("%d tenants after the reboot, %d before", len(after), len(before))
+	}
+	for i := range before {
+		if !sameTenant(after[i], before[i]) || after[i].Revision < before[i].Revision {
+			t.Errorf("after the reboot: %+v\nbefore: %+v", after[i], before[i])
+		}
+	}
+	// The running tenants' host state comes back.
+	for _, tn := range after[:2] {
+		eventually(t, 30*time.Second, func() (bool, string) { return hostState(tn.Name, tn.NetworkIndex) })
+	}
+	t.Logf("reboot to host state restored: %v", time.Since(start).Round(time.Millisecond))
+
+	// Leave the host clean for the tests after this one.
+	for _, name := range names {
+		if r := d.call(t, asRoot, tenantIface+"Delete", `{"name":"`+name+`"}`); r.exit != 0 {
+			t.Fatalf("%v", r)
+		}
+	}
+	eventually(t, 30*time.Second, func() (bool, string) {
+		left := d.list(t)
+		return len(left) == 0, fmt.Sprintf("%d tenants not finalized", len(left))
+	})
+	if out := mustRun(t, h, "ip", "netns", "list"); strings.Contains(out, "tenant-boot-") {
+		t.Errorf("namespaces left after the deletes: %s", out)
+	}
+}
