@@ -22,10 +22,12 @@ import (
 
 // Paths inside the test host, and who calls.
 const (
-	guestBin    = "/opt/bitbuilder/bin"
-	guestAPI    = "/opt/bitbuilder/api"
-	bitbuilderd = guestBin + "/bitbuilderd"
-	idleconns   = guestBin + "/idleconns"
+	guestBin = "/opt/bitbuilder/bin"
+	guestAPI = "/opt/bitbuilder/api"
+	// guestExamples is the repository's examples/templates/, when it exists.
+	guestExamples = "/opt/bitbuilder/examples"
+	bitbuilderd   = guestBin + "/bitbuilderd"
+	idleconns     = guestBin + "/idleconns"
 
 	// adminGroup is the group bitbuilderd lets change things (its default --admin-group).
 	adminGroup = "bitbuilder"
@@ -76,6 +78,11 @@ func testMain(m *testing.M) int {
 			{Host: binDir, Guest: guestBin, ReadOnly: true},
 			{Host: apiDir, Guest: guestAPI, ReadOnly: true},
 		},
+	}
+	if examples, err := filepath.Abs("../examples/templates"); err == nil {
+		if _, err := os.Stat(examples); err == nil {
+			shared.Options.Binds = append(shared.Options.Binds, testhost.Bind{Host: examples, Guest: guestExamples, ReadOnly: true})
+		}
 	}
 	return shared.Main(m)
 }
