@@ -343,12 +343,6 @@ func TestStopWithClients(t *testing.T) {
 	}
 }
 
-// lastLine returns the last non-empty line of text.
-func lastLine(text string) string {
-	lines := strings.Split(strings.TrimSpace(text), "\n")
-	return lines[len(lines)-1]
-}
-
 // TestIdleConnections holds 1,000 idle connections to the daemon while varlinkctl calls go on,
 // then checks that every one of them is still served, and that the daemon lets them all go.
 func TestIdleConnections(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -602,4 +603,90 @@ func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// seqEvents parses the JSON-SEQ output of a Watch call into its events.
+func seqEvents(t *testing.T, stdout string) []event {
+	t.Helper()
+	recs, err := parseSeq(stdout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []event
+	for _, rec := range recs {
+		var reply struct {
+			Event event `json:"event"`
+		}
+		decodeJSON(t, rec, &reply)
+		evs = append(evs, reply.Event)
+	}
+	return evs
+}
+
+// matchEvents returns the events of evs whose revision is one of want's. The others must be
+// "modified" events: changes the daemon made on its own.
+func matchEvents(t *testing.T, evs, want []event) []event {
+	t.Helper()
+	var out []event
+	for _, ev := range evs {
+		if slices.ContainsFunc(want, func(w event) bool { return w.Revision == ev.Revision }) {
+			out = append(out, ev)
+		} else if ev.Type != "modified" {
+			t.Errorf("unexpected event %s %s at revision %d", ev.Type, ev.Name, ev.Revision)
+		}
+	}
+	return out
+}
+
+// checkEvents checks that got are the events want, in order, each carrying its tenant at the
+// event's revision.
+func checkEvents(t *testing.T, what string, got, want []event) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s events: %d of the %d expected: %+v", what, len(got), len(want), got)
+	}
+	for i, ev := range got {
+		w := want[i]
+		if ev.Type != w.Type || ev.Name != w.Name || ev.Revision != w.Revision {
+			t.Errorf("%s event %d: %s %s at %d, want %s %s at %d", what, i, ev.Type, ev.Name, ev.Revision, w.Type, w.Name, w.Revision)
+		}
+		if ev.Tenant == nil || ev.Tenant.Name != ev.Name || ev.Tenant.Revision != ev.Revision {
+			t.Errorf("%s event %d does not carry the tenant at its revision: %+v", what, i, ev.Tenant)
+		}
+	}
+}
+
+// sameTenant reports whether two records of a tenant agree on everything but its status:
+// phase, conditions, revision and updatedAt may change without a call (the reconciler records
+// what it observes); every other field changes only through calls.
+func sameTenant(a, b tenant) bool {
+	for _, x := range []*tenant{&a, &b} {
+		x.Phase, x.Conditions, x.Revision, x.UpdatedAt = "", nil, 0, ""
+	}
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+func mapsEqual(a, b map[string]any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}
+
+// errorName returns the Varlink error varlinkctl reported on stderr ("... failed: NAME"), or the
+// whole stderr when it reported none.
+func errorName(stderr string) string {
+	for line := range strings.Lines(stderr) {
+		if _, name, ok := strings.Cut(strings.TrimSpace(line), "failed: "); ok {
+			return name
+		}
+	}
+	return stderr
+}
+
+// lastLine returns the last non-empty line of text.
+func lastLine(text string) string {
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	return lines[len(lines)-1]
 }

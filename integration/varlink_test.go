@@ -251,14 +251,3 @@ func TestEveryMethodAnswers(t *testing.T) {
 		}
 	}
 }
-
-// errorName returns the Varlink error varlinkctl reported on stderr ("... failed: NAME"), or the
-// whole stderr when it reported none.
-func errorName(stderr string) string {
-	for line := range strings.Lines(stderr) {
-		if _, name, ok := strings.Cut(strings.TrimSpace(line), "failed: "); ok {
-			return name
-		}
-	}
-	return stderr
-}
