@@ -694,3 +694,17 @@ func TestGracefulShutdownKeepsData(t *testing.T) {
 		t.Fatalf("after restart %d tenants, want 10", len(list))
 	}
 }
+
+func TestInvalidNamesAreInvalidEverywhere(t *testing.T) {
+	d := startDaemon(t)
+	c := dial(t, d.socket)
+	for _, m := range []string{"Get", "Delete", "Start", "Stop", "Update"} {
+		wantError(t, c.call("io.bitbuilder.Tenant."+m, `{"name":"a/b"}`), "io.bitbuilder.Tenant.InvalidName", map[string]any{"name": "a/b"})
+	}
+	wantError(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"localhost"}`), "io.bitbuilder.Tenant.NoSuchTenant", nil)
+	wantError(t, c.call("org.varlink.service.GetInterfaceDescription", `{"interface":"io.example.Nope"}`),
+		"org.varlink.service.InterfaceNotFound", map[string]any{"interface": "io.example.Nope"})
+	if r := c.call("org.varlink.service.GetInterfaceDescription", `{"interface":"io.bitbuilder.Tenant"}`); r.Error != "" || !strings.Contains(fmt.Sprint(r.Parameters["description"]), "interface io.bitbuilder.Tenant") {
+		t.Errorf("GetInterfaceDescription: %v", r)
+	}
+}

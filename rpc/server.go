@@ -387,6 +387,17 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 		return reply("org.varlink.service.InvalidParameter", map[string]string{"parameter": "method"})
 	}
 	ifaceName, methodName := call.Method[:dot], call.Method[dot+1:]
+	if call.Method == "org.varlink.service.GetInterfaceDescription" {
+		// The library answers an unknown interface with InvalidParameter; the protocol says
+		// InterfaceNotFound.
+		var in struct {
+			Interface *string `json:"interface"`
+		}
+		if err := json.Unmarshal(params, &in); err == nil && in.Interface != nil &&
+			*in.Interface != "org.varlink.service" && s.ifaces[*in.Interface] == nil {
+			return reply("org.varlink.service.InterfaceNotFound", map[string]string{"interface": *in.Interface})
+		}
+	}
 	if ifaceName != "org.varlink.service" {
 		si := s.ifaces[ifaceName]
 		if si == nil {

@@ -416,8 +416,16 @@ func (s *Service) release(idx int, taken bool) {
 	}
 }
 
-// Get returns one tenant.
+// Get returns one tenant. A name no tenant could have is an error of its own (a
+// *NameError), the same as Create gives for it.
 func (s *Service) Get(ctx context.Context, name string) (*Tenant, error) {
+	if err := ValidateName(name); err != nil {
+		var ne *NameError
+		// Reserved names are valid for lookups: no tenant has one, so "not found" is right.
+		if !errors.As(err, &ne) || ne.Reason != "reserved" {
+			return nil, err
+		}
+	}
 	r, err := s.cfg.Store.Get(ctx, KindTenant, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("tenant %q: %w", name, ErrNotFound)

@@ -36,7 +36,7 @@ Architecture: $arch
 Maintainer: BitBuilder developers <bitbuilder@localhost>
 Section: admin
 Priority: optional
-Depends: systemd (>= 255), dbus, iproute2
+Depends: systemd (>= 255), dbus, iproute2, git
 Recommends: systemd-container
 Description: multi-tenant hypervisor on systemd
  bitbuilderd keeps each tenant's network namespace, bridge, extensions, units and
