@@ -10,8 +10,9 @@ if [ "$(id -u)" != 0 ]; then
 	exit 1
 fi
 
-# Tools the tests run on the host itself.
-packages=(git jq iproute2 nftables busybox-static util-linux)
+# Tools the tests run on the host itself (zsh and fish check the completion scripts bbctl
+# generates; dbus-daemon serves a private bus to the host prober tests).
+packages=(git jq iproute2 busybox-static util-linux dbus zsh fish)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
