@@ -36,8 +36,8 @@ Architecture: $arch
 Maintainer: BitBuilder developers <bitbuilder@localhost>
 Section: admin
 Priority: optional
-Depends: systemd (>= 255), dbus, iproute2, git
-Recommends: systemd-container
+Depends: systemd (>= 255), dbus, iproute2
+Recommends: systemd-container, git
 Description: multi-tenant hypervisor on systemd
  bitbuilderd keeps each tenant's network namespace, bridge, extensions, units and
  machines converged to Git templates and serves a Varlink API; bitbuilder-generator
