@@ -122,6 +122,9 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 		cmd.Wait()
 		close(stop)
 		wg.Wait()
+		if err := store.Check(filepath.Join(state, "bitbuilder.db")); err != nil {
+			t.Fatalf("database check after crash %d: %v", round+1, err)
+		}
 		// The killed daemon leaves its socket file; the next one must cope with it.
 	}
 	if err := store.Check(filepath.Join(state, "bitbuilder.db")); err != nil {
