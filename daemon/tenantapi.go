@@ -133,11 +133,65 @@ func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, n
 }
 
 func (a *tenantAPI) Get(ctx context.Context, c vt.VarlinkCall, name string) error {
-	t, err := a.svc.Get(ctx, name)
+	if err := tenant.ValidateName(name); err != nil {
+		if _, err := a.svc.Get(ctx, name); err != nil { // the service says which error
+			return a.replyError(ctx, c, name, err)
+		}
+	}
+	r, err := a.svc.Record(ctx, name)
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	return c.ReplyGet(ctx, toAPI(t))
+	raw, err := a.encoded(r)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	return writeRaw(ctx, c, raw, false)
+}
+
+// encoded returns a record's reply encoding ({"tenant":{...}}), from the cache when the
+// record did not change since it was encoded.
+func (a *tenantAPI) encoded(r store.Record) ([]byte, error) {
+	a.mu.Lock()
+	ct, ok := a.listCache[r.Name]
+	a.mu.Unlock()
+	if ok && ct.revision == r.ModRevision {
+		return ct.raw, nil
+	}
+	t, err := tenant.Decode(r.Value, r.ModRevision, r.CreateRevision)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := json.Marshal(struct {
+		Tenant vt.Tenant `json:"tenant"`
+	}{toAPI(t)})
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	if a.listCache == nil {
+		a.listCache = map[string]cachedTenant{}
+	}
+	a.listCache[r.Name] = cachedTenant{revision: r.ModRevision, raw: raw}
+	a.mu.Unlock()
+	return raw, nil
+}
+
+// writeRaw frames a reply whose parameters are already encoded by json.Marshal, without
+// having the library validate and copy them again.
+func writeRaw(ctx context.Context, c vt.VarlinkCall, raw []byte, continues bool) error {
+	if c.IsOneway() {
+		return nil
+	}
+	msg := make([]byte, 0, len(raw)+32)
+	msg = append(msg, `{"parameters":`...)
+	msg = append(msg, raw...)
+	if continues {
+		msg = append(msg, `,"continues":true`...)
+	}
+	msg = append(msg, '}', 0)
+	_, err := c.Conn.Write(ctx, msg)
+	return err
 }
 
 func (a *tenantAPI) List(ctx context.Context, c vt.VarlinkCall) error {
@@ -148,43 +202,35 @@ func (a *tenantAPI) List(ctx context.Context, c vt.VarlinkCall) error {
 	if len(recs) == 0 {
 		return c.ReplyNoSuchTenant(ctx, "")
 	}
-	a.mu.Lock()
-	old := a.listCache
-	a.mu.Unlock()
-	fresh := make(map[string]cachedTenant, len(recs))
-	var msg []byte
 	for i, r := range recs {
-		ct, ok := old[r.Name]
-		if !ok || ct.revision != r.ModRevision {
-			t, err := tenant.Decode(r.Value, r.ModRevision, r.CreateRevision)
-			if err != nil {
-				return a.replyError(ctx, c, r.Name, err)
-			}
-			raw, err := json.Marshal(struct {
-				Tenant vt.Tenant `json:"tenant"`
-			}{toAPI(t)})
-			if err != nil {
-				return a.replyError(ctx, c, r.Name, err)
-			}
-			ct = cachedTenant{revision: r.ModRevision, raw: raw}
+		raw, err := a.encoded(r)
+		if err != nil {
+			return a.replyError(ctx, c, r.Name, err)
 		}
-		fresh[r.Name] = ct
-		// The cached encoding came from json.Marshal: frame it directly instead of having the
-		// library validate and copy it again.
-		msg = append(msg[:0], `{"parameters":`...)
-		msg = append(msg, ct.raw...)
-		if i < len(recs)-1 {
-			msg = append(msg, `,"continues":true`...)
-		}
-		msg = append(msg, '}', 0)
-		if _, err := c.Conn.Write(ctx, msg); err != nil {
+		if err := writeRaw(ctx, c, raw, i < len(recs)-1); err != nil {
 			return err
 		}
 	}
-	a.mu.Lock()
-	a.listCache = fresh // only tenants that still exist
-	a.mu.Unlock()
+	a.prune(recs)
 	return nil
+}
+
+// prune drops cached encodings of tenants that no longer exist.
+func (a *tenantAPI) prune(recs []store.Record) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.listCache) <= len(recs) {
+		return
+	}
+	keep := make(map[string]bool, len(recs))
+	for _, r := range recs {
+		keep[r.Name] = true
+	}
+	for name := range a.listCache {
+		if !keep[name] {
+			delete(a.listCache, name)
+		}
+	}
 }
 
 func (a *tenantAPI) Update(ctx context.Context, c vt.VarlinkCall, name string, revision *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, networkFeatures *[]string) error {

@@ -427,10 +427,14 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 			return reply("org.varlink.service.ExpectedMore", struct{}{})
 		}
 	}
-	call.Parameters = params
-	normalized, err := json.Marshal(call)
-	if err != nil {
-		return err
+	// Re-encode the call only when its parameters had to be normalized to {}.
+	normalized := data
+	if len(call.Parameters) == 0 || !bytes.Equal(bytes.TrimSpace(call.Parameters), params) {
+		call.Parameters = params
+		var err error
+		if normalized, err = json.Marshal(call); err != nil {
+			return err
+		}
 	}
 	if call.Oneway {
 		ctx = onewayCtx

@@ -453,6 +453,15 @@ func (s *Service) List(ctx context.Context) ([]*Tenant, uint64, error) {
 	return out, rev, nil
 }
 
+// Record returns the stored record of one tenant, undecoded.
+func (s *Service) Record(ctx context.Context, name string) (store.Record, error) {
+	r, err := s.cfg.Store.Get(ctx, KindTenant, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Record{}, fmt.Errorf("tenant %q: %w", name, ErrNotFound)
+	}
+	return r, err
+}
+
 // Records returns the stored records of all tenants in name order, undecoded, and the store
 // revision they were read at: for callers that cache what they derive from a record by its
 // ModRevision.
