@@ -222,12 +222,13 @@ func Run(ctx context.Context, cfg Config) error {
 		wg.Wait()
 		return err
 	}
+	svcMin, svcMax := svc.IndexRange()
 	var hostNet *hostNetwork
 	var steps []reconcile.Step
 	var observer reconcile.Observer
 	if cfg.Host != nil {
 		var err error
-		hostNet, steps, observer, err = setUpHost(*cfg.Host, cfg.StateDir, reg, log)
+		hostNet, steps, observer, err = setUpHost(*cfg.Host, cfg.StateDir, svcMin, svcMax, reg, log)
 		if err != nil {
 			stopServing()
 			wg.Wait()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -30,13 +31,16 @@ type HostConfig struct {
 	BootRegistry string
 	// Units configures unit rendering (state dir, libexec dir, tool paths).
 	Units units.Config
+	// BasePrefix is where tenant networks are cut from (default 10.0.0.0/8): tenant N owns
+	// the /16 at BasePrefix + N<<16.
+	BasePrefix netip.Prefix
 	// Netns overrides the network manager's configuration (tests use their own prefixes).
 	Netns netns.Config
 }
 
 // setUpHost builds the reconciler's host steps, in set-up order: template trees, network,
 // units; and the boot registry observer.
-func setUpHost(hc HostConfig, stateDir string, reg *template.Registry, log *slog.Logger) (*hostNetwork, []reconcile.Step, reconcile.Observer, error) {
+func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *template.Registry, log *slog.Logger) (*hostNetwork, []reconcile.Step, reconcile.Observer, error) {
 	if hc.NetworkDir == "" {
 		hc.NetworkDir = "/run/systemd/network"
 	}
@@ -54,6 +58,7 @@ func setUpHost(hc HostConfig, stateDir string, reg *template.Registry, log *slog
 		return nil, nil, nil, err
 	}
 	ncfg := hc.Netns
+	ncfg.BasePrefix, ncfg.MinIndex, ncfg.MaxIndex = hc.BasePrefix, indexMin, indexMax
 	if ncfg.Logger == nil {
 		ncfg.Logger = log.With("component", "netns")
 	}
@@ -63,7 +68,10 @@ func setUpHost(hc HostConfig, stateDir string, reg *template.Registry, log *slog
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("network: %w", err)
 	}
-	files, err := netconf.New(netconf.Config{Dir: hc.NetworkDir, TenantsDir: tenantsDir, Logger: log.With("component", "netconf")})
+	files, err := netconf.New(netconf.Config{
+		Dir: hc.NetworkDir, TenantsDir: tenantsDir, BasePrefix: hc.BasePrefix, MinIndex: indexMin, MaxIndex: indexMax,
+		Logger: log.With("component", "netconf"),
+	})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("network files: %w", err)
 	}

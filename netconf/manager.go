@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -29,6 +31,10 @@ type Config struct {
 	TenantsDir string
 	// MinIndex and MaxIndex bound the network index; default 1 and 254.
 	MinIndex, MaxIndex int
+	// BasePrefix is where tenant networks are cut from, as in package netns: tenant N owns the /16 at
+	// BasePrefix + N<<16, its bridge network is the .0.0/24 of it and its WireGuard network the .100.0/24.
+	// The built-in variables ${BRIDGE_ADDRESS}, ${GATEWAY}, ... are computed from it. Default 10.0.0.0/8.
+	BasePrefix netip.Prefix
 	// Reloader applies the files; default NetworkdBus on the system bus.
 	Reloader Reloader
 	// KeyOwner owns the key file and directory so that systemd-networkd (user systemd-network) can read them;
@@ -63,6 +69,15 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.MinIndex < 0 || cfg.MaxIndex < cfg.MinIndex {
 		return nil, fmt.Errorf("netconf config: MinIndex..MaxIndex %d..%d is not a range", cfg.MinIndex, cfg.MaxIndex)
+	}
+	if !cfg.BasePrefix.IsValid() {
+		cfg.BasePrefix = netip.MustParsePrefix("10.0.0.0/8")
+	}
+	if !cfg.BasePrefix.Addr().Is4() || cfg.BasePrefix.Bits() > 16 || cfg.BasePrefix.Masked() != cfg.BasePrefix {
+		return nil, fmt.Errorf("netconf config: BasePrefix %s must be an IPv4 network of /16 or larger", cfg.BasePrefix)
+	}
+	if max := 1 << (16 - cfg.BasePrefix.Bits()); cfg.MaxIndex >= max {
+		return nil, fmt.Errorf("netconf config: BasePrefix %s has room for indexes below %d, not %d", cfg.BasePrefix, max, cfg.MaxIndex)
 	}
 	if cfg.Reloader == nil {
 		cfg.Reloader = NetworkdBus{}
@@ -118,9 +133,11 @@ func (m *Manager) Render(t *Template, in Input) ([]Rendered, error) {
 		return nil, err
 	}
 	dir := m.networkDir(in.Tenant)
-	return render(t, in, map[string]string{
+	vars := map[string]string{
 		VarTenant: in.Tenant, VarNetworkDir: dir, VarWireGuardKeyFile: filepath.Join(dir, keyFileName),
-	})
+	}
+	maps.Copy(vars, addressVars(m.cfg.BasePrefix, in.Index))
+	return render(t, in, vars)
 }
 
 // Result says what Apply did.
@@ -299,4 +316,23 @@ func writeAtomic(path string, content []byte, mode os.FileMode, chown func(strin
 		d.Close()
 	}
 	return nil
+}
+
+// addressVars are the built-in address variables of tenant index n: its /16 is the one at
+// base + n<<16.
+func addressVars(base netip.Prefix, n int) map[string]string {
+	b := base.Addr().As4()
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v += uint32(n) << 16
+	at := func(third, fourth uint32) netip.Addr {
+		w := v | third<<8 | fourth
+		return netip.AddrFrom4([4]byte{byte(w >> 24), byte(w >> 16), byte(w >> 8), byte(w)})
+	}
+	return map[string]string{
+		VarGateway:          at(0, 1).String(),
+		VarBridgeAddress:    netip.PrefixFrom(at(0, 1), 24).String(),
+		VarBridgeNetwork:    netip.PrefixFrom(at(0, 0), 24).String(),
+		VarWireGuardAddress: netip.PrefixFrom(at(100, 1), 24).String(),
+		VarWireGuardNetwork: netip.PrefixFrom(at(100, 0), 24).String(),
+	}
 }

@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"net/netip"
@@ -261,3 +262,44 @@ func TestAddRemovePeer(t *testing.T) {
 		t.Errorf("RemovePeer of an absent key reported a removal")
 	}
 }
+
+func TestBasePrefixMovesTheAddresses(t *testing.T) {
+	tm, err := Load(os.DirFS("../examples/templates/network"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Dir: t.TempDir(), TenantsDir: t.TempDir(), BasePrefix: netip.MustParsePrefix("100.64.0.0/10"), MaxIndex: 63, Reloader: nopReloader{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := m.Render(tm, Input{Tenant: "acme", Index: 5, Vars: map[string]string{"PEER_PUBLIC_KEY": "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=", "PEER_ENDPOINT": "127.0.0.1:51820"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var all string
+	for _, r := range rs {
+		all += string(r.Content)
+	}
+	for _, want := range []string{"Address=100.69.0.1/24", "DNS=100.69.0.1", "Address=100.69.100.1/24", "AllowedIPs=100.69.100.0/24"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("rendered files lack %q", want)
+		}
+	}
+	if strings.Contains(all, "10.5.") {
+		t.Error("rendered files still use the default base prefix")
+	}
+	for _, bad := range []Config{
+		{BasePrefix: netip.MustParsePrefix("100.64.0.0/10")},        // room for 64 indexes, not 254
+		{BasePrefix: netip.MustParsePrefix("10.0.0.0/24")},          // smaller than a tenant's /16
+		{BasePrefix: netip.MustParsePrefix("fd00::/8"), MaxIndex: 9}, // not IPv4
+	} {
+		bad.Dir, bad.TenantsDir = t.TempDir(), t.TempDir()
+		if _, err := New(bad); err == nil {
+			t.Errorf("New accepted base prefix %s with max index %d", bad.BasePrefix, bad.MaxIndex)
+		}
+	}
+}
+
+type nopReloader struct{}
+
+func (nopReloader) Reload(context.Context) error { return nil }

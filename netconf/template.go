@@ -69,9 +69,16 @@ const (
 	VarTenant           = "TENANT"             // the tenant's name
 	VarNetworkDir       = "NETWORK_DIR"        // the tenant's network directory (keys)
 	VarWireGuardKeyFile = "WIREGUARD_KEY_FILE" // the tenant's WireGuard private key file
+	// Addresses of tenant N, from Config.BasePrefix (10.N.x.y for the default 10.0.0.0/8).
+	VarGateway          = "GATEWAY"           // 10.N.0.1
+	VarBridgeAddress    = "BRIDGE_ADDRESS"    // 10.N.0.1/24
+	VarBridgeNetwork    = "BRIDGE_NETWORK"    // 10.N.0.0/24
+	VarWireGuardAddress = "WIREGUARD_ADDRESS" // 10.N.100.1/24
+	VarWireGuardNetwork = "WIREGUARD_NETWORK" // 10.N.100.0/24
 )
 
-var builtins = []string{VarTenant, VarNetworkDir, VarWireGuardKeyFile}
+var builtins = []string{VarTenant, VarNetworkDir, VarWireGuardKeyFile,
+	VarGateway, VarBridgeAddress, VarBridgeNetwork, VarWireGuardAddress, VarWireGuardNetwork}
 
 // Load reads a network template from fsys: metadata.json, the optional parameters.json, and every *.netdev,
 // *.network and *.link file at its top level. It checks the metadata (type "network", a name and version,

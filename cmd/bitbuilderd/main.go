@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
@@ -35,6 +36,7 @@ func run(args []string) error {
 	fs.StringVar(&host.NetworkDir, "network-dir", "/run/systemd/network", "where rendered networkd files go")
 	fs.StringVar(&host.UnitDir, "unit-dir", "/run/systemd/system", "where tenants' units go")
 	fs.StringVar(&host.BootRegistry, "boot-registry", "/etc/bitbuilder/boot-registry.json", "the registry the boot generator reads")
+	basePrefix := fs.String("base-prefix", "10.0.0.0/8", "IPv4 network tenant networks are cut from: tenant N gets the /16 at BASE + N<<16")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
@@ -60,6 +62,9 @@ func run(args []string) error {
 		return fmt.Errorf("--log-level: %w", err)
 	}
 	cfg.Logger = newLogger(level)
+	if host.BasePrefix, err = netip.ParsePrefix(*basePrefix); err != nil {
+		return fmt.Errorf("--base-prefix: %w", err)
+	}
 	if !*noHost {
 		cfg.Host = &host
 	}
