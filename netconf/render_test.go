@@ -289,8 +289,8 @@ func TestBasePrefixMovesTheAddresses(t *testing.T) {
 		t.Error("rendered files still use the default base prefix")
 	}
 	for _, bad := range []Config{
-		{BasePrefix: netip.MustParsePrefix("100.64.0.0/10")},        // room for 64 indexes, not 254
-		{BasePrefix: netip.MustParsePrefix("10.0.0.0/24")},          // smaller than a tenant's /16
+		{BasePrefix: netip.MustParsePrefix("100.64.0.0/10")},         // room for 64 indexes, not 254
+		{BasePrefix: netip.MustParsePrefix("10.0.0.0/24")},           // smaller than a tenant's /16
 		{BasePrefix: netip.MustParsePrefix("fd00::/8"), MaxIndex: 9}, // not IPv4
 	} {
 		bad.Dir, bad.TenantsDir = t.TempDir(), t.TempDir()
