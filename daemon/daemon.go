@@ -190,6 +190,23 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
+	// Everything is set up before the first call can arrive: after Serve starts, READY=1
+	// follows at once, so a client answered by the daemon finds the unit active.
+	ts, _, err := svc.List(ctx)
+	if err != nil {
+		return err
+	}
+	svcMin, svcMax := svc.IndexRange()
+	var steps []reconcile.Step
+	var observer reconcile.Observer
+	if cfg.Host != nil {
+		netAPI.host, steps, observer, err = setUpHost(*cfg.Host, cfg.StateDir, svcMin, svcMax, reg, log)
+		if err != nil {
+			return err
+		}
+	}
+	steps = append(steps, cfg.Steps...)
+
 	l := cfg.Listener
 	if l == nil {
 		if l, err = rpc.ActivationListener(); err != nil {
@@ -216,27 +233,6 @@ func Run(ctx context.Context, cfg Config) error {
 		serveErr <- srv.Serve(serveCtx, l)
 	}()
 
-	ts, _, err := svc.List(ctx)
-	if err != nil {
-		stopServing()
-		wg.Wait()
-		return err
-	}
-	svcMin, svcMax := svc.IndexRange()
-	var hostNet *hostNetwork
-	var steps []reconcile.Step
-	var observer reconcile.Observer
-	if cfg.Host != nil {
-		var err error
-		hostNet, steps, observer, err = setUpHost(*cfg.Host, cfg.StateDir, svcMin, svcMax, reg, log)
-		if err != nil {
-			stopServing()
-			wg.Wait()
-			return err
-		}
-	}
-	netAPI.host = hostNet
-	steps = append(steps, cfg.Steps...)
 	ctl := reconcile.New(reconcile.Config{
 		Tenants: svc, Store: st, Steps: steps, Observer: observer,
 		Resync: cfg.Resync, Logger: log.With("component", "reconcile"),
