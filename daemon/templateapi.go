@@ -30,35 +30,45 @@ type templateAPI struct {
 	log     *slog.Logger
 }
 
-// usedBy returns the tenants whose records use template name, sorted.
-func usedBy(ctx context.Context, svc *tenant.Service, name string) []string {
+// templateUsers maps each template name to the tenants whose records use it, sorted:
+// one read of the tenants serves a whole List.
+func templateUsers(ctx context.Context, svc *tenant.Service) map[string][]string {
 	ts, _, err := svc.List(ctx)
 	if err != nil {
-		return []string{}
+		return nil
 	}
-	out := []string{}
-	for _, t := range ts {
+	users := map[string][]string{}
+	for _, t := range ts { // in name order, so each list comes out sorted
+		seen := map[string]bool{}
 		for _, u := range t.Templates {
-			if u.Template == name {
-				out = append(out, t.Name)
-				break
+			if !seen[u.Template] {
+				seen[u.Template] = true
+				users[u.Template] = append(users[u.Template], t.Name)
 			}
 		}
 	}
-	slices.Sort(out)
-	return out
+	return users
 }
 
-func (a *templateAPI) toAPI(ctx context.Context, t template.Template) vtp.Template {
+// usedBy returns the tenants whose records use template name, sorted.
+func usedBy(ctx context.Context, svc *tenant.Service, name string) []string {
+	return append([]string{}, templateUsers(ctx, svc)[name]...)
+}
+
+func toTemplateAPI(t template.Template, users []string) vtp.Template {
 	prev := t.PreviousCommits
 	if prev == nil {
 		prev = []string{}
 	}
 	return vtp.Template{
 		Name: t.Name, Url: t.URL, Ref: t.Ref, Commit: t.Commit, Type: string(t.Type), Version: t.Version,
-		PreviousCommits: prev, UsedBy: usedBy(ctx, a.tenants, t.Name),
+		PreviousCommits: prev, UsedBy: append([]string{}, users...),
 		AddedAt: t.AddedAt.UTC().Format(time.RFC3339Nano), UpdatedAt: t.UpdatedAt.UTC().Format(time.RFC3339Nano),
 	}
+}
+
+func (a *templateAPI) toAPI(ctx context.Context, t template.Template) vtp.Template {
+	return toTemplateAPI(t, usedBy(ctx, a.tenants, t.Name))
 }
 
 // progressSender streams progress replies when the caller asked for more.
@@ -143,9 +153,10 @@ func (a *templateAPI) List(ctx context.Context, c vtp.VarlinkCall) error {
 	if len(ts) == 0 {
 		return c.ReplyNoSuchTemplate(ctx, "")
 	}
+	users := templateUsers(ctx, a.tenants)
 	for i, t := range ts {
 		c.Continues = i < len(ts)-1
-		if err := c.ReplyList(ctx, a.toAPI(ctx, t)); err != nil {
+		if err := c.ReplyList(ctx, toTemplateAPI(t, users[t.Name])); err != nil {
 			return err
 		}
 	}

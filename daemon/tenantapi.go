@@ -133,11 +133,6 @@ func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, n
 }
 
 func (a *tenantAPI) Get(ctx context.Context, c vt.VarlinkCall, name string) error {
-	if err := tenant.ValidateName(name); err != nil {
-		if _, err := a.svc.Get(ctx, name); err != nil { // the service says which error
-			return a.replyError(ctx, c, name, err)
-		}
-	}
 	r, err := a.svc.Record(ctx, name)
 	if err != nil {
 		return a.replyError(ctx, c, name, err)

@@ -416,20 +416,9 @@ func (s *Service) release(idx int, taken bool) {
 	}
 }
 
-// Get returns one tenant. A name no tenant could have is an error of its own (a
-// *NameError), the same as Create gives for it.
+// Get returns one tenant (see Record for the errors).
 func (s *Service) Get(ctx context.Context, name string) (*Tenant, error) {
-	if err := ValidateName(name); err != nil {
-		var ne *NameError
-		// Reserved names are valid for lookups: no tenant has one, so "not found" is right.
-		if !errors.As(err, &ne) || ne.Reason != "reserved" {
-			return nil, err
-		}
-	}
-	r, err := s.cfg.Store.Get(ctx, KindTenant, name)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("tenant %q: %w", name, ErrNotFound)
-	}
+	r, err := s.Record(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -453,8 +442,16 @@ func (s *Service) List(ctx context.Context) ([]*Tenant, uint64, error) {
 	return out, rev, nil
 }
 
-// Record returns the stored record of one tenant, undecoded.
+// Record returns the stored record of one tenant, undecoded. A name no tenant could have
+// is an error of its own (a *NameError), the same as Create gives for it.
 func (s *Service) Record(ctx context.Context, name string) (store.Record, error) {
+	if err := ValidateName(name); err != nil {
+		var ne *NameError
+		// Reserved names are valid for lookups: no tenant has one, so "not found" is right.
+		if !errors.As(err, &ne) || ne.Reason != "reserved" {
+			return store.Record{}, err
+		}
+	}
 	r, err := s.cfg.Store.Get(ctx, KindTenant, name)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Record{}, fmt.Errorf("tenant %q: %w", name, ErrNotFound)
