@@ -1,7 +1,6 @@
 package rpc
 
 import (
-	"context"
 	"errors"
 	"net"
 	"slices"
@@ -30,21 +29,6 @@ func (p Peer) privileged(adminGroup int) bool {
 	}
 	g := uint32(adminGroup)
 	return p.GID == g || slices.Contains(p.Groups, g)
-}
-
-// Privileged reports whether the peer may call Write methods under the given admin group.
-func (p Peer) Privileged(adminGroup int) bool { return p.privileged(adminGroup) }
-
-type peerKey struct{}
-
-func withPeer(ctx context.Context, p Peer) context.Context {
-	return context.WithValue(ctx, peerKey{}, p)
-}
-
-// PeerFrom returns the peer of the call that ctx belongs to.
-func PeerFrom(ctx context.Context) (Peer, bool) {
-	p, ok := ctx.Value(peerKey{}).(Peer)
-	return p, ok
 }
 
 // peerOf reads SO_PEERCRED and SO_PEERGROUPS of a unix connection.

@@ -186,9 +186,6 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	return err
 }
 
-// Connections returns the number of connections being served.
-func (s *Server) Connections() int { return int(s.conns.Load()) }
-
 // request is one framed message read from a connection.
 type request struct {
 	data []byte
@@ -202,7 +199,6 @@ func (s *Server) serveConn(srvCtx context.Context, conn net.Conn) {
 		conn.Close()
 		return
 	}
-	srvCtx = withPeer(srvCtx, peer)
 	// connCtx ends when the client hangs up or the connection is done; calls that expect a
 	// reply run under it, so a stream to a vanished client stops at once. Oneway calls run
 	// under srvCtx: nobody waits for them, but they must still happen.
