@@ -220,7 +220,7 @@ A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.`,
 					if err != nil {
 						return err
 					}
-					t, err := vt.Create().Call(ctx, c, args[0], index.ptr(), resPtr, tplPtr, parPtr, s.features.ptr(), desired)
+					t, err := vt.Create().Call(ctx, c, args[0], index.ptr(), resPtr, tplPtr, parPtr, s.features.ptr(), nil, desired)
 					if err != nil {
 						return e.wrap(err, "io.bitbuilder.Tenant.Create")
 					}
@@ -327,7 +327,7 @@ it changed in between; with --revision the update is refused unless the tenant i
 						if rev.set {
 							expect = rev.v
 						}
-						t, err := vt.Update().Call(ctx, c, args[0], &expect, resPtr, tplPtr, parPtr, s.features.ptr())
+						t, err := vt.Update().Call(ctx, c, args[0], &expect, resPtr, tplPtr, parPtr, s.features.ptr(), nil)
 						var mismatch *vt.RevisionMismatch
 						if errors.As(err, &mismatch) && !rev.set && attempt < updateRetries {
 							continue

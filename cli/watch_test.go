@@ -64,7 +64,7 @@ func TestWatchResumesAfterOverflow(t *testing.T) {
 	defer c.Close()
 	for i := range changes {
 		cpus := float64(i%8 + 1)
-		if _, err := vt.Update().Call(t.Context(), c, "busy", nil, &vt.Resources{Cpus: cpus, MemoryBytes: 1 << 30, StorageBytes: 10 << 30}, nil, nil, nil); err != nil {
+		if _, err := vt.Update().Call(t.Context(), c, "busy", nil, &vt.Resources{Cpus: cpus, MemoryBytes: 1 << 30, StorageBytes: 10 << 30}, nil, nil, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

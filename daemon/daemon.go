@@ -146,6 +146,10 @@ func Run(ctx context.Context, cfg Config) error {
 					"Start":  {Access: rpc.Write},
 					"Stop":   {Access: rpc.Write},
 					"Watch":  {Access: rpc.Read, RequiresMore: true},
+
+					"StartMachine":   {Access: rpc.Write},
+					"StopMachine":    {Access: rpc.Write},
+					"RestartMachine": {Access: rpc.Write},
 				},
 			},
 			{

@@ -62,6 +62,17 @@ func toAPI(t *tenant.Tenant) vt.Tenant {
 		}
 		out.Templates = append(out.Templates, tu)
 	}
+	out.Machines = make([]vt.Machine, 0, len(t.Machines))
+	for _, m := range t.Machines {
+		am := vt.Machine{
+			Name: m.Name, MachineName: tenant.MachineName(t.Name, m.Name), Kind: vt.MachineKind(m.Kind), Template: m.Template,
+			Cpus: m.CPUs, MemoryBytes: m.MemoryBytes, DesiredState: vt.DesiredState(m.DesiredState), RestartGeneration: m.RestartGeneration,
+		}
+		if st := t.StatusOf(m.Name); st != nil {
+			am.Status = machineStatusToAPI(st)
+		}
+		out.Machines = append(out.Machines, am)
+	}
 	for _, c := range t.Conditions {
 		out.Conditions = append(out.Conditions, vt.Condition{
 			Type: c.Type, Status: c.Status, Reason: c.Reason, Message: c.Message,
@@ -69,6 +80,46 @@ func toAPI(t *tenant.Tenant) vt.Tenant {
 		})
 	}
 	return out
+}
+
+func machineStatusToAPI(st *tenant.MachineStatus) *vt.MachineStatus {
+	opt := func(s string) *string {
+		if s == "" {
+			return nil
+		}
+		return &s
+	}
+	out := &vt.MachineStatus{
+		State: vt.MachineState(st.State), Class: opt(st.Class), Addresses: append([]string{}, st.Addresses...),
+		Unit: st.Unit, UnitState: opt(st.UnitState), Commit: opt(st.Commit), RestartGeneration: st.RestartGeneration,
+		Message: opt(st.Message), Since: st.Since.UTC().Format(time.RFC3339Nano),
+	}
+	if st.Leader != 0 {
+		l := int64(st.Leader)
+		out.Leader = &l
+	}
+	return out
+}
+
+func fromAPIMachines(ms *[]vt.MachineSpec) *[]tenant.Machine {
+	if ms == nil {
+		return nil
+	}
+	out := make([]tenant.Machine, 0, len(*ms))
+	for _, m := range *ms {
+		tm := tenant.Machine{Name: m.Name, Kind: tenant.MachineKind(m.Kind), Template: m.Template, DesiredState: tenant.Running}
+		if m.Cpus != nil {
+			tm.CPUs = *m.Cpus
+		}
+		if m.MemoryBytes != nil {
+			tm.MemoryBytes = *m.MemoryBytes
+		}
+		if m.DesiredState != nil {
+			tm.DesiredState = tenant.DesiredState(*m.DesiredState)
+		}
+		out = append(out, tm)
+	}
+	return &out
 }
 
 func fromAPIResources(r *vt.Resources) *tenant.Resources {
@@ -104,7 +155,7 @@ func revisionArg(c vt.VarlinkCall, ctx context.Context, r *int64) (uint64, bool,
 	return uint64(*r), true, nil
 }
 
-func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, networkIndex *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, networkFeatures *[]string, desiredState *vt.DesiredState) error {
+func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, networkIndex *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, networkFeatures *[]string, machines *[]vt.MachineSpec, desiredState *vt.DesiredState) error {
 	spec := tenant.Spec{Name: name, Resources: fromAPIResources(resources)}
 	if networkIndex != nil {
 		if *networkIndex <= 0 || *networkIndex > 1<<16 {
@@ -123,6 +174,9 @@ func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, n
 	}
 	if desiredState != nil {
 		spec.DesiredState = tenant.DesiredState(*desiredState)
+	}
+	if ms := fromAPIMachines(machines); ms != nil {
+		spec.Machines = *ms
 	}
 	t, err := a.svc.Create(ctx, spec)
 	if err != nil {
@@ -228,7 +282,7 @@ func (a *tenantAPI) prune(recs []store.Record) {
 	}
 }
 
-func (a *tenantAPI) Update(ctx context.Context, c vt.VarlinkCall, name string, revision *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, networkFeatures *[]string) error {
+func (a *tenantAPI) Update(ctx context.Context, c vt.VarlinkCall, name string, revision *int64, resources *vt.Resources, templates *[]vt.TemplateUse, parameters *map[string]string, networkFeatures *[]string, machines *[]vt.MachineSpec) error {
 	expect, ok, err := revisionArg(c, ctx, revision)
 	if !ok {
 		return err
@@ -238,6 +292,7 @@ func (a *tenantAPI) Update(ctx context.Context, c vt.VarlinkCall, name string, r
 		Templates:       fromAPITemplates(templates),
 		Parameters:      parameters,
 		NetworkFeatures: networkFeatures,
+		Machines:        fromAPIMachines(machines),
 	})
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
@@ -273,6 +328,31 @@ func (a *tenantAPI) Stop(ctx context.Context, c vt.VarlinkCall, name string) err
 		return a.replyError(ctx, c, name, err)
 	}
 	return c.ReplyStop(ctx, toAPI(t))
+}
+
+func (a *tenantAPI) StartMachine(ctx context.Context, c vt.VarlinkCall, name, machine string) error {
+	t, err := a.svc.SetMachineState(ctx, name, machine, tenant.Running)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	return c.ReplyStartMachine(ctx, toAPI(t))
+}
+
+func (a *tenantAPI) StopMachine(ctx context.Context, c vt.VarlinkCall, name, machine string) error {
+	t, err := a.svc.SetMachineState(ctx, name, machine, tenant.Stopped)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	return c.ReplyStopMachine(ctx, toAPI(t))
+}
+
+func (a *tenantAPI) RestartMachine(ctx context.Context, c vt.VarlinkCall, name, machine string) error {
+	t, err := a.svc.RestartMachine(ctx, name, machine)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	a.log.Info("machine restart requested", "tenant", name, "machine", machine)
+	return c.ReplyRestartMachine(ctx, toAPI(t))
 }
 
 // Watch streams tenant changes. Without a revision it first sends the current tenants as
@@ -376,6 +456,8 @@ func (a *tenantAPI) replyError(ctx context.Context, c vt.VarlinkCall, name strin
 		revErr   *tenant.RevisionError
 		tmplErr  *tenant.TemplateError
 		compErr  *store.CompactedError
+		machErr  *tenant.MachineError
+		nameUse  *tenant.MachineNameInUseError
 	)
 	switch {
 	case errors.As(err, &nameErr):
@@ -384,6 +466,10 @@ func (a *tenantAPI) replyError(ctx context.Context, c vt.VarlinkCall, name strin
 		return c.ReplyInvalidField(ctx, fieldErr.Field, fieldErr.Reason)
 	case errors.Is(err, tenant.ErrNotFound):
 		return c.ReplyNoSuchTenant(ctx, name)
+	case errors.As(err, &machErr):
+		return c.ReplyNoSuchMachine(ctx, machErr.Tenant, machErr.Machine)
+	case errors.As(err, &nameUse):
+		return c.ReplyMachineNameInUse(ctx, nameUse.Field, nameUse.Machine, nameUse.Tenant)
 	case errors.Is(err, tenant.ErrExists):
 		return c.ReplyTenantExists(ctx, name)
 	case errors.As(err, &inUse):

@@ -24,6 +24,10 @@ var (
 	// ErrTemplateRole is wrapped by a TemplateResolver when a template's type does not
 	// match the role a tenant uses it in; Create and Update report it as a FieldError.
 	ErrTemplateRole = errors.New("template type does not match its role")
+	// ErrMachineNameInUse is matched by *MachineNameInUseError.
+	ErrMachineNameInUse = errors.New("machine name in use")
+	// ErrNoSuchMachine is matched by *MachineError.
+	ErrNoSuchMachine = errors.New("no such machine")
 )
 
 // NameError says why a tenant name is refused.

@@ -18,6 +18,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -112,9 +113,11 @@ type Tenant struct {
 	Parameters          map[string]string `json:"parameters"`
 	NetworkFeatures     []string          `json:"networkFeatures,omitempty"`
 	Peers               []Peer            `json:"peers,omitempty"`
+	Machines            []Machine         `json:"machines,omitempty"`
 	DesiredState        DesiredState      `json:"desiredState"`
 	Phase               Phase             `json:"phase"`
 	Conditions          []Condition       `json:"conditions"`
+	MachineStatus       []MachineStatus   `json:"machineStatus,omitempty"`
 	CreatedAt           time.Time         `json:"createdAt"`
 	UpdatedAt           time.Time         `json:"updatedAt"`
 	DeletionRequestedAt *time.Time        `json:"deletionRequestedAt,omitempty"`
@@ -135,6 +138,7 @@ type Spec struct {
 	Templates       []TemplateUse
 	Parameters      map[string]string
 	NetworkFeatures []string
+	Machines        []Machine
 	DesiredState    DesiredState
 }
 
@@ -146,6 +150,9 @@ type Changes struct {
 	NetworkFeatures *[]string
 	// Peers replaces the WireGuard peers (the network API adds and removes them).
 	Peers *[]Peer
+	// Machines replaces the machine list. Machines that keep their name keep their
+	// restart generation.
+	Machines *[]Machine
 }
 
 // TemplateResolver pins template uses to commits: it returns the commit the registry has
@@ -319,6 +326,11 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 	if t.Parameters == nil {
 		t.Parameters = map[string]string{}
 	}
+	t.Machines = slices.Clone(spec.Machines)
+	if err := validateMachines(ctx, t, s.inspector()); err != nil {
+		return nil, err
+	}
+	claims, claimNames := s.claimOps(ctx, nil, t)
 
 	// Claim an index and the name in one commit. When the index was picked automatically
 	// and a concurrent create took it first, pick again.
@@ -331,14 +343,18 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 			}
 		}
 		t.NetworkIndex = idx
-		rev, err := s.cfg.Store.Commit(ctx,
-			store.Op{Type: store.OpCreate, Kind: KindTenant, Name: t.Name, Value: encode(t)},
-			store.Op{Type: store.OpCreate, Kind: KindNetIndex, Name: indexKey(idx), Value: []byte(t.Name)},
-		)
+		ops := append([]store.Op{
+			{Type: store.OpCreate, Kind: KindTenant, Name: t.Name, Value: encode(t)},
+			{Type: store.OpCreate, Kind: KindNetIndex, Name: indexKey(idx), Value: []byte(t.Name)},
+		}, claims...)
+		rev, err := s.cfg.Store.Commit(ctx, ops...)
 		var opErr *store.OpError
 		indexTaken := err == nil || errors.As(err, &opErr) && opErr.Index == 1 && errors.Is(err, store.ErrExists)
 		if spec.NetworkIndex == 0 || indexTaken {
 			s.release(idx, indexTaken)
+		}
+		if cerr := s.claimError(ctx, t, err, 2, claimNames); cerr != nil {
+			return nil, cerr
 		}
 		switch {
 		case err == nil:
@@ -477,11 +493,18 @@ func (s *Service) modify(ctx context.Context, name string, expect uint64, fn fun
 		if expect != 0 && t.Revision != expect {
 			return nil, &RevisionError{Name: name, Expected: expect, Actual: t.Revision}
 		}
+		old := *t
+		old.Machines, old.Templates = slices.Clone(t.Machines), slices.Clone(t.Templates)
 		if err := fn(t); err != nil {
 			return nil, err
 		}
 		t.UpdatedAt = s.cfg.Now().UTC()
-		rev, err := s.cfg.Store.Commit(ctx, store.Op{Type: store.OpUpdate, Kind: KindTenant, Name: name, Value: encode(t), ExpectRevision: t.Revision})
+		claims, claimNames := s.claimOps(ctx, &old, t)
+		ops := append([]store.Op{{Type: store.OpUpdate, Kind: KindTenant, Name: name, Value: encode(t), ExpectRevision: t.Revision}}, claims...)
+		rev, err := s.cfg.Store.Commit(ctx, ops...)
+		if cerr := s.claimError(ctx, t, err, 1, claimNames); cerr != nil {
+			return nil, cerr
+		}
 		switch {
 		case err == nil:
 			t.Revision = rev
@@ -555,6 +578,21 @@ func (s *Service) Update(ctx context.Context, name string, expect uint64, c Chan
 		if c.Peers != nil {
 			t.Peers = slices.Clone(*c.Peers)
 		}
+		if c.Machines != nil {
+			next := slices.Clone(*c.Machines)
+			for i := range next {
+				if old := t.MachineOf(next[i].Name); old != nil && next[i].RestartGeneration < old.RestartGeneration {
+					next[i].RestartGeneration = old.RestartGeneration
+				}
+			}
+			t.Machines = next
+		}
+		if c.Machines != nil || c.Templates != nil || c.Resources != nil {
+			// The machines are checked against the templates and limits they will have.
+			if err := validateMachines(ctx, t, s.inspector()); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }
@@ -589,10 +627,16 @@ func (s *Service) Finalize(ctx context.Context, t *Tenant) error {
 	if !t.Deleting() {
 		return fmt.Errorf("tenant %q: finalize without a deletion request", t.Name)
 	}
-	_, err := s.cfg.Store.Commit(ctx,
-		store.Op{Type: store.OpDelete, Kind: KindTenant, Name: t.Name, ExpectRevision: t.Revision},
-		store.Op{Type: store.OpDelete, Kind: KindNetIndex, Name: indexKey(t.NetworkIndex)},
-	)
+	ops := []store.Op{
+		{Type: store.OpDelete, Kind: KindTenant, Name: t.Name, ExpectRevision: t.Revision},
+		{Type: store.OpDelete, Kind: KindNetIndex, Name: indexKey(t.NetworkIndex)},
+	}
+	for _, n := range machineNames(t) {
+		if s.claimed(ctx, n, t.Name) {
+			ops = append(ops, store.Op{Type: store.OpDelete, Kind: KindMachineName, Name: n})
+		}
+	}
+	_, err := s.cfg.Store.Commit(ctx, ops...)
 	if err == nil {
 		s.mu.Lock()
 		if s.used != nil {
@@ -604,16 +648,29 @@ func (s *Service) Finalize(ctx context.Context, t *Tenant) error {
 	return err
 }
 
+// inspector returns the template resolver as a MachineInspector, if it is one.
+func (s *Service) inspector() MachineInspector {
+	mi, _ := s.cfg.Templates.(MachineInspector)
+	return mi
+}
+
 // SetStatus records the observed phase and conditions if they differ from what is stored
 // (transition times are kept for conditions whose status did not change). It returns the
-// tenant as stored afterwards.
+// tenant as stored afterwards. Machine statuses are kept as they are.
 func (s *Service) SetStatus(ctx context.Context, name string, phase Phase, conds []Condition) (*Tenant, error) {
+	return s.SetFullStatus(ctx, name, phase, conds, nil)
+}
+
+// SetFullStatus is SetStatus that also records the machines' observed state when machines is
+// not nil (Since is kept for machines whose state did not change).
+func (s *Service) SetFullStatus(ctx context.Context, name string, phase Phase, conds []Condition, machines []MachineStatus) (*Tenant, error) {
 	t, err := s.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
-	merged := MergeConditions(t.Conditions, conds, s.cfg.Now().UTC())
-	if t.Phase == phase && conditionsEqual(t.Conditions, merged) {
+	now := s.cfg.Now().UTC()
+	merged := MergeConditions(t.Conditions, conds, now)
+	if t.Phase == phase && conditionsEqual(t.Conditions, merged) && (machines == nil || machineStatusEqual(t.MachineStatus, MergeMachineStatus(t.MachineStatus, machines, now))) {
 		return t, nil
 	}
 	return s.modify(ctx, name, 0, func(cur *Tenant) error {
@@ -622,7 +679,35 @@ func (s *Service) SetStatus(ctx context.Context, name string, phase Phase, conds
 		}
 		cur.Phase = phase
 		cur.Conditions = MergeConditions(cur.Conditions, conds, s.cfg.Now().UTC())
+		if machines != nil {
+			cur.MachineStatus = MergeMachineStatus(cur.MachineStatus, machines, s.cfg.Now().UTC())
+		}
 		return nil
+	})
+}
+
+// MergeMachineStatus returns next in name order, with Since taken from old for machines whose
+// state did not change, and set to now for the others.
+func MergeMachineStatus(old, next []MachineStatus, now time.Time) []MachineStatus {
+	out := make([]MachineStatus, 0, len(next))
+	for _, m := range next {
+		m.Since = now
+		for _, o := range old {
+			if o.Name == m.Name && o.State == m.State {
+				m.Since = o.Since
+			}
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b MachineStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func machineStatusEqual(a, b []MachineStatus) bool {
+	return slices.EqualFunc(a, b, func(x, y MachineStatus) bool {
+		return x.Name == y.Name && x.State == y.State && x.Class == y.Class && x.Leader == y.Leader &&
+			slices.Equal(x.Addresses, y.Addresses) && x.Unit == y.Unit && x.UnitState == y.UnitState &&
+			x.Commit == y.Commit && x.RestartGeneration == y.RestartGeneration && x.Message == y.Message && x.Since.Equal(y.Since)
 	})
 }
 

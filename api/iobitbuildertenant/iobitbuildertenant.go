@@ -43,6 +43,49 @@ type Condition struct {
 	LastTransitionTime string `json:"lastTransitionTime"`
 }
 
+// How a machine runs: a systemd-nspawn container or a systemd-vmspawn VM.
+type MachineKind string
+
+// Where a machine is.
+type MachineState string
+
+// A machine as a caller asks for it in Create and Update.
+type MachineSpec struct {
+	Name         string        `json:"name"`
+	Kind         MachineKind   `json:"kind"`
+	Template     string        `json:"template"`
+	Cpus         *float64      `json:"cpus,omitempty"`
+	MemoryBytes  *int64        `json:"memoryBytes,omitempty"`
+	DesiredState *DesiredState `json:"desiredState,omitempty"`
+}
+
+// A machine's observed state, as the daemon last saw it on the host.
+type MachineStatus struct {
+	State             MachineState `json:"state"`
+	Class             *string      `json:"class,omitempty"`
+	Leader            *int64       `json:"leader,omitempty"`
+	Addresses         []string     `json:"addresses"`
+	Unit              string       `json:"unit"`
+	UnitState         *string      `json:"unitState,omitempty"`
+	Commit            *string      `json:"commit,omitempty"`
+	RestartGeneration int64        `json:"restartGeneration"`
+	Message           *string      `json:"message,omitempty"`
+	Since             string       `json:"since"`
+}
+
+// A machine of a tenant.
+type Machine struct {
+	Name              string         `json:"name"`
+	MachineName       string         `json:"machineName"`
+	Kind              MachineKind    `json:"kind"`
+	Template          string         `json:"template"`
+	Cpus              float64        `json:"cpus"`
+	MemoryBytes       int64          `json:"memoryBytes"`
+	DesiredState      DesiredState   `json:"desiredState"`
+	RestartGeneration int64          `json:"restartGeneration"`
+	Status            *MachineStatus `json:"status,omitempty"`
+}
+
 // A tenant record.
 type Tenant struct {
 	Name            string            `json:"name"`
@@ -51,6 +94,7 @@ type Tenant struct {
 	Templates       []TemplateUse     `json:"templates"`
 	Parameters      map[string]string `json:"parameters"`
 	NetworkFeatures []string          `json:"networkFeatures"`
+	Machines        []Machine         `json:"machines"`
 	DesiredState    DesiredState      `json:"desiredState"`
 	Phase           Phase             `json:"phase"`
 	Conditions      []Condition       `json:"conditions"`
@@ -76,6 +120,31 @@ type NoSuchTenant struct {
 func (e NoSuchTenant) Error() string {
 	s := "io.bitbuilder.Tenant.NoSuchTenant"
 	s += fmt.Sprintf("(Name: %v)", e.Name)
+	return s
+}
+
+// The tenant has no machine of that name.
+type NoSuchMachine struct {
+	Name    string `json:"name"`
+	Machine string `json:"machine"`
+}
+
+func (e NoSuchMachine) Error() string {
+	s := "io.bitbuilder.Tenant.NoSuchMachine"
+	s += fmt.Sprintf("(Name: %v, Machine: %v)", e.Name, e.Machine)
+	return s
+}
+
+// The machine name (<tenant>-<machine>) is used by another tenant.
+type MachineNameInUse struct {
+	Field       string `json:"field"`
+	MachineName string `json:"machineName"`
+	Tenant      string `json:"tenant"`
+}
+
+func (e MachineNameInUse) Error() string {
+	s := "io.bitbuilder.Tenant.MachineNameInUse"
+	s += fmt.Sprintf("(Field: %v, MachineName: %v, Tenant: %v)", e.Field, e.MachineName, e.Tenant)
 	return s
 }
 
@@ -210,6 +279,28 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			return &param
+		case "io.bitbuilder.Tenant.NoSuchMachine":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param NoSuchMachine
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.bitbuilder.Tenant.MachineNameInUse":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param MachineNameInUse
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
 		case "io.bitbuilder.Tenant.TenantExists":
 			errorRawParameters := e.Parameters.(*json.RawMessage)
 			if errorRawParameters == nil {
@@ -332,8 +423,8 @@ type Create_methods struct{}
 
 func Create() Create_methods { return Create_methods{} }
 
-func (m Create_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, desiredState_in_ *DesiredState) (tenant_out_ Tenant, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, name_in_, networkIndex_in_, resources_in_, templates_in_, parameters_in_, networkFeatures_in_, desiredState_in_)
+func (m Create_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, machines_in_ *[]MachineSpec, desiredState_in_ *DesiredState) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, networkIndex_in_, resources_in_, templates_in_, parameters_in_, networkFeatures_in_, machines_in_, desiredState_in_)
 	if err_ != nil {
 		return
 	}
@@ -341,7 +432,7 @@ func (m Create_methods) Call(ctx context.Context, c *varlink.Connection, name_in
 	return
 }
 
-func (m Create_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, desiredState_in_ *DesiredState) (func(ctx context.Context) (Tenant, uint64, error), error) {
+func (m Create_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, machines_in_ *[]MachineSpec, desiredState_in_ *DesiredState) (func(ctx context.Context) (Tenant, uint64, error), error) {
 	var in struct {
 		Name            string             `json:"name"`
 		NetworkIndex    *int64             `json:"networkIndex,omitempty"`
@@ -349,6 +440,7 @@ func (m Create_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 		Templates       *[]TemplateUse     `json:"templates,omitempty"`
 		Parameters      *map[string]string `json:"parameters,omitempty"`
 		NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+		Machines        *[]MachineSpec     `json:"machines,omitempty"`
 		DesiredState    *DesiredState      `json:"desiredState,omitempty"`
 	}
 	in.Name = name_in_
@@ -357,6 +449,7 @@ func (m Create_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	in.Templates = templates_in_
 	in.Parameters = parameters_in_
 	in.NetworkFeatures = networkFeatures_in_
+	in.Machines = machines_in_
 	in.DesiredState = desiredState_in_
 	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.Create", in, flags)
 	if err != nil {
@@ -376,7 +469,7 @@ func (m Create_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Create_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, desiredState_in_ *DesiredState) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Create_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, networkIndex_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, machines_in_ *[]MachineSpec, desiredState_in_ *DesiredState) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Name            string             `json:"name"`
 		NetworkIndex    *int64             `json:"networkIndex,omitempty"`
@@ -384,6 +477,7 @@ func (m Create_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 		Templates       *[]TemplateUse     `json:"templates,omitempty"`
 		Parameters      *map[string]string `json:"parameters,omitempty"`
 		NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+		Machines        *[]MachineSpec     `json:"machines,omitempty"`
 		DesiredState    *DesiredState      `json:"desiredState,omitempty"`
 	}
 	in.Name = name_in_
@@ -392,6 +486,7 @@ func (m Create_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 	in.Templates = templates_in_
 	in.Parameters = parameters_in_
 	in.NetworkFeatures = networkFeatures_in_
+	in.Machines = machines_in_
 	in.DesiredState = desiredState_in_
 	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.Create", in)
 	if err != nil {
@@ -530,8 +625,8 @@ type Update_methods struct{}
 
 func Update() Update_methods { return Update_methods{} }
 
-func (m Update_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string) (tenant_out_ Tenant, err_ error) {
-	receive, err_ := m.Send(ctx, c, 0, name_in_, revision_in_, resources_in_, templates_in_, parameters_in_, networkFeatures_in_)
+func (m Update_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, machines_in_ *[]MachineSpec) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, revision_in_, resources_in_, templates_in_, parameters_in_, networkFeatures_in_, machines_in_)
 	if err_ != nil {
 		return
 	}
@@ -539,7 +634,7 @@ func (m Update_methods) Call(ctx context.Context, c *varlink.Connection, name_in
 	return
 }
 
-func (m Update_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string) (func(ctx context.Context) (Tenant, uint64, error), error) {
+func (m Update_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, machines_in_ *[]MachineSpec) (func(ctx context.Context) (Tenant, uint64, error), error) {
 	var in struct {
 		Name            string             `json:"name"`
 		Revision        *int64             `json:"revision,omitempty"`
@@ -547,6 +642,7 @@ func (m Update_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 		Templates       *[]TemplateUse     `json:"templates,omitempty"`
 		Parameters      *map[string]string `json:"parameters,omitempty"`
 		NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+		Machines        *[]MachineSpec     `json:"machines,omitempty"`
 	}
 	in.Name = name_in_
 	in.Revision = revision_in_
@@ -554,6 +650,7 @@ func (m Update_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	in.Templates = templates_in_
 	in.Parameters = parameters_in_
 	in.NetworkFeatures = networkFeatures_in_
+	in.Machines = machines_in_
 	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.Update", in, flags)
 	if err != nil {
 		return nil, err
@@ -572,7 +669,7 @@ func (m Update_methods) Send(ctx context.Context, c *varlink.Connection, flags u
 	}, nil
 }
 
-func (m Update_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+func (m Update_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, revision_in_ *int64, resources_in_ *Resources, templates_in_ *[]TemplateUse, parameters_in_ *map[string]string, networkFeatures_in_ *[]string, machines_in_ *[]MachineSpec) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
 	var in struct {
 		Name            string             `json:"name"`
 		Revision        *int64             `json:"revision,omitempty"`
@@ -580,6 +677,7 @@ func (m Update_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 		Templates       *[]TemplateUse     `json:"templates,omitempty"`
 		Parameters      *map[string]string `json:"parameters,omitempty"`
 		NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+		Machines        *[]MachineSpec     `json:"machines,omitempty"`
 	}
 	in.Name = name_in_
 	in.Revision = revision_in_
@@ -587,6 +685,7 @@ func (m Update_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 	in.Templates = templates_in_
 	in.Parameters = parameters_in_
 	in.NetworkFeatures = networkFeatures_in_
+	in.Machines = machines_in_
 	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.Update", in)
 	if err != nil {
 		return nil, err
@@ -661,7 +760,7 @@ func (m Delete_methods) Upgrade(ctx context.Context, c *varlink.Connection, name
 	}, nil
 }
 
-// Sets a tenant's desired state to running.
+// Sets a tenant's desired state to running; its machines whose desired state is running start.
 type Start_methods struct{}
 
 func Start() Start_methods { return Start_methods{} }
@@ -721,7 +820,7 @@ func (m Start_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_
 	}, nil
 }
 
-// Sets a tenant's desired state to stopped.
+// Sets a tenant's desired state to stopped; all its machines stop.
 type Stop_methods struct{}
 
 func Stop() Stop_methods { return Stop_methods{} }
@@ -764,6 +863,198 @@ func (m Stop_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_i
 	}
 	in.Name = name_in_
 	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.Stop", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+// Sets one machine's desired state to running.
+type StartMachine_methods struct{}
+
+func StartMachine() StartMachine_methods { return StartMachine_methods{} }
+
+func (m StartMachine_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, machine_in_ string) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, machine_in_)
+	if err_ != nil {
+		return
+	}
+	tenant_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m StartMachine_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, machine_in_ string) (func(ctx context.Context) (Tenant, uint64, error), error) {
+	var in struct {
+		Name    string `json:"name"`
+		Machine string `json:"machine"`
+	}
+	in.Name = name_in_
+	in.Machine = machine_in_
+	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.StartMachine", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+func (m StartMachine_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, machine_in_ string) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Name    string `json:"name"`
+		Machine string `json:"machine"`
+	}
+	in.Name = name_in_
+	in.Machine = machine_in_
+	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.StartMachine", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+// Sets one machine's desired state to stopped.
+type StopMachine_methods struct{}
+
+func StopMachine() StopMachine_methods { return StopMachine_methods{} }
+
+func (m StopMachine_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, machine_in_ string) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, machine_in_)
+	if err_ != nil {
+		return
+	}
+	tenant_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m StopMachine_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, machine_in_ string) (func(ctx context.Context) (Tenant, uint64, error), error) {
+	var in struct {
+		Name    string `json:"name"`
+		Machine string `json:"machine"`
+	}
+	in.Name = name_in_
+	in.Machine = machine_in_
+	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.StopMachine", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+func (m StopMachine_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, machine_in_ string) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Name    string `json:"name"`
+		Machine string `json:"machine"`
+	}
+	in.Name = name_in_
+	in.Machine = machine_in_
+	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.StopMachine", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+// Restarts one machine (starting it if it was stopped). A new template pin takes effect at a restart.
+type RestartMachine_methods struct{}
+
+func RestartMachine() RestartMachine_methods { return RestartMachine_methods{} }
+
+func (m RestartMachine_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, machine_in_ string) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, machine_in_)
+	if err_ != nil {
+		return
+	}
+	tenant_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m RestartMachine_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, machine_in_ string) (func(ctx context.Context) (Tenant, uint64, error), error) {
+	var in struct {
+		Name    string `json:"name"`
+		Machine string `json:"machine"`
+	}
+	in.Name = name_in_
+	in.Machine = machine_in_
+	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.RestartMachine", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+func (m RestartMachine_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, machine_in_ string) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Name    string `json:"name"`
+		Machine string `json:"machine"`
+	}
+	in.Name = name_in_
+	in.Machine = machine_in_
+	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.RestartMachine", in)
 	if err != nil {
 		return nil, err
 	}
@@ -850,13 +1141,16 @@ func (m Watch_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_
 // Generated service interface with all methods
 
 type iobitbuildertenantInterface interface {
-	Create(ctx context.Context, c VarlinkCall, name_ string, networkIndex_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string, desiredState_ *DesiredState) error
+	Create(ctx context.Context, c VarlinkCall, name_ string, networkIndex_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string, machines_ *[]MachineSpec, desiredState_ *DesiredState) error
 	Get(ctx context.Context, c VarlinkCall, name_ string) error
 	List(ctx context.Context, c VarlinkCall) error
-	Update(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string) error
+	Update(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string, machines_ *[]MachineSpec) error
 	Delete(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64) error
 	Start(ctx context.Context, c VarlinkCall, name_ string) error
 	Stop(ctx context.Context, c VarlinkCall, name_ string) error
+	StartMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error
+	StopMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error
+	RestartMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error
 	Watch(ctx context.Context, c VarlinkCall, name_ *string, revision_ *int64) error
 }
 
@@ -871,6 +1165,23 @@ func (c *VarlinkCall) ReplyNoSuchTenant(ctx context.Context, name_ string) error
 	var out NoSuchTenant
 	out.Name = name_
 	return c.ReplyError(ctx, "io.bitbuilder.Tenant.NoSuchTenant", &out)
+}
+
+// The tenant has no machine of that name.
+func (c *VarlinkCall) ReplyNoSuchMachine(ctx context.Context, name_ string, machine_ string) error {
+	var out NoSuchMachine
+	out.Name = name_
+	out.Machine = machine_
+	return c.ReplyError(ctx, "io.bitbuilder.Tenant.NoSuchMachine", &out)
+}
+
+// The machine name (<tenant>-<machine>) is used by another tenant.
+func (c *VarlinkCall) ReplyMachineNameInUse(ctx context.Context, field_ string, machineName_ string, tenant_ string) error {
+	var out MachineNameInUse
+	out.Field = field_
+	out.MachineName = machineName_
+	out.Tenant = tenant_
+	return c.ReplyError(ctx, "io.bitbuilder.Tenant.MachineNameInUse", &out)
 }
 
 // A tenant of that name exists already.
@@ -1004,6 +1315,30 @@ func (c *VarlinkCall) ReplyStop(ctx context.Context, tenant_ Tenant) error {
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyStartMachine(ctx context.Context, tenant_ Tenant) error {
+	var out struct {
+		Tenant Tenant `json:"tenant"`
+	}
+	out.Tenant = tenant_
+	return c.Reply(ctx, &out)
+}
+
+func (c *VarlinkCall) ReplyStopMachine(ctx context.Context, tenant_ Tenant) error {
+	var out struct {
+		Tenant Tenant `json:"tenant"`
+	}
+	out.Tenant = tenant_
+	return c.Reply(ctx, &out)
+}
+
+func (c *VarlinkCall) ReplyRestartMachine(ctx context.Context, tenant_ Tenant) error {
+	var out struct {
+		Tenant Tenant `json:"tenant"`
+	}
+	out.Tenant = tenant_
+	return c.Reply(ctx, &out)
+}
+
 func (c *VarlinkCall) ReplyWatch(ctx context.Context, event_ Event) error {
 	var out struct {
 		Event Event `json:"event"`
@@ -1015,7 +1350,7 @@ func (c *VarlinkCall) ReplyWatch(ctx context.Context, event_ Event) error {
 // Generated dummy implementations for all varlink methods
 
 // Creates a tenant. It is recorded durably before the reply.
-func (s *VarlinkInterface) Create(ctx context.Context, c VarlinkCall, name_ string, networkIndex_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string, desiredState_ *DesiredState) error {
+func (s *VarlinkInterface) Create(ctx context.Context, c VarlinkCall, name_ string, networkIndex_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string, machines_ *[]MachineSpec, desiredState_ *DesiredState) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.Create")
 }
 
@@ -1032,7 +1367,7 @@ func (s *VarlinkInterface) List(ctx context.Context, c VarlinkCall) error {
 }
 
 // Changes a tenant's settings. Fields left null keep their value.
-func (s *VarlinkInterface) Update(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string) error {
+func (s *VarlinkInterface) Update(ctx context.Context, c VarlinkCall, name_ string, revision_ *int64, resources_ *Resources, templates_ *[]TemplateUse, parameters_ *map[string]string, networkFeatures_ *[]string, machines_ *[]MachineSpec) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.Update")
 }
 
@@ -1041,14 +1376,29 @@ func (s *VarlinkInterface) Delete(ctx context.Context, c VarlinkCall, name_ stri
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.Delete")
 }
 
-// Sets a tenant's desired state to running.
+// Sets a tenant's desired state to running; its machines whose desired state is running start.
 func (s *VarlinkInterface) Start(ctx context.Context, c VarlinkCall, name_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.Start")
 }
 
-// Sets a tenant's desired state to stopped.
+// Sets a tenant's desired state to stopped; all its machines stop.
 func (s *VarlinkInterface) Stop(ctx context.Context, c VarlinkCall, name_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.Stop")
+}
+
+// Sets one machine's desired state to running.
+func (s *VarlinkInterface) StartMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.StartMachine")
+}
+
+// Sets one machine's desired state to stopped.
+func (s *VarlinkInterface) StopMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.StopMachine")
+}
+
+// Restarts one machine (starting it if it was stopped). A new template pin takes effect at a restart.
+func (s *VarlinkInterface) RestartMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.RestartMachine")
 }
 
 // [Requires 'more' flag]
@@ -1070,13 +1420,14 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			Templates       *[]TemplateUse     `json:"templates,omitempty"`
 			Parameters      *map[string]string `json:"parameters,omitempty"`
 			NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+			Machines        *[]MachineSpec     `json:"machines,omitempty"`
 			DesiredState    *DesiredState      `json:"desiredState,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.iobitbuildertenantInterface.Create(ctx, VarlinkCall{call}, in.Name, in.NetworkIndex, in.Resources, in.Templates, in.Parameters, in.NetworkFeatures, in.DesiredState)
+		return s.iobitbuildertenantInterface.Create(ctx, VarlinkCall{call}, in.Name, in.NetworkIndex, in.Resources, in.Templates, in.Parameters, in.NetworkFeatures, in.Machines, in.DesiredState)
 
 	case "Get":
 		var in struct {
@@ -1099,12 +1450,13 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			Templates       *[]TemplateUse     `json:"templates,omitempty"`
 			Parameters      *map[string]string `json:"parameters,omitempty"`
 			NetworkFeatures *[]string          `json:"networkFeatures,omitempty"`
+			Machines        *[]MachineSpec     `json:"machines,omitempty"`
 		}
 		err := call.GetParameters(&in)
 		if err != nil {
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
-		return s.iobitbuildertenantInterface.Update(ctx, VarlinkCall{call}, in.Name, in.Revision, in.Resources, in.Templates, in.Parameters, in.NetworkFeatures)
+		return s.iobitbuildertenantInterface.Update(ctx, VarlinkCall{call}, in.Name, in.Revision, in.Resources, in.Templates, in.Parameters, in.NetworkFeatures, in.Machines)
 
 	case "Delete":
 		var in struct {
@@ -1136,6 +1488,39 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
 		return s.iobitbuildertenantInterface.Stop(ctx, VarlinkCall{call}, in.Name)
+
+	case "StartMachine":
+		var in struct {
+			Name    string `json:"name"`
+			Machine string `json:"machine"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.iobitbuildertenantInterface.StartMachine(ctx, VarlinkCall{call}, in.Name, in.Machine)
+
+	case "StopMachine":
+		var in struct {
+			Name    string `json:"name"`
+			Machine string `json:"machine"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.iobitbuildertenantInterface.StopMachine(ctx, VarlinkCall{call}, in.Name, in.Machine)
+
+	case "RestartMachine":
+		var in struct {
+			Name    string `json:"name"`
+			Machine string `json:"machine"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.iobitbuildertenantInterface.RestartMachine(ctx, VarlinkCall{call}, in.Name, in.Machine)
 
 	case "Watch":
 		var in struct {
@@ -1208,6 +1593,74 @@ type Condition (
   lastTransitionTime: string
 )
 
+# How a machine runs: a systemd-nspawn container or a systemd-vmspawn VM.
+type MachineKind (container, vm)
+
+# Where a machine is.
+type MachineState (starting, running, stopping, stopped, failed)
+
+# A machine as a caller asks for it in Create and Update.
+type MachineSpec (
+  # The machine's name within the tenant, a hostname label; systemd-machined knows it as <tenant>-<name>.
+  name: string,
+  # container or vm.
+  kind: MachineKind,
+  # Name of the tenant's template use it runs: a container template use for a container, a machine one for a vm.
+  template: string,
+  # CPUs of the machine (a share of the tenant's); the template's default when null.
+  cpus: ?float,
+  # Memory of the machine in bytes; the template's default when null. At least what the template needs.
+  memoryBytes: ?int,
+  # running (the default) or stopped.
+  desiredState: ?DesiredState
+)
+
+# A machine's observed state, as the daemon last saw it on the host.
+type MachineStatus (
+  # Where the machine is.
+  state: MachineState,
+  # What systemd-machined registered it as (container or vm); null while it is not registered.
+  class: ?string,
+  # PID of the machine's leader process on the host; null while it is not registered.
+  leader: ?int,
+  # The machine's IP addresses.
+  addresses: []string,
+  # The systemd unit that runs the machine.
+  unit: string,
+  # The unit's ActiveState/SubState.
+  unitState: ?string,
+  # The template commit the machine's root was made from.
+  commit: ?string,
+  # The last restart request carried out.
+  restartGeneration: int,
+  # Why the machine is failed or cannot start.
+  message: ?string,
+  # When the state last changed, RFC 3339.
+  since: string
+)
+
+# A machine of a tenant.
+type Machine (
+  # The machine's name within the tenant.
+  name: string,
+  # The name systemd-machined knows it by: <tenant>-<name>.
+  machineName: string,
+  # container or vm.
+  kind: MachineKind,
+  # Name of the tenant's template use it runs.
+  template: string,
+  # CPUs of the machine; 0 means the template's default.
+  cpus: float,
+  # Memory of the machine in bytes; 0 means the template's default.
+  memoryBytes: int,
+  # What the daemon should make of the machine (a stopped tenant stops all its machines).
+  desiredState: DesiredState,
+  # Restart requests so far.
+  restartGeneration: int,
+  # Observed state; null until the daemon has looked.
+  status: ?MachineStatus
+)
+
 # A tenant record.
 type Tenant (
   # The tenant's name: a hostname label, lower case, at most 63 characters.
@@ -1222,6 +1675,8 @@ type Tenant (
   parameters: [string]string,
   # Optional network links the tenant has besides its bridge: wireguard, vxlan, vlan.
   networkFeatures: []string,
+  # The tenant's containers and VMs.
+  machines: []Machine,
   # What the daemon should make of the tenant.
   desiredState: DesiredState,
   # Where the daemon is with the tenant.
@@ -1264,6 +1719,8 @@ method Create(
   parameters: ?[string]string,
   # Optional network links: wireguard, vxlan, vlan.
   networkFeatures: ?[]string,
+  # Containers and VMs.
+  machines: ?[]MachineSpec,
   # running (the default) or stopped.
   desiredState: ?DesiredState
 ) -> (
@@ -1301,7 +1758,9 @@ method Update(
   # New network parameters.
   parameters: ?[string]string,
   # New optional network links.
-  networkFeatures: ?[]string
+  networkFeatures: ?[]string,
+  # New machine list; machines left out are stopped and removed.
+  machines: ?[]MachineSpec
 ) -> (
   # The tenant after the change.
   tenant: Tenant
@@ -1315,7 +1774,7 @@ method Delete(
   revision: ?int
 ) -> ()
 
-# Sets a tenant's desired state to running.
+# Sets a tenant's desired state to running; its machines whose desired state is running start.
 method Start(
   # The tenant's name.
   name: string
@@ -1324,10 +1783,43 @@ method Start(
   tenant: Tenant
 )
 
-# Sets a tenant's desired state to stopped.
+# Sets a tenant's desired state to stopped; all its machines stop.
 method Stop(
   # The tenant's name.
   name: string
+) -> (
+  # The tenant after the change.
+  tenant: Tenant
+)
+
+# Sets one machine's desired state to running.
+method StartMachine(
+  # The tenant's name.
+  name: string,
+  # The machine's name within the tenant.
+  machine: string
+) -> (
+  # The tenant after the change.
+  tenant: Tenant
+)
+
+# Sets one machine's desired state to stopped.
+method StopMachine(
+  # The tenant's name.
+  name: string,
+  # The machine's name within the tenant.
+  machine: string
+) -> (
+  # The tenant after the change.
+  tenant: Tenant
+)
+
+# Restarts one machine (starting it if it was stopped). A new template pin takes effect at a restart.
+method RestartMachine(
+  # The tenant's name.
+  name: string,
+  # The machine's name within the tenant.
+  machine: string
 ) -> (
   # The tenant after the change.
   tenant: Tenant
@@ -1348,6 +1840,12 @@ method Watch(
 
 # No tenant of that name exists.
 error NoSuchTenant (name: string)
+
+# The tenant has no machine of that name.
+error NoSuchMachine (name: string, machine: string)
+
+# The machine name (<tenant>-<machine>) is used by another tenant.
+error MachineNameInUse (field: string, machineName: string, tenant: string)
 
 # A tenant of that name exists already.
 error TenantExists (name: string)
