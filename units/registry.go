@@ -17,8 +17,9 @@ import (
 // separate file system) and may not start other processes, so the registry must sit on the root file system.
 const DefaultRegistryPath = "/etc/bitbuilder/boot-registry.json"
 
-// RegistryVersion is the format version WriteRegistry writes and ReadRegistry accepts.
-const RegistryVersion = 1
+// RegistryVersion is the format version WriteRegistry writes. ReadRegistry also accepts version 1 (no machines and
+// no limits), which version 2 only extended.
+const RegistryVersion = 2
 
 // maxRegistrySize bounds what ReadRegistry reads; 10,000 tenants take about 1.5 MB.
 const maxRegistrySize = 64 << 20
@@ -39,6 +40,10 @@ type RegistryTenant struct {
 	Infra        bool     `json:"infra,omitempty"`
 	Sysext       []string `json:"sysext,omitempty"`
 	Confext      []string `json:"confext,omitempty"`
+	// Machines are the tenant's containers and VMs; CPUs and MemoryBytes limit its slice (version 2).
+	Machines    []Machine `json:"machines,omitempty"`
+	CPUs        float64   `json:"cpus,omitempty"`
+	MemoryBytes int64     `json:"memoryBytes,omitempty"`
 	// Running says the tenant's desired state is running: the generator starts it at boot
 	// (multi-user.target wants tenant@<name>.service). Units of stopped tenants are generated but not started.
 	Running bool `json:"running"`
@@ -46,7 +51,8 @@ type RegistryTenant struct {
 
 // Tenant returns what Render needs of rt.
 func (rt RegistryTenant) Tenant() Tenant {
-	return Tenant{Name: rt.Name, NetworkIndex: rt.NetworkIndex, Infra: rt.Infra, Sysext: rt.Sysext, Confext: rt.Confext}
+	return Tenant{Name: rt.Name, NetworkIndex: rt.NetworkIndex, Infra: rt.Infra, Sysext: rt.Sysext, Confext: rt.Confext,
+		Machines: rt.Machines, CPUs: rt.CPUs, MemoryBytes: rt.MemoryBytes}
 }
 
 // Skipped is a registry entry that ReadRegistry left out.
@@ -114,7 +120,7 @@ func ParseRegistry(data []byte) (Registry, []Skipped, error) {
 	if rf.Version == nil {
 		return Registry{}, nil, fmt.Errorf("%w: no \"version\"", ErrRegistryMalformed)
 	}
-	if *rf.Version != RegistryVersion {
+	if *rf.Version != RegistryVersion && *rf.Version != 1 {
 		return Registry{}, nil, fmt.Errorf("%w: version %d, this build reads version %d", ErrRegistryVersion, *rf.Version, RegistryVersion)
 	}
 	reg := Registry{Version: RegistryVersion, Tenants: make([]RegistryTenant, 0, len(rf.Tenants))}

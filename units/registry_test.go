@@ -67,12 +67,12 @@ func TestWriteRegistryRefusesBadInput(t *testing.T) {
 		want error
 	}{
 		{"version 0", Registry{Tenants: []RegistryTenant{ok}}, ErrRegistryVersion},
-		{"version 2", Registry{Version: 2}, ErrRegistryVersion},
-		{"bad name", Registry{Version: 1, Tenants: []RegistryTenant{ok, {Name: "../x", NetworkIndex: 1}}}, ErrInvalidName},
-		{"bad index", Registry{Version: 1, Tenants: []RegistryTenant{{Name: "a", NetworkIndex: -1}}}, ErrInvalidIndex},
-		{"duplicate name", Registry{Version: 1, Tenants: []RegistryTenant{ok, {Name: "ok", NetworkIndex: 2}}}, ErrDuplicateTenant},
-		{"duplicate index", Registry{Version: 1, Tenants: []RegistryTenant{ok, {Name: "other", NetworkIndex: 100}}}, ErrDuplicateTenant},
-		{"bad extension", Registry{Version: 1, Tenants: []RegistryTenant{{Name: "a", NetworkIndex: 1, Sysext: []string{"a/b"}}}}, ErrInvalidExtension},
+		{"version 3", Registry{Version: 3}, ErrRegistryVersion},
+		{"bad name", Registry{Version: RegistryVersion, Tenants: []RegistryTenant{ok, {Name: "../x", NetworkIndex: 1}}}, ErrInvalidName},
+		{"bad index", Registry{Version: RegistryVersion, Tenants: []RegistryTenant{{Name: "a", NetworkIndex: -1}}}, ErrInvalidIndex},
+		{"duplicate name", Registry{Version: RegistryVersion, Tenants: []RegistryTenant{ok, {Name: "ok", NetworkIndex: 2}}}, ErrDuplicateTenant},
+		{"duplicate index", Registry{Version: RegistryVersion, Tenants: []RegistryTenant{ok, {Name: "other", NetworkIndex: 100}}}, ErrDuplicateTenant},
+		{"bad extension", Registry{Version: RegistryVersion, Tenants: []RegistryTenant{{Name: "a", NetworkIndex: 1, Sysext: []string{"a/b"}}}}, ErrInvalidExtension},
 	}
 	for _, tt := range tests {
 		if err := WriteRegistry(p, tt.reg); !errors.Is(err, tt.want) {
@@ -113,7 +113,7 @@ func TestReadRegistryBadFiles(t *testing.T) {
 		{"null", ptr(`null`), ErrRegistryMalformed},
 		{"two documents", ptr(valid + valid), ErrRegistryMalformed},
 		{"seed format", ptr(`{"tenants":[{"id":"t1"}]}`), ErrRegistryMalformed},
-		{"future version", ptr(`{"version":2,"tenants":[]}`), ErrRegistryVersion},
+		{"future version", ptr(`{"version":3,"tenants":[]}`), ErrRegistryVersion},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

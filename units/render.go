@@ -42,9 +42,11 @@ type Config struct {
 	Varlinkctl string
 	IP         string
 	VMSpawn    string
-	// VMSpawnArgs are appended to every infrastructure VM's systemd-vmspawn command line, for example
+	// VMSpawnArgs are appended to every infrastructure VM's and VM's systemd-vmspawn command line, for example
 	// --kvm=no on a host without usable KVM.
 	VMSpawnArgs []string
+	// Nspawn is the absolute path of systemd-nspawn(1). Default /usr/bin/systemd-nspawn.
+	Nspawn string
 }
 
 // withDefaults returns c with every empty field set to its default, or an error naming the first bad field.
@@ -60,6 +62,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"Varlinkctl", &c.Varlinkctl, DefaultVarlinkctl},
 		{"IP", &c.IP, DefaultIP},
 		{"VMSpawn", &c.VMSpawn, DefaultVMSpawn},
+		{"Nspawn", &c.Nspawn, DefaultNspawn},
 	}
 	for _, f := range fields {
 		if *f.v == "" {
@@ -110,6 +113,12 @@ type Tenant struct {
 	// Paths.ConfextDir. They are stacked in this order, the last one on top.
 	Sysext  []string
 	Confext []string
+	// Machines are the tenant's containers and VMs, each run by its own unit in the tenant's slice.
+	Machines []Machine
+	// CPUs, MemoryBytes and TasksMax limit the tenant's slice (0: no limit; TasksMax 0: DefaultTenantTasksMax).
+	CPUs        float64
+	MemoryBytes int64
+	TasksMax    int
 }
 
 // Unit is one rendered unit file.
@@ -225,7 +234,7 @@ func (t Tenant) Check() error {
 	if err := checkExtensions("confext", t.Confext); err != nil {
 		return fmt.Errorf("tenant %q: %w", t.Name, err)
 	}
-	return nil
+	return checkMachines(t)
 }
 
 // Render returns the units of tenant t, in a fixed order: tenant@, netns-tenant@, tenant-network@, then
@@ -261,7 +270,7 @@ type renderer struct {
 
 func (r *renderer) render() ([]Unit, error) {
 	t := r.t
-	names := struct{ tenant, netns, network, infra, sysext, confext string }{}
+	names := unitNames{}
 	var err error
 	instance := "@" + Escape(t.Name) + ".service"
 	// tenant-network@ is the longest of the four template names.
@@ -272,6 +281,12 @@ func (r *renderer) render() ([]Unit, error) {
 	names.netns = "netns-tenant" + instance
 	names.network = "tenant-network" + instance
 	names.infra = "tenant-infra" + instance
+	names.slice = TenantSlice(t.Name)
+	for _, m := range t.Machines {
+		if n := MachineUnit(t.Name, m.Name); len(n) > unitNameMax {
+			return nil, fmt.Errorf("%w: unit %s is %d bytes long (systemd allows %d)", ErrNameTooLong, n, len(n), unitNameMax)
+		}
+	}
 	if len(t.Sysext) > 0 {
 		if names.sysext, err = MountUnitName(r.p.MergedUsr); err != nil {
 			return nil, err
@@ -395,6 +410,14 @@ func (r *renderer) render() ([]Unit, error) {
 		lower = append(lower, r.cfg.LibexecDir+"/empty")
 		r.mount(names.tenant, "Configuration extensions of BitBuilder tenant "+t.Name, r.p.MergedEtc, "ro,nodev,nosuid,noexec", lower, r.p.ConfextDir+" "+r.cfg.LibexecDir)
 		add(names.confext)
+	}
+	if len(t.Machines) > 0 {
+		r.renderSlice(names.tenant)
+		add(names.slice)
+		for _, m := range t.Machines {
+			r.renderMachine(m, names)
+			add(MachineUnit(t.Name, m.Name))
+		}
 	}
 	return units, nil
 }
