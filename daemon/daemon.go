@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,11 +23,13 @@ import (
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
+	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/reconcile"
 	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/store"
 	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/tenant"
+	"github.com/bitbuilder/bitbuilder/units"
 )
 
 // Version is the daemon's version, reported by GetInfo. Set at build time with
@@ -248,6 +251,28 @@ func Run(ctx context.Context, cfg Config) error {
 			log.Error("reconciler stopped", "err", err)
 		}
 	}()
+	if netAPI.host != nil {
+		// Host events wake the tenant they concern at once: a machine's unit changed state,
+		// or machined registered or removed a machine (drift is repaired without waiting
+		// for the resync).
+		defer netAPI.host.machines.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			netAPI.host.machines.Watch(serveCtx, machineUnitPrefix, func(ev machines.Event) {
+				name := ev.Machine
+				if ev.Unit != "" {
+					name = machineOfUnit(ev.Unit)
+				}
+				if name == "" {
+					return
+				}
+				if r, err := st.Get(serveCtx, tenant.KindMachineName, name); err == nil {
+					ctl.Enqueue(string(r.Value))
+				}
+			})
+		}()
+	}
 
 	status := fmt.Sprintf("Serving %d tenants", len(ts))
 	notify(log, "READY=1\nSTATUS="+status)
@@ -269,6 +294,22 @@ func Run(ctx context.Context, cfg Config) error {
 	stopServing()
 	wg.Wait()
 	return nil
+}
+
+// machineUnitPrefix starts the name of every machine unit (units.MachineUnit).
+const machineUnitPrefix = "tenant-machine@"
+
+// machineOfUnit returns the machine name a machine unit runs, "" for other units.
+func machineOfUnit(unit string) string {
+	inst, ok := strings.CutPrefix(unit, machineUnitPrefix)
+	if !ok {
+		return ""
+	}
+	inst, ok = strings.CutSuffix(inst, ".service")
+	if !ok {
+		return ""
+	}
+	return units.Unescape(inst)
 }
 
 func notify(log *slog.Logger, state string) {

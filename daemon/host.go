@@ -11,6 +11,7 @@ import (
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 
 	"github.com/bitbuilder/bitbuilder/examples/templates"
+	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/netconf"
 	"github.com/bitbuilder/bitbuilder/netns"
 	"github.com/bitbuilder/bitbuilder/reconcile"
@@ -89,11 +90,15 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 		}
 		return defaultTemplate, nil
 	}
-	hn := &hostNetwork{links: links, files: files, template: networkTemplate}
+	hn := &hostNetwork{links: links, files: files, template: networkTemplate, machines: machines.New(log.With("component", "machines"))}
 	steps := []reconcile.Step{
 		&reconcile.TemplatesStep{Registry: reg, TenantsDir: tenantsDir},
 		&reconcile.NetworkStep{Links: links, Files: files, Template: networkTemplate},
 		&reconcile.UnitsStep{Dir: hc.UnitDir, Config: hc.Units, Reload: reloadSystemd},
+		&reconcile.MachinesStep{
+			Host: hn.machines, Units: hc.Units, TenantsDir: tenantsDir, UnitDir: hc.UnitDir, Reload: reloadSystemd,
+			Log: log.With("component", "machines"),
+		},
 	}
 	log.Info("host steps enabled", "networkDir", hc.NetworkDir, "unitDir", hc.UnitDir, "bootRegistry", hc.BootRegistry)
 	return hn, steps, reconcile.BootRegistry(hc.BootRegistry), nil

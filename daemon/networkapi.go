@@ -10,6 +10,7 @@ import (
 	"time"
 
 	vn "github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
+	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/netconf"
 	"github.com/bitbuilder/bitbuilder/netns"
 	"github.com/bitbuilder/bitbuilder/reconcile"
@@ -30,6 +31,8 @@ type hostNetwork struct {
 	files    *netconf.Manager
 	bus      netconf.NetworkdBus
 	template func(t *tenant.Tenant) (*netconf.Template, error)
+	// machines runs and observes the tenants' machines.
+	machines *machines.Host
 }
 
 func (a *networkAPI) describe(ctx context.Context, t *tenant.Tenant) vn.TenantNetwork {

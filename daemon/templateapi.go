@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -328,6 +329,38 @@ func registryValidator(ctx context.Context, dir, kind string) ([]string, error) 
 		out = append(out, f.String())
 	}
 	return out, nil
+}
+
+// MachineInfo implements tenant.MachineInspector: what a pinned template says about the
+// machines made from it (its default memory is what it needs; a VM template needs a kernel
+// in disk-image/boot or an EFI loader in disk-image/efi).
+func (r templateResolver) MachineInfo(_ context.Context, name, commit string) (tenant.MachineInfo, error) {
+	md, err := r.reg.Metadata(name, commit)
+	if err != nil {
+		return tenant.MachineInfo{}, err
+	}
+	info := tenant.MachineInfo{MinMemoryBytes: md.Defaults.Resources.MemoryBytes(), DefaultCPUs: md.Defaults.Resources.CPU}
+	if md.Template.Type != metadata.TypeMachine {
+		return info, nil
+	}
+	boot, err := r.reg.ReadDir(name, commit, "disk-image/boot")
+	if err != nil {
+		return info, err
+	}
+	for _, n := range boot {
+		if strings.HasPrefix(n, "vmlinuz") || strings.HasPrefix(n, "vmlinux") || n == "loader" {
+			info.HasKernel = true
+		}
+	}
+	if efi, err := r.reg.ReadDir(name, commit, "disk-image/efi"); err == nil && slices.Contains(efi, "EFI") {
+		info.HasKernel = true
+	}
+	// A template may take its kernel from the host's allow-listed files at materialization
+	// (artifacts.json); the machines step checks the materialized tree again before it boots.
+	if root, err := r.reg.ReadDir(name, commit, ""); err == nil && slices.Contains(root, "artifacts.json") {
+		info.HasKernel = true
+	}
+	return info, nil
 }
 
 // templateResolver pins tenants' template uses to the registry's commits.

@@ -49,8 +49,12 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
-	mu      sync.Mutex
-	pending bool // a reload failed: the next Apply or Remove reloads even without changes
+	mu sync.Mutex
+	// pending is set while networkd may not have applied the files: a reload failed, or this
+	// process has not reloaded yet (a previous one may have written files and died before its
+	// reload, which nothing in memory can tell). The next Apply or Remove then reloads even
+	// without changes.
+	pending bool
 }
 
 // New returns a Manager.
@@ -92,7 +96,7 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Manager{cfg: cfg, log: cfg.Logger}, nil
+	return &Manager{cfg: cfg, log: cfg.Logger, pending: true}, nil
 }
 
 func checkTenant(name string) error {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -50,7 +51,13 @@ type Config struct {
 	Resync time.Duration
 	// MinBackoff and MaxBackoff bound the retry delay of a failing tenant (1 s, 5 min).
 	MinBackoff, MaxBackoff time.Duration
-	Logger                 *slog.Logger
+	// StepTimeout bounds each step's Ensure or Teardown of one tenant (default 5 min): a
+	// step that hangs fails that pass and is retried, and other tenants go on.
+	StepTimeout time.Duration
+	// Poll is how soon a tenant whose machines are starting or stopping is looked at again
+	// even without an event (default 2 s).
+	Poll   time.Duration
+	Logger *slog.Logger
 }
 
 // Controller runs the loop.
@@ -81,6 +88,12 @@ func New(cfg Config) *Controller {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.StepTimeout <= 0 {
+		cfg.StepTimeout = 5 * time.Minute
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -228,7 +241,7 @@ func (c *Controller) work(ctx context.Context) {
 		c.active[name] = true
 		c.mu.Unlock()
 
-		res, err := c.Reconcile(ctx, name)
+		res, err := c.safeReconcile(ctx, name)
 
 		c.mu.Lock()
 		delete(c.active, name)
@@ -277,6 +290,18 @@ func (c *Controller) Passes(name string) int {
 	return c.passes[name]
 }
 
+// safeReconcile is Reconcile with a panic turned into an error of that pass, so that one
+// tenant's bad pass neither stops the daemon nor other tenants.
+func (c *Controller) safeReconcile(ctx context.Context, name string) (res Result, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("reconcile panicked", "tenant", name, "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("reconcile panicked: %v", r)
+		}
+	}()
+	return c.Reconcile(ctx, name)
+}
+
 // Result says when to reconcile a tenant again without a change.
 type Result struct {
 	RequeueAfter time.Duration
@@ -298,7 +323,10 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 		var errs []error
 		for i := len(c.cfg.Steps) - 1; i >= 0; i-- {
 			s := c.cfg.Steps[i]
-			if err := s.Teardown(ctx, t); err != nil {
+			sctx, cancel := context.WithTimeout(ctx, c.cfg.StepTimeout)
+			err := s.Teardown(sctx, t)
+			cancel()
+			if err != nil {
 				errs = append(errs, fmt.Errorf("%s teardown: %w", s.Name(), err))
 			}
 		}
@@ -320,8 +348,24 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 
 	var conds []tenant.Condition
 	var errs []error
+	var statuses []tenant.MachineStatus
 	for _, s := range c.cfg.Steps {
-		cs, err := s.Ensure(ctx, t)
+		sctx, cancel := context.WithTimeout(ctx, c.cfg.StepTimeout)
+		var cs []tenant.Condition
+		var err error
+		if ss, ok := s.(StatusStep); ok {
+			var st []tenant.MachineStatus
+			cs, st, err = ss.EnsureStatus(sctx, t)
+			if st != nil {
+				statuses = st
+			}
+		} else {
+			cs, err = s.Ensure(sctx, t)
+		}
+		if err == nil && sctx.Err() != nil {
+			err = fmt.Errorf("step did not finish within %v: %w", c.cfg.StepTimeout, sctx.Err())
+		}
+		cancel()
 		conds = append(conds, cs...)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))
@@ -331,8 +375,36 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 		}
 	}
 	phase := phaseOf(t, conds, len(errs) > 0)
-	c.setStatus(ctx, t, phase, conds)
-	return Result{}, errors.Join(errs...)
+	var res Result
+	if p, transient := machinePhase(t, statuses); transient {
+		if phase != tenant.PhaseFailed {
+			phase = p
+		}
+		res.RequeueAfter = c.cfg.Poll
+	}
+	if _, err := c.cfg.Tenants.SetFullStatus(ctx, t.Name, phase, conds, statuses); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
+		c.log.Warn("recording tenant status failed", "tenant", t.Name, "err", err)
+	}
+	return res, errors.Join(errs...)
+}
+
+// machinePhase says whether t's machines are on their way somewhere, and which phase that is:
+// provisioning while machines start for a running tenant, stopping while they stop for a
+// stopped one.
+func machinePhase(t *tenant.Tenant, statuses []tenant.MachineStatus) (tenant.Phase, bool) {
+	moving := false
+	for _, st := range statuses {
+		if st.State == tenant.MachineStarting || st.State == tenant.MachineStopping {
+			moving = true
+		}
+	}
+	if !moving {
+		return "", false
+	}
+	if t.DesiredState == tenant.Stopped {
+		return tenant.PhaseStopping, true
+	}
+	return tenant.PhaseProvisioning, true
 }
 
 func hasCondition(cs []tenant.Condition, typ string) bool {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/template/validate"
 	"github.com/bitbuilder/bitbuilder/tenant"
@@ -153,10 +154,12 @@ func copyInto(root *os.Root, src, dst string) error {
 	return out.Close()
 }
 
-// Teardown implements Step: it removes the tenant's whole directory.
+// Teardown implements Step: it removes the tenant's whole directory, after unmounting anything
+// mounted below it (an extension overlay mounted at boot, say), which RemoveAll alone would meet
+// as a read-only tree and fail on forever.
 func (s *TemplatesStep) Teardown(_ context.Context, t *tenant.Tenant) error {
 	if t.Name == "" || strings.ContainsAny(t.Name, "/.") {
 		return fmt.Errorf("refusing to remove the directory of tenant %q", t.Name)
 	}
-	return os.RemoveAll(filepath.Join(s.TenantsDir, t.Name))
+	return machines.RemoveTree(filepath.Join(s.TenantsDir, t.Name))
 }

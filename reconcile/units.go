@@ -39,22 +39,25 @@ type UnitsStep struct {
 	Reload func(ctx context.Context) error
 
 	// reloadOwed is set when files changed but the reload failed: a later pass whose files
-	// are already right must still reload.
+	// are already right must still reload. synced is set by the first reload of this
+	// process: until then a reload is owed too, since a previous process may have written
+	// files and died before it reloaded, which nothing in memory can tell.
 	mu         sync.Mutex
 	reloadOwed bool
+	synced     bool
 }
 
 func (s *UnitsStep) reload(ctx context.Context, changed bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !changed && !s.reloadOwed || s.Reload == nil {
+	if !changed && !s.reloadOwed && s.synced || s.Reload == nil {
 		return nil
 	}
 	if err := s.Reload(ctx); err != nil {
 		s.reloadOwed = true
 		return err
 	}
-	s.reloadOwed = false
+	s.reloadOwed, s.synced = false, true
 	return nil
 }
 

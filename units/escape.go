@@ -2,6 +2,7 @@ package units
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -112,4 +113,25 @@ func InstanceName(template, instance, suffix string) (string, error) {
 		return "", fmt.Errorf("%w: unit %q is %d bytes long (systemd allows %d)", ErrNameTooLong, name, len(name), unitNameMax)
 	}
 	return name, nil
+}
+
+// Unescape undoes Escape: each \xNN becomes the byte NN and "-" becomes "/" (systemd-escape --unescape).
+func Unescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		switch {
+		case s[i] == '\\' && i+3 < len(s) && s[i+1] == 'x':
+			if v, err := strconv.ParseUint(s[i+2:i+4], 16, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+			b.WriteByte(s[i])
+		case s[i] == '-':
+			b.WriteByte('/')
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
 }

@@ -139,3 +139,11 @@ func TestQuoteArg(t *testing.T) {
 		}
 	}
 }
+
+func TestUnescapeRoundTrip(t *testing.T) {
+	for _, s := range []string{"a", "shop-web", "x---y-db", "a.b_c:d", "/x/y"} {
+		if got := Unescape(Escape(s)); got != s {
+			t.Errorf("Unescape(Escape(%q)) = %q", s, got)
+		}
+	}
+}

@@ -1,0 +1,279 @@
+package machines
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+)
+
+// Copy is one tree Prepare copies: Src (a template's tree) to Dst (below the machine's directory).
+type Copy struct {
+	Src, Dst string
+}
+
+// commitFile is the file in a machine's directory that records which template commit its root was made from.
+const commitFile = "commit"
+
+// RootCommit returns the template commit machine directory dir's root was made from, "" when it has none.
+func RootCommit(dir string) string {
+	b, err := os.ReadFile(filepath.Join(dir, commitFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// Prepare makes each Dst a private copy of its Src, then records commit in dir (the machine's directory).
+// Each copy is made in a temporary directory beside Dst and renamed into place, replacing an older Dst, so a
+// crash leaves the old root or the new one, and the commit is recorded only once every copy is in place. It
+// must not run while the machine runs.
+func Prepare(ctx context.Context, dir, commit string, copies []Copy) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(dir, commitFile))
+	for _, c := range copies {
+		fi, err := os.Lstat(c.Src)
+		if err != nil {
+			return fmt.Errorf("template tree: %w", err)
+		}
+		if !fi.IsDir() {
+			return fmt.Errorf("template tree %s is not a directory", c.Src)
+		}
+		tmp := c.Dst + ".new"
+		if err := RemoveTree(tmp); err != nil {
+			return err
+		}
+		// cp -a keeps modes, ownership, links and times; --reflink=auto shares the blocks on
+		// file systems that can (btrfs, XFS) and copies elsewhere.
+		cmd := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", "--no-target-directory", c.Src, tmp)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			RemoveTree(tmp)
+			return fmt.Errorf("copy %s: %w: %s", c.Src, err, bytes.TrimSpace(out))
+		}
+		if err := os.Chmod(tmp, 0o755); err != nil {
+			RemoveTree(tmp)
+			return err
+		}
+		if err := RemoveTree(c.Dst); err != nil {
+			RemoveTree(tmp)
+			return err
+		}
+		if err := os.Rename(tmp, c.Dst); err != nil {
+			RemoveTree(tmp)
+			return err
+		}
+	}
+	return writeFileSync(filepath.Join(dir, commitFile), []byte(commit+"\n"), 0o644)
+}
+
+// writeFileSync writes a small file atomically (temporary file, fsync, rename, directory fsync).
+func writeFileSync(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// WriteFile writes a small file atomically and durably.
+func WriteFile(path string, data []byte, mode os.FileMode) error {
+	return writeFileSync(path, data, mode)
+}
+
+// MountsBelow returns the mount points at or below dir, deepest first, from /proc/self/mountinfo.
+func MountsBelow(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return slices.Compact(out), sc.Err()
+}
+
+// unescapeMountinfo undoes the octal escapes (\040 for a space, ...) of /proc/self/mountinfo.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			v := (s[i+1]-'0')*64 + (s[i+2]-'0')*8 + (s[i+3] - '0')
+			b.WriteByte(v)
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// RemoveTree unmounts everything mounted at or below dir (deepest first; lazily if busy) and then removes
+// dir, never crossing into another file system. A missing dir is not an error.
+func RemoveTree(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	mounts, err := MountsBelow(dir)
+	if err != nil {
+		return err
+	}
+	for _, m := range mounts {
+		if err := syscall.Unmount(m, 0); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) {
+				return fmt.Errorf("unmount %s: %w", m, err)
+			}
+		}
+	}
+	return os.RemoveAll(dir)
+}
+
+// TreeSize returns the bytes that the files below dir take on disk (st_blocks), without following links.
+func TreeSize(dir string) (int64, error) {
+	var total int64
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			total += st.Blocks * 512
+		}
+		return nil
+	})
+	return total, err
+}
+
+// maxSettingsSize bounds a template's nspawn settings file.
+const maxSettingsSize = 64 << 10
+
+// ReadTemplateFile reads the regular file rel below root (a template tree) without following a symlink
+// anywhere on the way and refusing more than max bytes. A missing file gives nil and no error.
+func ReadTemplateFile(root, rel string, max int64) ([]byte, error) {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	// os.Root keeps every component inside root; Lstat refuses a final symlink even to inside.
+	fi, err := r.Lstat(rel)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, &SettingsError{Path: rel, Reason: err.Error()}
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, &SettingsError{Path: rel, Reason: "not a regular file (" + fi.Mode().Type().String() + ")"}
+	}
+	if fi.Size() > max {
+		return nil, &SettingsError{Path: rel, Reason: fmt.Sprintf("%d bytes, more than the limit of %d", fi.Size(), max)}
+	}
+	f, err := r.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, &SettingsError{Path: rel, Reason: err.Error()}
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > max {
+		return nil, &SettingsError{Path: rel, Reason: fmt.Sprintf("more than the limit of %d bytes", max)}
+	}
+	return data, nil
+}
+
+// allowedSettings are the systemd.nspawn(5) settings a template may set. Everything that widens what the
+// container may reach on the host (Bind=, Capability=, PrivateUsers=, network settings, ...) or that the daemon
+// decides (Boot=, the network, user namespacing) is dropped.
+var allowedSettings = map[string][]string{
+	"Exec":  {"Environment", "WorkingDirectory", "Timezone", "LinkJournal", "NotifyReady", "KillSignal", "Personality", "NoNewPrivileges", "OOMScoreAdjust", "SystemCallFilter", "LimitNOFILE", "LimitNPROC"},
+	"Files": {"ReadOnly", "Volatile", "TemporaryFileSystem", "Inaccessible"},
+}
+
+// SanitizeNspawnSettings returns the settings of a template's .nspawn file that a template may set (see
+// allowedSettings), and the "Section.Key" of each one it dropped.
+func SanitizeNspawnSettings(data []byte) (out []byte, dropped []string) {
+	var b bytes.Buffer
+	b.WriteString("# Written by BitBuilder from the template's config/nspawn-settings.conf: only the settings a template may set.\n")
+	section := ""
+	wroteSection := ""
+	for _, line := range strings.Split(string(data), "\n") {
+		l := strings.TrimSpace(line)
+		if l == "" || l[0] == '#' || l[0] == ';' {
+			continue
+		}
+		if strings.HasPrefix(l, "[") && strings.HasSuffix(l, "]") {
+			section = l[1 : len(l)-1]
+			continue
+		}
+		k, v, ok := strings.Cut(l, "=")
+		k = strings.TrimSpace(k)
+		if !ok || !slices.Contains(allowedSettings[section], k) || strings.HasSuffix(v, `\`) {
+			dropped = append(dropped, section+"."+k)
+			continue
+		}
+		if wroteSection != section {
+			fmt.Fprintf(&b, "\n[%s]\n", section)
+			wroteSection = section
+		}
+		fmt.Fprintf(&b, "%s=%s\n", k, strings.TrimSpace(v))
+	}
+	return b.Bytes(), dropped
+}
