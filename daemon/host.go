@@ -101,7 +101,7 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 		},
 	}
 	log.Info("host steps enabled", "networkDir", hc.NetworkDir, "unitDir", hc.UnitDir, "bootRegistry", hc.BootRegistry)
-	return hn, steps, reconcile.BootRegistry(hc.BootRegistry), nil
+	return hn, steps, reconcile.BootRegistry(hc.BootRegistry, hc.Units), nil
 }
 
 // reloadSystemd asks the service manager to reload unit files over D-Bus.

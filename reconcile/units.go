@@ -17,6 +17,13 @@ import (
 // UnitsTenant maps a tenant record to what the unit renderer needs.
 func UnitsTenant(t *tenant.Tenant) units.Tenant {
 	u := units.Tenant{Name: t.Name, NetworkIndex: t.NetworkIndex}
+	if len(t.Machines) > 0 {
+		u.CPUs, u.MemoryBytes = t.Resources.CPUs, t.Resources.MemoryBytes
+	}
+	for _, m := range t.Machines {
+		um := units.Machine{Name: m.Name, Kind: string(m.Kind), CPUs: m.CPUs, MemoryBytes: m.MemoryBytes}
+		u.Machines = append(u.Machines, um)
+	}
 	for _, tu := range t.Templates {
 		switch tu.Role {
 		case "infrastructure":
@@ -116,11 +123,14 @@ func (s *UnitsStep) Teardown(ctx context.Context, t *tenant.Tenant) error {
 
 // BootRegistry returns an Observer that keeps the boot registry at path current: the
 // tenants the generator brings back at boot (all but those being deleted).
-func BootRegistry(path string) Observer {
+func BootRegistry(path string, cfg units.Config) Observer {
 	var mu sync.Mutex
 	var last *units.Registry
 	return func(_ context.Context, ts []*tenant.Tenant) error {
 		reg := units.Registry{Version: units.RegistryVersion, Tenants: []units.RegistryTenant{}}
+		if !reflect.DeepEqual(cfg, units.Config{}) {
+			reg.Units = &cfg
+		}
 		for _, t := range ts {
 			if t.Deleting() {
 				continue
@@ -128,6 +138,7 @@ func BootRegistry(path string) Observer {
 			u := UnitsTenant(t)
 			reg.Tenants = append(reg.Tenants, units.RegistryTenant{
 				Name: u.Name, NetworkIndex: u.NetworkIndex, Infra: u.Infra, Sysext: u.Sysext, Confext: u.Confext,
+				Machines: u.Machines, CPUs: u.CPUs, MemoryBytes: u.MemoryBytes,
 				Running: t.DesiredState == tenant.Running,
 			})
 		}

@@ -49,8 +49,9 @@ type Machine struct {
 	// Template is the name of the tenant's template use the machine runs: a "container"
 	// use for a container, a "machine" use for a VM.
 	Template string `json:"template"`
-	// CPUs and MemoryBytes limit the machine (0: the template's default; CPUs is a
-	// share of the tenant's, which bound all machines together).
+	// CPUs and MemoryBytes limit the machine. Left 0 in a request they take the template's
+	// defaults (metadata.json defaults.resources); 0 when recorded means no limit of its own.
+	// The tenant's resources bound all its machines together (its slice).
 	CPUs        float64 `json:"cpus,omitempty"`
 	MemoryBytes int64   `json:"memoryBytes,omitempty"`
 	// DesiredState is running or stopped. A stopped tenant stops all its machines
@@ -270,10 +271,15 @@ func validateMachines(ctx context.Context, t *Tenant, inspect MachineInspector) 
 		if m.Kind == VM && !info.HasKernel {
 			return &FieldError{Field: f + ".template", Reason: fmt.Sprintf("template %q (commit %.12s) has no kernel to boot: neither disk-image/boot/vmlinuz* nor an EFI loader in disk-image/efi", use.Template, use.Commit)}
 		}
-		mem := m.MemoryBytes
-		if mem == 0 {
-			mem = info.MinMemoryBytes
+		// Unset limits take the template's defaults, recorded so that the units and the
+		// boot registry carry them.
+		if m.MemoryBytes == 0 {
+			m.MemoryBytes = info.MinMemoryBytes
 		}
+		if m.CPUs == 0 && info.DefaultCPUs > 0 {
+			m.CPUs = min(info.DefaultCPUs, t.Resources.CPUs)
+		}
+		mem := m.MemoryBytes
 		if info.MinMemoryBytes > 0 && mem < info.MinMemoryBytes {
 			return &FieldError{Field: f + ".memoryBytes", Reason: fmt.Sprintf("%d is less than the %d bytes template %q needs", mem, info.MinMemoryBytes, use.Template)}
 		}

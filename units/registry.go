@@ -31,6 +31,9 @@ type Registry struct {
 	Version int `json:"version"`
 	// Tenants, one entry per tenant, names and network indexes unique.
 	Tenants []RegistryTenant `json:"tenants"`
+	// Units is the rendering configuration the daemon used (version 2), so that the generator renders the same
+	// units as the daemon that wrote the registry, with its state directory and tool paths. Absent: the defaults.
+	Units *Config `json:"units,omitempty"`
 }
 
 // RegistryTenant is one tenant in the boot registry.

@@ -30,23 +30,23 @@ const maxMachineName = 64
 type Config struct {
 	// StateDir is the daemon's state directory; a tenant's pinned trees live in StateDir/tenants/<name>
 	// (see Paths). Default /var/lib/bitbuilder.
-	StateDir string
+	StateDir string `json:"stateDir,omitempty"`
 	// LibexecDir holds BitBuilder's private files; its subdirectory "empty" (an empty directory shipped by the
 	// package) is the bottom layer of every confext overlay. Default /usr/lib/bitbuilder.
-	LibexecDir string
+	LibexecDir string `json:"libexecDir,omitempty"`
 	// Socket is the daemon's Varlink socket. Default /run/bitbuilder/io.bitbuilder.
-	Socket string
+	Socket string `json:"socket,omitempty"`
 	// SocketUnit is the unit that listens on Socket and activates the daemon. Default bitbuilderd.socket.
-	SocketUnit string
+	SocketUnit string `json:"socketUnit,omitempty"`
 	// Varlinkctl, IP and VMSpawn are the absolute paths of varlinkctl(1), ip(8) and systemd-vmspawn(1).
-	Varlinkctl string
-	IP         string
-	VMSpawn    string
+	Varlinkctl string `json:"varlinkctl,omitempty"`
+	IP         string `json:"ip,omitempty"`
+	VMSpawn    string `json:"vmspawn,omitempty"`
 	// VMSpawnArgs are appended to every infrastructure VM's and VM's systemd-vmspawn command line, for example
 	// --kvm=no on a host without usable KVM.
-	VMSpawnArgs []string
+	VMSpawnArgs []string `json:"vmspawnArgs,omitempty"`
 	// Nspawn is the absolute path of systemd-nspawn(1). Default /usr/bin/systemd-nspawn.
-	Nspawn string
+	Nspawn string `json:"nspawn,omitempty"`
 }
 
 // withDefaults returns c with every empty field set to its default, or an error naming the first bad field.

@@ -49,7 +49,11 @@ func run(args []string, getenv func(string) string) int {
 	for _, s := range skipped {
 		lines = append(lines, fmt.Sprintf("skipped registry %s", s))
 	}
-	rep, err := units.Generate(args[0], reg.Tenants, units.Config{})
+	var cfg units.Config
+	if reg.Units != nil {
+		cfg = *reg.Units // render what the daemon rendered: its state directory and tool paths
+	}
+	rep, err := units.Generate(args[0], reg.Tenants, cfg)
 	if err != nil {
 		log.printf(3, "no tenants generated: %v", err)
 		return 1

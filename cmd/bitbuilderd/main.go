@@ -37,6 +37,15 @@ func run(args []string) error {
 	fs.StringVar(&host.UnitDir, "unit-dir", "/run/systemd/system", "where tenants' units go")
 	fs.StringVar(&host.BootRegistry, "boot-registry", "/etc/bitbuilder/boot-registry.json", "the registry the boot generator reads")
 	basePrefix := fs.String("base-prefix", "10.0.0.0/8", "IPv4 network tenant networks are cut from: tenant N gets the /16 at BASE + N<<16")
+	fs.StringVar(&host.Units.Nspawn, "nspawn", "/usr/bin/systemd-nspawn", "path of systemd-nspawn, which runs containers")
+	fs.StringVar(&host.Units.VMSpawn, "vmspawn", "/usr/bin/systemd-vmspawn", "path of systemd-vmspawn, which runs VMs (not every distribution ships it)")
+	fs.Func("vmspawn-arg", "an extra systemd-vmspawn option for every VM, e.g. --kvm=no on a host without usable KVM (repeatable)", func(s string) error {
+		if !strings.HasPrefix(s, "--") {
+			return fmt.Errorf("%q is not a long option", s)
+		}
+		host.Units.VMSpawnArgs = append(host.Units.VMSpawnArgs, s)
+		return nil
+	})
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
