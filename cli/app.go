@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -17,9 +20,17 @@ import (
 // DefaultAddress is the daemon's socket when neither --address nor $BITBUILDER_ADDRESS is set.
 const DefaultAddress = "unix:/run/bitbuilder/io.bitbuilder"
 
-// DefaultTimeout bounds calls when --timeout is not given. Streams (tenant watch, tenant delete
-// --wait, template add and update) have no default bound.
+// DefaultTimeout bounds calls when --timeout is not given. Streams (tenant watch, template add
+// and update) have no default bound; commands given --wait have DefaultWaitTimeout.
 const DefaultTimeout = 30 * time.Second
+
+// DefaultWaitTimeout bounds a command given --wait (tenant create, start, stop and delete,
+// machine start, stop and restart) when --timeout is not given.
+const DefaultWaitTimeout = 5 * time.Minute
+
+// DefaultFailGrace is how long a failure that a tenant already showed when a --wait began is
+// given to clear before the wait fails on it (see App.FailGrace).
+const DefaultFailGrace = 5 * time.Second
 
 // App is one invocation environment of bbctl. The zero value of each field takes its default.
 type App struct {
@@ -36,6 +47,15 @@ type App struct {
 	StderrIsTerminal func() bool
 	// Version is bbctl's version.
 	Version string
+	// LookPath finds a program in PATH (default exec.LookPath), and Exec replaces bbctl with
+	// it (default syscall.Exec): `machine shell` runs machinectl so.
+	LookPath func(file string) (string, error)
+	Exec     func(argv0 string, argv, envv []string) error
+	// FailGrace is how long a failure already present in the reply a --wait starts from
+	// (phase failed, a machine failed) may take to clear: the daemon may not have acted on
+	// the call yet. A failure in a later change ends the wait at once. Default
+	// DefaultFailGrace.
+	FailGrace time.Duration
 }
 
 // Run runs bbctl with args (without the program name) and returns the exit code.
@@ -67,6 +87,15 @@ func (a *App) defaults() {
 	if a.Version == "" {
 		a.Version = "0.1.0-dev"
 	}
+	if a.LookPath == nil {
+		a.LookPath = exec.LookPath
+	}
+	if a.Exec == nil {
+		a.Exec = syscall.Exec
+	}
+	if a.FailGrace == 0 {
+		a.FailGrace = DefaultFailGrace
+	}
 }
 
 // Run runs bbctl with args (without the program name), prints any error once to Stderr, and
@@ -79,7 +108,10 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	}
 	var ue *UsageError
 	var ve *ValidationError
+	var re *reportedError
 	switch {
+	case errors.As(err, &re):
+		// Each failure was printed as it happened.
 	case errors.As(err, &ue):
 		fmt.Fprintf(a.Stderr, "bbctl: %s\n", ue.Message)
 		hint := "bbctl help"
@@ -105,7 +137,7 @@ type globals struct {
 func (g *globals) register(fs *flag.FlagSet, defaultAddress string) {
 	fs.StringVar(&g.address, "address", defaultAddress, "the daemon's address `ADDR`: unix:/path or a path (default $BITBUILDER_ADDRESS, else "+DefaultAddress+")")
 	fs.BoolVar(&g.json, "json", g.json, "print the reply as JSON (lists as an array, streams as JSON lines)")
-	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after `D`, for example 10s (default 30s; none for streams)")
+	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after `D`, for example 10s (default 30s; 5m with --wait; none for streams)")
 }
 
 // env is what a command runs with.
@@ -150,12 +182,50 @@ func (e *env) connect(ctx context.Context) (*varlink.Connection, error) {
 	if e.conn != nil {
 		return e.conn, nil
 	}
+	c, err := e.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.conn = c
+	return c, nil
+}
+
+// close closes the command's connection, if any.
+func (e *env) close() {
+	if e.conn != nil {
+		e.conn.Close()
+		e.conn = nil
+	}
+}
+
+// dial opens a connection of its own, for a stream that may be left unfinished (a wait);
+// the caller closes it.
+func (e *env) dial(ctx context.Context) (*varlink.Connection, error) {
 	c, err := varlink.NewConnection(ctx, e.addr)
 	if err != nil {
 		return nil, transportError(err, socketPath(e.addr))
 	}
-	e.conn = c
 	return c, nil
+}
+
+// bound applies the default timeout when --timeout was not given: DefaultWaitTimeout with
+// --wait, DefaultTimeout without. It is for commands marked stream, whose --wait decides.
+func (e *env) bound(ctx context.Context, wait bool) (context.Context, context.CancelFunc) {
+	if e.g.timeout != 0 {
+		return ctx, func() {}
+	}
+	if wait {
+		return context.WithTimeout(ctx, DefaultWaitTimeout)
+	}
+	return context.WithTimeout(ctx, DefaultTimeout)
+}
+
+// waitTimeout is the bound of a --wait, for messages.
+func (e *env) waitTimeout() time.Duration {
+	if e.g.timeout != 0 {
+		return e.g.timeout
+	}
+	return DefaultWaitTimeout
 }
 
 // wrap turns an error of a call of method into bbctl's typed error.
@@ -167,6 +237,8 @@ func (e *env) wrap(err error, method string) error {
 type command struct {
 	// path is the command words, for example "tenant create".
 	path string
+	// aliases are other last words the command answers to, for example "ls" for "list".
+	aliases []string
 	// args describes the positional arguments in the usage line.
 	args string
 	// summary is one line for command lists; long is printed by help.
@@ -186,6 +258,7 @@ type command struct {
 // groups are the command groups with their one-line descriptions, in help order.
 var groupSummaries = []struct{ name, summary string }{
 	{"tenant", "create, inspect, change and delete tenants"},
+	{"machine", "list, start, stop and restart tenants' machines, and open a shell in one"},
 	{"template", "manage the template registry and validate templates"},
 	{"network", "inspect tenant networks and manage WireGuard peers"},
 }
@@ -218,9 +291,11 @@ func (a *App) run(ctx context.Context, args []string) error {
 	var cmd *command
 	var words int
 	for i := range cmds {
-		p := strings.Fields(cmds[i].path)
-		if len(p) <= len(rest) && equalWords(p, rest[:len(p)]) && len(p) > words {
-			cmd, words = cmds[i], len(p)
+		for _, path := range cmds[i].paths() {
+			p := strings.Fields(path)
+			if len(p) <= len(rest) && equalWords(p, rest[:len(p)]) && len(p) > words {
+				cmd, words = cmds[i], len(p)
+			}
 		}
 	}
 	if cmd == nil {
@@ -275,12 +350,18 @@ func (a *App) run(ctx context.Context, args []string) error {
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	defer func() {
-		if e.conn != nil {
-			e.conn.Close()
-		}
-	}()
+	defer e.close()
 	return runFn(ctx, e, pos)
+}
+
+// paths returns the command's path and its aliases' paths.
+func (c *command) paths() []string {
+	out := []string{c.path}
+	head := c.path[:strings.LastIndexByte(c.path, ' ')+1]
+	for _, a := range c.aliases {
+		out = append(out, head+a)
+	}
+	return out
 }
 
 func equalWords(a, b []string) bool {
@@ -331,6 +412,9 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func printCommandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "Usage: %s\n\n", strings.TrimSpace("bbctl "+cmd.path+" "+cmd.args))
 	fmt.Fprintln(w, strings.ToUpper(cmd.summary[:1])+cmd.summary[1:]+".")
+	if paths := cmd.paths(); len(paths) > 1 {
+		fmt.Fprintf(w, "Also: bbctl %s.\n", strings.Join(paths[1:], ", bbctl "))
+	}
 	if cmd.long != "" {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(cmd.long))
 	}
@@ -368,13 +452,13 @@ func printFlags(w io.Writer, flags []*flag.Flag) {
 
 const exitCodeHelp = `Exit codes:
   0  success
-  1  failure (also: template validate found errors)
+  1  failure (also: template validate found errors, a --wait failed or timed out)
   2  usage error (bad flags or arguments; the daemon was not contacted)
-  3  not found (no such tenant, template, peer or ref)
+  3  not found (no such tenant, machine, template, peer or ref)
   4  invalid name, field, parameter or metadata
   5  permission denied (writes need root or the daemon's admin group)
   6  daemon unreachable (socket missing, connection refused or lost)
-  7  conflict (exists already, network index in use, revision mismatch, template in use)
+  7  conflict (exists already, network index or machine name in use, revision mismatch, template in use)
 `
 
 func (a *App) printOverview(w io.Writer, cmds []*command) {
@@ -437,7 +521,7 @@ func (a *App) help(cmds []*command, words []string) error {
 	}
 	joined := strings.Join(words, " ")
 	for _, c := range cmds {
-		if c.path == joined {
+		if slices.Contains(c.paths(), joined) {
 			fs := flag.NewFlagSet(c.path, flag.ContinueOnError)
 			var g globals
 			g.register(fs, DefaultAddress)

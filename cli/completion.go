@@ -5,23 +5,42 @@ import (
 	"flag"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
+
+	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
 )
 
-// nameArg says what the first positional argument of a command names, for completion.
-func nameArg(path string) string {
-	switch path {
-	case "tenant get", "tenant update", "tenant delete", "tenant start", "tenant stop", "tenant watch",
-		"network get", "network add-peer", "network remove-peer", "network describe", "network apply":
-		return "tenants"
-	case "template update", "template pin", "template get", "template remove", "template validate":
-		return "templates"
-	}
-	return ""
+// argSpec says what the positional arguments of a command name, for completion: kinds[i]
+// is the kind of argument i ("tenants", "templates", or "machines": the machines of the
+// tenant in the first argument); with repeat the last kind goes on for every later argument.
+type argSpec struct {
+	kinds  []string
+	repeat bool
 }
 
-// completeNames lists tenant or template names from the daemon, nothing on any error.
-func (e *env) completeNames(ctx context.Context, kind string) []string {
+// argNames returns the argSpec of a command path; a zero argSpec for commands whose
+// arguments are not names.
+func argNames(path string) argSpec {
+	switch path {
+	case "tenant get", "tenant update", "tenant watch",
+		"network get", "network add-peer", "network remove-peer", "network describe", "network apply":
+		return argSpec{kinds: []string{"tenants"}}
+	case "tenant delete", "tenant start", "tenant stop", "machine list":
+		return argSpec{kinds: []string{"tenants"}, repeat: true}
+	case "machine start", "machine stop", "machine restart":
+		return argSpec{kinds: []string{"tenants", "machines"}, repeat: true}
+	case "machine shell":
+		return argSpec{kinds: []string{"tenants", "machines"}}
+	case "template update", "template pin", "template get", "template remove", "template validate":
+		return argSpec{kinds: []string{"templates"}}
+	}
+	return argSpec{}
+}
+
+// completeNames lists tenant or template names, or the machine names of tenant, from the
+// daemon; nothing on any error.
+func (e *env) completeNames(ctx context.Context, kind, tenant string) []string {
 	var names []string
 	switch kind {
 	case "tenants":
@@ -31,6 +50,18 @@ func (e *env) completeNames(ctx context.Context, kind string) []string {
 		}
 		for _, t := range ts {
 			names = append(names, t.Name)
+		}
+	case "machines":
+		c, err := e.connect(ctx)
+		if err != nil {
+			return nil
+		}
+		t, err := vt.Get().Call(ctx, c, tenant)
+		if err != nil {
+			return nil
+		}
+		for _, m := range t.Machines {
+			names = append(names, m.Name)
 		}
 	case "templates":
 		ts, err := e.listTemplates(ctx)
@@ -50,12 +81,12 @@ type completionInfo struct {
 	subs       map[string][]string // group -> subcommands
 	flags      map[string][]string // command path -> flags (with --)
 	valueFlags []string            // flags that take a value, over all commands
-	names      map[string]string   // command path -> "tenants" or "templates"
+	names      map[string]argSpec  // command path (aliases too) -> what its arguments name
 	summaries  map[string]string
 }
 
 func gatherCompletion(cmds []*command) completionInfo {
-	ci := completionInfo{subs: map[string][]string{}, flags: map[string][]string{}, names: map[string]string{}, summaries: map[string]string{}}
+	ci := completionInfo{subs: map[string][]string{}, flags: map[string][]string{}, names: map[string]argSpec{}, summaries: map[string]string{}}
 	for _, g := range groupSummaries {
 		ci.top = append(ci.top, g.name)
 		ci.summaries[g.name] = g.summary
@@ -75,16 +106,21 @@ func gatherCompletion(cmds []*command) completionInfo {
 		var g globals
 		g.register(fs, DefaultAddress)
 		c.setup(fs)
+		var flags []string
 		fs.VisitAll(func(f *flag.Flag) {
-			ci.flags[c.path] = append(ci.flags[c.path], "--"+f.Name)
+			flags = append(flags, "--"+f.Name)
 			if b, ok := f.Value.(interface{ IsBoolFlag() bool }); !ok || !b.IsBoolFlag() {
 				if !slices.Contains(ci.valueFlags, "--"+f.Name) {
 					ci.valueFlags = append(ci.valueFlags, "--"+f.Name)
 				}
 			}
 		})
-		if n := nameArg(c.path); n != "" {
-			ci.names[c.path] = n
+		// An alias completes as its command, but is not offered as a subcommand.
+		for _, p := range c.paths() {
+			ci.flags[p] = flags
+			if a := argNames(c.path); len(a.kinds) > 0 {
+				ci.names[p] = a
+			}
 		}
 	}
 	slices.Sort(ci.valueFlags)
@@ -121,6 +157,21 @@ func caseArms(b *strings.Builder, ci completionInfo, indent string, value func(p
 	}
 }
 
+// nameArms writes one shell case arm per command path and argument position, matched
+// against "PATH:N" (N counting arguments from 0), shared by bash and zsh.
+func nameArms(b *strings.Builder, ci completionInfo, indent string, value func(kind string) string) {
+	for _, p := range sortedKeys(ci.names) {
+		a := ci.names[p]
+		for i, k := range a.kinds {
+			if a.repeat && i == len(a.kinds)-1 {
+				fmt.Fprintf(b, "%s\"%s:\"*) %s ;;\n", indent, p, value(k))
+			} else {
+				fmt.Fprintf(b, "%s\"%s:%d\") %s ;;\n", indent, p, i, value(k))
+			}
+		}
+	}
+}
+
 func bashCompletion(ci completionInfo) string {
 	var b strings.Builder
 	b.WriteString(`# bash completion for bbctl. Load with: source <(bbctl completion bash)
@@ -143,16 +194,15 @@ _bbctl_subcommands() {
 }
 
 _bbctl_names() {
-    case "$1" in
+    # What argument $2 (from 0) of command $1 names.
+    case "$1:$2" in
 `)
-	for _, p := range sortedKeys(ci.names) {
-		fmt.Fprintf(&b, "        %q) echo %s ;;\n", p, ci.names[p])
-	}
+	nameArms(&b, ci, "        ", func(k string) string { return "echo " + k })
 	b.WriteString(`    esac
 }
 
 _bbctl() {
-    local cur prev i w cmd="" sub="" nargs=0
+    local cur prev i w cmd="" sub="" first="" nargs=0
     local -a addr=()
     COMPREPLY=()
     cur="${COMP_WORDS[COMP_CWORD]}"
@@ -180,6 +230,7 @@ _bbctl() {
         elif [[ -z "$sub" && -n "$(_bbctl_subcommands "$cmd")" ]]; then
             sub="$w"
         else
+            ((nargs == 0)) && first="$w"
             ((nargs++))
         fi
     done
@@ -212,15 +263,14 @@ _bbctl() {
 `)
 	fmt.Fprintf(&b, "        help) COMPREPLY=($(compgen -W %q -- \"$cur\")); return 0 ;;\n", strings.Join(ci.top, " "))
 	b.WriteString(`    esac
-    if ((nargs == 0)); then
-        local kind
-        kind="$(_bbctl_names "$path")"
-        if [[ -n "$kind" ]]; then
-            COMPREPLY=($(compgen -W "$(bbctl "${addr[@]}" __complete "$kind" 2>/dev/null)" -- "$cur"))
-        fi
-        if [[ "$path" == "template validate" ]]; then
-            COMPREPLY+=($(compgen -d -- "$cur"))
-        fi
+    local kind
+    kind="$(_bbctl_names "$path" "$nargs")"
+    case "$kind" in
+        machines) COMPREPLY=($(compgen -W "$(bbctl "${addr[@]}" __complete machines "$first" 2>/dev/null)" -- "$cur")) ;;
+        ?*) COMPREPLY=($(compgen -W "$(bbctl "${addr[@]}" __complete "$kind" 2>/dev/null)" -- "$cur")) ;;
+    esac
+    if ((nargs == 0)) && [[ "$path" == "template validate" ]]; then
+        COMPREPLY+=($(compgen -d -- "$cur"))
     fi
     return 0
 }
@@ -237,7 +287,7 @@ func zshCompletion(ci completionInfo) string {
 
 _bbctl() {
     local -a flags subs names top
-    local cmd="" sub="" w cmdpath kind
+    local cmd="" sub="" first="" w cmdpath kind
     local -a addr
     integer i nargs=0
     for ((i = 2; i < CURRENT; i++)); do
@@ -250,9 +300,15 @@ _bbctl() {
         esac
         if [[ -z "$cmd" ]]; then
             cmd="$w"
-        elif [[ -z "$sub" && ( "$cmd" == tenant || "$cmd" == template || "$cmd" == network ) ]]; then
-            sub="$w"
+`)
+	var groups []string
+	for _, g := range sortedKeys(ci.subs) {
+		groups = append(groups, `"$cmd" == `+g)
+	}
+	fmt.Fprintf(&b, "        elif [[ -z \"$sub\" && ( %s ) ]]; then\n", strings.Join(groups, " || "))
+	b.WriteString(`            sub="$w"
         else
+            ((nargs == 0)) && first="$w"
             ((nargs++))
         fi
     done
@@ -300,21 +356,23 @@ _bbctl() {
 	b.WriteString(`        esac
         return
     fi
-    if ((nargs == 0)); then
-        case "$cmdpath" in
+    case "$cmdpath:$nargs" in
 `)
-	for _, p := range sortedKeys(ci.names) {
-		fmt.Fprintf(&b, "            %q) kind=%s ;;\n", p, ci.names[p])
-	}
-	b.WriteString(`            *) kind="" ;;
-        esac
-        if [[ -n "$kind" ]]; then
+	nameArms(&b, ci, "        ", func(k string) string { return "kind=" + k })
+	b.WriteString(`        *) kind="" ;;
+    esac
+    case "$kind" in
+        machines)
+            names=(${(f)"$(bbctl $addr __complete machines "$first" 2>/dev/null)"})
+            compadd -- $names
+            ;;
+        ?*)
             names=(${(f)"$(bbctl $addr __complete $kind 2>/dev/null)"})
             compadd -- $names
-        fi
-        if [[ "$cmdpath" == "template validate" ]]; then
-            _files -/
-        fi
+            ;;
+    esac
+    if ((nargs == 0)) && [[ "$cmdpath" == "template validate" ]]; then
+        _files -/
     fi
 }
 
@@ -365,6 +423,29 @@ function __bbctl_in
     string match -q -- "$argv*" "$p"
 end
 
+function __bbctl_arg
+    # True when the command words are the command $argv[1] and then $argv[2] arguments (with
+    # a + after the number: at least that many).
+    set -l p (string split ' ' -- (__bbctl_path))
+    set -l c (string split ' ' -- $argv[1])
+    set -l n (count $c)
+    test (count $p) -ge $n; or return 1
+    test "$p[1..$n]" = "$c"; or return 1
+    set -l have (math (count $p) - $n)
+    set -l want (string trim -r -c + -- $argv[2])
+    if string match -q -- '*+' $argv[2]
+        test $have -ge $want
+    else
+        test $have -eq $want
+    end
+end
+
+function __bbctl_word
+    # Prints command word $argv[1] (counting from 1) of those given so far.
+    set -l p (string split ' ' -- (__bbctl_path))
+    echo $p[$argv[1]]
+end
+
 complete -c bbctl -f
 `)
 	for _, t := range ci.top {
@@ -377,7 +458,18 @@ complete -c bbctl -f
 	}
 	b.WriteString("complete -c bbctl -n '__bbctl_at completion' -a 'bash zsh fish'\n")
 	for _, p := range sortedKeys(ci.names) {
-		fmt.Fprintf(&b, "complete -c bbctl -n '__bbctl_at %s' -a '(bbctl __complete %s 2>/dev/null)'\n", p, ci.names[p])
+		a := ci.names[p]
+		for i, k := range a.kinds {
+			n := strconv.Itoa(i)
+			if a.repeat && i == len(a.kinds)-1 {
+				n += "+"
+			}
+			src := "bbctl __complete " + k
+			if k == "machines" {
+				src += fmt.Sprintf(" (__bbctl_word %d)", len(strings.Fields(p))+1)
+			}
+			fmt.Fprintf(&b, "complete -c bbctl -n '__bbctl_arg \"%s\" %s' -a '(%s 2>/dev/null)'\n", p, n, src)
+		}
 	}
 	b.WriteString("complete -c bbctl -n '__bbctl_at template validate' -F\n")
 	for _, p := range sortedKeys(ci.flags) {

@@ -52,6 +52,8 @@ func TestBashCompletion(t *testing.T) {
 	d := startDaemon(t)
 	mustRun(t, d.addr, "tenant", "create", "alpha")
 	mustRun(t, d.addr, "tenant", "create", "beta")
+	addTemplate(t, d.addr, "ctr", "container")
+	mustRun(t, d.addr, "tenant", "create", "acme", "--template", "container:c:ctr", "--machine", "web:container:c", "--machine", "db:container:c")
 
 	bin := bbctlOnPath(t)
 	script := filepath.Join(t.TempDir(), "bbctl.bash")
@@ -59,16 +61,31 @@ func TestBashCompletion(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := []struct {
-		line string // the words typed, the last one being completed
-		want string
+		line   string // the words typed, the last one being completed
+		want   string
+		absent string // words that must not be offered
 	}{
-		{"bbctl ", "network template tenant version completion help"},
-		{"bbctl ten", "tenant"},
-		{"bbctl tenant ", "create get list update delete start stop watch"},
-		{"bbctl tenant get ", "alpha beta"},
-		{"bbctl --json tenant stop a", "alpha"},
-		{"bbctl tenant create x --c", "--cpus"},
-		{"bbctl completion ", "bash zsh fish"},
+		{"bbctl ", "network template tenant machine version completion help", ""},
+		{"bbctl ten", "tenant", ""},
+		{"bbctl tenant ", "create get list update delete start stop watch", ""},
+		{"bbctl tenant get ", "alpha beta", ""},
+		{"bbctl tenant get alpha ", "", "alpha beta"},
+		{"bbctl --json tenant stop a", "alpha acme", ""},
+		{"bbctl tenant stop alpha --wait ", "alpha beta acme", ""},
+		{"bbctl tenant create x --c", "--cpus", ""},
+		{"bbctl tenant create x --m", "--machine --memory", ""},
+		{"bbctl tenant update x --no", "--no-machines", ""},
+		{"bbctl tenant start x --w", "--wait", ""},
+		{"bbctl machine ", "list start stop restart shell", ""},
+		{"bbctl machine list ", "alpha acme", ""},
+		{"bbctl machine ls alpha ", "beta acme", ""},
+		{"bbctl machine start ", "acme alpha", "web"},
+		{"bbctl machine start acme ", "web db", "alpha"},
+		{"bbctl machine restart --wait acme web ", "db", "acme"},
+		{"bbctl machine shell acme w", "web", ""},
+		{"bbctl machine shell acme web ", "", "web db acme"},
+		{"bbctl machine stop x --", "--wait --timeout", ""},
+		{"bbctl completion ", "bash zsh fish", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.line, func(t *testing.T) {
@@ -88,6 +105,11 @@ func TestBashCompletion(t *testing.T) {
 			for _, w := range strings.Fields(c.want) {
 				if !contains(got, w) {
 					t.Errorf("completions %q lack %q", got, w)
+				}
+			}
+			for _, w := range strings.Fields(c.absent) {
+				if contains(got, w) {
+					t.Errorf("completions %q offer %q", got, w)
 				}
 			}
 		})
@@ -128,16 +150,27 @@ func TestFishCompletion(t *testing.T) {
 	}
 	d := startDaemon(t)
 	mustRun(t, d.addr, "tenant", "create", "alpha")
+	addTemplate(t, d.addr, "ctr", "container")
+	mustRun(t, d.addr, "tenant", "create", "acme", "--template", "container:c:ctr", "--machine", "web:container:c", "--machine", "db:container:c")
 	bin := bbctlOnPath(t)
 	script := filepath.Join(t.TempDir(), "bbctl.fish")
 	if err := os.WriteFile(script, []byte(mustRun(t, d.addr, "completion", "fish")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cases := []struct{ line, want string }{
-		{"bbctl ", "tenant template network"},
-		{"bbctl template ", "add validate"},
-		{"bbctl network get ", "alpha"},
-		{"bbctl tenant create x --", "--cpus --memory --stopped"},
+	cases := []struct{ line, want, absent string }{
+		{"bbctl ", "tenant template network machine", ""},
+		{"bbctl template ", "add validate", ""},
+		{"bbctl network get ", "alpha", ""},
+		{"bbctl network get alpha ", "", "alpha"},
+		{"bbctl tenant create x --", "--cpus --memory --stopped --machine --wait", ""},
+		{"bbctl tenant update x --", "--machine --no-machines", ""},
+		{"bbctl tenant stop alpha ", "alpha acme", ""},
+		{"bbctl machine ", "list start stop restart shell", ""},
+		{"bbctl machine start ", "acme alpha", "web"},
+		{"bbctl machine start acme ", "web db", "alpha"},
+		{"bbctl machine stop acme web ", "db", "alpha"},
+		{"bbctl machine shell acme ", "web db", ""},
+		{"bbctl machine shell acme web ", "", "web db"},
 	}
 	for _, c := range cases {
 		t.Run(c.line, func(t *testing.T) {
@@ -158,6 +191,11 @@ func TestFishCompletion(t *testing.T) {
 					t.Errorf("completions %q lack %q", got, w)
 				}
 			}
+			for _, w := range strings.Fields(c.absent) {
+				if contains(got, w) {
+					t.Errorf("completions %q offer %q", got, w)
+				}
+			}
 		})
 	}
 }
@@ -170,6 +208,8 @@ func TestZshCompletion(t *testing.T) {
 	}
 	d := startDaemon(t)
 	mustRun(t, d.addr, "tenant", "create", "alpha")
+	addTemplate(t, d.addr, "ctr", "container")
+	mustRun(t, d.addr, "tenant", "create", "acme", "--template", "container:c:ctr", "--machine", "web:container:c", "--machine", "db:container:c")
 	bin := bbctlOnPath(t)
 	script := filepath.Join(t.TempDir(), "_bbctl")
 	if err := os.WriteFile(script, []byte(mustRun(t, d.addr, "completion", "zsh")), 0o644); err != nil {
@@ -188,12 +228,20 @@ _describe() {
     print -l -- "${a[@]%%:*}"
 }
 `
-	cases := []struct{ line, want string }{
-		{"bbctl ", "tenant template network version completion help"},
-		{"bbctl network ", "get list add-peer remove-peer describe apply"},
-		{"bbctl tenant get ", "alpha"},
-		{"bbctl --address " + d.socket + " tenant stop ", "alpha"},
-		{"bbctl template validate --", "--type --base --arch --json"},
+	cases := []struct{ line, want, absent string }{
+		{"bbctl ", "tenant template network machine version completion help", ""},
+		{"bbctl network ", "get list add-peer remove-peer describe apply", ""},
+		{"bbctl tenant get ", "alpha", ""},
+		{"bbctl tenant get alpha ", "", "alpha"},
+		{"bbctl --address " + d.socket + " tenant stop ", "alpha", ""},
+		{"bbctl tenant delete alpha ", "alpha acme", ""},
+		{"bbctl template validate --", "--type --base --arch --json", ""},
+		{"bbctl tenant create x --", "--machine --wait", ""},
+		{"bbctl machine ", "list start stop restart shell", ""},
+		{"bbctl machine restart ", "acme", "web"},
+		{"bbctl --address " + d.socket + " machine restart acme ", "web db", "acme"},
+		{"bbctl machine start acme web --wait ", "db", ""},
+		{"bbctl machine shell acme web ", "", "web db"},
 	}
 	for _, c := range cases {
 		t.Run(c.line, func(t *testing.T) {
@@ -213,6 +261,11 @@ _describe() {
 			for _, w := range strings.Fields(c.want) {
 				if !contains(got, w) {
 					t.Errorf("completions %q lack %q", got, w)
+				}
+			}
+			for _, w := range strings.Fields(c.absent) {
+				if contains(got, w) {
+					t.Errorf("completions %q offer %q", got, w)
 				}
 			}
 		})

@@ -80,6 +80,52 @@ func (e *ValidationError) Error() string {
 	return fmt.Sprintf("validation found %d %s", e.Errors, plural(e.Errors, "error", "errors"))
 }
 
+// WaitError says that a --wait ended without reaching what it waited for: the tenant or a
+// machine failed, the tenant went away, or the time ran out (exit code 1).
+type WaitError struct {
+	// Tenant is the tenant waited for.
+	Tenant string
+	// Reason says what happened, or what was not reached in time.
+	Reason string
+}
+
+func (e *WaitError) Error() string { return fmt.Sprintf("tenant %q: %s", e.Tenant, e.Reason) }
+
+// reportedError is the first of several failures of a command that acts on several names
+// (tenant stop a b c): each was printed when it happened; the first decides the exit code.
+type reportedError struct {
+	first error
+}
+
+func (e *reportedError) Error() string { return e.first.Error() }
+func (e *reportedError) Unwrap() error { return e.first }
+
+// failures collects the errors of a command that acts on several names in turn. With
+// several names each is printed as it happens, so that one failure does not hide the
+// next; with one name its error is returned as any command's.
+type failures struct {
+	w       io.Writer
+	several bool
+	first   error
+}
+
+func (f *failures) add(err error) {
+	if f.first == nil {
+		f.first = err
+	}
+	if f.several {
+		fmt.Fprintf(f.w, "bbctl: %s\n", err)
+	}
+}
+
+// err is the command's result.
+func (f *failures) err() error {
+	if f.first == nil || !f.several {
+		return f.first
+	}
+	return &reportedError{first: f.first}
+}
+
 // ExitCode returns the exit code for err.
 func ExitCode(err error) int {
 	var ue *UsageError
@@ -123,6 +169,10 @@ func fromCall(err error, method, address string) error {
 	// io.bitbuilder.Tenant
 	case *vt.NoSuchTenant:
 		return remote(ErrNotFound, tn+"NoSuchTenant", e, "tenant %q not found", e.Name)
+	case *vt.NoSuchMachine:
+		return remote(ErrNotFound, tn+"NoSuchMachine", e, "tenant %q has no machine %q", e.Name, e.Machine)
+	case *vt.MachineNameInUse:
+		return remote(ErrConflict, tn+"MachineNameInUse", e, "invalid %s: the machine name %q is used by tenant %q", e.Field, e.MachineName, e.Tenant)
 	case *vt.TenantExists:
 		return remote(ErrConflict, tn+"TenantExists", e, "tenant %q exists already", e.Name)
 	case *vt.InvalidName:

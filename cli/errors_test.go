@@ -146,7 +146,10 @@ func TestHelp(t *testing.T) {
 		{"help for a command", []string{"help", "tenant", "create"}, []string{"Usage: bbctl tenant create", "--memory", "--template ROLE:NAME:TEMPLATE", "--address ADDR"}},
 		{"-h on a command", []string{"tenant", "update", "-h"}, []string{"Usage: bbctl tenant update", "--revision R"}},
 		{"-h on a group", []string{"network", "-h"}, []string{"bbctl network add-peer"}},
-		{"-h alone", []string{"-h"}, []string{"Tenant commands:"}},
+		{"-h alone", []string{"-h"}, []string{"Tenant commands:", "Machine commands:", "machine shell"}},
+		{"help for an alias", []string{"help", "machine", "ls"}, []string{"Usage: bbctl machine list [TENANT...]", "Also: bbctl machine ls."}},
+		{"-h on the machine group", []string{"machine", "-h"}, []string{"bbctl machine restart TENANT MACHINE [MACHINE...]"}},
+		{"-h on a command with --wait", []string{"tenant", "start", "-h"}, []string{"Usage: bbctl tenant start NAME [NAME...]", "--wait", "5m with --wait"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -40,8 +40,9 @@ type testDaemon struct {
 	addr   string
 }
 
-// startDaemon runs the daemon in-process until the test ends.
-func startDaemon(t *testing.T) *testDaemon {
+// startDaemon runs the daemon in-process until the test ends; opts change its Config (for
+// example to add reconciler steps).
+func startDaemon(t *testing.T, opts ...func(*daemon.Config)) *testDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	d := &testDaemon{dir: dir, socket: filepath.Join(dir, "io.bitbuilder")}
@@ -53,14 +54,18 @@ func startDaemon(t *testing.T) *testDaemon {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	cfg := daemon.Config{
+		StateDir: filepath.Join(dir, "state"),
+		Listener: l,
+		Ready:    ready,
+		NoSync:   true,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
 	go func() {
-		done <- daemon.Run(ctx, daemon.Config{
-			StateDir: filepath.Join(dir, "state"),
-			Listener: l,
-			Ready:    ready,
-			NoSync:   true,
-			Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
+		done <- daemon.Run(ctx, cfg)
 	}()
 	t.Cleanup(func() {
 		cancel()

@@ -11,6 +11,7 @@ import (
 func commands() []*command {
 	var all []*command
 	all = append(all, tenantCommands()...)
+	all = append(all, machineCommands()...)
 	all = append(all, templateCommands()...)
 	all = append(all, networkCommands()...)
 	all = append(all, miscCommands()...)
@@ -74,7 +75,7 @@ func miscCommands() []*command {
 			long: `bash:  source <(bbctl completion bash)
 zsh:   bbctl completion zsh > "${fpath[1]}/_bbctl"
 fish:  bbctl completion fish > ~/.config/fish/completions/bbctl.fish
-Tenant and template names are completed by asking the daemon (bbctl __complete).`,
+Tenant, machine and template names are completed by asking the daemon (bbctl __complete).`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					script, err := completionScript(args[0], commands())
@@ -96,14 +97,18 @@ Tenant and template names are completed by asking the daemon (bbctl __complete).
 			},
 		},
 		{
-			path: "__complete", args: "tenants|templates", minArgs: 1, maxArgs: 1, hidden: true,
+			path: "__complete", args: "tenants|templates|machines [TENANT]", minArgs: 1, maxArgs: 2, hidden: true,
 			summary: "print names for shell completion",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					// Completion must stay quiet and quick: errors print nothing.
 					ctx, cancel := context.WithTimeout(ctx, versionProbe)
 					defer cancel()
-					for _, n := range e.completeNames(ctx, args[0]) {
+					var tenant string
+					if len(args) == 2 {
+						tenant = args[1]
+					}
+					for _, n := range e.completeNames(ctx, args[0], tenant) {
 						fmt.Fprintln(e.stdout(), n)
 					}
 					return nil

@@ -21,9 +21,15 @@ func TestRenderGolden(t *testing.T) {
 	e := &env{app: &App{Now: func() time.Time { return now }}}
 	tenant := vt.Tenant{
 		Name: "web", NetworkIndex: 3,
-		Resources:    vt.Resources{Cpus: 2, MemoryBytes: 4 << 30, StorageBytes: 50 << 30},
-		Templates:    []vt.TemplateUse{{Role: "infrastructure", Name: "infra", Template: "base-infra", Commit: ptr("0123456789abcdef0123456789abcdef01234567")}},
-		Parameters:   map[string]string{},
+		Resources:  vt.Resources{Cpus: 2, MemoryBytes: 4 << 30, StorageBytes: 50 << 30},
+		Templates:  []vt.TemplateUse{{Role: "infrastructure", Name: "infra", Template: "base-infra", Commit: ptr("0123456789abcdef0123456789abcdef01234567")}},
+		Parameters: map[string]string{},
+		Machines: []vt.Machine{
+			{Name: "db", MachineName: "web-db", Kind: "vm", Template: "debian", Cpus: 1, MemoryBytes: 2 << 30, DesiredState: "running",
+				Status: &vt.MachineStatus{State: "failed", Addresses: []string{}, Unit: "bitbuilder-vm@web-db.service", Message: ptr("vmspawn exited with status 1"), Since: "2026-11-28T11:58:30Z"}},
+			{Name: "cache", MachineName: "web-cache", Kind: "container", Template: "cache", DesiredState: "running",
+				Status: &vt.MachineStatus{State: "running", Addresses: []string{"10.3.0.12"}, Unit: "bitbuilder-container@web-cache.service", Since: "2026-11-28T11:00:00Z"}},
+		},
 		DesiredState: "running", Phase: "degraded",
 		Conditions: []vt.Condition{
 			{Type: "NetworkReady", Status: "true", Reason: "Configured", Message: "bridge br-tenant-3 is up", LastTransitionTime: "2026-11-28T11:00:00Z"},

@@ -34,6 +34,8 @@ type specFlags struct {
 	cpus, memory, storage string
 	templates, params     stringList
 	features              optList
+	machines              stringList
+	noMachines            bool
 }
 
 func (s *specFlags) register(fs *flag.FlagSet) {
@@ -43,6 +45,7 @@ func (s *specFlags) register(fs *flag.FlagSet) {
 	fs.Var(&s.templates, "template", "a template use `ROLE:NAME:TEMPLATE` (repeatable)")
 	fs.Var(&s.params, "param", "a network template parameter `KEY=VALUE` (repeatable)")
 	fs.Var(&s.features, "network-features", "optional network links besides the bridge, a `LIST` of wireguard, vxlan, vlan (\"\" for none)")
+	fs.Var(&s.machines, "machine", "a machine `NAME:KIND:TEMPLATE[:OPTIONS]`, options :cpus=N, :memory=SIZE, :stopped (repeatable)")
 }
 
 // optList is a comma-separated list flag that knows whether it was given.
@@ -175,17 +178,25 @@ func (o *optInt) ptr() *int64 {
 func tenantCommands() []*command {
 	return []*command{
 		{
-			path: "tenant create", args: "NAME [flags]", minArgs: 1, maxArgs: 1,
+			path: "tenant create", args: "NAME [flags]", minArgs: 1, maxArgs: 1, stream: true,
 			summary: "create a tenant",
 			long: `Without --cpus, --memory and --storage the daemon's default limits apply; when some are
 given, the others default to 1 CPU, 1 GiB of memory and 10 GiB of storage.
-A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.`,
+A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.
+A machine is NAME:KIND:TEMPLATE[:cpus=N][:memory=SIZE][:stopped]: KIND is container or vm,
+TEMPLATE the name of a container (for a container) or machine (for a vm) template use,
+cpus and memory default to the template's, and :stopped creates it stopped; for example
+--template container:web:debian-web --machine web:container:web:memory=512M.
+With --wait bbctl follows the tenant until it is ready and every machine that should run is
+running (with --stopped: until it is stopped), printing each change to standard error, and
+fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				s := specFlags{cmd: "tenant create"}
 				s.register(fs)
 				var index optInt
 				fs.Var(&index, "index", "the network `N` (default: the lowest free one)")
 				stopped := fs.Bool("stopped", false, "create the tenant stopped")
+				wait := fs.Bool("wait", false, "wait until the tenant is ready and its machines run (stopped, with --stopped)")
 				return func(ctx context.Context, e *env, args []string) error {
 					res, resSet, err := s.resources(vt.Resources{Cpus: defaultCPUs, MemoryBytes: defaultMemoryBytes, StorageBytes: defaultStorageBytes})
 					if err != nil {
@@ -196,6 +207,10 @@ A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.`,
 						return err
 					}
 					params, err := s.parameters(nil)
+					if err != nil {
+						return err
+					}
+					machines, err := s.machineSpecs()
 					if err != nil {
 						return err
 					}
@@ -216,19 +231,37 @@ A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.`,
 						d := vt.DesiredState("stopped")
 						desired = &d
 					}
+					ctx, cancel := e.bound(ctx, *wait)
+					defer cancel()
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					t, err := vt.Create().Call(ctx, c, args[0], index.ptr(), resPtr, tplPtr, parPtr, s.features.ptr(), nil, desired)
+					t, err := vt.Create().Call(ctx, c, args[0], index.ptr(), resPtr, tplPtr, parPtr, s.features.ptr(), machines, desired)
 					if err != nil {
-						return e.wrap(err, "io.bitbuilder.Tenant.Create")
+						return s.machineHint(e.wrap(err, "io.bitbuilder.Tenant.Create"))
+					}
+					if !e.g.json {
+						fmt.Fprintf(e.stdout(), "tenant %q created: network index %d, %s, revision %d\n", t.Name, t.NetworkIndex, t.DesiredState, t.Revision)
+					}
+					if *wait {
+						g := tenantReady
+						if t.DesiredState == "stopped" {
+							g = tenantStopped
+						}
+						final, err := e.waitFor(ctx, t.Name, &t, g)
+						if err != nil {
+							return err
+						}
+						t = *final
+						if !e.g.json {
+							fmt.Fprintln(e.stdout(), stateLine(t))
+						}
 					}
 					if e.g.json {
 						return printJSON(e.stdout(), tenantReply{t})
 					}
-					_, err = fmt.Fprintf(e.stdout(), "tenant %q created: network index %d, %s, revision %d\n", t.Name, t.NetworkIndex, t.DesiredState, t.Revision)
-					return err
+					return nil
 				}
 			},
 		},
@@ -277,17 +310,21 @@ A template use is ROLE:NAME:TEMPLATE, for example machine:web:debian-web.`,
 			summary: "change a tenant's limits, templates or parameters",
 			long: `Only the limits given change. --template replaces the tenant's template list; --param KEY=VALUE
 sets one parameter and --param KEY- removes it, keeping the others. --network-features replaces
-the list of optional links; --network-features "" removes them all.
+the list of optional links; --network-features "" removes them all. --machine (repeatable, as
+for tenant create) replaces the machine list: machines left out are stopped and removed, and
+each machine given is running unless it says :stopped. --no-machines removes them all.
 Without --revision, bbctl reads the tenant and updates it at the revision it read, retrying when
 it changed in between; with --revision the update is refused unless the tenant is still at R.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				s := specFlags{cmd: "tenant update"}
 				s.register(fs)
+				fs.BoolVar(&s.noMachines, "no-machines", false, "remove all the tenant's machines")
 				var rev optInt
 				fs.Var(&rev, "revision", "refuse the update unless the tenant is at revision `R`")
 				return func(ctx context.Context, e *env, args []string) error {
-					if s.cpus == "" && s.memory == "" && s.storage == "" && len(s.templates) == 0 && len(s.params) == 0 && !s.features.set {
-						return usagef(s.cmd, "nothing to change: give --cpus, --memory, --storage, --template, --param or --network-features")
+					if s.cpus == "" && s.memory == "" && s.storage == "" && len(s.templates) == 0 && len(s.params) == 0 && !s.features.set &&
+						len(s.machines) == 0 && !s.noMachines {
+						return usagef(s.cmd, "nothing to change: give --cpus, --memory, --storage, --template, --param, --network-features, --machine or --no-machines")
 					}
 					// Check the flags before contacting the daemon.
 					if _, _, err := s.resources(vt.Resources{}); err != nil {
@@ -298,6 +335,10 @@ it changed in between; with --revision the update is refused unless the tenant i
 						return err
 					}
 					if _, err := s.parameters(nil); err != nil {
+						return err
+					}
+					machines, err := s.machineSpecs()
+					if err != nil {
 						return err
 					}
 					c, err := e.connect(ctx)
@@ -327,13 +368,13 @@ it changed in between; with --revision the update is refused unless the tenant i
 						if rev.set {
 							expect = rev.v
 						}
-						t, err := vt.Update().Call(ctx, c, args[0], &expect, resPtr, tplPtr, parPtr, s.features.ptr(), nil)
+						t, err := vt.Update().Call(ctx, c, args[0], &expect, resPtr, tplPtr, parPtr, s.features.ptr(), machines)
 						var mismatch *vt.RevisionMismatch
 						if errors.As(err, &mismatch) && !rev.set && attempt < updateRetries {
 							continue
 						}
 						if err != nil {
-							return e.wrap(err, "io.bitbuilder.Tenant.Update")
+							return s.machineHint(e.wrap(err, "io.bitbuilder.Tenant.Update"))
 						}
 						if e.g.json {
 							return printJSON(e.stdout(), tenantReply{t})
@@ -345,54 +386,80 @@ it changed in between; with --revision the update is refused unless the tenant i
 			},
 		},
 		{
-			path: "tenant delete", args: "NAME [--revision R] [--wait]", minArgs: 1, maxArgs: 1, stream: true,
-			summary: "delete a tenant",
+			path: "tenant delete", args: "NAME [NAME...] [--revision R] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
+			summary: "delete tenants",
 			long: `The daemon marks the tenant for deletion, removes everything the tenant had on the host, and
-then drops the record. With --wait bbctl follows the tenant until it is gone.
-Without --wait the default timeout of 30s applies.`,
+then drops the record. With --wait bbctl follows the tenant until it is gone, printing each
+change to standard error, for at most --timeout (default 5m).
+Given several names, bbctl deletes each in turn (then waits for each) and reports each
+failure; the exit code is the first failure's, and --json prints an array of the replies.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				var rev optInt
-				fs.Var(&rev, "revision", "refuse the delete unless the tenant is at revision `R`")
+				fs.Var(&rev, "revision", "refuse the delete unless the tenant is at revision `R` (one name only)")
 				wait := fs.Bool("wait", false, "wait until the tenant is gone")
 				return func(ctx context.Context, e *env, args []string) error {
-					if !*wait && e.g.timeout == 0 {
-						var cancel context.CancelFunc
-						ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
-						defer cancel()
+					if rev.set && len(args) > 1 {
+						return usagef("tenant delete", "--revision needs exactly one name")
 					}
+					ctx, cancel := e.bound(ctx, *wait)
+					defer cancel()
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					if err := vt.Delete().Call(ctx, c, args[0], rev.ptr()); err != nil {
-						return e.wrap(err, "io.bitbuilder.Tenant.Delete")
+					f := failures{w: e.stderr(), several: len(args) > 1}
+					ok := make([]bool, len(args))
+					for i, name := range args {
+						if err := vt.Delete().Call(ctx, c, name, rev.ptr()); err != nil {
+							f.add(e.wrap(err, "io.bitbuilder.Tenant.Delete"))
+							continue
+						}
+						ok[i] = true
+						if !*wait && !e.g.json {
+							fmt.Fprintf(e.stdout(), "tenant %q is being deleted\n", name)
+						}
 					}
 					if *wait {
-						if err := e.waitGone(ctx, c, args[0]); err != nil {
-							return err
+						for i, name := range args {
+							if !ok[i] {
+								continue
+							}
+							if err := e.waitDeleted(ctx, c, name); err != nil {
+								f.add(err)
+								ok[i] = false
+								continue
+							}
+							if !e.g.json {
+								fmt.Fprintf(e.stdout(), "tenant %q deleted\n", name)
+							}
 						}
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), struct{}{})
+						replies := make([]any, len(args))
+						for i := range args {
+							if ok[i] {
+								replies[i] = struct{}{}
+							}
+						}
+						if err := printReplies(e.stdout(), replies); err != nil {
+							return err
+						}
 					}
-					if *wait {
-						_, err = fmt.Fprintf(e.stdout(), "tenant %q deleted\n", args[0])
-					} else {
-						_, err = fmt.Fprintf(e.stdout(), "tenant %q is being deleted\n", args[0])
-					}
-					return err
+					return f.err()
 				}
 			},
 		},
 		{
-			path: "tenant start", args: "NAME", minArgs: 1, maxArgs: 1,
-			summary: "set a tenant's desired state to running",
-			setup:   startStop("io.bitbuilder.Tenant.Start", vt.Start().Call),
+			path: "tenant start", args: "NAME [NAME...] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
+			summary: "set tenants' desired state to running",
+			long:    startStopHelp("ready and every machine that should run (its desired state is running) is running"),
+			setup:   tenantAction("io.bitbuilder.Tenant.Start", vt.Start().Call, tenantReady),
 		},
 		{
-			path: "tenant stop", args: "NAME", minArgs: 1, maxArgs: 1,
-			summary: "set a tenant's desired state to stopped",
-			setup:   startStop("io.bitbuilder.Tenant.Stop", vt.Stop().Call),
+			path: "tenant stop", args: "NAME [NAME...] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
+			summary: "set tenants' desired state to stopped",
+			long:    startStopHelp("stopped and all its machines are stopped"),
+			setup:   tenantAction("io.bitbuilder.Tenant.Stop", vt.Stop().Call, tenantStopped),
 		},
 		{
 			path: "tenant watch", args: "[NAME] [--revision R]", maxArgs: 1, stream: true,
@@ -439,24 +506,94 @@ type eventReply struct {
 	Event vt.Event `json:"event"`
 }
 
-func startStop(method string, call func(context.Context, *varlink.Connection, string) (vt.Tenant, error)) func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+func startStopHelp(goal string) string {
+	return `Acts on each name in turn and reports each failure; the exit code is the first failure's.
+With --wait bbctl then follows each tenant until it is ` + goal + `,
+printing each change of its phase, conditions and machines to standard error, and fails when
+the tenant or a machine fails or --timeout (default 5m) ends first; a degraded tenant is
+waited for, since it can recover. With --json the reply (with --wait, the tenant when the wait
+ended) is printed; an array of them for several names.`
+}
+
+// tenantAction is tenant start or stop: the call for each name in turn, then with --wait a
+// wait for each tenant whose call succeeded.
+func tenantAction(method string, call func(context.Context, *varlink.Connection, string) (vt.Tenant, error), g goal) func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 	return func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
+		wait := fs.Bool("wait", false, "wait until the tenant and its machines got there")
 		return func(ctx context.Context, e *env, args []string) error {
+			ctx, cancel := e.bound(ctx, *wait)
+			defer cancel()
 			c, err := e.connect(ctx)
 			if err != nil {
 				return err
 			}
-			t, err := call(ctx, c, args[0])
-			if err != nil {
-				return e.wrap(err, method)
+			f := failures{w: e.stderr(), several: len(args) > 1}
+			replies := make([]*vt.Tenant, len(args))
+			for i, name := range args {
+				t, err := call(ctx, c, name)
+				if err != nil {
+					f.add(e.wrap(err, method))
+					continue
+				}
+				replies[i] = &t
+				if !*wait && !e.g.json {
+					fmt.Fprintln(e.stdout(), stateLine(t))
+				}
+			}
+			if *wait {
+				for i, name := range args {
+					if replies[i] == nil {
+						continue
+					}
+					final, err := e.waitFor(ctx, name, replies[i], g)
+					if err != nil {
+						f.add(err)
+						replies[i] = nil
+						continue
+					}
+					replies[i] = final
+					if !e.g.json {
+						fmt.Fprintln(e.stdout(), stateLine(*final))
+					}
+				}
 			}
 			if e.g.json {
-				return printJSON(e.stdout(), tenantReply{t})
+				out := make([]any, len(args))
+				for i, t := range replies {
+					if t != nil {
+						out[i] = tenantReply{*t}
+					}
+				}
+				if err := printReplies(e.stdout(), out); err != nil {
+					return err
+				}
 			}
-			_, err = fmt.Fprintf(e.stdout(), "tenant %q: desired state %s, phase %s\n", t.Name, t.DesiredState, t.Phase)
-			return err
+			return f.err()
 		}
 	}
+}
+
+// stateLine is what tenant start and stop print for a tenant.
+func stateLine(t vt.Tenant) string {
+	return fmt.Sprintf("tenant %q: desired state %s, phase %s", t.Name, t.DesiredState, t.Phase)
+}
+
+// printReplies prints the --json output of a command given one or several names: the reply
+// for one name (nothing when it failed), an array of the replies that succeeded for several.
+func printReplies(w io.Writer, replies []any) error {
+	if len(replies) == 1 {
+		if replies[0] == nil {
+			return nil
+		}
+		return printJSON(w, replies[0])
+	}
+	out := []any{}
+	for _, r := range replies {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return printJSON(w, out)
 }
 
 // listTenants collects the replies of Tenant.List; no tenants is an empty list.
@@ -521,11 +658,8 @@ func (e *env) watch(ctx context.Context, c *varlink.Connection, name *string, re
 	}
 }
 
-// errStopWatch ends waitGone's watch once the tenant is gone.
-var errStopWatch = errors.New("stop")
-
-// waitGone waits until the tenant is deleted.
-func (e *env) waitGone(ctx context.Context, c *varlink.Connection, name string) error {
+// waitDeleted waits until tenant name is gone.
+func (e *env) waitDeleted(ctx context.Context, c *varlink.Connection, name string) error {
 	t, err := vt.Get().Call(ctx, c, name)
 	var nst *vt.NoSuchTenant
 	if errors.As(err, &nst) {
@@ -534,19 +668,7 @@ func (e *env) waitGone(ctx context.Context, c *varlink.Connection, name string) 
 	if err != nil {
 		return e.wrap(err, "io.bitbuilder.Tenant.Get")
 	}
-	rev := t.Revision
-	err = e.watch(ctx, c, &name, &rev, func(ev vt.Event) (bool, error) {
-		if ev.Type == "deleted" && ev.Name == name {
-			return true, errStopWatch
-		}
-		return false, nil
-	})
-	if errors.Is(err, errStopWatch) {
-		return nil
-	}
-	if err == nil {
-		return fmt.Errorf("the watch of tenant %q ended before it was deleted", name)
-	}
+	_, err = e.waitFor(ctx, name, &t, tenantGone)
 	return err
 }
 
@@ -597,6 +719,9 @@ func (e *env) printTenant(w io.Writer, t vt.Tenant) error {
 		if err := tb.flush(); err != nil {
 			return err
 		}
+	}
+	if err := e.printMachines(w, t.Machines); err != nil {
+		return err
 	}
 	if len(t.Parameters) == 0 {
 		kv(w, "Parameters", "none")

@@ -372,10 +372,31 @@ type tenant struct {
 	DesiredState   string            `json:"desiredState"`
 	Phase          string            `json:"phase"`
 	Conditions     []json.RawMessage `json:"conditions"`
+	Machines       []machine         `json:"machines"`
 	Revision       int64             `json:"revision"`
 	CreateRevision int64             `json:"createRevision"`
 	CreatedAt      string            `json:"createdAt"`
 	UpdatedAt      string            `json:"updatedAt"`
+}
+
+// machine is io.bitbuilder.Tenant's Machine as varlinkctl prints it.
+type machine struct {
+	Name              string `json:"name"`
+	MachineName       string `json:"machineName"`
+	Kind              string `json:"kind"`
+	DesiredState      string `json:"desiredState"`
+	RestartGeneration int64  `json:"restartGeneration"`
+	Status            *struct {
+		State             string   `json:"state"`
+		Class             string   `json:"class"`
+		Leader            int      `json:"leader"`
+		Addresses         []string `json:"addresses"`
+		Unit              string   `json:"unit"`
+		UnitState         string   `json:"unitState"`
+		Commit            string   `json:"commit"`
+		RestartGeneration int64    `json:"restartGeneration"`
+		Message           string   `json:"message"`
+	} `json:"status"`
 }
 
 // event is io.bitbuilder.Tenant's Event.

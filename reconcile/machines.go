@@ -383,5 +383,11 @@ func (s *MachinesStep) Teardown(ctx context.Context, t *tenant.Tenant) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	// The slice stays loaded and active while systemd has it, unit file gone or not.
+	if s.Host != nil && len(names) > 0 {
+		if err := s.Host.Stop(ctx, units.TenantSlice(t.Name), true); err != nil && !errors.Is(err, machines.ErrNoBus) {
+			return fmt.Errorf("stop %s: %w", units.TenantSlice(t.Name), err)
+		}
+	}
 	return machines.RemoveTree(filepath.Join(s.Units.TenantPaths(t.Name).Dir, "machines"))
 }

@@ -1649,9 +1649,9 @@ type Machine (
   kind: MachineKind,
   # Name of the tenant's template use it runs.
   template: string,
-  # CPUs of the machine; 0 means the template's default.
+  # CPUs of the machine (the template's default unless the request set one); 0 means no limit of its own.
   cpus: float,
-  # Memory of the machine in bytes; 0 means the template's default.
+  # Memory of the machine in bytes (the template's default unless the request set one); 0 means no limit of its own.
   memoryBytes: int,
   # What the daemon should make of the machine (a stopped tenant stops all its machines).
   desiredState: DesiredState,

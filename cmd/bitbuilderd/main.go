@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/bitbuilder/bitbuilder/daemon"
 )
@@ -46,6 +47,7 @@ func run(args []string) error {
 		host.Units.VMSpawnArgs = append(host.Units.VMSpawnArgs, s)
 		return nil
 	})
+	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "how often every tenant is compared with the host even without a change")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {

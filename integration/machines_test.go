@@ -1,0 +1,236 @@
+package integration
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// machineBootTimeout bounds the wait for containers to boot in the test host (a few seconds each when idle).
+const machineBootTimeout = 3 * time.Minute
+
+// addContainerTemplate copies the container template repository into the host and adds it to d's registry as deb.
+func addContainerTemplate(t *testing.T, d *daemon) {
+	t.Helper()
+	repo := containerTemplate(t)
+	installGit(t, d.h)
+	guest := "/srv/templates/" + strings.TrimSuffix(d.unit, ".service") + "-deb.git"
+	copyRepoIntoHost(t, d.h, repo, guest)
+	r := d.call(t, asRoot, "io.bitbuilder.Template.Add", `{"name":"deb","url":"file://`+guest+`","ref":"main"}`, "--more")
+	if r.exit != 0 {
+		t.Fatalf("Template.Add: %v", r)
+	}
+}
+
+// containerTenant is the Create parameters of a tenant with the given containers of template deb.
+func containerTenant(name string, machines ...string) string {
+	var ms []string
+	for _, m := range machines {
+		ms = append(ms, fmt.Sprintf(`{"name":%q,"kind":"container","template":"deb"}`, m))
+	}
+	return fmt.Sprintf(`{"name":%q,"resources":{"cpus":2,"memoryBytes":2147483648,"storageBytes":10737418240},`+
+		`"templates":[{"role":"container","name":"deb","template":"deb"}],"machines":[%s]}`, name, strings.Join(ms, ","))
+}
+
+// waitRunning waits until every machine of tenant name runs with an address and the tenant is ready.
+func waitRunning(t *testing.T, d *daemon, name string) tenant {
+	t.Helper()
+	var got tenant
+	eventually(t, machineBootTimeout, func() (bool, string) {
+		got = d.tenantCall(t, asRoot, "Get", fmt.Sprintf(`{"name":%q}`, name))
+		var states []string
+		ok := got.Phase == "ready"
+		for _, m := range got.Machines {
+			if m.Status == nil {
+				states = append(states, m.Name+"=none")
+				ok = false
+				continue
+			}
+			states = append(states, fmt.Sprintf("%s=%s %v %s", m.Name, m.Status.State, m.Status.Addresses, m.Status.Message))
+			if m.Status.State != "running" || len(m.Status.Addresses) == 0 {
+				ok = false
+			}
+		}
+		return ok, fmt.Sprintf("phase %s, machines %v, conditions %v", got.Phase, states, conditions(t, got))
+	})
+	return got
+}
+
+func machineOf(t *testing.T, tn tenant, name string) machine {
+	t.Helper()
+	for _, m := range tn.Machines {
+		if m.Name == name {
+			return m
+		}
+	}
+	t.Fatalf("tenant %s has no machine %s", tn.Name, name)
+	return machine{}
+}
+
+// ipv4 returns the machine's address in the tenant's network.
+func ipv4(t *testing.T, tn tenant, m machine) string {
+	t.Helper()
+	prefix := fmt.Sprintf("10.%d.", tn.NetworkIndex)
+	for _, a := range m.Status.Addresses {
+		if strings.HasPrefix(a, prefix) {
+			return a
+		}
+	}
+	t.Fatalf("machine %s has no address in %s0.0/16: %v", m.Name, prefix, m.Status.Addresses)
+	return ""
+}
+
+// pingFrom pings target from inside machine m (in its network namespace) and reports whether it answered.
+func pingFrom(t *testing.T, d *daemon, m machine, target string) bool {
+	t.Helper()
+	r := run(t, d.h, "", "nsenter", "-t", strconv.Itoa(m.Status.Leader), "-n", "busybox", "ping", "-c1", "-W2", target)
+	return r.exit == 0
+}
+
+// TestMachinesContainers runs two container tenants through bitbuilderd in the systemd 257 test host: each
+// container boots a real systemd userland in nspawn, registers with machined as class container under a
+// deterministic name, runs in its own user namespace, gets a DHCP lease from its tenant's bridge, reaches its
+// sibling and the gateway but not the other tenant; drift is repaired; stop, start and restart act on the host; and
+// Delete leaves nothing behind.
+func TestMachinesContainers(t *testing.T) {
+	d := startDaemon(t, "machines", "--no-host=false", "--resync=5s")
+	h := d.h
+	addContainerTemplate(t, d)
+
+	d.create(t, containerTenant("ma", "web", "db"))
+	d.create(t, containerTenant("mb", "app"))
+	a := waitRunning(t, d, "ma")
+	b := waitRunning(t, d, "mb")
+	web, db, app := machineOf(t, a, "web"), machineOf(t, a, "db"), machineOf(t, b, "app")
+
+	// machined lists them under their names, as containers.
+	out := mustRun(t, h, "machinectl", "list", "--no-legend", "--no-pager")
+	classes := map[string]string{}
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) >= 2 {
+			classes[f[0]] = f[1]
+		}
+	}
+	for _, n := range []string{"ma-web", "ma-db", "mb-app"} {
+		if classes[n] != "container" {
+			t.Errorf("machinectl list has no container %s:\n%s", n, out)
+		}
+	}
+	if web.Status.Class != "container" || web.MachineName != "ma-web" {
+		t.Errorf("web: %+v", web)
+	}
+
+	// Root inside is not root outside, and two containers never share a uid range.
+	bases := map[string]string{}
+	for _, m := range []machine{web, db, app} {
+		uidmap := strings.Fields(mustRun(t, h, "cat", fmt.Sprintf("/proc/%d/uid_map", m.Status.Leader)))
+		if len(uidmap) < 3 || uidmap[0] != "0" || uidmap[1] == "0" {
+			t.Fatalf("%s: uid_map %v: root in the container is root on the host", m.MachineName, uidmap)
+		}
+		if other, dup := bases[uidmap[1]]; dup {
+			t.Errorf("%s and %s share the uid range at %s", m.MachineName, other, uidmap[1])
+		}
+		bases[uidmap[1]] = m.MachineName
+	}
+
+	// The containers run in the tenant's slice, with its limits.
+	unit := web.Status.Unit
+	props := showUnit(t, h, unit, "Slice", "ActiveState")
+	if props["Slice"] != "bitbuilder-ma.slice" || props["ActiveState"] != "active" {
+		t.Errorf("%s: %v", unit, props)
+	}
+	if sl := showUnit(t, h, "bitbuilder-ma.slice", "CPUQuotaPerSecUSec", "MemoryMax"); sl["MemoryMax"] != "2147483648" || sl["CPUQuotaPerSecUSec"] != "2s" {
+		t.Errorf("slice limits: %v", sl)
+	}
+
+	// Leases from the tenant's bridge: the addresses are in the tenant's network; siblings and the gateway answer,
+	// the other tenant does not.
+	gwA := fmt.Sprintf("10.%d.0.1", a.NetworkIndex)
+	if !pingFrom(t, d, web, ipv4(t, a, db)) {
+		t.Errorf("web cannot reach its sibling db at %s", ipv4(t, a, db))
+	}
+	if !pingFrom(t, d, web, gwA) {
+		t.Errorf("web cannot reach its gateway %s", gwA)
+	}
+	if pingFrom(t, d, web, ipv4(t, b, app)) {
+		t.Errorf("web of tenant ma reached app of tenant mb at %s", ipv4(t, b, app))
+	}
+	if pingFrom(t, d, app, ipv4(t, a, web)) {
+		t.Errorf("app of tenant mb reached web of tenant ma at %s", ipv4(t, a, web))
+	}
+
+	// Drift: a container terminated behind the daemon's back comes back.
+	mustRun(t, h, "machinectl", "terminate", "ma-web")
+	eventually(t, machineBootTimeout, func() (bool, string) {
+		got := d.tenantCall(t, asRoot, "Get", `{"name":"ma"}`)
+		m := machineOf(t, got, "web")
+		return m.Status != nil && m.Status.State == "running" && m.Status.Leader != web.Status.Leader, fmt.Sprintf("%+v", m.Status)
+	})
+	// A unit stopped behind its back too.
+	mustRun(t, h, "systemctl", "stop", db.Status.Unit)
+	eventually(t, machineBootTimeout, func() (bool, string) {
+		got := d.tenantCall(t, asRoot, "Get", `{"name":"ma"}`)
+		m := machineOf(t, got, "db")
+		return m.Status != nil && m.Status.State == "running" && m.Status.Leader != db.Status.Leader, fmt.Sprintf("%+v", m.Status)
+	})
+	// And the bridge deleted behind its back is put back within a resync, with the containers' ports.
+	mustRun(t, h, "ip", "link", "del", fmt.Sprintf("br-tenant-%d", b.NetworkIndex))
+	eventually(t, time.Minute, func() (bool, string) {
+		r := run(t, h, "", "ip", "link", "show", fmt.Sprintf("br-tenant-%d", b.NetworkIndex))
+		return r.exit == 0, r.String()
+	})
+	if j := h.JournalTail(t.Context(), 400, "-u", d.unit); !strings.Contains(j, "ma") {
+		t.Logf("daemon journal:\n%s", j)
+	}
+
+	// Stop and start one machine; restart another.
+	d.call(t, asRoot, "io.bitbuilder.Tenant.StopMachine", `{"name":"ma","machine":"db"}`)
+	eventually(t, machineBootTimeout, func() (bool, string) {
+		r := run(t, h, "", "machinectl", "show", "ma-db")
+		got := d.tenantCall(t, asRoot, "Get", `{"name":"ma"}`)
+		m := machineOf(t, got, "db")
+		return r.exit != 0 && m.Status != nil && m.Status.State == "stopped", fmt.Sprintf("%+v %s", m.Status, r.stdout)
+	})
+	d.call(t, asRoot, "io.bitbuilder.Tenant.StartMachine", `{"name":"ma","machine":"db"}`)
+	d.call(t, asRoot, "io.bitbuilder.Tenant.RestartMachine", `{"name":"ma","machine":"web"}`)
+	a = waitRunning(t, d, "ma")
+	if m := machineOf(t, a, "web"); m.Status.RestartGeneration != 1 {
+		t.Errorf("web after restart: %+v", m.Status)
+	}
+
+	// Stop the tenant: every machine stops and the phase says stopped.
+	d.call(t, asRoot, "io.bitbuilder.Tenant.Stop", `{"name":"mb"}`)
+	eventually(t, machineBootTimeout, func() (bool, string) {
+		got := d.tenantCall(t, asRoot, "Get", `{"name":"mb"}`)
+		m := machineOf(t, got, "app")
+		return got.Phase == "stopped" && m.Status != nil && m.Status.State == "stopped", fmt.Sprintf("phase %s %+v", got.Phase, m.Status)
+	})
+
+	// Delete both: no machine, unit, slice, tree, namespace or link left.
+	for _, n := range []string{"ma", "mb"} {
+		d.call(t, asRoot, "io.bitbuilder.Tenant.Delete", fmt.Sprintf(`{"name":%q}`, n))
+	}
+	for _, n := range []string{"ma", "mb"} {
+		eventually(t, machineBootTimeout, func() (bool, string) {
+			r := d.call(t, asRoot, "io.bitbuilder.Tenant.Get", fmt.Sprintf(`{"name":%q}`, n))
+			return strings.Contains(r.stdout+r.stderr, "NoSuchTenant"), r.String()
+		})
+	}
+	if out := mustRun(t, h, "machinectl", "list", "--no-legend", "--no-pager"); strings.Contains(out, "ma-") || strings.Contains(out, "mb-") {
+		t.Errorf("machines left: %s", out)
+	}
+	if out := mustRun(t, h, "sh", "-c", "ls /run/systemd/system/ | grep -E 'tenant-machine@m[ab]|bitbuilder-m[ab]' || true"); strings.TrimSpace(out) != "" {
+		t.Errorf("unit files left: %s", out)
+	}
+	if out := mustRun(t, h, "sh", "-c", "systemctl list-units --all --no-legend --plain 'tenant-machine@m*' 'bitbuilder-m*.slice' | grep -v not-found || true"); strings.TrimSpace(out) != "" {
+		t.Errorf("units left: %s", out)
+	}
+	if out := mustRun(t, h, "sh", "-c", "ls "+d.stateDir+"/tenants/"); strings.TrimSpace(out) != "" {
+		t.Errorf("tenant trees left: %s", out)
+	}
+	if out := mustRun(t, h, "sh", "-c", "grep "+d.stateDir+" /proc/self/mountinfo || true"); strings.TrimSpace(out) != "" {
+		t.Errorf("mounts left: %s", out)
+	}
+}
