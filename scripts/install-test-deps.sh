@@ -25,3 +25,7 @@ fi
 
 # The systemd 257 test host.
 bash integration/testhost/prepare.sh >/dev/null
+
+# The container template the integration tests add and boot (a bare Git repository derived from
+# the test host's rootfs, cached next to it).
+bash integration/testdata/container-template.sh >/dev/null

@@ -1,0 +1,164 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/bitbuilder/bitbuilder/integration/testhost"
+)
+
+// The container template that testdata/container-template.sh builds: a bare Git repository whose branch main
+// holds metadata.json (type container), config/nspawn-settings.conf and rootfs/, a Debian trixie userland booting
+// systemd 257 with systemd-networkd asking DHCP on host0.
+var (
+	containerRepoOnce sync.Once
+	containerRepo     string
+	containerRepoErr  error
+)
+
+// containerTemplate returns the path of the container template repository on this machine, building it the
+// first time (about 12 s from the test host's cached rootfs, no network; then cached under
+// /var/cache/bitbuilder-test). Call it after host(t), which skips when the machine cannot boot a test host.
+func containerTemplate(t *testing.T) string {
+	t.Helper()
+	containerRepoOnce.Do(func() {
+		start := time.Now()
+		cmd := exec.Command("bash", "testdata/container-template.sh")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			containerRepoErr = fmt.Errorf("testdata/container-template.sh: %w\n%s", err, stderr.Bytes())
+			return
+		}
+		containerRepo = lastLine(string(out))
+		fmt.Fprintf(os.Stderr, "integration: container template repository %s (%v)\n", containerRepo, time.Since(start).Round(time.Millisecond))
+	})
+	if containerRepoErr != nil {
+		t.Fatal(containerRepoErr)
+	}
+	return containerRepo
+}
+
+// pipeInto runs producer on this machine and feeds its stdout to args run inside the host.
+func pipeInto(t *testing.T, h *testhost.Host, producer *exec.Cmd, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
+	defer cancel()
+	var perr bytes.Buffer
+	producer.Stderr = &perr
+	out, err := producer.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := producer.Start(); err != nil {
+		t.Fatalf("%q: %v", producer.Args, err)
+	}
+	_, stderr, err := h.RunInput(ctx, out, args...)
+	if werr := producer.Wait(); werr != nil {
+		t.Fatalf("%q: %v\n%s", producer.Args, werr, perr.Bytes())
+	}
+	if err != nil {
+		t.Fatalf("%q in the host: %v\n%s", args, err, stderr)
+	}
+}
+
+// copyRepoIntoHost copies the bare repository repo into the host at guest (replacing it).
+func copyRepoIntoHost(t *testing.T, h *testhost.Host, repo, guest string) {
+	t.Helper()
+	mustRun(t, h, "rm", "-rf", guest)
+	mustRun(t, h, "mkdir", "-p", guest)
+	pipeInto(t, h, exec.Command("tar", "-C", repo, "-c", "."), "tar", "-x", "-C", guest)
+}
+
+// installGit gives the host this machine's git as /usr/local/bin/git and git-upload-pack: the registry serves
+// local paths and file:// URLs with the git CLI's git-upload-pack, and the test host's rootfs has no git. (The
+// machine's git is Debian 12's; it needs only libc, libz and libpcre2-8, which trixie has.)
+func installGit(t *testing.T, h *testhost.Host) {
+	t.Helper()
+	if run(t, h, "", "test", "-x", "/usr/local/bin/git-upload-pack").exit == 0 {
+		return
+	}
+	path, err := exec.LookPath("git")
+	if err != nil {
+		t.Skip("git is missing on this machine (scripts/install-test-deps.sh installs it)")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.WriteFile("/usr/local/bin/git", data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, h, "ln", "-sf", "git", "/usr/local/bin/git-upload-pack")
+	mustRun(t, h, "git", "--version")
+}
+
+// vmHWM returns a process's peak resident set size in kB (VmHWM in /proc/PID/status).
+func vmHWM(t *testing.T, h *testhost.Host, pid int) int {
+	t.Helper()
+	out := mustRun(t, h, "grep", "^VmHWM:", "/proc/"+strconv.Itoa(pid)+"/status")
+	f := strings.Fields(out)
+	if len(f) < 2 {
+		t.Fatalf("VmHWM: %q", out)
+	}
+	kb, err := strconv.Atoi(f[1])
+	if err != nil {
+		t.Fatalf("VmHWM: %q", out)
+	}
+	return kb
+}
+
+// TestContainerTemplateAdd adds the container template with a real Debian systemd rootfs to bitbuilderd's
+// registry from a file:// URL, the way an administrator would (io.bitbuilder.Template.Add, which fetches, checks
+// the tree out, validates it and pins it), and validates the registered template: the validator and the
+// materializer accept a real Debian tree (symlinks such as /bin -> usr/bin and absolute ones such as
+// /etc/localtime, empty files, executables). It logs how long Add took and the daemon's peak memory.
+func TestContainerTemplateAdd(t *testing.T) {
+	h := host(t)
+	repo := containerTemplate(t)
+	installGit(t, h)
+	const guestRepo = "/srv/bitbuilder-test/container-template.git"
+	copyRepoIntoHost(t, h, repo, guestRepo)
+	t.Cleanup(func() { _, _, _ = h.Run(context.Background(), "rm", "-rf", guestRepo) })
+	d := startDaemon(t, "ctemplate")
+	before := vmHWM(t, h, d.mainPID(t))
+
+	start := time.Now()
+	r := d.call(t, asRoot, "io.bitbuilder.Template.Add", `{"name":"debian","url":"file://`+guestRepo+`","ref":"main"}`, "--more")
+	took := time.Since(start)
+	recs := r.seq(t)
+	var reply struct {
+		Template *struct {
+			Name, Commit, Type, Version string
+		} `json:"template"`
+	}
+	decodeJSON(t, recs[len(recs)-1], &reply)
+	out, err := exec.Command("git", "--git-dir="+repo, "rev-parse", "main").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse main in %s: %v", repo, err)
+	}
+	want := strings.TrimSpace(string(out))
+	if reply.Template == nil || reply.Template.Type != "container" || reply.Template.Commit != want {
+		t.Fatalf("Add replied %s, want the container template at %s", recs[len(recs)-1], want)
+	}
+	peak := vmHWM(t, h, d.mainPID(t))
+	t.Logf("Template.Add of %s: %v, %d progress replies; bitbuilderd peak RSS %d MB (%d MB before)", repo, took.Round(time.Millisecond), len(recs)-1, peak>>10, before>>10)
+
+	var v validation
+	d.call(t, asRoot, "io.bitbuilder.Template.Validate", `{"name":"debian"}`).decode(t, &v)
+	if v.Errors != 0 {
+		t.Errorf("the registered container template: %d errors: %+v", v.Errors, v.Findings)
+	}
+	for _, f := range v.Findings {
+		t.Logf("finding %s %s %s: %s", f.Severity, f.Rule, f.Path, f.Message)
+	}
+}

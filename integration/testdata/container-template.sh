@@ -1,0 +1,260 @@
+#!/bin/bash
+# container-template.sh: build a bare Git repository holding a BitBuilder container template whose rootfs is a
+# real systemd userland (Debian trixie minbase: systemd 257, systemd-sysv, dbus, iproute2, systemd-networkd
+# enabled, busybox-static), for the integration tests that add it to the registry and boot it with systemd-nspawn.
+#
+# Runs as root. Idempotent: the rootfs is derived from the test host's cached rootfs (integration/testhost/
+# prepare.sh, which this script runs first and which builds it when missing), stripped of what a container does
+# not need (documentation, manual pages, translations, apt and dpkg caches, logs, per-machine state), and
+# committed with fixed author, committer and dates, so the same inputs give the same commit. The result is kept
+# in the cache directory, keyed by a hash of this script and of the base rootfs's key; a second or concurrent run
+# reuses it. It is built in a temporary directory under a lock and renamed into place, so an interrupted build
+# leaves nothing that looks complete, and the next run removes its leftovers.
+#
+# The repository (branch main) holds:
+#   metadata.json                type container
+#   config/nspawn-settings.conf  systemd.nspawn(5) settings
+#   rootfs/                      the root file system
+#
+# Git stores no owners, no modes but 0644/0755 on files, no setuid/setgid/sticky bits and no empty
+# directories. What the Debian tree has of those is written into rootfs/usr/lib/tmpfiles.d/
+# zz-bitbuilder-template.conf (z lines restore modes and owners, d lines recreate the empty directories),
+# which systemd-tmpfiles-setup.service applies at every boot.
+#
+# Usage:
+#   container-template.sh           build what is missing, then print the repository's path on the last line of stdout
+#   container-template.sh --locate  print the path if it is built (exit 0), exit 3 if not; changes nothing
+#   container-template.sh --key     print the cache key (needs the base rootfs's key only)
+#
+# Environment:
+#   BITBUILDER_TEST_CACHE  cache directory (default /var/cache/bitbuilder-test), shared with prepare.sh
+set -euo pipefail
+
+CACHE_DIR=${BITBUILDER_TEST_CACHE:-/var/cache/bitbuilder-test}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+SELF=$HERE/$(basename "${BASH_SOURCE[0]}")
+PREPARE=$HERE/../testhost/prepare.sh
+
+log() { printf 'container-template.sh: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# Fixed identity and dates: the commit depends on the content only.
+export GIT_AUTHOR_NAME="BitBuilder tests" GIT_AUTHOR_EMAIL="tests@bitbuilder.invalid"
+export GIT_COMMITTER_NAME="BitBuilder tests" GIT_COMMITTER_EMAIL="tests@bitbuilder.invalid"
+export GIT_AUTHOR_DATE="2026-01-01T00:00:00+0000" GIT_COMMITTER_DATE="2026-01-01T00:00:00+0000"
+# No user or system git configuration steers the build.
+export GIT_CONFIG_NOSYSTEM=1 GIT_CONFIG_GLOBAL=/dev/null HOME=/nonexistent
+
+BASE_KEY=$(bash "$PREPARE" --key)
+KEY=$({
+	echo "base=$BASE_KEY"
+	cat "$SELF"
+} | sha256sum | cut -c1-16)
+REPO=$CACHE_DIR/container-template-$KEY.git
+
+case "${1:-}" in
+--key)
+	echo "$KEY"
+	exit 0
+	;;
+--locate)
+	if [ -d "$REPO" ]; then
+		echo "$REPO"
+		exit 0
+	fi
+	exit 3
+	;;
+"") ;;
+*) die "unknown argument ${1} (want --locate, --key or nothing)" ;;
+esac
+
+[ "$(id -u)" = 0 ] || die "must run as root"
+command -v git >/dev/null || die "git is missing (apt-get install git)"
+
+# strip_rootfs ROOT: remove from a copy of the test host's rootfs what a container template does not need.
+strip_rootfs() {
+	local root=$1
+	# Documentation, manual pages, translations (C.UTF-8 stays: it is in usr/lib/locale), lint data. The
+	# copyright files stay, and dpkg is told to skip these paths for packages installed later.
+	find "$root/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete
+	find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete
+	rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/* \
+		"$root"/usr/share/lintian "$root"/usr/share/linda "$root"/usr/share/bug
+	cat >"$root/etc/dpkg/dpkg.cfg.d/bitbuilder-nodoc" <<-'EOF'
+		# A container template without documentation: packages installed later skip it too.
+		path-exclude=/usr/share/doc/*
+		path-include=/usr/share/doc/*/copyright
+		path-exclude=/usr/share/man/*
+		path-exclude=/usr/share/info/*
+		path-exclude=/usr/share/locale/*
+		path-exclude=/usr/share/lintian/*
+	EOF
+	# Caches, package indexes, logs and backups: rebuilt or written at run time.
+	rm -rf "$root"/var/cache/apt/* "$root"/var/lib/apt/lists/* "$root"/var/cache/ldconfig/* \
+		"$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old "$root"/var/backups/*
+	find "$root/var/log" -mindepth 1 ! -type d -delete
+	# Run-time file systems: the container manager mounts them (devices, sockets and FIFOs cannot be in Git).
+	rm -rf "$root"/dev/* "$root"/run/* "$root"/tmp/* "$root"/var/tmp/* "$root"/proc/* "$root"/sys/*
+	# Per-machine identity and state: every instance makes its own.
+	: >"$root/etc/machine-id"
+	rm -f "$root/etc/hostname" "$root/var/lib/dbus/machine-id" "$root/var/lib/systemd/random-seed" \
+		"$root/var/lib/systemd/credential.secret" "$root/etc/.pwd.lock"
+	# Timers that reach for the network or the disks of a machine, not of a container.
+	local unit
+	for unit in apt-daily.timer apt-daily-upgrade.timer fstrim.timer; do
+		chroot "$root" systemctl disable "$unit" >/dev/null 2>&1 || true
+	done
+	# systemd-container's var-lib-machines.mount (a loop-mounted /var/lib/machines.raw) holds local-fs.target
+	# back for about 0.8 s in a container before its condition skips it: a boot takes 0.5 s instead of 1.3 s.
+	chroot "$root" systemctl mask var-lib-machines.mount >/dev/null 2>&1
+	# The merged-/usr layout wants a relative link (Debian's base-files ships an absolute one).
+	ln -sfn ../run "$root/var/run"
+	# What the container needs: systemd as init, networkd enabled with the stock host0 DHCP profile.
+	local f
+	for f in usr/lib/systemd/systemd usr/sbin/init usr/lib/systemd/systemd-networkd \
+		usr/lib/systemd/network/80-container-host0.network usr/bin/busybox usr/bin/dbus-daemon usr/bin/ip \
+		etc/systemd/system/multi-user.target.wants/systemd-networkd.service; do
+		[ -e "$root/$f" ] || die "the template rootfs lacks $f"
+	done
+}
+
+# restore_list BASE ROOT: tmpfiles.d lines for what Git does not keep, read from the base rootfs for what the
+# stripped tree ROOT still has: directories without any file below them (d, parents first), and modes other than
+# 0644/0755 or owners other than root (z). Owners are named as the tree's own passwd and group files name them
+# (not as this machine's), and directories that a tmpfiles.d file of the tree creates already are left to it.
+restore_list() {
+	local base=$1 root=$2 path mode uid gid type special owner group
+	local -A users groups known
+	while IFS=: read -r owner _ uid _; do users[$uid]=$owner; done <"$base/etc/passwd"
+	while IFS=: read -r group _ gid _; do groups[$gid]=$group; done <"$base/etc/group"
+	# Paths a tmpfiles.d line of the tree creates (or removes) already: a second such line is a "Duplicate line"
+	# warning at every boot. Adjusting lines (z, a, h, t ...) go with anything.
+	while read -r type path _; do
+		case "$type" in [fFwdDeCvqQpLcbxXrR]*) known[$path]=1 ;; esac
+	done < <(cat "$root"/usr/lib/tmpfiles.d/*.conf "$root"/etc/tmpfiles.d/*.conf 2>/dev/null)
+	echo "# What Git does not store, restored at boot (written by BitBuilder's container template build)."
+	# Run-time trees are excluded: the container manager and systemd make them.
+	(cd "$base" && find . -xdev \( -path ./dev -o -path ./proc -o -path ./sys -o -path ./run -o -path ./tmp \
+		-o -path ./var/tmp \) -prune -o \( -type f -o -type d \) -printf '%y %m %U %G %p\n') |
+		while read -r type mode uid gid path; do
+			path=${path#.}
+			[ -n "$path" ] && [ "$path" != /etc/machine-id ] && [ -e "$root$path" ] || continue
+			case "$path" in *[[:space:]\\]*) die "path with white space or a backslash: $path" ;; esac
+			owner=${users[$uid]:-$uid} group=${groups[$gid]:-$gid}
+			if [ "$type" = d ] && [ -z "$(find "$root$path" ! -type d -print -quit)" ]; then
+				[ -n "${known[$path]:-}" ] || echo "d $path $mode $owner $group -"
+				continue
+			fi
+			special=no
+			case "$type:$mode" in f:644 | f:755 | d:755) ;; *) special=yes ;; esac
+			[ "$uid:$gid" = 0:0 ] || special=yes
+			[ $special = no ] || echo "z $path $mode $owner $group -"
+		done
+}
+
+write_template() {
+	local tree=$1
+	mkdir -p "$tree/config"
+	cat >"$tree/metadata.json" <<-'EOF'
+		{
+		  "template": {
+		    "type": "container",
+		    "version": "1.0.0",
+		    "name": "debian-systemd-container",
+		    "description": "A Debian trixie container booting systemd 257, with systemd-networkd asking DHCP on host0."
+		  },
+		  "requirements": {
+		    "systemd_version": ">=257",
+		    "kernel": ">=6.0",
+		    "features": ["nspawn", "machined"]
+		  },
+		  "defaults": {
+		    "resources": {
+		      "cpu": 1,
+		      "memory": "256M",
+		      "storage": "1G"
+		    },
+		    "network": {
+		      "mode": "private",
+		      "management_interface": false
+		    }
+		  }
+		}
+	EOF
+	cat >"$tree/config/nspawn-settings.conf" <<-'EOF'
+		# systemd.nspawn(5) settings of the container, for /run/systemd/nspawn/<machine>.nspawn: a trusted place,
+		# where every setting applies (Bind= and Capability= too; next to the tree, network, Bind= and Capability=
+		# settings would be ignored). Options on the systemd-nspawn command line win over these; the bridge is
+		# the daemon's (--network-bridge=).
+		[Exec]
+		Boot=yes
+		PrivateUsers=pick
+		NotifyReady=yes
+
+		[Network]
+		Private=yes
+		VirtualEthernet=yes
+
+		[Files]
+		PrivateUsersOwnership=auto
+	EOF
+}
+
+# commit_tree TREE GITDIR: commit TREE as branch main of the new bare repository GITDIR, exactly as it is: in-tree
+# .gitignore and .gitattributes files are neither honoured nor allowed to convert content.
+commit_tree() {
+	local tree=$1 gitdir=$2
+	git init -q --bare -b main "$gitdir"
+	printf '* -text -eol -filter -diff -merge -ident -export-ignore -export-subst\n' >"$gitdir/info/attributes"
+	local g=(git --git-dir="$gitdir" --work-tree="$tree" -c core.autocrlf=false -c core.safecrlf=false
+		-c core.symlinks=true -c core.fileMode=true -c core.precomposeunicode=false -c core.excludesFile=/dev/null)
+	"${g[@]}" add --all --force .
+	local want have
+	want=$(cd "$tree" && find . ! -type d | wc -l)
+	have=$("${g[@]}" ls-files | wc -l)
+	[ "$want" = "$have" ] || die "git indexed $have of the $want files and symlinks of $tree"
+	"${g[@]}" commit -q -m "Debian trixie container template with systemd 257"
+	rm -f "$gitdir/index"
+	# One pack, ready for git-upload-pack to send as it is.
+	git --git-dir="$gitdir" gc -q --prune=now
+}
+
+build() {
+	local tmp start base
+	base=$(bash "$PREPARE" --locate)
+	[ -d "$base/usr" ] || die "prepare.sh gave no rootfs ($base)"
+	start=$(date +%s)
+	tmp=$(mktemp -d "$CACHE_DIR/ct-tmp.XXXXXX")
+	log "building the container template from $base in $tmp"
+	mkdir "$tmp/tree"
+	cp -a "$base" "$tmp/tree/rootfs"
+	strip_rootfs "$tmp/tree/rootfs"
+	restore_list "$base" "$tmp/tree/rootfs" >"$tmp/restore.conf"
+	install -D -m 0644 "$tmp/restore.conf" "$tmp/tree/rootfs/usr/lib/tmpfiles.d/zz-bitbuilder-template.conf"
+	write_template "$tmp/tree"
+	commit_tree "$tmp/tree" "$tmp/repo.git"
+	chmod 0755 "$tmp/repo.git"
+	mv -T "$tmp/repo.git" "$REPO"
+	rm -rf --one-file-system "$tmp"
+	log "template repository ready in $(($(date +%s) - start)) s: $(du -sh "$REPO" | cut -f1), commit $(git --git-dir="$REPO" rev-parse main)"
+}
+
+mkdir -p "$CACHE_DIR"
+# The base rootfs first (prepare.sh takes its own lock).
+bash "$PREPARE" >/dev/null
+exec 9>"$CACHE_DIR/.container-template.lock"
+if ! flock -n 9; then
+	log "waiting for another container-template.sh to finish"
+	flock 9
+fi
+if [ -d "$REPO" ]; then
+	log "template repository cached (key $KEY)"
+else
+	for stale in "$CACHE_DIR"/ct-tmp.*; do
+		[ -e "$stale" ] || continue
+		log "removing leftover of an interrupted build: $stale"
+		rm -rf --one-file-system "$stale"
+	done
+	build
+fi
+echo "$REPO"
