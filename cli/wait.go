@@ -40,6 +40,18 @@ func failObserved(format string, args ...any) verdict {
 	return verdict{failure: fmt.Sprintf(format, args...), observed: true}
 }
 
+// afterObserved judges a snapshot with g only once the daemon has derived the tenant's
+// observed state from generation gen or later (observedGeneration): before that, the phase
+// and machine states may predate the change the wait follows.
+func afterObserved(gen int64, g goal) goal {
+	return func(t *vt.Tenant) verdict {
+		if t != nil && t.ObservedGeneration < gen {
+			return verdict{pending: []string{fmt.Sprintf("the daemon has not acted on the change yet (observed generation %d of %d)", t.ObservedGeneration, gen)}}
+		}
+		return g(t)
+	}
+}
+
 // tenantReady is the goal of tenant create and start: phase ready, and every machine that
 // should run (the tenant's and the machine's desired state both running) running.
 func tenantReady(t *vt.Tenant) verdict {
@@ -305,6 +317,9 @@ func machineLine(m vt.Machine) string {
 // the wait only when a later change still shows a failure or after App.FailGrace without a
 // change: the daemon may not have acted on the call yet.
 func (e *env) waitFor(ctx context.Context, name string, from *vt.Tenant, g goal) (*vt.Tenant, error) {
+	if from != nil {
+		g = afterObserved(from.Generation, g)
+	}
 	var out io.Writer
 	if !e.g.json {
 		out = e.stderr()

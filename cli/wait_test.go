@@ -308,3 +308,24 @@ func TestWaitEndToEnd(t *testing.T) {
 		}
 	})
 }
+
+// TestAfterObserved: a snapshot whose observed generation is older than the change's is never judged, so a stale
+// "ready" or "failed" from before the daemon acted cannot end the wait.
+func TestAfterObserved(t *testing.T) {
+	g := afterObserved(3, tenantReady)
+	stale := &vt.Tenant{Name: "a", DesiredState: "running", Phase: "ready", Generation: 3, ObservedGeneration: 2}
+	if v := g(stale); len(v.pending) != 1 || v.failure != "" {
+		t.Fatalf("stale ready judged: %+v", v)
+	}
+	staleFailed := &vt.Tenant{Name: "a", DesiredState: "running", Phase: "failed", Generation: 3, ObservedGeneration: 2}
+	if v := g(staleFailed); v.failure != "" {
+		t.Fatalf("stale failure judged: %+v", v)
+	}
+	fresh := &vt.Tenant{Name: "a", DesiredState: "running", Phase: "ready", Generation: 3, ObservedGeneration: 3}
+	if v := g(fresh); len(v.pending) != 0 || v.failure != "" {
+		t.Fatalf("fresh ready not reached: %+v", v)
+	}
+	if v := g(nil); v.failure == "" {
+		t.Fatalf("a deleted tenant must still be judged: %+v", v)
+	}
+}

@@ -219,6 +219,7 @@ type daemon struct {
 	socket   string
 	stateDir string
 	args     []string // more bitbuilderd arguments
+	env      []string // NAME=VALUE set in the daemon's environment
 }
 
 // startDaemon starts a bitbuilderd of its own for t, named name, with a fresh state directory
@@ -258,8 +259,12 @@ func startDaemon(t *testing.T, name string, args ...string) *daemon {
 // --no-host=false, which comes later on the command line and wins.
 func (d *daemon) start(t *testing.T) {
 	t.Helper()
-	mustRun(t, d.h, append([]string{"systemd-run", "--quiet", "--unit=" + d.unit, "--service-type=notify", "--",
-		bitbuilderd, "--socket", d.socket, "--state-dir", d.stateDir, "--no-host"}, d.args...)...)
+	cmd := []string{"systemd-run", "--quiet", "--unit=" + d.unit, "--service-type=notify"}
+	for _, e := range d.env {
+		cmd = append(cmd, "--setenv="+e)
+	}
+	cmd = append(cmd, "--", bitbuilderd, "--socket", d.socket, "--state-dir", d.stateDir, "--no-host")
+	mustRun(t, d.h, append(cmd, d.args...)...)
 	mustRun(t, d.h, "test", "-S", d.socket)
 	if got := d.show(t, "ActiveState", "SubState"); got["ActiveState"] != "active" || got["SubState"] != "running" {
 		t.Fatalf("%s after start: %v", d.unit, got)

@@ -99,7 +99,19 @@ func TestMachinesContainers(t *testing.T) {
 	h := d.h
 	addContainerTemplate(t, d)
 
-	d.create(t, containerTenant("ma", "web", "db"))
+	// bbctl's --wait returns once both containers booted and the tenant is ready.
+	start := time.Now()
+	r := run(t, h, "", guestBin+"/bbctl", "--address", "unix:"+d.socket, "--timeout", "3m", "tenant", "create", "ma",
+		"--cpus", "2", "--memory", "2G", "--template", "container:deb:deb",
+		"--machine", "web:container:deb", "--machine", "db:container:deb", "--wait")
+	if r.exit != 0 {
+		t.Fatalf("bbctl tenant create --wait: %v", r)
+	}
+	t.Logf("bbctl tenant create --wait with two containers returned after %v; it printed:\n%s", time.Since(start).Round(time.Millisecond), r.stderr)
+	if got := d.tenantCall(t, asRoot, "Get", `{"name":"ma"}`); got.Phase != "ready" || len(got.Machines) != 2 ||
+		got.Machines[0].Status == nil || got.Machines[0].Status.State != "running" || got.Machines[1].Status == nil || got.Machines[1].Status.State != "running" {
+		t.Fatalf("after create --wait returned: phase %s, machines %+v", got.Phase, got.Machines)
+	}
 	d.create(t, containerTenant("mb", "app"))
 	a := waitRunning(t, d, "ma")
 	b := waitRunning(t, d, "mb")
@@ -233,4 +245,98 @@ func TestMachinesContainers(t *testing.T) {
 	if out := mustRun(t, h, "sh", "-c", "grep "+d.stateDir+" /proc/self/mountinfo || true"); strings.TrimSpace(out) != "" {
 		t.Errorf("mounts left: %s", out)
 	}
+}
+
+// hostCounts counts what tenants leave on the test host: namespaces, links, unit files, loaded units and slices,
+// machines and mounts below the daemon's state directory.
+func hostCounts(t *testing.T, d *daemon) map[string]int {
+	t.Helper()
+	count := func(script string) int {
+		out := mustRun(t, d.h, "sh", "-c", "( "+script+" ) | wc -l")
+		n, err := strconv.Atoi(strings.TrimSpace(out))
+		if err != nil {
+			t.Fatalf("%s: %q", script, out)
+		}
+		return n
+	}
+	return map[string]int{
+		"namespaces": count("ip netns list | grep '^tenant-' || true"),
+		"links":      count("ip -o link show | grep -E 'br-tenant-|vh-tenant-|vx-tenant-|vb-' || true"),
+		"unit files": count("ls /run/systemd/system | grep -E '^(tenant|netns-tenant|bitbuilder-)' || true"),
+		"units":      count("systemctl list-units --all --no-legend --plain 'tenant*' 'netns-tenant*' 'bitbuilder-*.slice' | grep -v not-found || true"),
+		"machines":   count("machinectl list --no-legend --no-pager | grep . || true"),
+		"mounts":     count("grep -F ' " + d.stateDir + "' /proc/self/mountinfo || true"),
+		"trees":      count("ls " + d.stateDir + "/tenants 2>/dev/null || true"),
+	}
+}
+
+// TestMachinesCrash kills the daemon with SIGKILL while five container tenants are coming up, starts it again, and
+// checks that all five converge; then deletes them all and counts what is left on the host: nothing.
+func TestMachinesCrash(t *testing.T) {
+	d := startDaemon(t, "mcrash", "--no-host=false", "--resync=5s")
+	addContainerTemplate(t, d)
+	before := hostCounts(t, d)
+	names := []string{"cr1", "cr2", "cr3", "cr4", "cr5"}
+	for _, n := range names {
+		d.create(t, containerTenant(n, "web"))
+	}
+	time.Sleep(500 * time.Millisecond) // mid-way: roots being copied, units starting
+	d.crash(t)
+	d.start(t)
+	for _, n := range names {
+		waitRunning(t, d, n)
+	}
+	// The counts see what the tenants have (so that zero afterwards means something).
+	during := hostCounts(t, d)
+	for k, min := range map[string]int{"namespaces": 5, "machines": 5, "trees": 5, "unit files": 5 * 5, "links": 5 * 3} {
+		if during[k] < before[k]+min {
+			t.Errorf("with five running tenants %s counts %d, want at least %d more than the %d before", k, during[k], min, before[k])
+		}
+	}
+	for _, n := range names {
+		d.call(t, asRoot, "io.bitbuilder.Tenant.Delete", fmt.Sprintf(`{"name":%q}`, n))
+	}
+	for _, n := range names {
+		eventually(t, machineBootTimeout, func() (bool, string) {
+			r := d.call(t, asRoot, "io.bitbuilder.Tenant.Get", fmt.Sprintf(`{"name":%q}`, n))
+			return strings.Contains(r.stdout+r.stderr, "NoSuchTenant"), r.String()
+		})
+	}
+	after := hostCounts(t, d)
+	for k, v := range after {
+		if v != before[k] {
+			t.Errorf("%s: %d before the tenants, %d after deleting them", k, before[k], v)
+		}
+	}
+	t.Logf("host before and after: %v", after)
+}
+
+// TestMachinesNoBus runs the daemon without a system bus: a tenant with a machine shows, before and after a
+// restart of the daemon, conditions that say why nothing runs, instead of claiming success.
+func TestMachinesNoBus(t *testing.T) {
+	d := startDaemon(t, "mnobus", "--no-host=false")
+	d.env = []string{"DBUS_SYSTEM_BUS_ADDRESS=unix:path=/run/bitbuilder-test-no-bus"}
+	d.stop(t)
+	d.start(t)
+	// No registry is reachable without templates; a tenant with a container needs one, so add the template first.
+	addContainerTemplate(t, d)
+	d.create(t, containerTenant("nb", "web"))
+	check := func() {
+		eventually(t, time.Minute, func() (bool, string) {
+			got := d.tenantCall(t, asRoot, "Get", `{"name":"nb"}`)
+			cs := conditions(t, got)
+			ok := cs["MachinesReady"].Status == "false" && cs["MachinesReady"].Reason == "NoSystemBus" &&
+				cs["UnitsInstalled"].Status == "false" && cs["NetworkdConfigured"].Status == "false"
+			return ok, fmt.Sprintf("phase %s, conditions %v", got.Phase, cs)
+		})
+	}
+	check()
+	d.stop(t)
+	d.start(t)
+	check()
+	d.call(t, asRoot, "io.bitbuilder.Tenant.Delete", `{"name":"nb"}`)
+	eventually(t, time.Minute, func() (bool, string) {
+		r := d.call(t, asRoot, "io.bitbuilder.Tenant.Get", `{"name":"nb"}`)
+		return strings.Contains(r.stdout+r.stderr, "NoSuchTenant"), r.String()
+	})
 }

@@ -382,7 +382,7 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 		}
 		res.RequeueAfter = c.cfg.Poll
 	}
-	if _, err := c.cfg.Tenants.SetFullStatus(ctx, t.Name, phase, conds, statuses); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
+	if _, err := c.cfg.Tenants.SetFullStatus(ctx, t.Name, phase, conds, statuses, max(t.Generation, 1)); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
 		c.log.Warn("recording tenant status failed", "tenant", t.Name, "err", err)
 	}
 	return res, errors.Join(errs...)

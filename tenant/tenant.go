@@ -106,21 +106,27 @@ type Condition struct {
 
 // Tenant is a tenant record.
 type Tenant struct {
-	Name                string            `json:"name"`
-	NetworkIndex        int               `json:"networkIndex"`
-	Resources           Resources         `json:"resources"`
-	Templates           []TemplateUse     `json:"templates"`
-	Parameters          map[string]string `json:"parameters"`
-	NetworkFeatures     []string          `json:"networkFeatures,omitempty"`
-	Peers               []Peer            `json:"peers,omitempty"`
-	Machines            []Machine         `json:"machines,omitempty"`
-	DesiredState        DesiredState      `json:"desiredState"`
-	Phase               Phase             `json:"phase"`
-	Conditions          []Condition       `json:"conditions"`
-	MachineStatus       []MachineStatus   `json:"machineStatus,omitempty"`
-	CreatedAt           time.Time         `json:"createdAt"`
-	UpdatedAt           time.Time         `json:"updatedAt"`
-	DeletionRequestedAt *time.Time        `json:"deletionRequestedAt,omitempty"`
+	Name            string            `json:"name"`
+	NetworkIndex    int               `json:"networkIndex"`
+	Resources       Resources         `json:"resources"`
+	Templates       []TemplateUse     `json:"templates"`
+	Parameters      map[string]string `json:"parameters"`
+	NetworkFeatures []string          `json:"networkFeatures,omitempty"`
+	Peers           []Peer            `json:"peers,omitempty"`
+	Machines        []Machine         `json:"machines,omitempty"`
+	DesiredState    DesiredState      `json:"desiredState"`
+	Phase           Phase             `json:"phase"`
+	Conditions      []Condition       `json:"conditions"`
+	MachineStatus   []MachineStatus   `json:"machineStatus,omitempty"`
+	// Generation counts the changes of what the tenant should be (everything but its
+	// observed state); ObservedGeneration is the generation the reconciler's last recorded
+	// status was derived from. A client that changed a tenant waits for ObservedGeneration
+	// to reach its change's Generation before it trusts the phase (Kubernetes' metadata.generation).
+	Generation          int64      `json:"generation,omitempty"`
+	ObservedGeneration  int64      `json:"observedGeneration,omitempty"`
+	CreatedAt           time.Time  `json:"createdAt"`
+	UpdatedAt           time.Time  `json:"updatedAt"`
+	DeletionRequestedAt *time.Time `json:"deletionRequestedAt,omitempty"`
 
 	// Revision and CreateRevision come from the store, not the stored value.
 	Revision       uint64 `json:"-"`
@@ -320,6 +326,7 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 		DesiredState:    desired,
 		Phase:           PhasePending,
 		Conditions:      []Condition{},
+		Generation:      1,
 		CreatedAt:       now,
 		UpdatedAt:       now,
 	}
@@ -485,6 +492,12 @@ func (s *Service) Records(ctx context.Context) ([]store.Record, uint64, error) {
 // modify reads a tenant, applies fn and writes it back if the revision did not move.
 // expect, when not 0, must be the tenant's current revision.
 func (s *Service) modify(ctx context.Context, name string, expect uint64, fn func(t *Tenant) error) (*Tenant, error) {
+	return s.change(ctx, name, expect, true, fn)
+}
+
+// change is modify; spec says the change is to what the tenant should be (its Generation
+// moves), not only to its observed state.
+func (s *Service) change(ctx context.Context, name string, expect uint64, spec bool, fn func(t *Tenant) error) (*Tenant, error) {
 	for {
 		t, err := s.Get(ctx, name)
 		if err != nil {
@@ -497,6 +510,9 @@ func (s *Service) modify(ctx context.Context, name string, expect uint64, fn fun
 		old.Machines, old.Templates = slices.Clone(t.Machines), slices.Clone(t.Templates)
 		if err := fn(t); err != nil {
 			return nil, err
+		}
+		if spec {
+			t.Generation++
 		}
 		t.UpdatedAt = s.cfg.Now().UTC()
 		claims, claimNames := s.claimOps(ctx, &old, t)
@@ -658,22 +674,29 @@ func (s *Service) inspector() MachineInspector {
 // (transition times are kept for conditions whose status did not change). It returns the
 // tenant as stored afterwards. Machine statuses are kept as they are.
 func (s *Service) SetStatus(ctx context.Context, name string, phase Phase, conds []Condition) (*Tenant, error) {
-	return s.SetFullStatus(ctx, name, phase, conds, nil)
+	return s.SetFullStatus(ctx, name, phase, conds, nil, 0)
 }
 
 // SetFullStatus is SetStatus that also records the machines' observed state when machines is
 // not nil (Since is kept for machines whose state did not change).
-func (s *Service) SetFullStatus(ctx context.Context, name string, phase Phase, conds []Condition, machines []MachineStatus) (*Tenant, error) {
+//
+// observed is the Generation of the tenant the status was derived from (0: leave
+// ObservedGeneration as it is); a status of an older generation does not move it back.
+func (s *Service) SetFullStatus(ctx context.Context, name string, phase Phase, conds []Condition, machines []MachineStatus, observed int64) (*Tenant, error) {
 	t, err := s.Get(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	now := s.cfg.Now().UTC()
 	merged := MergeConditions(t.Conditions, conds, now)
-	if t.Phase == phase && conditionsEqual(t.Conditions, merged) && (machines == nil || machineStatusEqual(t.MachineStatus, MergeMachineStatus(t.MachineStatus, machines, now))) {
+	if t.Phase == phase && conditionsEqual(t.Conditions, merged) && (machines == nil || machineStatusEqual(t.MachineStatus, MergeMachineStatus(t.MachineStatus, machines, now))) &&
+		observed <= t.ObservedGeneration {
 		return t, nil
 	}
-	return s.modify(ctx, name, 0, func(cur *Tenant) error {
+	return s.change(ctx, name, 0, false, func(cur *Tenant) error {
+		if observed > cur.ObservedGeneration {
+			cur.ObservedGeneration = observed
+		}
 		if cur.Deleting() && phase != PhaseDeleting {
 			phase = PhaseDeleting
 		}

@@ -88,20 +88,22 @@ type Machine struct {
 
 // A tenant record.
 type Tenant struct {
-	Name            string            `json:"name"`
-	NetworkIndex    int64             `json:"networkIndex"`
-	Resources       Resources         `json:"resources"`
-	Templates       []TemplateUse     `json:"templates"`
-	Parameters      map[string]string `json:"parameters"`
-	NetworkFeatures []string          `json:"networkFeatures"`
-	Machines        []Machine         `json:"machines"`
-	DesiredState    DesiredState      `json:"desiredState"`
-	Phase           Phase             `json:"phase"`
-	Conditions      []Condition       `json:"conditions"`
-	Revision        int64             `json:"revision"`
-	CreateRevision  int64             `json:"createRevision"`
-	CreatedAt       string            `json:"createdAt"`
-	UpdatedAt       string            `json:"updatedAt"`
+	Name               string            `json:"name"`
+	NetworkIndex       int64             `json:"networkIndex"`
+	Resources          Resources         `json:"resources"`
+	Templates          []TemplateUse     `json:"templates"`
+	Parameters         map[string]string `json:"parameters"`
+	NetworkFeatures    []string          `json:"networkFeatures"`
+	Machines           []Machine         `json:"machines"`
+	DesiredState       DesiredState      `json:"desiredState"`
+	Phase              Phase             `json:"phase"`
+	Conditions         []Condition       `json:"conditions"`
+	Generation         int64             `json:"generation"`
+	ObservedGeneration int64             `json:"observedGeneration"`
+	Revision           int64             `json:"revision"`
+	CreateRevision     int64             `json:"createRevision"`
+	CreatedAt          string            `json:"createdAt"`
+	UpdatedAt          string            `json:"updatedAt"`
 }
 
 // A change to a tenant, as streamed by Watch.
@@ -1683,6 +1685,11 @@ type Tenant (
   phase: Phase,
   # Details of the observed state.
   conditions: []Condition,
+  # Counts the changes of what the tenant should be (not of its observed state).
+  generation: int,
+  # The generation the phase, conditions and machine states were last derived from: after a change, wait
+  # for observedGeneration to reach the generation the change returned before trusting the phase.
+  observedGeneration: int,
   # Revision of the store at the tenant's last change.
   revision: int,
   # Revision of the store at the tenant's creation.
