@@ -199,8 +199,8 @@ func TreeSize(dir string) (int64, error) {
 	return total, err
 }
 
-// maxSettingsSize bounds a template's nspawn settings file.
-const maxSettingsSize = 64 << 10
+// MaxSettingsSize bounds a template's nspawn settings file.
+const MaxSettingsSize = 64 << 10
 
 // ReadTemplateFile reads the regular file rel below root (a template tree) without following a symlink
 // anywhere on the way and refusing more than max bytes. A missing file gives nil and no error.

@@ -275,7 +275,7 @@ func (s *MachinesStep) prepare(ctx context.Context, t *tenant.Tenant, m *tenant.
 		}
 	}
 	if m.Kind == tenant.Container {
-		data, err := machines.ReadTemplateFile(src, "config/nspawn-settings.conf", 64<<10)
+		data, err := machines.ReadTemplateFile(src, "config/nspawn-settings.conf", machines.MaxSettingsSize)
 		if err != nil {
 			return err
 		}

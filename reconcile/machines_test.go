@@ -193,12 +193,12 @@ func TestMachinesStep(t *testing.T) {
 	use.Commit = commit2
 	tn.Templates = []tenant.TemplateUse{use}
 	checkout(commit2)
-	_, sts = pass()
+	pass()
 	if st := tn.StatusOf("web"); st.Commit != commit1 || st.State != tenant.MachineRunning {
 		t.Fatalf("running machine changed by a new pin: %+v", st)
 	}
 	tn.Machines[0].RestartGeneration = 1
-	_, sts = pass()
+	pass()
 	if st := tn.StatusOf("web"); st.Commit != commit2 || st.RestartGeneration != 1 || st.State != tenant.MachineStarting {
 		t.Fatalf("restart: %+v", st)
 	}

@@ -89,7 +89,7 @@ func TestMachineBadInput(t *testing.T) {
 func TestMachineNamesClaimed(t *testing.T) {
 	ctx := t.Context()
 	s := machineService(t)
-	a, err := s.Create(ctx, Spec{Name: "a", Templates: machineTemplates, Machines: []Machine{{Name: "b-c", Kind: Container, Template: "deb"}}})
+	_, err := s.Create(ctx, Spec{Name: "a", Templates: machineTemplates, Machines: []Machine{{Name: "b-c", Kind: Container, Template: "deb"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +123,7 @@ func TestMachineNamesClaimed(t *testing.T) {
 		t.Fatalf("a-b-c should be free now: %v", err)
 	}
 	// Finalizing a frees a-other.
-	a, _ = s.Delete(ctx, "a", 0)
+	a, _ := s.Delete(ctx, "a", 0)
 	if err := s.Finalize(ctx, a); err != nil {
 		t.Fatal(err)
 	}
