@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what BitBuilder's tests need on a fresh Debian 12 machine, as root: the host
-# packages the tests call, and the cached systemd 257 test host (integration/testhost).
+# packages the tests call, and the cached systemd 257 test host (integration/testhost) with
+# its "vm" variant.
 # Idempotent: a second run installs nothing and reuses the cached root filesystem.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,8 +24,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The systemd 257 test host.
+# The systemd 257 test host, and its "vm" variant (QEMU, virtiofsd and systemd-vmspawn, plus a small guest) in
+# which tests boot VMs; prepare-vm.sh runs prepare.sh first.
 bash integration/testhost/prepare.sh >/dev/null
+bash integration/testhost/prepare-vm.sh >/dev/null
 
 # The container template the integration tests add and boot (a bare Git repository derived from
 # the test host's rootfs, cached next to it).

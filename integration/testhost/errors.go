@@ -43,6 +43,20 @@ func (e *BootError) Error() string {
 // Unwrap makes errors.Is(err, ErrBoot) true.
 func (e *BootError) Unwrap() error { return ErrBoot }
 
+// NoVariantError means the cached rootfs of a variant other than the default (Options.Variant) has not been built
+// on this machine. It matches ErrNoRootfs, so Start skips like it does for the default rootfs.
+type NoVariantError struct {
+	Variant string // e.g. "vm"
+	Script  string // the script that builds it, e.g. "prepare-vm.sh"
+}
+
+func (e *NoVariantError) Error() string {
+	return fmt.Sprintf("testhost: the cached rootfs of the %q test host variant is not built: run `bash integration/testhost/%s` as root", e.Variant, e.Script)
+}
+
+// Is makes errors.Is(err, ErrNoRootfs) true.
+func (e *NoVariantError) Is(target error) bool { return target == ErrNoRootfs }
+
 // ExitError is returned by Run when the command ran inside the host and failed.
 type ExitError struct {
 	Args     []string

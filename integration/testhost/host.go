@@ -72,8 +72,13 @@ type Options struct {
 	// NspawnArgs are extra systemd-nspawn long options (e.g. "--setenv=FOO=bar"). Those the harness sets
 	// (--boot, --directory, --machine, --private-network, --register, --keep-unit, --console, ...) are refused.
 	NspawnArgs []string
-	// Rootfs is the read-only lower directory of the host's root. Default: the tree prepare.sh cached.
+	// Rootfs is the read-only lower directory of the host's root. Default: the tree prepare.sh cached, or the
+	// one of Variant. When set, Variant is not used.
 	Rootfs string
+	// Variant selects the cached rootfs: VariantDefault ("", prepare.sh's tree) or VariantVM ("vm",
+	// prepare-vm.sh's tree, which can boot VMs with systemd-vmspawn). Without that tree, Start skips (or fails
+	// under BITBUILDER_TESTHOST_REQUIRE, or builds it under BITBUILDER_TESTHOST_BUILD) as for the default one.
+	Variant string
 	// StateDir is where the host's temporary directory (overlay upper dir, console log) is made. Default
 	// os.TempDir(). It must not be on overlayfs.
 	StateDir string
@@ -111,6 +116,9 @@ func (o *Options) validate() error {
 		if slices.Contains(reservedNspawnArgs, name) {
 			return invalid("nspawn argument %q: the harness sets %s itself", a, name)
 		}
+	}
+	if o.Variant != VariantDefault && o.Variant != VariantVM {
+		return invalid("variant %q: want %q or %q", o.Variant, VariantDefault, VariantVM)
 	}
 	if o.BootTimeout < 0 || o.StopTimeout < 0 {
 		return invalid("negative timeout")
@@ -196,7 +204,7 @@ func New(ctx context.Context, opts Options) (*Host, error) {
 	rootfs := opts.Rootfs
 	if rootfs == "" {
 		var err error
-		if rootfs, err = LocateRootfs(ctx, os.Getenv(EnvBuild) != ""); err != nil {
+		if rootfs, err = LocateVariant(ctx, opts.Variant, os.Getenv(EnvBuild) != ""); err != nil {
 			return nil, err
 		}
 	}

@@ -15,8 +15,13 @@ import (
 // runScript runs prepare.sh from this directory (what CI runs) with the cache in dir.
 func runScript(t *testing.T, cache string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runScriptFile(t, "prepare.sh", cache, args...)
+}
+
+func runScriptFile(t *testing.T, script, cache string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	var o, e bytes.Buffer
-	cmd := exec.CommandContext(t.Context(), "bash", append([]string{"prepare.sh"}, args...)...)
+	cmd := exec.CommandContext(t.Context(), "bash", append([]string{script}, args...)...)
 	cmd.Env = append(os.Environ(), EnvCache+"="+cache)
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err = cmd.Run()
@@ -149,6 +154,45 @@ func TestPrepareScript(t *testing.T) {
 	}
 	if o, _, err := runScript(t, cache, "--locate"); err != nil || strings.TrimSpace(o) != want {
 		t.Errorf("--locate = %q, %v", o, err)
+	}
+}
+
+// TestPrepareVMScriptKey checks what prepare-vm.sh does without building: its key is its own (not prepare.sh's)
+// and stable, --locate in an empty cache says "not built" (3) and makes nothing, and the embedded copy run by
+// LocateVariant agrees with the file.
+func TestPrepareVMScriptKey(t *testing.T) {
+	cache := t.TempDir()
+	key1, e1, err1 := runScriptFile(t, "prepare-vm.sh", cache, "--key")
+	key2, _, err2 := runScriptFile(t, "prepare-vm.sh", cache, "--key")
+	base, _, err3 := runScript(t, cache, "--key")
+	if err1 != nil || err2 != nil || err3 != nil {
+		t.Fatalf("--key: %v, %v, %v\n%s", err1, err2, err3, e1)
+	}
+	if key1 != key2 || len(strings.TrimSpace(key1)) != 16 || key1 == base {
+		t.Errorf("prepare-vm.sh --key = %q then %q (prepare.sh's is %q): want one stable 16-digit key of its own", key1, key2, base)
+	}
+	_, _, err := runScriptFile(t, "prepare-vm.sh", cache, "--locate")
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("--locate in an empty cache = %v, want exit code 3", err)
+	}
+	if _, _, err := runScriptFile(t, "prepare-vm.sh", cache, "--bogus"); err == nil {
+		t.Error("an unknown argument was accepted")
+	}
+	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
+		t.Fatalf("prepare-vm.sh changed the cache: %v", entries)
+	}
+	// The embedded copy (run from a temporary directory next to the embedded prepare.sh) locates the same tree.
+	real := os.Getenv(EnvCache)
+	if real == "" {
+		real = "/var/cache/bitbuilder-test"
+	}
+	if want, _, err := runScriptFile(t, "prepare-vm.sh", real, "--locate"); err == nil {
+		t.Setenv(EnvCache, real)
+		got, err := LocateVariant(t.Context(), VariantVM, false)
+		if err != nil || got != strings.TrimSpace(want) {
+			t.Errorf("LocateVariant(vm) = %q, %v; prepare-vm.sh --locate says %q", got, err, want)
+		}
 	}
 }
 

@@ -637,6 +637,7 @@ func TestBadOptionsChangeNothing(t *testing.T) {
 		{"reserved nspawn flag", Options{NspawnArgs: []string{"--ephemeral"}}},
 		{"relative rootfs", Options{Rootfs: "rootfs"}},
 		{"rootfs without systemd", Options{Rootfs: existing}},
+		{"unknown variant", Options{Variant: "vms"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -714,17 +715,25 @@ func TestFailedBootLeavesNothing(t *testing.T) {
 }
 
 func TestStartSkipsWithoutRootfs(t *testing.T) {
-	var inner *testing.T
-	t.Run("start", func(t *testing.T) {
-		inner = t
-		t.Setenv(EnvCache, t.TempDir())
-		t.Setenv(EnvRequire, "")
-		t.Setenv(EnvBuild, "")
-		Start(t, Options{})
-		t.Error("Start returned without a rootfs")
-	})
-	if !inner.Skipped() {
-		t.Fatal("Start did not skip without a rootfs")
+	for name, variant := range map[string]string{"default": VariantDefault, "vm": VariantVM} {
+		var inner *testing.T
+		t.Run(name, func(t *testing.T) {
+			inner = t
+			t.Setenv(EnvCache, t.TempDir())
+			t.Setenv(EnvRequire, "")
+			t.Setenv(EnvBuild, "")
+			Start(t, Options{Variant: variant})
+			t.Error("Start returned without a rootfs")
+		})
+		if !inner.Skipped() {
+			t.Fatalf("Start (variant %q) did not skip without a rootfs", variant)
+		}
+	}
+	// The error of a missing variant names the script that builds it.
+	t.Setenv(EnvCache, t.TempDir())
+	_, err := LocateVariant(t.Context(), VariantVM, false)
+	if !errors.Is(err, ErrNoRootfs) || !strings.Contains(err.Error(), "prepare-vm.sh") {
+		t.Errorf("LocateVariant(vm) in an empty cache = %v, want ErrNoRootfs naming prepare-vm.sh", err)
 	}
 }
 
