@@ -94,14 +94,15 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 	steps := []reconcile.Step{
 		&reconcile.TemplatesStep{Registry: reg, TenantsDir: tenantsDir},
 		&reconcile.NetworkStep{Links: links, Files: files, Template: networkTemplate},
-		&reconcile.UnitsStep{Dir: hc.UnitDir, Config: hc.Units, Reload: reloadSystemd},
+		&reconcile.UnitsStep{Dir: hc.UnitDir, Config: hc.Units, TenantsDir: tenantsDir, Reload: reloadSystemd},
 		&reconcile.MachinesStep{
 			Host: hn.machines, Units: hc.Units, TenantsDir: tenantsDir, UnitDir: hc.UnitDir, Reload: reloadSystemd,
+			NetworkDir: hc.NetworkDir, NetworkReload: netconf.NetworkdBus{}.Reload,
 			Log: log.With("component", "machines"),
 		},
 	}
 	log.Info("host steps enabled", "networkDir", hc.NetworkDir, "unitDir", hc.UnitDir, "bootRegistry", hc.BootRegistry)
-	return hn, steps, reconcile.BootRegistry(hc.BootRegistry, hc.Units), nil
+	return hn, steps, reconcile.BootRegistry(hc.BootRegistry, hc.Units, tenantsDir), nil
 }
 
 // reloadSystemd asks the service manager to reload unit files over D-Bus.

@@ -277,3 +277,46 @@ func SanitizeNspawnSettings(data []byte) (out []byte, dropped []string) {
 	}
 	return b.Bytes(), dropped
 }
+
+// TapOf returns the name of the tap device that process pid, or one of its children, holds open (the "iff:" line
+// of a /dev/net/tun descriptor's fdinfo): the tap of a VM whose leader is pid. "" when there is none.
+func TapOf(pid int) (string, error) {
+	seen := map[int]bool{}
+	var walk func(p, depth int) (string, error)
+	walk = func(p, depth int) (string, error) {
+		if seen[p] || depth > 3 {
+			return "", nil
+		}
+		seen[p] = true
+		dir := fmt.Sprintf("/proc/%d/fdinfo", p)
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return "", err
+		}
+		for _, e := range entries {
+			data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+			if err != nil {
+				continue
+			}
+			for _, line := range strings.Split(string(data), "\n") {
+				if v, ok := strings.CutPrefix(line, "iff:"); ok {
+					return strings.TrimSpace(v), nil
+				}
+			}
+		}
+		tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", p))
+		for _, tk := range tasks {
+			kids, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", p, tk.Name()))
+			for _, k := range strings.Fields(string(kids)) {
+				var c int
+				if _, err := fmt.Sscan(k, &c); err == nil {
+					if tap, err := walk(c, depth+1); err == nil && tap != "" {
+						return tap, nil
+					}
+				}
+			}
+		}
+		return "", nil
+	}
+	return walk(pid, 0)
+}

@@ -51,6 +51,10 @@ type MachinesStep struct {
 	UnitDir string
 	// Reload reloads the service manager after a unit file was removed.
 	Reload func(ctx context.Context) error
+	// NetworkDir is networkd's directory (/run/systemd/network), where each VM's tap gets a
+	// file that puts it on its tenant's bridge; NetworkReload has networkd read it.
+	NetworkDir    string
+	NetworkReload func(ctx context.Context) error
 	// Prepare makes a machine's root (default machines.Prepare).
 	Prepare MachineRoot
 	// StopTimeout bounds the wait for a machine to stop at deletion (default 2 min).
@@ -212,6 +216,18 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 	case us.Active == "active" && registered:
 		observe()
 		st.State = tenant.MachineRunning
+		if m.Kind == tenant.VM {
+			// A tap whose name vmspawn shortened is found on the host once the VM runs.
+			tap, ok := units.TapName(full)
+			if !ok && info.Leader > 0 {
+				if tap, err = machines.TapOf(info.Leader); err != nil || tap == "" {
+					return st, fmt.Errorf("finding the tap of VM %s (leader %d): %v", full, info.Leader, err)
+				}
+			}
+			if err := s.ensureTapFile(ctx, t, m, tap); err != nil {
+				return st, err
+			}
+		}
 		return st, nil
 	case us.Running() || us.Active == "deactivating":
 		observe()
@@ -225,6 +241,14 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 		return st, err
 	}
 	st.Commit = machines.RootCommit(mp.Dir)
+	if m.Kind == tenant.VM {
+		if tap, ok := units.TapName(full); ok {
+			if err := s.ensureTapFile(ctx, t, m, tap); err != nil {
+				observe()
+				return st, err
+			}
+		}
+	}
 	if err := s.Host.Start(ctx, unit); err != nil {
 		observe()
 		return st, err
@@ -239,6 +263,44 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 		s.log().Warn("machine had failed, started again", "tenant", t.Name, "machine", m.Name, "unit", unit)
 	}
 	return st, nil
+}
+
+// ensureTapFile writes the networkd file that puts VM m's tap on its tenant's bridge, and has
+// networkd read it, when it is not there already.
+func (s *MachinesStep) ensureTapFile(ctx context.Context, t *tenant.Tenant, m *tenant.Machine, tap string) error {
+	if s.NetworkDir == "" {
+		return nil
+	}
+	path := filepath.Join(s.NetworkDir, units.TapNetworkFile(t.Name, m.Name))
+	want := units.TapNetwork(tap, units.BridgeName(t.NetworkIndex))
+	if cur, err := os.ReadFile(path); err == nil && string(cur) == string(want) {
+		return nil
+	}
+	if err := os.MkdirAll(s.NetworkDir, 0o755); err != nil {
+		return err
+	}
+	if err := machines.WriteFile(path, want, 0o644); err != nil {
+		return err
+	}
+	s.log().Info("tap joins the tenant bridge", "tenant", t.Name, "machine", m.Name, "tap", tap, "file", path)
+	if s.NetworkReload != nil {
+		if err := s.NetworkReload(ctx); err != nil {
+			return fmt.Errorf("networkd reload for the tap of %s: %w", m.Name, err)
+		}
+	}
+	return nil
+}
+
+// removeTapFile removes the networkd file of a VM's tap; it reports whether one was there.
+func (s *MachinesStep) removeTapFile(tn, name string) (bool, error) {
+	if s.NetworkDir == "" {
+		return false, nil
+	}
+	err := os.Remove(filepath.Join(s.NetworkDir, units.TapNetworkFile(tn, name)))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // prepare makes machine m's root from its template's pinned tree when it has none or one of
@@ -292,6 +354,9 @@ func (s *MachinesStep) prepare(ctx context.Context, t *tenant.Tenant, m *tenant.
 	}
 	if _, err := os.Stat(filepath.Join(mp.Boot, "vmlinuz")); err != nil {
 		return fmt.Errorf("template %s has no kernel at disk-image/boot/vmlinuz", use.Template)
+	}
+	if _, err := readVMConfig(src); err != nil {
+		return err
 	}
 	if err := os.MkdirAll(mp.Credentials, 0o700); err != nil {
 		return err
@@ -358,6 +423,11 @@ func (s *MachinesStep) remove(ctx context.Context, tn, name string) error {
 		if err := os.Remove(filepath.Join(s.UnitDir, unit)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
+	}
+	if removed, err := s.removeTapFile(tn, name); err != nil {
+		return err
+	} else if removed && s.NetworkReload != nil {
+		_ = s.NetworkReload(ctx) // the tap is gone with its VM; the file only matched it
 	}
 	return machines.RemoveTree(s.Units.MachinePaths(tn, name).Dir)
 }

@@ -10,18 +10,34 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/tenant"
 	"github.com/bitbuilder/bitbuilder/units"
 )
 
-// UnitsTenant maps a tenant record to what the unit renderer needs.
-func UnitsTenant(t *tenant.Tenant) units.Tenant {
+// UnitsTenant maps a tenant record to what the unit renderer needs. With tenantsDir (the
+// templates step's checkouts) it also reads each VM template's config/vm-config.yaml into the
+// machine's vmspawn options and notes its cloud-init files; a file that cannot be read or
+// parsed adds nothing here (the machines step refuses to start that VM and says why).
+func UnitsTenant(t *tenant.Tenant, tenantsDir ...string) units.Tenant {
 	u := units.Tenant{Name: t.Name, NetworkIndex: t.NetworkIndex}
 	if len(t.Machines) > 0 {
 		u.CPUs, u.MemoryBytes = t.Resources.CPUs, t.Resources.MemoryBytes
 	}
-	for _, m := range t.Machines {
+	for i := range t.Machines {
+		m := &t.Machines[i]
 		um := units.Machine{Name: m.Name, Kind: string(m.Kind), CPUs: m.CPUs, MemoryBytes: m.MemoryBytes}
+		if m.Kind == tenant.VM && len(tenantsDir) > 0 && tenantsDir[0] != "" {
+			if use := useOf(t, m); use != nil {
+				dir := TemplateDir(tenantsDir[0], t.Name, *use)
+				if vc, err := readVMConfig(dir); err == nil {
+					um.VMArgs = vc.Args()
+				}
+				ud, _ := machines.ReadTemplateFile(dir, "config/cloud-init/user-data", 1<<20)
+				md, _ := machines.ReadTemplateFile(dir, "config/cloud-init/meta-data", 1<<20)
+				um.CloudInit = ud != nil && md != nil
+			}
+		}
 		u.Machines = append(u.Machines, um)
 	}
 	for _, tu := range t.Templates {
@@ -37,11 +53,22 @@ func UnitsTenant(t *tenant.Tenant) units.Tenant {
 	return u
 }
 
+// readVMConfig reads and parses a VM template checkout's config/vm-config.yaml (none: the zero config).
+func readVMConfig(dir string) (machines.VMConfig, error) {
+	data, err := machines.ReadTemplateFile(dir, "config/vm-config.yaml", machines.MaxVMConfigSize)
+	if err != nil || data == nil {
+		return machines.VMConfig{}, err
+	}
+	return machines.ParseVMConfig(data)
+}
+
 // UnitsStep writes a tenant's units (the same ones the boot generator writes) into Dir,
 // normally /run/systemd/system, and reloads the manager when one changed.
 type UnitsStep struct {
 	Dir    string
 	Config units.Config
+	// TenantsDir is where the templates step checks templates out (VMs' vm-config.yaml).
+	TenantsDir string
 	// Reload asks systemd to reload its units (D-Bus Manager.Reload).
 	Reload func(ctx context.Context) error
 
@@ -73,7 +100,7 @@ func (s *UnitsStep) Name() string { return "Units" }
 
 // Ensure implements Step.
 func (s *UnitsStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Condition, error) {
-	us, err := units.Render(UnitsTenant(t), s.Config)
+	us, err := units.Render(UnitsTenant(t, s.TenantsDir), s.Config)
 	if err != nil {
 		// A tenant whose units cannot be rendered (a name too long for a machine name, ...)
 		// will not get better by retrying.
@@ -123,7 +150,7 @@ func (s *UnitsStep) Teardown(ctx context.Context, t *tenant.Tenant) error {
 
 // BootRegistry returns an Observer that keeps the boot registry at path current: the
 // tenants the generator brings back at boot (all but those being deleted).
-func BootRegistry(path string, cfg units.Config) Observer {
+func BootRegistry(path string, cfg units.Config, tenantsDir string) Observer {
 	var mu sync.Mutex
 	var last *units.Registry
 	return func(_ context.Context, ts []*tenant.Tenant) error {
@@ -135,7 +162,7 @@ func BootRegistry(path string, cfg units.Config) Observer {
 			if t.Deleting() {
 				continue
 			}
-			u := UnitsTenant(t)
+			u := UnitsTenant(t, tenantsDir)
 			reg.Tenants = append(reg.Tenants, units.RegistryTenant{
 				Name: u.Name, NetworkIndex: u.NetworkIndex, Infra: u.Infra, Sysext: u.Sysext, Confext: u.Confext,
 				Machines: u.Machines, CPUs: u.CPUs, MemoryBytes: u.MemoryBytes,

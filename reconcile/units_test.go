@@ -51,7 +51,7 @@ func TestUnitsStepReloadsUntilItWorks(t *testing.T) {
 
 func TestBootRegistryWritesOnlyChanges(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "etc", "boot-registry.json")
-	obs := BootRegistry(path, units.Config{})
+	obs := BootRegistry(path, units.Config{}, "")
 	ts := []*tenant.Tenant{{Name: "a", NetworkIndex: 1, DesiredState: tenant.Running,
 		Templates: []tenant.TemplateUse{{Role: "sysext", Name: "tools", Template: "t"}}}}
 	if err := obs(t.Context(), ts); err != nil {

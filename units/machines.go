@@ -221,6 +221,7 @@ func (r *renderer) renderMachine(m Machine, names unitNames) {
 		// vmspawn reports READY=1 when the guest's systemd does (over vsock), which takes minutes under TCG.
 		r.kv("TimeoutStartSec", "10min")
 		r.exec("ExecStart", argv...)
+		r.vmProperties()
 	}
 	r.kv("Restart", "on-failure")
 	r.kv("RestartSec", "5")
@@ -228,3 +229,31 @@ func (r *renderer) renderMachine(m Machine, names unitNames) {
 
 // unitNames are the names of one tenant's units.
 type unitNames struct{ tenant, netns, network, infra, slice, sysext, confext string }
+
+// vmProperties writes Config.VMUnitProperties (checked by withDefaults).
+func (r *renderer) vmProperties() {
+	for _, p := range r.cfg.VMUnitProperties {
+		k, v, _ := strings.Cut(p, "=")
+		r.kv(k, v)
+	}
+}
+
+// TapName is the name systemd-vmspawn gives the tap of machine (vt-<machine>) when it fits the kernel's 15 bytes;
+// ok is false for longer names, which vmspawn shortens with a hash: find those on the host (machines.TapOf).
+func TapName(machine string) (name string, ok bool) {
+	name = "vt-" + machine
+	return name, len(name) <= 15
+}
+
+// TapNetworkFile is the networkd file that puts the tap of VM machine (tenant t, machine m) on its tenant's
+// bridge. It sorts before networkd's stock 80-vm-vt.network, which would otherwise give the tap an address and a
+// DHCP server of its own, outside the tenant's bridge and its isolation filter.
+func TapNetworkFile(tenant, machine string) string {
+	return "10-bitbuilder-tap-" + MachineName(tenant, machine) + ".network"
+}
+
+// TapNetwork is the content of TapNetworkFile for tap on bridge.
+func TapNetwork(tap, bridge string) []byte {
+	return []byte("# Written by BitBuilder: this VM's tap joins its tenant's bridge. Do not edit.\n" +
+		"[Match]\nName=" + tap + "\nDriver=tun\n\n[Network]\nBridge=" + bridge + "\n")
+}

@@ -47,6 +47,10 @@ type Config struct {
 	VMSpawnArgs []string `json:"vmspawnArgs,omitempty"`
 	// Nspawn is the absolute path of systemd-nspawn(1). Default /usr/bin/systemd-nspawn.
 	Nspawn string `json:"nspawn,omitempty"`
+	// VMUnitProperties are extra [Service] settings (NAME=VALUE) of every VM's unit and the infrastructure VM's,
+	// for example TemporaryFileSystem=/run/systemd/machine:ro where a newer systemd-vmspawn meets an older
+	// systemd-machined that refuses its Varlink registration (vmspawn then registers over D-Bus).
+	VMUnitProperties []string `json:"vmUnitProperties,omitempty"`
 }
 
 // withDefaults returns c with every empty field set to its default, or an error naming the first bad field.
@@ -81,6 +85,12 @@ func (c Config) withDefaults() (Config, error) {
 	for _, a := range c.VMSpawnArgs {
 		if strings.ContainsAny(a, "\n\r\x00") {
 			return c, fmt.Errorf("%w: VMSpawnArgs: %q contains a line break or NUL", ErrInvalidConfig, a)
+		}
+	}
+	for _, p := range c.VMUnitProperties {
+		k, v, ok := strings.Cut(p, "=")
+		if !ok || k == "" || v == "" || !plainWord(k) || strings.ContainsAny(p, "\n\r\x00") || strings.HasSuffix(v, `\`) {
+			return c, fmt.Errorf("%w: VMUnitProperties: %q is not NAME=VALUE on one line", ErrInvalidConfig, p)
 		}
 	}
 	return c, nil
@@ -387,6 +397,7 @@ func (r *renderer) render() ([]Unit, error) {
 		// vmspawn reports READY=1 when the guest's systemd does (over vsock), which takes minutes under TCG.
 		r.kv("TimeoutStartSec", "10min")
 		r.exec("ExecStart", argv...)
+		r.vmProperties()
 		r.kv("KillMode", "mixed")
 		r.kv("Restart", "always")
 		r.kv("RestartSec", "10")

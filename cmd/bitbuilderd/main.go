@@ -47,6 +47,13 @@ func run(args []string) error {
 		host.Units.VMSpawnArgs = append(host.Units.VMSpawnArgs, s)
 		return nil
 	})
+	fs.Func("vm-unit-property", "an extra [Service] setting NAME=VALUE of every VM's unit (repeatable)", func(s string) error {
+		if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
+			return fmt.Errorf("%q is not NAME=VALUE", s)
+		}
+		host.Units.VMUnitProperties = append(host.Units.VMUnitProperties, s)
+		return nil
+	})
 	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "how often every tenant is compared with the host even without a change")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
