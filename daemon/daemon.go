@@ -24,6 +24,7 @@ import (
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
 	"github.com/bitbuilder/bitbuilder/machines"
+	"github.com/bitbuilder/bitbuilder/netns"
 	"github.com/bitbuilder/bitbuilder/reconcile"
 	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/store"
@@ -256,6 +257,11 @@ func Run(ctx context.Context, cfg Config) error {
 		// or machined registered or removed a machine (drift is repaired without waiting
 		// for the resync).
 		defer netAPI.host.machines.Close()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			netns.Watch(serveCtx, ctl.Enqueue)
+		}()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

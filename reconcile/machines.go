@@ -144,6 +144,13 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 			failed = append(failed, st.Name+": "+st.Message)
 		}
 	}
+	conds := []tenant.Condition{}
+	for _, st := range statuses {
+		if st.Repaired != "" {
+			// Recorded as a condition, so that Watch shows what was repaired and when.
+			conds = append(conds, cond("MachinesRepaired", true, "StartedAgain", st.Repaired))
+		}
+	}
 	var c tenant.Condition
 	switch {
 	case len(failed) > 0:
@@ -155,7 +162,7 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 	default:
 		c = cond("MachinesReady", true, "AsDesired", fmt.Sprintf("%d machines as desired", len(statuses)))
 	}
-	return []tenant.Condition{c}, statuses, errors.Join(errs...)
+	return append(conds, c), statuses, errors.Join(errs...)
 }
 
 // ensureMachine makes one machine match its record and returns its observed state.
@@ -234,8 +241,13 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 		st.State = tenant.MachineStarting
 		return st, nil
 	}
-	// Not running: make its root (only now, while it is stopped) and start it.
+	// Not running: make its root (only now, while it is stopped) and start it. A machine the
+	// daemon had seen running, and did not stop or restart itself, was stopped behind its back.
 	failedBefore := us.Active == "failed"
+	if prev := t.StatusOf(m.Name); prev != nil && prev.State == tenant.MachineRunning && !restart {
+		st.Repaired = fmt.Sprintf("machine %s was found %s/%s, not running: started again", m.Name, us.Active, us.Sub)
+		s.log().Warn("drift repaired", "tenant", t.Name, "machine", m.Name, "found", us.Active+"/"+us.Sub, "action", "started again")
+	}
 	if err := s.prepare(ctx, t, m, mp); err != nil {
 		observe()
 		return st, err

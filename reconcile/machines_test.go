@@ -181,9 +181,12 @@ func TestMachinesStep(t *testing.T) {
 
 	// Drift: the container is terminated behind the daemon's back; the next pass starts it again, on the same root.
 	host.Stop(ctx, units.MachineUnit("t", "web"), false)
-	_, sts = pass()
+	cs, sts = pass()
 	if states(sts)["web"] != tenant.MachineStarting || len(prepared) != nPrepared {
 		t.Fatalf("drift not repaired: %v, prepared %v", states(sts), prepared)
+	}
+	if cs[0].Type != "MachinesRepaired" || !strings.Contains(cs[0].Message, "machine web was found inactive/dead") {
+		t.Errorf("the repair is not recorded: %+v", cs)
 	}
 	host.settle()
 	pass()

@@ -8,6 +8,7 @@
 package reconcile
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -47,7 +48,11 @@ type Config struct {
 	Observer Observer
 	// Workers reconciling different tenants in parallel (default 4).
 	Workers int
-	// Resync is how often every tenant is reconciled even without a change (default 1 min).
+	// Resync is how long a tenant goes at most without being compared with the host when
+	// nothing changed (default 10 min). Host events (units, machines, links) and store
+	// changes wake a tenant at once; the resync is the safety net for what no event reports.
+	// Each tenant is due Resync after its last pass, so an idle resync tick costs O(due
+	// tenants), not O(tenants).
 	Resync time.Duration
 	// MinBackoff and MaxBackoff bound the retry delay of a failing tenant (1 s, 5 min).
 	MinBackoff, MaxBackoff time.Duration
@@ -73,6 +78,58 @@ type Controller struct {
 	queue    chan string
 	passes   map[string]int // completed reconciles per tenant, for tests
 	notify   chan struct{}
+	// due says when each tenant is next compared with the host without a change (a heap
+	// ordered by time, with the map holding each tenant's current entry).
+	due     dueHeap
+	dueAt   map[string]time.Time
+	nowFunc func() time.Time
+}
+
+// dueEntry is a tenant and when it is due.
+type dueEntry struct {
+	name string
+	at   time.Time
+}
+
+// dueHeap is a min-heap of dueEntry by time (container/heap).
+type dueHeap []dueEntry
+
+func (h dueHeap) Len() int           { return len(h) }
+func (h dueHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h dueHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
+func (h *dueHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}
+
+// schedule makes name due at at (replacing an earlier schedule); forget drops it. Callers hold c.mu.
+func (c *Controller) schedule(name string, at time.Time) {
+	c.dueAt[name] = at
+	heap.Push(&c.due, dueEntry{name: name, at: at})
+	// Stale entries are skipped when popped; compact when they dominate.
+	if len(c.due) > 4*len(c.dueAt)+64 {
+		c.due = c.due[:0]
+		for n, t := range c.dueAt {
+			c.due = append(c.due, dueEntry{name: n, at: t})
+		}
+		heap.Init(&c.due)
+	}
+}
+
+// popDue returns the tenants due at now and removes them from the schedule. Callers hold c.mu.
+func (c *Controller) popDue(now time.Time) []string {
+	var out []string
+	for len(c.due) > 0 && !c.due[0].at.After(now) {
+		e := heap.Pop(&c.due).(dueEntry)
+		if at, ok := c.dueAt[e.name]; ok && at.Equal(e.at) {
+			delete(c.dueAt, e.name)
+			out = append(out, e.name)
+		}
+	}
+	return out
 }
 
 // New returns a Controller.
@@ -81,7 +138,7 @@ func New(cfg Config) *Controller {
 		cfg.Workers = 4
 	}
 	if cfg.Resync <= 0 {
-		cfg.Resync = time.Minute
+		cfg.Resync = 10 * time.Minute
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = time.Second
@@ -103,6 +160,7 @@ func New(cfg Config) *Controller {
 		queued: map[string]bool{}, active: map[string]bool{}, dirty: map[string]bool{},
 		failures: map[string]int{}, passes: map[string]int{},
 		queue: make(chan string, 1<<16), notify: make(chan struct{}, 1),
+		dueAt: map[string]time.Time{}, nowFunc: time.Now,
 	}
 }
 
@@ -195,24 +253,48 @@ func (c *Controller) signalObserver() {
 	}
 }
 
+// resync enqueues the tenants that are due (see Config.Resync) and keeps the observer current.
 func (c *Controller) resync(ctx context.Context) {
-	t := time.NewTicker(c.cfg.Resync)
+	t := time.NewTicker(min(c.cfg.Resync, time.Second))
 	defer t.Stop()
+	obs := time.NewTicker(c.cfg.Resync)
+	defer obs.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if ts, _, err := c.cfg.Tenants.List(ctx); err == nil {
-				for _, tn := range ts {
-					c.Enqueue(tn.Name)
-				}
+			c.mu.Lock()
+			due := c.popDue(c.nowFunc())
+			c.mu.Unlock()
+			for _, n := range due {
+				c.Enqueue(n)
 			}
+		case <-obs.C:
 			c.signalObserver()
 		case <-c.notify:
 			c.observe(ctx)
 		}
 	}
+}
+
+// ResyncTick runs one resync tick at now and returns how many tenants it enqueued (for
+// benchmarks and tests).
+func (c *Controller) ResyncTick(now time.Time) int {
+	c.mu.Lock()
+	due := c.popDue(now)
+	c.mu.Unlock()
+	for _, n := range due {
+		c.Enqueue(n)
+	}
+	return len(due)
+}
+
+// Schedule makes tenant name due at at (for benchmarks and tests).
+func (c *Controller) Schedule(name string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.schedule(name, at)
 }
 
 func (c *Controller) observe(ctx context.Context) {
@@ -248,6 +330,11 @@ func (c *Controller) work(ctx context.Context) {
 		again := c.dirty[name]
 		delete(c.dirty, name)
 		c.passes[name]++
+		if res.Gone {
+			delete(c.dueAt, name)
+		} else {
+			c.schedule(name, c.nowFunc().Add(c.cfg.Resync))
+		}
 		var delay time.Duration
 		if err != nil {
 			c.failures[name]++
@@ -305,6 +392,8 @@ func (c *Controller) safeReconcile(ctx context.Context, name string) (res Result
 // Result says when to reconcile a tenant again without a change.
 type Result struct {
 	RequeueAfter time.Duration
+	// Gone says the tenant no longer exists (finalized): nothing is scheduled for it.
+	Gone bool
 }
 
 // Reconcile makes the host match one tenant's record. It is safe to call at any time; the
@@ -312,7 +401,7 @@ type Result struct {
 func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error) {
 	t, err := c.cfg.Tenants.Get(ctx, name)
 	if errors.Is(err, tenant.ErrNotFound) {
-		return Result{}, nil // finalized: nothing left to do
+		return Result{Gone: true}, nil // finalized: nothing left to do
 	}
 	if err != nil {
 		return Result{}, err
@@ -343,7 +432,7 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 			return Result{}, err
 		}
 		log.Info("tenant deleted: host state removed and record finalized")
-		return Result{}, nil
+		return Result{Gone: true}, nil
 	}
 
 	var conds []tenant.Condition

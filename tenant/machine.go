@@ -95,6 +95,9 @@ type MachineStatus struct {
 	RestartGeneration int64 `json:"restartGeneration,omitempty"`
 	// Message says why a machine is failed or cannot start.
 	Message string `json:"message,omitempty"`
+	// Repaired, set for one pass, says what the reconciler put back that was changed behind
+	// its back (it is reported as a MachinesRepaired condition, not stored).
+	Repaired string `json:"-"`
 	// Since is when State last changed.
 	Since time.Time `json:"since"`
 }
