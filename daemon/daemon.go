@@ -71,7 +71,7 @@ type Config struct {
 	Host *HostConfig
 	// Steps are extra reconciler steps, after the host steps (tests).
 	Steps []reconcile.Step
-	// Resync is how often every tenant is reconciled without a change (default 1 min).
+	// Resync is how long a tenant goes at most without being compared with the host when nothing changed (default 10 min).
 	Resync time.Duration
 }
 

@@ -54,7 +54,7 @@ func run(args []string) error {
 		host.Units.VMUnitProperties = append(host.Units.VMUnitProperties, s)
 		return nil
 	})
-	fs.DurationVar(&cfg.Resync, "resync", time.Minute, "how often every tenant is compared with the host even without a change")
+	fs.DurationVar(&cfg.Resync, "resync", 10*time.Minute, "how long a tenant goes at most without being compared with the host when nothing changed (host events and changes act at once)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {
