@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -102,7 +103,11 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 		},
 	}
 	log.Info("host steps enabled", "networkDir", hc.NetworkDir, "unitDir", hc.UnitDir, "bootRegistry", hc.BootRegistry)
-	return hn, steps, reconcile.BootRegistry(hc.BootRegistry, hc.Units, tenantsDir), nil
+	boot, prune := reconcile.BootRegistry(hc.BootRegistry, hc.Units, tenantsDir), reconcile.PruneSharedTrees(tenantsDir)
+	observer := func(ctx context.Context, ts []*tenant.Tenant) error {
+		return errors.Join(boot(ctx, ts), prune(ctx, ts))
+	}
+	return hn, steps, observer, nil
 }
 
 // reloadSystemd asks the service manager to reload unit files over D-Bus.

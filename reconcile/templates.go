@@ -9,6 +9,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/template"
@@ -34,12 +36,21 @@ type Materializer interface {
 type TemplatesStep struct {
 	Registry   Materializer
 	TenantsDir string
+
+	// locks serialises the checkouts of one shared tree by tenants reconciled in parallel.
+	locks sync.Map // path -> *sync.Mutex
 }
 
 // Name implements Step.
 func (s *TemplatesStep) Name() string { return "Templates" }
 
-// TemplateDir is where a template use of tenant name is materialized.
+// SharedDir is where the trees of container and machine templates are checked out once per
+// commit, for all tenants: StateDir/trees, beside StateDir/tenants.
+func SharedDir(tenantsDir string) string { return filepath.Join(filepath.Dir(tenantsDir), "trees") }
+
+// TemplateDir is where a template use of tenant name is materialized. Container and machine
+// templates are only ever copied from (every machine runs on its own copy), so their trees are
+// shared by all tenants that pin the same commit: SharedDir/<template>/<commit>.
 func TemplateDir(tenantsDir, name string, u tenant.TemplateUse) string {
 	base := filepath.Join(tenantsDir, name)
 	switch u.Role {
@@ -47,10 +58,11 @@ func TemplateDir(tenantsDir, name string, u tenant.TemplateUse) string {
 		return filepath.Join(base, "infra")
 	case "sysext", "confext":
 		return filepath.Join(base, "extensions", u.Role, u.Name)
-	case "container":
-		return filepath.Join(base, "containers", u.Name)
-	case "machine":
-		return filepath.Join(base, "machines", u.Name)
+	case "container", "machine":
+		if u.Commit == "" || strings.ContainsAny(u.Template+u.Commit, "/.") {
+			return filepath.Join(base, u.Role+"s", u.Name) // not pinned: nothing is checked out for it
+		}
+		return filepath.Join(SharedDir(tenantsDir), u.Template, u.Commit)
 	case "homed":
 		return filepath.Join(base, "homes", u.Name)
 	default:
@@ -70,30 +82,17 @@ func (s *TemplatesStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.
 			continue
 		}
 		dir := TemplateDir(s.TenantsDir, t.Name, u)
-		marker := dir + ".commit"
-		if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == u.Commit {
-			if _, err := os.Lstat(dir); err == nil {
-				continue
+		if u.Role == "container" || u.Role == "machine" {
+			l, _ := s.locks.LoadOrStore(dir, &sync.Mutex{})
+			l.(*sync.Mutex).Lock()
+			err := s.checkout(ctx, u, dir)
+			l.(*sync.Mutex).Unlock()
+			if err != nil {
+				errs = append(errs, err)
 			}
-		}
-		os.Remove(marker)
-		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-			errs = append(errs, err)
 			continue
 		}
-		var dirs []template.Dir
-		for _, d := range validate.RequiredDirs(validate.Kind(u.Role)) {
-			dirs = append(dirs, template.Dir{Path: d.Path, Mode: d.Mode})
-		}
-		if err := s.Registry.Materialize(ctx, u.Template, u.Commit, "", dir, dirs); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err))
-			continue
-		}
-		if err := copyArtifacts(dir); err != nil {
-			errs = append(errs, fmt.Errorf("%s %q: %w", u.Role, u.Name, err))
-			continue
-		}
-		if err := os.WriteFile(marker, []byte(u.Commit+"\n"), 0o644); err != nil {
+		if err := s.checkout(ctx, u, dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -101,6 +100,81 @@ func (s *TemplatesStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.
 		return []tenant.Condition{cond("TemplatesMaterialized", false, "CheckoutFailed", err.Error())}, err
 	}
 	return []tenant.Condition{cond("TemplatesMaterialized", true, "CheckedOut", fmt.Sprintf("%d templates at their pinned commits", len(t.Templates)))}, nil
+}
+
+// checkout materializes u at its pinned commit into dir, unless the marker beside dir says
+// it is there already.
+func (s *TemplatesStep) checkout(ctx context.Context, u tenant.TemplateUse, dir string) error {
+	{
+		marker := dir + ".commit"
+		if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == u.Commit {
+			if _, err := os.Lstat(dir); err == nil {
+				return nil
+			}
+		}
+		os.Remove(marker)
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return err
+		}
+		var dirs []template.Dir
+		for _, d := range validate.RequiredDirs(validate.Kind(u.Role)) {
+			dirs = append(dirs, template.Dir{Path: d.Path, Mode: d.Mode})
+		}
+		if err := s.Registry.Materialize(ctx, u.Template, u.Commit, "", dir, dirs); err != nil {
+			return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
+		}
+		if err := copyArtifacts(dir); err != nil {
+			return fmt.Errorf("%s %q: %w", u.Role, u.Name, err)
+		}
+		return os.WriteFile(marker, []byte(u.Commit+"\n"), 0o644)
+	}
+}
+
+// PruneSharedTrees removes the shared trees (SharedDir) that no tenant of ts pins any more.
+// It is an Observer: the whole set of tenants is known there. Trees of tenants being deleted
+// are kept until they are gone.
+func PruneSharedTrees(tenantsDir string) Observer {
+	return func(_ context.Context, ts []*tenant.Tenant) error {
+		keep := map[string]bool{}
+		for _, t := range ts {
+			for _, u := range t.Templates {
+				if u.Role == "container" || u.Role == "machine" {
+					keep[TemplateDir(tenantsDir, t.Name, u)] = true
+				}
+			}
+		}
+		shared := SharedDir(tenantsDir)
+		templates, err := os.ReadDir(shared)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, tpl := range templates {
+			commits, err := os.ReadDir(filepath.Join(shared, tpl.Name()))
+			if err != nil {
+				continue
+			}
+			for _, c := range commits {
+				dir := filepath.Join(shared, tpl.Name(), strings.TrimSuffix(c.Name(), ".commit"))
+				// Checkouts in progress (hidden temporary names) and trees made in the last minute
+				// (for a tenant newer than the list this observer was given) are left alone.
+				if keep[dir] || strings.HasPrefix(c.Name(), ".") || !c.IsDir() && !strings.HasSuffix(c.Name(), ".commit") {
+					continue
+				}
+				if fi, err := os.Lstat(dir); err == nil && time.Since(fi.ModTime()) < time.Minute {
+					continue
+				}
+				os.Remove(dir + ".commit")
+				if err := machines.RemoveTree(dir); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+		return errors.Join(errs...)
+	}
 }
 
 // copyArtifacts copies the host files a template asks for into the checkout, through an
