@@ -27,7 +27,7 @@ var (
 // containerTemplate returns the path of the container template repository on this machine, building it the
 // first time (about 12 s from the test host's cached rootfs, no network; then cached under
 // /var/cache/bitbuilder-test). Call it after host(t), which skips when the machine cannot boot a test host.
-func containerTemplate(t *testing.T) string {
+func containerTemplate(t testing.TB) string {
 	t.Helper()
 	containerRepoOnce.Do(func() {
 		start := time.Now()
@@ -49,7 +49,7 @@ func containerTemplate(t *testing.T) string {
 }
 
 // pipeInto runs producer on this machine and feeds its stdout to args run inside the host.
-func pipeInto(t *testing.T, h *testhost.Host, producer *exec.Cmd, args ...string) {
+func pipeInto(t testing.TB, h *testhost.Host, producer *exec.Cmd, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
 	defer cancel()
@@ -72,7 +72,7 @@ func pipeInto(t *testing.T, h *testhost.Host, producer *exec.Cmd, args ...string
 }
 
 // copyRepoIntoHost copies the bare repository repo into the host at guest (replacing it).
-func copyRepoIntoHost(t *testing.T, h *testhost.Host, repo, guest string) {
+func copyRepoIntoHost(t testing.TB, h *testhost.Host, repo, guest string) {
 	t.Helper()
 	mustRun(t, h, "rm", "-rf", guest)
 	mustRun(t, h, "mkdir", "-p", guest)
@@ -82,7 +82,7 @@ func copyRepoIntoHost(t *testing.T, h *testhost.Host, repo, guest string) {
 // installGit gives the host this machine's git as /usr/local/bin/git and git-upload-pack: the registry serves
 // local paths and file:// URLs with the git CLI's git-upload-pack, and the test host's rootfs has no git. (The
 // machine's git is Debian 12's; it needs only libc, libz and libpcre2-8, which trixie has.)
-func installGit(t *testing.T, h *testhost.Host) {
+func installGit(t testing.TB, h *testhost.Host) {
 	t.Helper()
 	if run(t, h, "", "test", "-x", "/usr/local/bin/git-upload-pack").exit == 0 {
 		return
@@ -103,7 +103,7 @@ func installGit(t *testing.T, h *testhost.Host) {
 }
 
 // vmHWM returns a process's peak resident set size in kB (VmHWM in /proc/PID/status).
-func vmHWM(t *testing.T, h *testhost.Host, pid int) int {
+func vmHWM(t testing.TB, h *testhost.Host, pid int) int {
 	t.Helper()
 	out := mustRun(t, h, "grep", "^VmHWM:", "/proc/"+strconv.Itoa(pid)+"/status")
 	f := strings.Fields(out)

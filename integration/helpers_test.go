@@ -91,7 +91,7 @@ func testMain(m *testing.M) int {
 // host returns the package's test host, booted on first use, with the binaries built and
 // bound in, group adminGroup and user adminUser created. It skips t with -short, and when the
 // machine cannot boot a test host.
-func host(t *testing.T) *testhost.Host {
+func host(t testing.TB) *testhost.Host {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("boots a systemd test host: skipped with -short")
@@ -104,19 +104,54 @@ func host(t *testing.T) *testhost.Host {
 	return h
 }
 
-// setup builds the binaries into binDir (visible in the host through the bind mount) and
+// vmHost boots a test host of its own for t on the "vm" variant's tree (QEMU, virtiofsd, systemd-vmspawn and a
+// small guest, see testhost.VariantVM), with the package host's binds and setup: the binaries bound in at
+// guestBin, group adminGroup and user adminUser created. testhost.Start stops it when t ends, and skips t (or
+// fails it, under BITBUILDER_TESTHOST_REQUIRE) when the machine cannot boot such a host. It skips t with -short.
+func vmHost(t testing.TB, name string) *testhost.Host {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots a systemd test host and a VM in it: skipped with -short")
+	}
+	opts := shared.Options
+	opts.Name = name
+	opts.Variant = testhost.VariantVM
+	opts.Binds = slices.Clone(shared.Options.Binds)
+	h := testhost.Start(t, opts)
+	if err := setup(h); err != nil {
+		t.Fatalf("setting up the test host: %v", err)
+	}
+	return h
+}
+
+var (
+	buildOnce sync.Once
+	buildErr  error
+)
+
+// buildBinaries builds the binaries into binDir, once for every host (they see it through the bind mount).
+func buildBinaries() error {
+	buildOnce.Do(func() {
+		pkgs := []string{"../cmd/bitbuilderd", "./testdata/idleconns"}
+		if buildErr = goBuild(pkgs...); buildErr != nil {
+			return
+		}
+		// bbctl is built when it exists; no test depends on it yet, so a broken bbctl is only reported.
+		if files, _ := filepath.Glob("../cmd/bbctl/*.go"); len(files) > 0 {
+			if err := goBuild("../cmd/bbctl"); err != nil {
+				fmt.Fprintf(os.Stderr, "integration: cmd/bbctl does not build, continuing without it: %v\n", err)
+			}
+		}
+	})
+	return buildErr
+}
+
+// setup builds the binaries into binDir (visible in the host through the bind mount), once, and
 // creates the admin group and user inside the host.
 func setup(h *testhost.Host) error {
 	start := time.Now()
-	pkgs := []string{"../cmd/bitbuilderd", "./testdata/idleconns"}
-	if err := goBuild(pkgs...); err != nil {
+	if err := buildBinaries(); err != nil {
 		return err
-	}
-	// bbctl is built when it exists; no test depends on it yet, so a broken bbctl is only reported.
-	if files, _ := filepath.Glob("../cmd/bbctl/*.go"); len(files) > 0 {
-		if err := goBuild("../cmd/bbctl"); err != nil {
-			fmt.Fprintf(os.Stderr, "integration: cmd/bbctl does not build, continuing without it: %v\n", err)
-		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
 	defer cancel()
@@ -166,7 +201,7 @@ func (r result) String() string {
 
 // run runs args inside the host with stdin and returns what it did. Only a failure to run it at
 // all (or a timeout) fails t; a non-zero exit is for the caller to judge.
-func run(t *testing.T, h *testhost.Host, stdin string, args ...string) result {
+func run(t testing.TB, h *testhost.Host, stdin string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), callTimeout)
 	defer cancel()
@@ -184,7 +219,7 @@ func run(t *testing.T, h *testhost.Host, stdin string, args ...string) result {
 }
 
 // mustRun runs args inside the host and fails t unless they succeed.
-func mustRun(t *testing.T, h *testhost.Host, args ...string) string {
+func mustRun(t testing.TB, h *testhost.Host, args ...string) string {
 	t.Helper()
 	r := run(t, h, "", args...)
 	if r.exit != 0 {
@@ -207,7 +242,7 @@ var (
 )
 
 // varlinkctl runs varlinkctl with args inside the host as c.
-func varlinkctl(t *testing.T, h *testhost.Host, c caller, args ...string) result {
+func varlinkctl(t testing.TB, h *testhost.Host, c caller, args ...string) result {
 	t.Helper()
 	return run(t, h, "", append(append(append([]string(nil), c...), "varlinkctl"), args...)...)
 }
@@ -222,11 +257,17 @@ type daemon struct {
 	env      []string // NAME=VALUE set in the daemon's environment
 }
 
-// startDaemon starts a bitbuilderd of its own for t, named name, with a fresh state directory
-// and the extra command-line arguments args, and stops it and removes its state when t ends.
-func startDaemon(t *testing.T, name string, args ...string) *daemon {
+// startDaemon starts a bitbuilderd of its own for t in the package's host, named name, with a
+// fresh state directory and the extra command-line arguments args, and stops it and removes its
+// state when t ends.
+func startDaemon(t testing.TB, name string, args ...string) *daemon {
 	t.Helper()
-	h := host(t)
+	return startDaemonIn(t, host(t), name, args...)
+}
+
+// startDaemonIn is startDaemon in host h (set up as host or vmHost sets it up).
+func startDaemonIn(t testing.TB, h *testhost.Host, name string, args ...string) *daemon {
+	t.Helper()
 	d := &daemon{
 		h:        h,
 		unit:     "bitbuilderd-" + name + ".service",
@@ -257,7 +298,7 @@ func startDaemon(t *testing.T, name string, args ...string) *daemon {
 // has seen READY=1. It then checks that the socket is there. The daemons of the API tests
 // share one host, so they keep records only (--no-host); a test of the host steps passes
 // --no-host=false, which comes later on the command line and wins.
-func (d *daemon) start(t *testing.T) {
+func (d *daemon) start(t testing.TB) {
 	t.Helper()
 	cmd := []string{"systemd-run", "--quiet", "--unit=" + d.unit, "--service-type=notify"}
 	for _, e := range d.env {
@@ -273,7 +314,7 @@ func (d *daemon) start(t *testing.T) {
 
 // stop stops the daemon and checks that it exited cleanly. The transient unit is then gone,
 // but systemd still answers for it: a failed exit would have left Result=exit-code.
-func (d *daemon) stop(t *testing.T) {
+func (d *daemon) stop(t testing.TB) {
 	t.Helper()
 	mustRun(t, d.h, "systemctl", "stop", d.unit)
 	if got := d.show(t, "ActiveState", "Result"); got["ActiveState"] != "inactive" || got["Result"] != "success" {
@@ -283,7 +324,7 @@ func (d *daemon) stop(t *testing.T) {
 
 // crash kills the daemon with SIGKILL, as a crash or a power cut would end it, and clears the
 // unit's failed state so that start can run it again.
-func (d *daemon) crash(t *testing.T) {
+func (d *daemon) crash(t testing.TB) {
 	t.Helper()
 	mustRun(t, d.h, "systemctl", "kill", "--signal=SIGKILL", d.unit)
 	eventually(t, 10*time.Second, func() (bool, string) {
@@ -293,13 +334,13 @@ func (d *daemon) crash(t *testing.T) {
 	_, _, _ = d.h.Run(t.Context(), "systemctl", "reset-failed", d.unit)
 }
 
-func (d *daemon) show(t *testing.T, props ...string) map[string]string {
+func (d *daemon) show(t testing.TB, props ...string) map[string]string {
 	t.Helper()
 	return showUnit(t, d.h, d.unit, props...)
 }
 
 // showUnit returns the properties of a unit as systemctl show prints them.
-func showUnit(t *testing.T, h *testhost.Host, unit string, props ...string) map[string]string {
+func showUnit(t testing.TB, h *testhost.Host, unit string, props ...string) map[string]string {
 	t.Helper()
 	out := mustRun(t, h, "systemctl", "show", "-p", strings.Join(props, ","), unit)
 	m := map[string]string{}
@@ -312,7 +353,7 @@ func showUnit(t *testing.T, h *testhost.Host, unit string, props ...string) map[
 }
 
 // mainPID returns the daemon's process id inside the host.
-func (d *daemon) mainPID(t *testing.T) int {
+func (d *daemon) mainPID(t testing.TB) int {
 	t.Helper()
 	pid, err := strconv.Atoi(d.show(t, "MainPID")["MainPID"])
 	if err != nil || pid <= 0 {
@@ -323,7 +364,7 @@ func (d *daemon) mainPID(t *testing.T) int {
 
 // connections returns the number of client connections the daemon has open on its socket, as
 // the kernel lists them (ss: connected unix stream sockets bound to the socket's path).
-func (d *daemon) connections(t *testing.T) int {
+func (d *daemon) connections(t testing.TB) int {
 	t.Helper()
 	out := mustRun(t, d.h, "sh", "-c", "ss -xH state connected src "+d.socket+" | wc -l")
 	n, err := strconv.Atoi(strings.TrimSpace(out))
@@ -334,7 +375,7 @@ func (d *daemon) connections(t *testing.T) int {
 }
 
 // waitConnections waits until the daemon has exactly n client connections open.
-func (d *daemon) waitConnections(t *testing.T, n int) {
+func (d *daemon) waitConnections(t testing.TB, n int) {
 	t.Helper()
 	eventually(t, 10*time.Second, func() (bool, string) {
 		got := d.connections(t)
@@ -343,7 +384,7 @@ func (d *daemon) waitConnections(t *testing.T, n int) {
 }
 
 // checkJournal fails t if the daemon's journal shows a panic or a data race.
-func (d *daemon) checkJournal(t *testing.T) {
+func (d *daemon) checkJournal(t testing.TB) {
 	t.Helper()
 	j := d.h.JournalTail(t.Context(), 2000, "-u", d.unit)
 	for _, bad := range []string{"panic:", "fatal error:", "DATA RACE"} {
@@ -355,7 +396,7 @@ func (d *daemon) checkJournal(t *testing.T) {
 
 // call runs `varlinkctl call [flags] --json=short SOCKET METHOD PARAMS` as c, and checks what
 // it printed against the method's IDL (checkReply).
-func (d *daemon) call(t *testing.T, c caller, method, params string, flags ...string) result {
+func (d *daemon) call(t testing.TB, c caller, method, params string, flags ...string) result {
 	t.Helper()
 	args := append(append([]string{"call"}, flags...), "--json=short", d.socket, method, params)
 	r := varlinkctl(t, d.h, c, args...)
@@ -414,7 +455,7 @@ type event struct {
 
 // tenantCall calls a Tenant method that replies {"tenant": ...} and returns the tenant; any
 // error reply fails t.
-func (d *daemon) tenantCall(t *testing.T, c caller, method, params string) tenant {
+func (d *daemon) tenantCall(t testing.TB, c caller, method, params string) tenant {
 	t.Helper()
 	r := d.call(t, c, "io.bitbuilder.Tenant."+method, params)
 	var reply struct {
@@ -428,13 +469,13 @@ func (d *daemon) tenantCall(t *testing.T, c caller, method, params string) tenan
 }
 
 // create creates a tenant as root with the given Create parameters.
-func (d *daemon) create(t *testing.T, params string) tenant {
+func (d *daemon) create(t testing.TB, params string) tenant {
 	t.Helper()
 	return d.tenantCall(t, asRoot, "Create", params)
 }
 
 // list returns all tenants through `List --more` (none: the NoSuchTenant enumeration end).
-func (d *daemon) list(t *testing.T) []tenant {
+func (d *daemon) list(t testing.TB) []tenant {
 	t.Helper()
 	r := d.call(t, asRoot, "io.bitbuilder.Tenant.List", "{}", "--more")
 	if r.exit != 0 {
@@ -455,7 +496,7 @@ func (d *daemon) list(t *testing.T) []tenant {
 }
 
 // decode parses the stdout of a successful command as one JSON value.
-func (r result) decode(t *testing.T, v any) {
+func (r result) decode(t testing.TB, v any) {
 	t.Helper()
 	if r.exit != 0 {
 		t.Fatalf("call failed: %v", r)
@@ -465,7 +506,7 @@ func (r result) decode(t *testing.T, v any) {
 
 // decodeJSON parses data, one JSON value, into v. Unknown fields are ignored, as a Varlink
 // client must; checkReply holds replies to the IDL.
-func decodeJSON(t *testing.T, data []byte, v any) {
+func decodeJSON(t testing.TB, data []byte, v any) {
 	t.Helper()
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
@@ -477,7 +518,7 @@ func decodeJSON(t *testing.T, data []byte, v any) {
 }
 
 // seq parses stdout as JSON-SEQ (RFC 7464), as varlinkctl --more prints it.
-func (r result) seq(t *testing.T) []json.RawMessage {
+func (r result) seq(t testing.TB) []json.RawMessage {
 	t.Helper()
 	if r.exit != 0 {
 		t.Fatalf("call failed: %v", r)
@@ -512,7 +553,7 @@ func parseSeq(text string) ([]json.RawMessage, error) {
 // wantError checks that a call was answered with the Varlink error name, the way varlinkctl 257
 // reports it (exit status exitCallFailed, "failed: NAME" on stderr, the error's parameters as
 // JSON on stdout), and returns the error's parameters.
-func (r result) wantError(t *testing.T, name string) map[string]any {
+func (r result) wantError(t testing.TB, name string) map[string]any {
 	t.Helper()
 	if r.exit != exitCallFailed {
 		t.Fatalf("want error %s (exit status %d), got: %v", name, exitCallFailed, r)
@@ -543,7 +584,7 @@ type stream struct {
 }
 
 // startStream starts args inside the host; t's end kills it.
-func startStream(t *testing.T, h *testhost.Host, args ...string) *stream {
+func startStream(t testing.TB, h *testhost.Host, args ...string) *stream {
 	t.Helper()
 	s := &stream{records: make(chan json.RawMessage, 1024), done: make(chan struct{})}
 	s.cmd = h.Command(t.Context(), args...)
@@ -579,7 +620,7 @@ func startStream(t *testing.T, h *testhost.Host, args ...string) *stream {
 }
 
 // next returns the next record, failing t when none comes within timeout.
-func (s *stream) next(t *testing.T, timeout time.Duration) json.RawMessage {
+func (s *stream) next(t testing.TB, timeout time.Duration) json.RawMessage {
 	t.Helper()
 	select {
 	case rec, ok := <-s.records:
@@ -597,7 +638,7 @@ func (s *stream) next(t *testing.T, timeout time.Duration) json.RawMessage {
 }
 
 // nextEvent returns the next Watch event.
-func (s *stream) nextEvent(t *testing.T) event {
+func (s *stream) nextEvent(t testing.TB) event {
 	t.Helper()
 	var reply struct {
 		Event event `json:"event"`
@@ -616,7 +657,7 @@ func (s *stream) kill() {
 
 // eventually polls cond every 50 ms until it holds or timeout passes, then fails t with what
 // the last attempt said.
-func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -632,7 +673,7 @@ func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string))
 }
 
 // seqEvents parses the JSON-SEQ output of a Watch call into its events.
-func seqEvents(t *testing.T, stdout string) []event {
+func seqEvents(t testing.TB, stdout string) []event {
 	t.Helper()
 	recs, err := parseSeq(stdout)
 	if err != nil {
@@ -651,7 +692,7 @@ func seqEvents(t *testing.T, stdout string) []event {
 
 // matchEvents returns the events of evs whose revision is one of want's. The others must be
 // "modified" events: changes the daemon made on its own.
-func matchEvents(t *testing.T, evs, want []event) []event {
+func matchEvents(t testing.TB, evs, want []event) []event {
 	t.Helper()
 	var out []event
 	for _, ev := range evs {
@@ -666,7 +707,7 @@ func matchEvents(t *testing.T, evs, want []event) []event {
 
 // checkEvents checks that got are the events want, in order, each carrying its tenant at the
 // event's revision.
-func checkEvents(t *testing.T, what string, got, want []event) {
+func checkEvents(t testing.TB, what string, got, want []event) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s events: %d of the %d expected: %+v", what, len(got), len(want), got)

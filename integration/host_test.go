@@ -16,7 +16,7 @@ type condition struct {
 	Type, Status, Reason, Message string
 }
 
-func conditions(t *testing.T, tn tenant) map[string]condition {
+func conditions(t testing.TB, tn tenant) map[string]condition {
 	t.Helper()
 	out := map[string]condition{}
 	for _, raw := range tn.Conditions {

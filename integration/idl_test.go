@@ -26,7 +26,7 @@ var (
 )
 
 // interfaceIDL returns the parsed IDL of a served interface, or nil for one not in api/.
-func interfaceIDL(t *testing.T, name string) *idl.IDL {
+func interfaceIDL(t testing.TB, name string) *idl.IDL {
 	t.Helper()
 	schemaOnce.Do(func() {
 		schema = map[string]*idl.IDL{}
@@ -50,7 +50,7 @@ func interfaceIDL(t *testing.T, name string) *idl.IDL {
 // checkReply checks what a successful `varlinkctl call` printed against the method's output
 // type, and what a failed one printed against its error's type. Calls whose output is not the
 // reply (-q, --graceful) and methods outside api/ are not checked.
-func checkReply(t *testing.T, method string, flags []string, r result) {
+func checkReply(t testing.TB, method string, flags []string, r result) {
 	t.Helper()
 	dot := strings.LastIndexByte(method, '.')
 	if dot < 0 {

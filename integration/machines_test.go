@@ -12,7 +12,7 @@ import (
 const machineBootTimeout = 3 * time.Minute
 
 // addContainerTemplate copies the container template repository into the host and adds it to d's registry as deb.
-func addContainerTemplate(t *testing.T, d *daemon) {
+func addContainerTemplate(t testing.TB, d *daemon) {
 	t.Helper()
 	repo := containerTemplate(t)
 	installGit(t, d.h)
@@ -35,7 +35,7 @@ func containerTenant(name string, machines ...string) string {
 }
 
 // waitRunning waits until every machine of tenant name runs with an address and the tenant is ready.
-func waitRunning(t *testing.T, d *daemon, name string) tenant {
+func waitRunning(t testing.TB, d *daemon, name string) tenant {
 	t.Helper()
 	var got tenant
 	eventually(t, machineBootTimeout, func() (bool, string) {
@@ -58,7 +58,7 @@ func waitRunning(t *testing.T, d *daemon, name string) tenant {
 	return got
 }
 
-func machineOf(t *testing.T, tn tenant, name string) machine {
+func machineOf(t testing.TB, tn tenant, name string) machine {
 	t.Helper()
 	for _, m := range tn.Machines {
 		if m.Name == name {
@@ -70,7 +70,7 @@ func machineOf(t *testing.T, tn tenant, name string) machine {
 }
 
 // ipv4 returns the machine's address in the tenant's network.
-func ipv4(t *testing.T, tn tenant, m machine) string {
+func ipv4(t testing.TB, tn tenant, m machine) string {
 	t.Helper()
 	prefix := fmt.Sprintf("10.%d.", tn.NetworkIndex)
 	for _, a := range m.Status.Addresses {
@@ -83,7 +83,7 @@ func ipv4(t *testing.T, tn tenant, m machine) string {
 }
 
 // pingFrom pings target from inside machine m (in its network namespace) and reports whether it answered.
-func pingFrom(t *testing.T, d *daemon, m machine, target string) bool {
+func pingFrom(t testing.TB, d *daemon, m machine, target string) bool {
 	t.Helper()
 	r := run(t, d.h, "", "nsenter", "-t", strconv.Itoa(m.Status.Leader), "-n", "busybox", "ping", "-c1", "-W2", target)
 	return r.exit == 0
@@ -249,7 +249,7 @@ func TestMachinesContainers(t *testing.T) {
 
 // hostCounts counts what tenants leave on the test host: namespaces, links, unit files, loaded units and slices,
 // machines and mounts below the daemon's state directory.
-func hostCounts(t *testing.T, d *daemon) map[string]int {
+func hostCounts(t testing.TB, d *daemon) map[string]int {
 	t.Helper()
 	count := func(script string) int {
 		out := mustRun(t, d.h, "sh", "-c", "( "+script+" ) | wc -l")
