@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -38,7 +39,7 @@ func containerTenant(name string, machines ...string) string {
 func waitRunning(t testing.TB, d *daemon, name string) tenant {
 	t.Helper()
 	var got tenant
-	eventually(t, machineBootTimeout, func() (bool, string) {
+	eventuallyExplained(t, machineBootTimeout, func() (bool, string) {
 		got = d.tenantCall(t, asRoot, "Get", fmt.Sprintf(`{"name":%q}`, name))
 		var states []string
 		ok := got.Phase == "ready"
@@ -48,12 +49,16 @@ func waitRunning(t testing.TB, d *daemon, name string) tenant {
 				ok = false
 				continue
 			}
-			states = append(states, fmt.Sprintf("%s=%s %v %s", m.Name, m.Status.State, m.Status.Addresses, m.Status.Message))
+			states = append(states, fmt.Sprintf("%s=%s (unit %s %s, leader %d) %v %s", m.Name, m.Status.State, m.Status.Unit, m.Status.UnitState, m.Status.Leader, m.Status.Addresses, m.Status.Message))
 			if m.Status.State != "running" || len(m.Status.Addresses) == 0 {
 				ok = false
 			}
 		}
 		return ok, fmt.Sprintf("phase %s, machines %v, conditions %v", got.Phase, states, conditions(t, got))
+	}, func() string {
+		// What systemd and machined say, for the failure message.
+		out, _, _ := d.h.Run(context.Background(), "sh", "-c", "machinectl list --no-legend; systemctl status --no-pager -n 20 'tenant-machine@"+name+"*' 2>&1 | tail -n 40")
+		return string(out)
 	})
 	return got
 }
@@ -339,4 +344,20 @@ func TestMachinesNoBus(t *testing.T) {
 		r := d.call(t, asRoot, "io.bitbuilder.Tenant.Get", `{"name":"nb"}`)
 		return strings.Contains(r.stdout+r.stderr, "NoSuchTenant"), r.String()
 	})
+}
+
+// eventuallyExplained is eventually with explain's text added to the failure.
+func eventuallyExplained(t testing.TB, timeout time.Duration, cond func() (bool, string), explain func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %s\n%s", timeout, msg, explain())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
