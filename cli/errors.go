@@ -229,6 +229,8 @@ func fromCall(err error, method, address string) error {
 		return remote(nil, nw+"RenderFailed", e, "could not render %s: %s", e.File, e.Message)
 	case *vn.NetworkdUnavailable:
 		return remote(nil, nw+"NetworkdUnavailable", e, "systemd-networkd is unavailable: %s", e.Message)
+	case *vn.StorageFailure:
+		return remote(nil, nw+"StorageFailure", e, "the daemon could not read or write its state: %s", e.Message)
 
 	// org.varlink.service
 	case *varlink.InvalidParameter:

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"time"
 
@@ -108,21 +107,10 @@ func (a *networkAPI) describe(ctx context.Context, t *tenant.Tenant) vn.TenantNe
 	return n
 }
 
-func (a *networkAPI) get(ctx context.Context, c vn.VarlinkCall, name string) (*tenant.Tenant, bool, error) {
-	t, err := a.tenants.Get(ctx, name)
-	if errors.Is(err, tenant.ErrNotFound) {
-		return nil, false, c.ReplyNoSuchTenant(ctx, name)
-	}
-	if err != nil {
-		return nil, false, c.ReplyInvalidField(ctx, "tenant", err.Error())
-	}
-	return t, true, nil
-}
-
 func (a *networkAPI) Get(ctx context.Context, c vn.VarlinkCall, name string) error {
-	t, ok, err := a.get(ctx, c, name)
-	if !ok {
-		return err
+	t, err := a.tenants.Get(ctx, name)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
 	}
 	return c.ReplyGet(ctx, a.describe(ctx, t))
 }
@@ -130,7 +118,7 @@ func (a *networkAPI) Get(ctx context.Context, c vn.VarlinkCall, name string) err
 func (a *networkAPI) List(ctx context.Context, c vn.VarlinkCall) error {
 	ts, _, err := a.tenants.List(ctx)
 	if err != nil {
-		return c.ReplyInvalidField(ctx, "tenant", err.Error())
+		return a.replyError(ctx, c, "", err)
 	}
 	if len(ts) == 0 {
 		return c.ReplyNoSuchTenant(ctx, "")
@@ -144,6 +132,9 @@ func (a *networkAPI) List(ctx context.Context, c vn.VarlinkCall) error {
 	return nil
 }
 
+// AddPeer adds a peer, or replaces the peer with its public key. The change is one
+// read-modify-write of the tenant in one conditional commit (tenant.Service.ModifyPeers), so
+// concurrent AddPeer and RemovePeer calls never lose each other's peers.
 func (a *networkAPI) AddPeer(ctx context.Context, c vn.VarlinkCall, name string, peer vn.Peer) error {
 	endpoint, keepalive := "", 0
 	if peer.Endpoint != nil {
@@ -155,72 +146,51 @@ func (a *networkAPI) AddPeer(ctx context.Context, c vn.VarlinkCall, name string,
 	p, err := reconcile.PeerFromAPI(peer.PublicKey, endpoint, peer.AllowedIPs, keepalive)
 	if err != nil {
 		var fe *tenant.FieldError
-		if errors.As(err, &fe) {
-			return c.ReplyInvalidField(ctx, fe.Field, fe.Reason)
+		if !errors.As(err, &fe) {
+			err = &tenant.FieldError{Field: "peer", Reason: err.Error()}
 		}
-		return c.ReplyInvalidField(ctx, "peer", err.Error())
+		return a.replyError(ctx, c, name, err)
 	}
-	t, ok, rerr := a.get(ctx, c, name)
-	if !ok {
-		return rerr
-	}
-	peers := slices.Clone(t.Peers)
-	if i := slices.IndexFunc(peers, func(q tenant.Peer) bool { return q.PublicKey == p.PublicKey }); i >= 0 {
-		peers[i] = p
-	} else {
-		peers = append(peers, p)
-	}
-	t, err = a.tenants.Update(ctx, name, 0, tenant.Changes{Peers: &peers})
+	t, err := a.tenants.ModifyPeers(ctx, name, tenant.PutPeer(p))
 	if err != nil {
-		return c.ReplyInvalidField(ctx, "tenant", err.Error())
+		return a.replyError(ctx, c, name, err)
 	}
 	a.log.Info("wireguard peer added", "tenant", name, "peer", p.PublicKey)
 	return c.ReplyAddPeer(ctx, a.describe(ctx, t))
 }
 
+// RemovePeer removes a peer, in one conditional commit like AddPeer.
 func (a *networkAPI) RemovePeer(ctx context.Context, c vn.VarlinkCall, name string, publicKey string) error {
-	t, ok, rerr := a.get(ctx, c, name)
-	if !ok {
-		return rerr
-	}
-	i := slices.IndexFunc(t.Peers, func(q tenant.Peer) bool { return q.PublicKey == publicKey })
-	if i < 0 {
-		return c.ReplyNoSuchPeer(ctx, publicKey)
-	}
-	peers := slices.Delete(slices.Clone(t.Peers), i, i+1)
-	t, err := a.tenants.Update(ctx, name, 0, tenant.Changes{Peers: &peers})
+	t, err := a.tenants.ModifyPeers(ctx, name, tenant.DropPeer(name, publicKey))
 	if err != nil {
-		return c.ReplyInvalidField(ctx, "tenant", err.Error())
+		return a.replyError(ctx, c, name, err)
 	}
 	a.log.Info("wireguard peer removed", "tenant", name, "peer", publicKey)
 	return c.ReplyRemovePeer(ctx, a.describe(ctx, t))
 }
 
 func (a *networkAPI) rendered(ctx context.Context, c vn.VarlinkCall, name string, apply bool) error {
-	t, ok, rerr := a.get(ctx, c, name)
-	if !ok {
-		return rerr
+	t, err := a.tenants.Get(ctx, name)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
 	}
 	if a.host == nil {
-		return c.ReplyNetworkdUnavailable(ctx, "host networking is not enabled in this daemon")
+		return a.replyError(ctx, c, name, errNoHostNetwork)
 	}
 	tm, err := a.host.template(t)
 	if err != nil {
-		return c.ReplyRenderFailed(ctx, "", err.Error())
+		return a.replyError(ctx, c, name, &renderError{Err: err})
 	}
 	in := reconcile.Input(tm, t)
 	files := []vn.File{}
 	if apply {
 		res, err := a.host.files.Apply(ctx, tm, in)
 		if err != nil {
-			if errors.Is(err, netconf.ErrNoSystemBus) || errors.Is(err, netconf.ErrReload) {
-				return c.ReplyNetworkdUnavailable(ctx, err.Error())
-			}
-			return c.ReplyRenderFailed(ctx, "", err.Error())
+			return a.replyError(ctx, c, name, &renderError{Err: err})
 		}
 		rs, err := a.host.files.Describe(t.NetworkIndex)
 		if err != nil {
-			return c.ReplyRenderFailed(ctx, "", err.Error())
+			return a.replyError(ctx, c, name, &renderError{Err: err})
 		}
 		for _, r := range rs {
 			files = append(files, vn.File{Name: r.Name, Content: string(r.Content)})
@@ -230,7 +200,7 @@ func (a *networkAPI) rendered(ctx context.Context, c vn.VarlinkCall, name string
 	}
 	rs, err := a.host.files.Render(tm, in)
 	if err != nil {
-		return c.ReplyRenderFailed(ctx, "", err.Error())
+		return a.replyError(ctx, c, name, &renderError{Err: err})
 	}
 	for _, r := range rs {
 		// Never show key material: the rendered files name the key file, not the key.
@@ -248,4 +218,52 @@ func (a *networkAPI) Describe(ctx context.Context, c vn.VarlinkCall, name string
 
 func (a *networkAPI) Apply(ctx context.Context, c vn.VarlinkCall, name string) error {
 	return a.rendered(ctx, c, name, true)
+}
+
+// errNoHostNetwork is a call that needs host networking in a daemon without it.
+var errNoHostNetwork = errors.New("host networking is not enabled in this daemon")
+
+// renderError is a tenant's network files that could not be rendered or written: the
+// network template could not be loaded, rendering failed, or writing the files did.
+type renderError struct {
+	File string // the file concerned, "" when not one file
+	Err  error
+}
+
+func (e *renderError) Error() string { return e.Err.Error() }
+
+func (e *renderError) Unwrap() error { return e.Err }
+
+// replyError maps an error of a Network call to a declared io.bitbuilder.Network error. It is
+// the one place where that mapping lives: every handler error passes through it, and an
+// error it does not know (the store failed, a record could not be decoded) is
+// StorageFailure, never a field of the caller's. name is the tenant the call is about.
+func (a *networkAPI) replyError(ctx context.Context, c vn.VarlinkCall, name string, err error) error {
+	var (
+		nameErr   *tenant.NameError
+		fieldErr  *tenant.FieldError
+		peerErr   *tenant.PeerError
+		renderErr *renderError
+	)
+	switch {
+	case errors.As(err, &nameErr):
+		return c.ReplyInvalidField(ctx, "tenant", nameErr.Error())
+	case errors.As(err, &fieldErr):
+		field := fieldErr.Field
+		if field == "name" {
+			field = "tenant" // the tenant's name is this interface's "tenant"
+		}
+		return c.ReplyInvalidField(ctx, field, fieldErr.Reason)
+	case errors.Is(err, tenant.ErrNotFound):
+		return c.ReplyNoSuchTenant(ctx, name)
+	case errors.As(err, &peerErr):
+		return c.ReplyNoSuchPeer(ctx, peerErr.PublicKey)
+	case errors.Is(err, errNoHostNetwork), errors.Is(err, netconf.ErrNoSystemBus), errors.Is(err, netconf.ErrReload):
+		return c.ReplyNetworkdUnavailable(ctx, err.Error())
+	case errors.As(err, &renderErr):
+		return c.ReplyRenderFailed(ctx, renderErr.File, renderErr.Err.Error())
+	default:
+		a.log.Error("network call failed", "tenant", name, "err", err)
+		return c.ReplyStorageFailure(ctx, err.Error())
+	}
 }

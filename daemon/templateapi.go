@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,14 +31,21 @@ type templateAPI struct {
 	tenants *tenant.Service
 	scratch string // where pinned templates are checked out for Validate
 	log     *slog.Logger
+
+	// validations bounds Validate: how many run at once, and the verdicts kept for
+	// registered templates. Its zero value takes the defaults.
+	validations validations
+	// checkout checks a registered template's commit out into dir for Validate
+	// (nil: the registry's Materialize). Tests count checkouts through it.
+	checkout func(ctx context.Context, name, commit, dir string) error
 }
 
 // templateUsers maps each template name to the tenants whose records use it, sorted:
 // one read of the tenants serves a whole List.
-func templateUsers(ctx context.Context, svc *tenant.Service) map[string][]string {
+func templateUsers(ctx context.Context, svc *tenant.Service) (map[string][]string, error) {
 	ts, _, err := svc.List(ctx)
 	if err != nil {
-		return nil
+		return nil, err
 	}
 	users := map[string][]string{}
 	for _, t := range ts { // in name order, so each list comes out sorted
@@ -48,12 +57,7 @@ func templateUsers(ctx context.Context, svc *tenant.Service) map[string][]string
 			}
 		}
 	}
-	return users
-}
-
-// usedBy returns the tenants whose records use template name, sorted.
-func usedBy(ctx context.Context, svc *tenant.Service, name string) []string {
-	return append([]string{}, templateUsers(ctx, svc)[name]...)
+	return users, nil
 }
 
 func toTemplateAPI(t template.Template, users []string) vtp.Template {
@@ -68,8 +72,14 @@ func toTemplateAPI(t template.Template, users []string) vtp.Template {
 	}
 }
 
+// toAPI is the reply of a call that changed the registry: the change is done, so a failed
+// read of the tenants is logged and leaves usedBy empty rather than failing the call.
 func (a *templateAPI) toAPI(ctx context.Context, t template.Template) vtp.Template {
-	return toTemplateAPI(t, usedBy(ctx, a.tenants, t.Name))
+	users, err := templateUsers(ctx, a.tenants)
+	if err != nil {
+		a.log.Warn("cannot read the tenants that use a template", "template", t.Name, "err", err)
+	}
+	return toTemplateAPI(t, users[t.Name])
 }
 
 // progressSender streams progress replies when the caller asked for more.
@@ -146,7 +156,11 @@ func (a *templateAPI) Get(ctx context.Context, c vtp.VarlinkCall, name string) e
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	return c.ReplyGet(ctx, a.toAPI(ctx, t))
+	users, err := templateUsers(ctx, a.tenants)
+	if err != nil {
+		return a.replyError(ctx, c, name, err)
+	}
+	return c.ReplyGet(ctx, toTemplateAPI(t, users[t.Name]))
 }
 
 func (a *templateAPI) List(ctx context.Context, c vtp.VarlinkCall) error {
@@ -154,7 +168,10 @@ func (a *templateAPI) List(ctx context.Context, c vtp.VarlinkCall) error {
 	if len(ts) == 0 {
 		return c.ReplyNoSuchTemplate(ctx, "")
 	}
-	users := templateUsers(ctx, a.tenants)
+	users, err := templateUsers(ctx, a.tenants)
+	if err != nil {
+		return a.replyError(ctx, c, "", err)
+	}
 	for i, t := range ts {
 		c.Continues = i < len(ts)-1
 		if err := c.ReplyList(ctx, toTemplateAPI(t, users[t.Name])); err != nil {
@@ -164,8 +181,21 @@ func (a *templateAPI) List(ctx context.Context, c vtp.VarlinkCall) error {
 	return nil
 }
 
+// Remove removes a template that no tenant uses. The guard fails closed: when the tenants
+// cannot be read, nothing is removed and the call fails with StorageFailure.
 func (a *templateAPI) Remove(ctx context.Context, c vtp.VarlinkCall, name string) error {
-	err := a.reg.Remove(ctx, name, func(n string) []string { return usedBy(ctx, a.tenants, n) })
+	var readErr error
+	err := a.reg.Remove(ctx, name, func(n string) []string {
+		users, err := templateUsers(ctx, a.tenants)
+		if err != nil {
+			readErr = err
+			return []string{"(unknown: the tenants could not be read)"} // refuses the removal
+		}
+		return users[n]
+	})
+	if readErr != nil {
+		return a.replyError(ctx, c, name, fmt.Errorf("template %s was not removed: cannot tell whether tenants use it: %w", name, readErr))
+	}
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
@@ -175,6 +205,12 @@ func (a *templateAPI) Remove(ctx context.Context, c vtp.VarlinkCall, name string
 
 // Validate checks a pinned template (checked out into a scratch directory) or a directory on
 // the host. It reads only; a hostile tree cannot make it write or follow links out.
+//
+// Any local user may validate a registered template, so what that costs is bounded: a
+// registered template's commit is immutable, so its verdict (for one type and architecture)
+// is kept and served again without a checkout, and concurrent calls for one verdict share one
+// run; at most validations.limit validations (by name or by path) run at once, and a caller
+// over the limit waits as long as its context allows.
 func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *string, path *string, typ *string, base *string, architecture *string) error {
 	if (name == nil) == (path == nil) {
 		return c.ReplyInvalidField(ctx, "name", "give exactly one of name and path")
@@ -195,7 +231,15 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 		}
 		opts.BaseRoot = *base
 	}
-	dir := ""
+	if typ != nil && !slices.Contains(validate.Kinds(), validate.Kind(*typ)) {
+		return c.ReplyInvalidField(ctx, "type", fmt.Sprintf("%q is not a template type", *typ))
+	}
+
+	var (
+		v        verdict
+		err      error
+		metaPath = "metadata.json" // where an InvalidMetadata reply says metadata.json is
+	)
 	if path != nil {
 		if !filepath.IsAbs(*path) {
 			return c.ReplyInvalidField(ctx, "path", "must be an absolute path")
@@ -203,49 +247,35 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 		if fi, err := os.Stat(*path); err != nil || !fi.IsDir() {
 			return c.ReplyInvalidField(ctx, "path", fmt.Sprintf("%s is not a directory", *path))
 		}
-		dir = *path
+		metaPath = filepath.Join(*path, "metadata.json")
+		v, err = a.validations.run(ctx, nil, func() (verdict, error) { return validateDir(ctx, *path, typ, opts) })
 	} else {
-		t, err := a.reg.Get(*name)
-		if err != nil {
-			return a.replyError(ctx, c, *name, err)
+		t, gerr := a.reg.Get(*name)
+		if gerr != nil {
+			return a.replyError(ctx, c, *name, gerr)
 		}
-		if err := os.MkdirAll(a.scratch, 0o700); err != nil {
-			return c.ReplyStorageFailure(ctx, err.Error())
+		// With a base the verdict depends on the host's base tree, which can change: not kept.
+		var key *verdictKey
+		if base == nil {
+			key = &verdictKey{template: t.Name, commit: t.Commit, typ: deref(typ), architecture: opts.Architecture}
 		}
-		tmp, err := os.MkdirTemp(a.scratch, "validate-")
-		if err != nil {
-			return c.ReplyStorageFailure(ctx, err.Error())
-		}
-		defer os.RemoveAll(tmp)
-		dir = filepath.Join(tmp, t.Name)
-		if err := a.reg.Materialize(ctx, t.Name, t.Commit, "", dir, nil); err != nil {
-			return a.replyError(ctx, c, *name, err)
-		}
-	}
-
-	var rep validate.Report
-	var meta *metadata.Metadata
-	var err error
-	if typ != nil {
-		if !slices.Contains(validate.Kinds(), validate.Kind(*typ)) {
-			return c.ReplyInvalidField(ctx, "type", fmt.Sprintf("%q is not a template type", *typ))
-		}
-		rep, err = validate.Tree(ctx, dir, validate.Kind(*typ), opts)
-	} else {
-		rep, meta, err = validate.Template(ctx, dir, opts)
+		v, err = a.validations.run(ctx, key, func() (verdict, error) { return a.validateCommit(ctx, t, typ, opts) })
 	}
 	if err != nil {
-		var me *metadata.Error
-		if errors.As(err, &me) || errors.Is(err, validate.ErrUnknownKind) || os.IsNotExist(errors.Unwrap(err)) {
-			return c.ReplyInvalidMetadata(ctx, filepath.Join(dir, "metadata.json"), err.Error()+" (pass type to validate a tree without metadata.json)")
+		if ctx.Err() != nil {
+			return c.ReplyStorageFailure(ctx, "validation did not run: "+ctx.Err().Error())
 		}
-		return c.ReplyStorageFailure(ctx, err.Error())
+		return a.replyError(ctx, c, deref(name), err)
 	}
-	findings := make([]vtp.Finding, 0, len(rep.Findings))
+	if v.badMetadata != nil {
+		return c.ReplyInvalidMetadata(ctx, metaPath, v.badMetadata.Error()+" (pass type to validate a tree without metadata.json)")
+	}
+
+	findings := make([]vtp.Finding, 0, len(v.report.Findings))
 	var nerr, nwarn int64
 	var compatible *bool
 	var reason *string
-	for _, f := range rep.Findings {
+	for _, f := range v.report.Findings {
 		findings = append(findings, vtp.Finding{Rule: f.Rule, Severity: string(f.Severity), Path: f.Path, Message: f.Message})
 		switch f.Severity {
 		case validate.SeverityError:
@@ -260,8 +290,8 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 	}
 	// What the template requires of the host (metadata.json's requirements), as warnings:
 	// the tree is valid, but this host may not run it.
-	if meta != nil {
-		for _, p := range metadata.CheckHost(meta, metadata.ProbeHost(ctx)) {
+	if v.meta != nil {
+		for _, p := range metadata.CheckHost(v.meta, metadata.ProbeHost(ctx)) {
 			findings = append(findings, vtp.Finding{Rule: "requirements." + p.Requirement, Severity: "warning", Path: "metadata.json", Message: p.Message})
 			nwarn++
 		}
@@ -271,6 +301,217 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 		compatible, reason = &yes, &msg
 	}
 	return c.ReplyValidate(ctx, findings, nerr, nwarn, compatible, reason)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+// validateCommit checks a registered template's commit out into a scratch directory and
+// validates it there.
+func (a *templateAPI) validateCommit(ctx context.Context, t template.Template, typ *string, opts validate.Options) (verdict, error) {
+	if err := os.MkdirAll(a.scratch, 0o700); err != nil {
+		return verdict{}, err
+	}
+	tmp, err := os.MkdirTemp(a.scratch, "validate-")
+	if err != nil {
+		return verdict{}, err
+	}
+	defer os.RemoveAll(tmp)
+	dir := filepath.Join(tmp, t.Name)
+	checkout := a.checkout
+	if checkout == nil {
+		checkout = func(ctx context.Context, name, commit, dir string) error {
+			return a.reg.Materialize(ctx, name, commit, "", dir, nil)
+		}
+	}
+	if err := checkout(ctx, t.Name, t.Commit, dir); err != nil {
+		return verdict{}, err
+	}
+	return validateDir(ctx, dir, typ, opts)
+}
+
+// verdict is the outcome of one validation.
+type verdict struct {
+	report validate.Report
+	meta   *metadata.Metadata // nil when validated by type
+	// badMetadata is set when the tree's metadata.json cannot be used (InvalidMetadata).
+	badMetadata error
+}
+
+// validateDir validates the tree in dir as typ, or as its metadata.json says when typ is nil.
+// A tree whose metadata cannot be used is a verdict (badMetadata), not an error: errors are
+// failures to read that may pass.
+func validateDir(ctx context.Context, dir string, typ *string, opts validate.Options) (verdict, error) {
+	var (
+		v   verdict
+		err error
+	)
+	if typ != nil {
+		v.report, err = validate.Tree(ctx, dir, validate.Kind(*typ), opts)
+	} else {
+		v.report, v.meta, err = validate.Template(ctx, dir, opts)
+	}
+	if err != nil {
+		var me *metadata.Error
+		if errors.As(err, &me) || errors.Is(err, validate.ErrUnknownKind) || os.IsNotExist(errors.Unwrap(err)) {
+			return verdict{badMetadata: err}, nil
+		}
+		return verdict{}, err
+	}
+	return v, nil
+}
+
+// Defaults of validations.
+const (
+	// defaultMaxValidations is how many validations run at once.
+	defaultMaxValidations = 4
+	// defaultVerdicts is how many verdicts of registered templates are kept.
+	defaultVerdicts = 256
+	// defaultVerdictTTL is how long a kept verdict is served: a verdict depends on the clock
+	// as well as on the commit (rule A8: SUPPORT_END in the past).
+	defaultVerdictTTL = time.Hour
+)
+
+// verdictKey names what a kept verdict is of: a registered template's commit, validated as a
+// type ("" for its metadata's) for an architecture ("" for the host's), without a base.
+type verdictKey struct {
+	template, commit, typ, architecture string
+}
+
+// validations limits how many validations run at once and keeps the verdicts of registered
+// templates, least recently used first out. Concurrent calls for one verdict run once. The
+// zero value is ready to use, with the defaults above.
+type validations struct {
+	limit int           // validations at once (0: defaultMaxValidations)
+	size  int           // verdicts kept (0: defaultVerdicts)
+	ttl   time.Duration // how long a verdict is served (0: defaultVerdictTTL)
+	now   func() time.Time
+
+	once     sync.Once
+	slots    chan struct{}
+	mu       sync.Mutex
+	kept     map[verdictKey]*list.Element // of *keptVerdict
+	lru      *list.List                   // most recently used first
+	inflight map[verdictKey]chan struct{} // closed when that validation ends
+}
+
+type keptVerdict struct {
+	key verdictKey
+	v   verdict
+	at  time.Time
+}
+
+func (vs *validations) init() {
+	vs.once.Do(func() {
+		if vs.limit <= 0 {
+			vs.limit = defaultMaxValidations
+		}
+		if vs.size <= 0 {
+			vs.size = defaultVerdicts
+		}
+		if vs.ttl <= 0 {
+			vs.ttl = defaultVerdictTTL
+		}
+		if vs.now == nil {
+			vs.now = time.Now
+		}
+		vs.slots = make(chan struct{}, vs.limit)
+		vs.kept = map[verdictKey]*list.Element{}
+		vs.lru = list.New()
+		vs.inflight = map[verdictKey]chan struct{}{}
+	})
+}
+
+// run returns the kept verdict of key, or waits for the validation of key that is running,
+// or runs fn in a slot (waiting for one while ctx allows) and keeps its verdict. A nil key is
+// never kept: fn runs in a slot every time. Errors are not kept.
+func (vs *validations) run(ctx context.Context, key *verdictKey, fn func() (verdict, error)) (verdict, error) {
+	vs.init()
+	if key == nil {
+		return vs.inSlot(ctx, fn)
+	}
+	for {
+		vs.mu.Lock()
+		if v, ok := vs.lookup(*key); ok {
+			vs.mu.Unlock()
+			return v, nil
+		}
+		if done, ok := vs.inflight[*key]; ok {
+			vs.mu.Unlock()
+			select {
+			case <-done:
+				continue // kept now, or failed: then this caller tries itself
+			case <-ctx.Done():
+				return verdict{}, ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		vs.inflight[*key] = done
+		vs.mu.Unlock()
+		return vs.runKept(ctx, *key, done, fn)
+	}
+}
+
+// runKept runs fn for key in a slot, keeps its verdict unless it failed, and then (even if
+// fn panics) ends the in-flight validation of key.
+func (vs *validations) runKept(ctx context.Context, key verdictKey, done chan struct{}, fn func() (verdict, error)) (v verdict, err error) {
+	ok := false
+	defer func() {
+		vs.mu.Lock()
+		if ok {
+			vs.keep(key, v)
+		}
+		delete(vs.inflight, key)
+		close(done)
+		vs.mu.Unlock()
+	}()
+	v, err = vs.inSlot(ctx, fn)
+	ok = err == nil
+	return v, err
+}
+
+// inSlot runs fn once a slot is free.
+func (vs *validations) inSlot(ctx context.Context, fn func() (verdict, error)) (verdict, error) {
+	select {
+	case vs.slots <- struct{}{}:
+	case <-ctx.Done():
+		return verdict{}, ctx.Err()
+	}
+	defer func() { <-vs.slots }()
+	return fn()
+}
+
+// lookup returns a kept verdict that is still fresh. vs.mu is held.
+func (vs *validations) lookup(key verdictKey) (verdict, bool) {
+	e, ok := vs.kept[key]
+	if !ok {
+		return verdict{}, false
+	}
+	kv := e.Value.(*keptVerdict)
+	if vs.now().Sub(kv.at) >= vs.ttl {
+		vs.lru.Remove(e)
+		delete(vs.kept, key)
+		return verdict{}, false
+	}
+	vs.lru.MoveToFront(e)
+	return kv.v, true
+}
+
+// keep keeps a verdict, dropping the least recently used beyond the size. vs.mu is held.
+func (vs *validations) keep(key verdictKey, v verdict) {
+	if e, ok := vs.kept[key]; ok {
+		vs.lru.Remove(e)
+	}
+	vs.kept[key] = vs.lru.PushFront(&keptVerdict{key: key, v: v, at: vs.now()})
+	for vs.lru.Len() > vs.size {
+		old := vs.lru.Back()
+		vs.lru.Remove(old)
+		delete(vs.kept, old.Value.(*keptVerdict).key)
+	}
 }
 
 // replyError maps registry errors to io.bitbuilder.Template errors, in one place.
@@ -302,7 +543,7 @@ func (a *templateAPI) replyError(ctx context.Context, c vtp.VarlinkCall, name st
 	case errors.As(err, &valErr):
 		fs := make([]vtp.Finding, 0, len(valErr.Errors))
 		for _, e := range valErr.Errors {
-			fs = append(fs, vtp.Finding{Rule: "validation", Severity: "error", Message: e})
+			fs = append(fs, parseFinding(e))
 		}
 		return c.ReplyValidationFailed(ctx, valErr.Name, valErr.Commit, fs)
 	case errors.As(err, &inUse):
@@ -318,7 +559,8 @@ func (a *templateAPI) replyError(ctx context.Context, c vtp.VarlinkCall, name st
 }
 
 // registryValidator adapts the UAPI validator to the registry's hook: a commit is refused
-// when validation finds errors.
+// when validation finds errors. The registry carries findings as strings; each is written by
+// formatFinding so that replyError reads its rule and path back (parseFinding).
 func registryValidator(ctx context.Context, dir, kind string) ([]string, error) {
 	rep, err := validate.Tree(ctx, dir, validate.Kind(kind), validate.Options{})
 	if err != nil {
@@ -326,9 +568,42 @@ func registryValidator(ctx context.Context, dir, kind string) ([]string, error) 
 	}
 	var out []string
 	for _, f := range rep.Errors() {
-		out = append(out, f.String())
+		out = append(out, formatFinding(f))
 	}
 	return out, nil
+}
+
+// formatFinding writes a finding as validate.Finding.String does ("path: severity RULE:
+// message"), but with the path quoted, so that any path (one holding ": " too) reads back.
+func formatFinding(f validate.Finding) string {
+	return fmt.Sprintf("%s: %s %s: %s", strconv.Quote(f.Path), f.Severity, f.Rule, f.Message)
+}
+
+// parseFinding reads a finding written by formatFinding. A string in another form is a
+// finding of rule "validation" with the string as its message.
+func parseFinding(s string) vtp.Finding {
+	other := vtp.Finding{Rule: "validation", Severity: string(validate.SeverityError), Message: s}
+	q, err := strconv.QuotedPrefix(s)
+	if err != nil {
+		return other
+	}
+	path, err := strconv.Unquote(q)
+	if err != nil {
+		return other
+	}
+	rest, ok := strings.CutPrefix(s[len(q):], ": ")
+	if !ok {
+		return other
+	}
+	sev, rest, ok := strings.Cut(rest, " ")
+	if !ok {
+		return other
+	}
+	rule, msg, ok := strings.Cut(rest, ": ")
+	if !ok || rule == "" || strings.ContainsAny(rule, " \t\n") {
+		return other
+	}
+	return vtp.Finding{Rule: rule, Severity: sev, Path: path, Message: msg}
 }
 
 // MachineInfo implements tenant.MachineInspector: what a pinned template says about the

@@ -28,6 +28,8 @@ var (
 	ErrMachineNameInUse = errors.New("machine name in use")
 	// ErrNoSuchMachine is matched by *MachineError.
 	ErrNoSuchMachine = errors.New("no such machine")
+	// ErrNoSuchPeer is matched by *PeerError.
+	ErrNoSuchPeer = errors.New("no such peer")
 )
 
 // NameError says why a tenant name is refused.
@@ -104,3 +106,15 @@ func (e *TemplateError) Error() string {
 
 // Is makes errors.Is(err, ErrNoSuchTemplate) true.
 func (e *TemplateError) Is(target error) bool { return target == ErrNoSuchTemplate }
+
+// PeerError names a WireGuard peer a tenant does not have.
+type PeerError struct {
+	Tenant, PublicKey string
+}
+
+func (e *PeerError) Error() string {
+	return fmt.Sprintf("tenant %q has no peer %q", e.Tenant, e.PublicKey)
+}
+
+// Is makes errors.Is(err, ErrNoSuchPeer) true.
+func (e *PeerError) Is(target error) bool { return target == ErrNoSuchPeer }

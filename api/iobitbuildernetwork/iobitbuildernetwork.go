@@ -129,6 +129,17 @@ func (e NetworkdUnavailable) Error() string {
 	return s
 }
 
+// The daemon could not read or write its state; nothing was changed.
+type StorageFailure struct {
+	Message string `json:"message"`
+}
+
+func (e StorageFailure) Error() string {
+	s := "io.bitbuilder.Network.StorageFailure"
+	s += fmt.Sprintf("(Message: %v)", e.Message)
+	return s
+}
+
 func Dispatch_Error(err error) error {
 	if e, ok := err.(*varlink.Error); ok {
 		switch e.Name {
@@ -193,6 +204,17 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param NetworkdUnavailable
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.bitbuilder.Network.StorageFailure":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param StorageFailure
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -628,6 +650,13 @@ func (c *VarlinkCall) ReplyNetworkdUnavailable(ctx context.Context, message_ str
 	return c.ReplyError(ctx, "io.bitbuilder.Network.NetworkdUnavailable", &out)
 }
 
+// The daemon could not read or write its state; nothing was changed.
+func (c *VarlinkCall) ReplyStorageFailure(ctx context.Context, message_ string) error {
+	var out StorageFailure
+	out.Message = message_
+	return c.ReplyError(ctx, "io.bitbuilder.Network.StorageFailure", &out)
+}
+
 // Generated reply methods for all varlink methods
 
 func (c *VarlinkCall) ReplyGet(ctx context.Context, network_ TenantNetwork) error {
@@ -936,6 +965,9 @@ error RenderFailed (file: string, message: string)
 
 # systemd-networkd could not be reached.
 error NetworkdUnavailable (message: string)
+
+# The daemon could not read or write its state; nothing was changed.
+error StorageFailure (message: string)
 `
 }
 
