@@ -11,6 +11,7 @@
 #   $(PREFIX)/lib/systemd/system-generators/bitbuilder-generator
 #   $(PREFIX)/lib/systemd/system/bitbuilderd.{service,socket}
 #   $(PREFIX)/lib/sysusers.d/bitbuilder.conf, $(PREFIX)/lib/tmpfiles.d/bitbuilder.conf
+#   $(PREFIX)/lib/sysctl.d/50-bitbuilder.conf            inotify limits for many containers
 #
 # Variables: DESTDIR (staging root, default empty), PREFIX (default /usr), BB_BIN (where the built binaries are,
 # default ./bin). Rendered tenant units and the generator assume PREFIX=/usr (package units' Config defaults).
@@ -30,6 +31,7 @@ BB_UNITDIR := $(PREFIX)/lib/systemd/system
 BB_GENERATORDIR := $(PREFIX)/lib/systemd/system-generators
 BB_SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
 BB_TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
+BB_SYSCTLDIR := $(PREFIX)/lib/sysctl.d
 
 BB_PROGRAMS := bitbuilderd bbctl bitbuilder-generator
 
@@ -39,7 +41,7 @@ install:
 		test -x "$(BB_BIN)/$$p" || { echo "install: $(BB_BIN)/$$p is missing (run make build first)" >&2; exit 1; }; \
 	done
 	$(BB_INSTALL) -d -m 0755 "$(DESTDIR)$(BB_BINDIR)" "$(DESTDIR)$(BB_LIBEXECDIR)" "$(DESTDIR)$(BB_UNITDIR)" \
-		"$(DESTDIR)$(BB_GENERATORDIR)" "$(DESTDIR)$(BB_SYSUSERSDIR)" "$(DESTDIR)$(BB_TMPFILESDIR)"
+		"$(DESTDIR)$(BB_GENERATORDIR)" "$(DESTDIR)$(BB_SYSUSERSDIR)" "$(DESTDIR)$(BB_TMPFILESDIR)" "$(DESTDIR)$(BB_SYSCTLDIR)"
 	$(BB_INSTALL) -d -m 0555 "$(DESTDIR)$(BB_LIBEXECDIR)/empty"
 	$(BB_INSTALL) -m 0755 "$(BB_BIN)/bbctl" "$(DESTDIR)$(BB_BINDIR)/bbctl"
 	$(BB_INSTALL) -m 0755 "$(BB_BIN)/bitbuilderd" "$(DESTDIR)$(BB_LIBEXECDIR)/bitbuilderd"
@@ -50,3 +52,4 @@ install:
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/systemd/bitbuilderd.socket" "$(DESTDIR)$(BB_UNITDIR)/bitbuilderd.socket"
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/sysusers.d/bitbuilder.conf" "$(DESTDIR)$(BB_SYSUSERSDIR)/bitbuilder.conf"
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/tmpfiles.d/bitbuilder.conf" "$(DESTDIR)$(BB_TMPFILESDIR)/bitbuilder.conf"
+	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/sysctl.d/50-bitbuilder.conf" "$(DESTDIR)$(BB_SYSCTLDIR)/50-bitbuilder.conf"

@@ -50,6 +50,7 @@ set -e
 if [ "$1" = configure ]; then
 	systemd-sysusers bitbuilder.conf
 	systemd-tmpfiles --create bitbuilder.conf
+	systemd-sysctl 50-bitbuilder.conf || true
 	systemctl enable bitbuilderd.socket bitbuilderd.service
 	if [ -d /run/systemd/system ]; then
 		systemctl daemon-reload
