@@ -55,6 +55,8 @@ type MachinesStep struct {
 	// file that puts it on its tenant's bridge; NetworkReload has networkd read it.
 	NetworkDir    string
 	NetworkReload func(ctx context.Context) error
+	// AttachTap puts a running VM's tap on its tenant's bridge (default machines.AttachTap).
+	AttachTap func(ctx context.Context, tap, bridge string) (bool, error)
 	// Prepare makes a machine's root (default machines.Prepare).
 	Prepare MachineRoot
 	// StopTimeout bounds the wait for a machine to stop at deletion (default 2 min).
@@ -234,6 +236,17 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 			if err := s.ensureTapFile(ctx, t, m, tap); err != nil {
 				return st, err
 			}
+			attach := s.AttachTap
+			if attach == nil {
+				attach = machines.AttachTap
+			}
+			changed, err := attach(ctx, tap, units.BridgeName(t.NetworkIndex))
+			if err != nil {
+				return st, err
+			}
+			if changed {
+				s.log().Info("tap put on the tenant bridge", "tenant", t.Name, "machine", m.Name, "tap", tap, "bridge", units.BridgeName(t.NetworkIndex))
+			}
 		}
 		return st, nil
 	case us.Running() || us.Active == "deactivating":
@@ -294,7 +307,7 @@ func (s *MachinesStep) ensureTapFile(ctx context.Context, t *tenant.Tenant, m *t
 	if err := machines.WriteFile(path, want, 0o644); err != nil {
 		return err
 	}
-	s.log().Info("tap joins the tenant bridge", "tenant", t.Name, "machine", m.Name, "tap", tap, "file", path)
+	s.log().Info("wrote the networkd file of a VM's tap", "tenant", t.Name, "machine", m.Name, "tap", tap, "file", path)
 	if s.NetworkReload != nil {
 		if err := s.NetworkReload(ctx); err != nil {
 			return fmt.Errorf("networkd reload for the tap of %s: %w", m.Name, err)

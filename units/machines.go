@@ -245,15 +245,18 @@ func TapName(machine string) (name string, ok bool) {
 	return name, len(name) <= 15
 }
 
-// TapNetworkFile is the networkd file that puts the tap of VM machine (tenant t, machine m) on its tenant's
-// bridge. It sorts before networkd's stock 80-vm-vt.network, which would otherwise give the tap an address and a
-// DHCP server of its own, outside the tenant's bridge and its isolation filter.
+// TapNetworkFile is the networkd file of the tap of VM machine (tenant t, machine m). It sorts before networkd's
+// stock 80-vm-vt.network, which would otherwise give the tap an address and a DHCP server of its own, outside the
+// tenant's bridge and its isolation filter. The daemon puts the tap on the bridge (machines.AttachTap): networkd
+// cannot, since the bridge is the daemon's (made with netlink, its netdev failed in networkd), so the file keeps
+// the master the daemon set and configures nothing else.
 func TapNetworkFile(tenant, machine string) string {
 	return "10-bitbuilder-tap-" + MachineName(tenant, machine) + ".network"
 }
 
-// TapNetwork is the content of TapNetworkFile for tap on bridge.
+// TapNetwork is the content of TapNetworkFile for tap, which the daemon puts on bridge.
 func TapNetwork(tap, bridge string) []byte {
-	return []byte("# Written by BitBuilder: this VM's tap joins its tenant's bridge. Do not edit.\n" +
-		"[Match]\nName=" + tap + "\nDriver=tun\n\n[Network]\nBridge=" + bridge + "\n")
+	return []byte("# Written by BitBuilder: this VM's tap is a port of its tenant's bridge " + bridge + ", put there by the\n" +
+		"# daemon. Do not edit.\n" +
+		"[Match]\nName=" + tap + "\nDriver=tun\n\n[Network]\nKeepMaster=yes\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n")
 }
