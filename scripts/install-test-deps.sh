@@ -12,8 +12,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # Tools the tests run on the host itself (zsh and fish check the completion scripts bbctl
-# generates; dbus-daemon serves a private bus to the host prober tests).
-packages=(git jq iproute2 busybox-static util-linux dbus zsh fish)
+# generates; dbus-daemon serves a private bus to the host prober tests; systemd-boot-efi gives
+# the machine template's ESP its systemd-boot).
+packages=(git jq iproute2 busybox-static util-linux dbus zsh fish systemd-boot-efi)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,10 +25,16 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The kernel settings the product ships (packaging/sysctl.d): many nested systemd instances need more
+# inotify instances than the default 128 per user.
+sysctl -q -p packaging/sysctl.d/50-bitbuilder.conf
+
 # The systemd 257 test host, and its "vm" variant (QEMU, virtiofsd and systemd-vmspawn, plus a small guest) in
 # which tests boot VMs; prepare-vm.sh runs prepare.sh first.
 bash integration/testhost/prepare.sh >/dev/null
 bash integration/testhost/prepare-vm.sh >/dev/null
+# The machine template the VM tests add and boot (a bare Git repository of prepare-vm.sh's guest).
+bash integration/testdata/machine-template.sh >/dev/null
 
 # The container template the integration tests add and boot (a bare Git repository derived from
 # the test host's rootfs, cached next to it).
