@@ -42,28 +42,49 @@ const (
 	DefaultSocket     = "/run/bitbuilder/io.bitbuilder"
 	DefaultStateDir   = "/var/lib/bitbuilder"
 	DefaultAdminGroup = "bitbuilder"
+
+	// The Varlink server's limits, as rpc.Config takes them.
+	DefaultMaxConnections       = rpc.DefaultMaxConnections
+	DefaultMaxConnectionsPerUID = rpc.DefaultMaxConnectionsPerUID
+	DefaultRootReserve          = rpc.DefaultRootReserve
+	DefaultMaxMessageSize       = rpc.DefaultMaxMessageSize
+	DefaultIdleTimeout          = rpc.DefaultIdleTimeout
+	DefaultMessageTimeout       = rpc.DefaultMessageTimeout
 )
 
 // Config configures the daemon. The zero value of each field takes its default.
 type Config struct {
-	// SocketPath is where the Varlink socket is created when systemd does not pass one.
+	// SocketPath is where the Varlink socket (0660, root and the admin group) is created
+	// when systemd does not pass one.
 	SocketPath string
+	// ReadOnlySocketPath is where the read-only Varlink socket (0666, any local user; only
+	// the Read methods, whoever calls) is created when systemd does not pass one. Default
+	// SocketPath + ".ro".
+	ReadOnlySocketPath string
+	// NoReadOnlySocket serves no read-only socket (one that systemd passes is closed).
+	NoReadOnlySocket bool
 	// StateDir holds the database and the tenants' trees.
 	StateDir string
 	// AdminGroup names the group whose members may change things, besides root.
 	AdminGroup string
 	// IndexMin and IndexMax bound tenant network indexes (default 1..254).
 	IndexMin, IndexMax int
-	// MaxConnections and MaxMessageSize limit the Varlink server (see rpc.Config).
-	MaxConnections, MaxMessageSize int
+	// MaxConnections, MaxConnectionsPerUID, RootReserve, MaxMessageSize, MaxBufferedBytes,
+	// IdleTimeout and MessageTimeout limit the Varlink server over both sockets; zero takes
+	// rpc's default (see rpc.Config).
+	MaxConnections, MaxConnectionsPerUID, RootReserve int
+	MaxMessageSize, MaxBufferedBytes                  int
+	IdleTimeout, MessageTimeout                       time.Duration
 	// StoreTimeout is how long to wait for the database lock (default 2 s).
 	StoreTimeout time.Duration
 	// NoSync disables fsync in the store. Only for tests and benchmarks: a crash loses data.
 	NoSync bool
 	// Logger receives the daemon's logs (default slog.Default()).
 	Logger *slog.Logger
-	// Listener, when set, is served instead of socket activation or SocketPath (tests).
-	Listener net.Listener
+	// Listener, when set, is served instead of socket activation or SocketPath, and
+	// ReadOnlyListener, when set, as the read-only socket; with Listener set and
+	// ReadOnlyListener not, there is no read-only socket (tests).
+	Listener, ReadOnlyListener net.Listener
 	// Ready, when set, is closed once the daemon serves.
 	Ready chan<- struct{}
 	// Host, when set, makes the daemon change the host: tenants' networks, template trees,
@@ -78,6 +99,9 @@ type Config struct {
 func (c *Config) defaults() {
 	if c.SocketPath == "" {
 		c.SocketPath = DefaultSocket
+	}
+	if c.ReadOnlySocketPath == "" {
+		c.ReadOnlySocketPath = c.SocketPath + ".ro"
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
@@ -130,14 +154,19 @@ func Run(ctx context.Context, cfg Config) error {
 		log.Warn("admin group does not exist; only root may change things", "group", cfg.AdminGroup)
 	}
 	srv, err := rpc.New(rpc.Config{
-		Vendor:         "BitBuilder",
-		Product:        "bitbuilderd",
-		Version:        Version,
-		URL:            "https://github.com/bitbuilder/bitbuilder",
-		AdminGroup:     gid,
-		MaxConnections: cfg.MaxConnections,
-		MaxMessageSize: cfg.MaxMessageSize,
-		Logger:         log,
+		Vendor:               "BitBuilder",
+		Product:              "bitbuilderd",
+		Version:              Version,
+		URL:                  "https://github.com/bitbuilder/bitbuilder",
+		AdminGroup:           gid,
+		MaxConnections:       cfg.MaxConnections,
+		MaxConnectionsPerUID: cfg.MaxConnectionsPerUID,
+		RootReserve:          cfg.RootReserve,
+		MaxMessageSize:       cfg.MaxMessageSize,
+		MaxBufferedBytes:     cfg.MaxBufferedBytes,
+		IdleTimeout:          cfg.IdleTimeout,
+		MessageTimeout:       cfg.MessageTimeout,
+		Logger:               log,
 		Interfaces: []rpc.Interface{
 			{
 				Dispatcher: iobitbuildertenant.VarlinkNew(&tenantAPI{svc: svc, store: st, log: log}),
@@ -215,31 +244,28 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	steps = append(steps, cfg.Steps...)
 
-	l := cfg.Listener
-	if l == nil {
-		if l, err = rpc.ActivationListener(); err != nil {
-			return err
-		}
-		if l != nil {
-			log.Info("serving the socket passed by systemd")
-		}
-	}
-	if l == nil {
-		if l, err = rpc.Listen(cfg.SocketPath, 0o660, gid); err != nil {
-			return err
-		}
-		log.Info("serving", "socket", cfg.SocketPath)
+	l, lro, err := listeners(cfg, gid)
+	if err != nil {
+		return err
 	}
 
 	serveCtx, stopServing := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopServing()
 	var wg sync.WaitGroup
-	serveErr := make(chan error, 1)
+	serveErr := make(chan error, 2)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		serveErr <- srv.Serve(serveCtx, l)
 	}()
+	if lro != nil {
+		// The same server, so its limits hold over both sockets together.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			serveErr <- srv.ServeReadOnly(serveCtx, lro)
+		}()
+	}
 
 	ctl := reconcile.New(reconcile.Config{
 		Tenants: svc, Store: st, Steps: steps, Observer: observer,
@@ -300,6 +326,55 @@ func Run(ctx context.Context, cfg Config) error {
 	stopServing()
 	wg.Wait()
 	return nil
+}
+
+// listeners returns the sockets to serve: the main one (0660, root and the admin group) and
+// the read-only one (0666); both from systemd when it activated the daemon, else made at
+// their paths.
+func listeners(cfg Config, gid int) (l, lro net.Listener, err error) {
+	log := cfg.Logger
+	if cfg.Listener != nil {
+		return cfg.Listener, cfg.ReadOnlyListener, nil
+	}
+	if l, lro, err = rpc.ActivationListeners(); err != nil {
+		return nil, nil, err
+	}
+	// With socket activation the sockets are systemd's: the read-only one is served when
+	// systemd passes it (bitbuilderd-ro.socket) and never made here.
+	activated := l != nil
+	if activated {
+		log.Info("serving the socket passed by systemd", "name", rpc.ActivationName)
+	} else {
+		if l, err = rpc.Listen(cfg.SocketPath, 0o660, gid); err != nil {
+			if lro != nil {
+				lro.Close()
+			}
+			return nil, nil, err
+		}
+		log.Info("serving", "socket", cfg.SocketPath)
+	}
+	switch {
+	case cfg.NoReadOnlySocket:
+		if lro != nil {
+			log.Info("closing the read-only socket passed by systemd: no read-only socket is configured")
+			lro.Close()
+			lro = nil
+		}
+	case lro != nil:
+		log.Info("serving the read-only socket passed by systemd", "name", rpc.ActivationNameReadOnly)
+	case activated:
+		log.Info("systemd passed no read-only socket: unprivileged users cannot read (enable bitbuilderd-ro.socket)")
+	default:
+		// Any local user may connect; what it may call is limited by the server
+		// (ServeReadOnly), not by the socket's mode. Owned by root, so only root can
+		// remove or replace it.
+		if lro, err = rpc.Listen(cfg.ReadOnlySocketPath, 0o666, -1); err != nil {
+			l.Close()
+			return nil, nil, err
+		}
+		log.Info("serving read-only", "socket", cfg.ReadOnlySocketPath)
+	}
+	return l, lro, nil
 }
 
 // machineUnitPrefix starts the name of every machine unit (units.MachineUnit).

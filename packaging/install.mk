@@ -9,7 +9,7 @@
 #                                                         helpers follow and every distribution accepts)
 #   $(PREFIX)/lib/bitbuilder/empty/                       empty bottom layer of the tenants' confext overlays
 #   $(PREFIX)/lib/systemd/system-generators/bitbuilder-generator
-#   $(PREFIX)/lib/systemd/system/bitbuilderd.{service,socket}
+#   $(PREFIX)/lib/systemd/system/bitbuilderd.{service,socket}, bitbuilderd-ro.socket
 #   $(PREFIX)/lib/sysusers.d/bitbuilder.conf, $(PREFIX)/lib/tmpfiles.d/bitbuilder.conf
 #   $(PREFIX)/lib/sysctl.d/50-bitbuilder.conf            inotify limits for many containers
 #
@@ -50,6 +50,7 @@ install:
 		>"$(DESTDIR)$(BB_UNITDIR)/bitbuilderd.service"
 	chmod 0644 "$(DESTDIR)$(BB_UNITDIR)/bitbuilderd.service"
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/systemd/bitbuilderd.socket" "$(DESTDIR)$(BB_UNITDIR)/bitbuilderd.socket"
+	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/systemd/bitbuilderd-ro.socket" "$(DESTDIR)$(BB_UNITDIR)/bitbuilderd-ro.socket"
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/sysusers.d/bitbuilder.conf" "$(DESTDIR)$(BB_SYSUSERSDIR)/bitbuilder.conf"
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/tmpfiles.d/bitbuilder.conf" "$(DESTDIR)$(BB_TMPFILESDIR)/bitbuilder.conf"
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/sysctl.d/50-bitbuilder.conf" "$(DESTDIR)$(BB_SYSCTLDIR)/50-bitbuilder.conf"

@@ -1,9 +1,9 @@
 package rpc
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -106,23 +106,92 @@ func FuzzCheckCreate(f *testing.F) {
 	})
 }
 
-func TestReadMessageLimits(t *testing.T) {
+func TestFramerLimits(t *testing.T) {
 	for _, tc := range []struct {
-		in      string
+		in      []string // the reads, in order
 		limit   int
-		want    string
-		wantErr bool
+		want    []string
+		wantErr error
 	}{
-		{"abc\x00", 10, "abc", false},
-		{"\x00", 10, "", false},
-		{"abcdef\x00", 5, "", true},
-		{"abc", 10, "", true}, // EOF inside a message
+		{[]string{"abc\x00"}, 10, []string{"abc"}, nil},
+		{[]string{"\x00"}, 10, []string{""}, nil},
+		{[]string{"a\x00bc\x00d", "e\x00"}, 10, []string{"a", "bc", "de"}, nil},
+		{[]string{"ab", "c", "de\x00"}, 5, []string{"abcde"}, nil},
+		{[]string{"abcdef\x00"}, 5, nil, errTooLarge},
+		{[]string{"abc", "def"}, 5, nil, errTooLarge},
 	} {
-		got, err := readMessage(bufioReader(tc.in), tc.limit)
-		if (err != nil) != tc.wantErr || (err == nil && string(got) != tc.want) {
-			t.Errorf("readMessage(%q, %d) = %q, %v", tc.in, tc.limit, got, err)
+		var charged, budget int
+		f := framer{limit: tc.limit, charge: func(n int) bool { charged += n; budget += n; return true }}
+		var got []string
+		var err error
+		for _, in := range tc.in {
+			if err = f.feed([]byte(in), func(msg []byte, c int) {
+				got = append(got, string(msg))
+				if c < len(msg) {
+					t.Errorf("message %q charged %d bytes", msg, c)
+				}
+				budget -= c
+			}); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, tc.wantErr) || (err == nil && strings.Join(got, "|") != strings.Join(tc.want, "|")) {
+			t.Errorf("feed(%q, %d) = %q, %v; want %q, %v", tc.in, tc.limit, got, err, tc.want, tc.wantErr)
+		}
+		if err == nil && budget != cap(f.partial) {
+			t.Errorf("feed(%q): %d bytes charged and not handed on, the partial buffer holds %d", tc.in, budget, cap(f.partial))
+		}
+	}
+	// A charge refused is an error, and nothing is copied.
+	f := framer{limit: 1 << 20, charge: func(n int) bool { return n <= 10 }}
+	if err := f.feed(bytes.Repeat([]byte("x"), 100), func([]byte, int) {}); !errors.Is(err, errOverBudget) || f.partial != nil {
+		t.Errorf("over budget: %v, partial %d bytes", err, len(f.partial))
+	}
+}
+
+func TestParamsOf(t *testing.T) {
+	for _, tc := range []struct{ msg, want string }{
+		{`{"method":"a.b","parameters":{"x":1}}`, `{"x":1}`},
+		{`{"parameters" : [1, {"a":"}"}] ,"method":"a.b"}`, `[1, {"a":"}"}]`},
+		{`{"method":"a.b"}`, ``},
+		{`{"method":"a.b","parameters":null}`, `null`},
+		{`{"parameters":{"a":1},"PARAMETERS":{"b":2}}`, `{"b":2}`}, // as encoding/json: any case, the last wins
+		{`{"p\u0061rameters":{"a":1}}`, `{"a":1}`},
+		{`{}`, ``},
+	} {
+		if got := string(paramsOf([]byte(tc.msg))); got != tc.want {
+			t.Errorf("paramsOf(%s) = %q, want %q", tc.msg, got, tc.want)
+		}
+		// What encoding/json would decode.
+		var env envelope
+		json.Unmarshal([]byte(tc.msg), &env)
+		if string(env.Parameters) != tc.want {
+			t.Errorf("paramsOf(%s): encoding/json finds %q", tc.msg, env.Parameters)
 		}
 	}
 }
 
-func bufioReader(s string) *bufio.Reader { return bufio.NewReaderSize(strings.NewReader(s), 16) }
+// TestCheckHoldsNothing: checking valid parameters allocates nothing, whatever their size;
+// an unknown field of 8 MiB costs no more. Parameters are checked before authorization, so
+// any local user could otherwise make the daemon hold many times what it sends.
+func TestCheckHoldsNothing(t *testing.T) {
+	si := tenantInterface(t)
+	create := si.methods["Create"].In
+	valid := []byte(`{"name":"a","resources":{"cpus":1.5,"memoryBytes":1,"storageBytes":2},"networkFeatures":[` +
+		strings.Repeat(`"wireguard",`, 1<<16) + `"vlan"],"parameters":{"K":"v","L":"w"},"desiredState":"running"}`)
+	if n := testing.AllocsPerRun(5, func() {
+		if field, err := si.check(create, valid); err != nil {
+			t.Fatalf("%s: %v", field, err)
+		}
+	}); n != 0 {
+		t.Errorf("checking %d bytes of valid parameters: %v allocations, want none", len(valid), n)
+	}
+	unknown := []byte(`{"name":"a","x":[` + strings.Repeat("1,", 4<<20) + `1]}`)
+	if n := testing.AllocsPerRun(2, func() {
+		if field, _ := si.check(create, unknown); field != "x" {
+			t.Fatalf("8 MiB unknown field: %q", field)
+		}
+	}); n > 10 {
+		t.Errorf("refusing 8 MiB of an unknown field: %v allocations", n)
+	}
+}

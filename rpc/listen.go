@@ -58,24 +58,37 @@ func Listen(path string, mode os.FileMode, gid int) (*net.UnixListener, error) {
 	return l, nil
 }
 
-// ActivationListener returns the socket passed by systemd socket activation
-// (LISTEN_FDS, with LISTEN_FDNAMES "varlink" or unnamed), or nil when there is none.
-func ActivationListener() (net.Listener, error) {
+// Names of the sockets systemd passes by socket activation (FileDescriptorName=).
+const (
+	// ActivationName names the main socket (bitbuilderd.socket).
+	ActivationName = "varlink"
+	// ActivationNameReadOnly names the read-only socket (bitbuilderd-ro.socket).
+	ActivationNameReadOnly = "varlink-ro"
+)
+
+// ActivationListeners returns the sockets passed by systemd socket activation (LISTEN_FDS):
+// the main one, named "varlink" (or unnamed), and the read-only one, named "varlink-ro".
+// Each is nil when systemd did not pass it.
+func ActivationListeners() (main, readOnly net.Listener, err error) {
 	named, err := activation.ListenersWithNames()
 	if err != nil {
-		return nil, fmt.Errorf("socket activation: %w", err)
+		return nil, nil, fmt.Errorf("socket activation: %w", err)
 	}
-	for _, name := range []string{"varlink", "unknown", "LISTEN_FD_3"} {
+	for _, name := range []string{ActivationName, "unknown", "LISTEN_FD_3"} {
 		if ls := named[name]; len(ls) > 0 {
-			return ls[0], nil
+			main = ls[0]
+			break
 		}
+	}
+	if ls := named[ActivationNameReadOnly]; len(ls) > 0 {
+		readOnly = ls[0]
 	}
 	for name, ls := range named {
-		if len(ls) > 0 {
-			return nil, fmt.Errorf("socket activation: unexpected socket name %q (want FileDescriptorName=varlink)", name)
+		if len(ls) > 0 && ls[0] != main && ls[0] != readOnly {
+			return nil, nil, fmt.Errorf("socket activation: unexpected socket name %q (want FileDescriptorName=%s or %s)", name, ActivationName, ActivationNameReadOnly)
 		}
 	}
-	return nil, nil
+	return main, readOnly, nil
 }
 
 // LookupGroup returns the numeric id of group name (or of a numeric id given as such), or

@@ -1,16 +1,26 @@
-// Package rpc is BitBuilder's Varlink transport. It owns the unix-socket listener and every
+// Package rpc is BitBuilder's Varlink transport. It owns the unix-socket listeners and every
 // connection, and hands each checked call to a github.com/varlink/go Service for dispatch.
 //
 // It closes the gaps of the library that ../shared/spec/varlink-interop.md lists: it frames
-// messages itself with a size limit, limits the number of connections, reads the peer's
-// credentials (SO_PEERCRED, SO_PEERGROUPS) and authorizes every call, normalizes missing or
-// null parameters to {}, checks parameters strictly against the served IDL (naming the
-// offending field), answers ExpectedMore and PermissionDenied itself, and cancels a
-// connection's context when the client hangs up, so streaming handlers stop.
+// messages itself, reads the peer's credentials (SO_PEERCRED, SO_PEERGROUPS) and authorizes
+// every call, normalizes missing or null parameters to {}, checks parameters strictly against
+// the served IDL (naming the offending field), answers ExpectedMore and PermissionDenied
+// itself, and cancels a connection's context when the client hangs up, so streaming
+// handlers stop.
+//
+// No client can lock out another or take the daemon's memory (Config says each limit):
+// connections are counted in total and per uid, and the last RootReserve of them are root's,
+// so root (boot units, the administrator) can always connect; a connection idle too long, or
+// one that does not finish a message in time, is closed; what a request costs in proportion
+// to its size (its buffer while it arrives, the copies made while its call runs) is charged
+// to one budget across all connections (MaxBufferedBytes, of which one call of the largest
+// size is root's), and a request that would exceed it closes its connection; an idle
+// connection holds no read buffer; parameters are checked without decoding them. Refusals
+// are logged at a bounded rate. A server can also serve a read-only socket (ServeReadOnly)
+// on which only Read methods are served, whoever calls.
 package rpc
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -19,8 +29,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/varlink/go/varlink"
@@ -73,9 +85,32 @@ type Config struct {
 	// MaxMessageSize is the largest request accepted, in bytes; a larger one closes the
 	// connection. Default 8 MiB.
 	MaxMessageSize int
-	// MaxConnections is the number of connections served at once; more are closed at
-	// once. Default 4096.
+	// MaxConnections is the number of connections served at once, over all listeners;
+	// more are closed at once. Default 4096.
 	MaxConnections int
+	// MaxConnectionsPerUID is the number of connections one uid other than root may have
+	// open at once; more are closed at once. Default 256.
+	MaxConnectionsPerUID int
+	// RootReserve is how many of the MaxConnections only root (uid 0) may take: other
+	// users together get MaxConnections - RootReserve, so root can always connect. Default
+	// 64 (at most a quarter of MaxConnections); negative for none.
+	RootReserve int
+	// MaxBufferedBytes bounds the memory requests cost over all connections: a message's
+	// buffer from its first byte read (by its capacity), and while its call runs 3 more
+	// times its size, for the copies that decoding it and encoding the reply make. Each
+	// connection's first 4 KiB are its own, so calls of up to 1 KiB are never refused; a
+	// request that would exceed the limit closes its connection. The last
+	// CallCost(MaxMessageSize) bytes are for root's requests only, so root can always make
+	// a call of the largest size. Default, and least, twice CallCost(MaxMessageSize): 64 MiB
+	// and 256 KiB with the default MaxMessageSize.
+	MaxBufferedBytes int
+	// IdleTimeout closes a connection that sent nothing for this long while none of its
+	// calls was running (a Watch keeps its connection). Default 5 min; negative for never.
+	IdleTimeout time.Duration
+	// MessageTimeout closes a connection that does not finish a message (its NUL) within
+	// this much reading time of its first byte, however slowly bytes trickle in. Default
+	// 10 s; negative for never.
+	MessageTimeout time.Duration
 	// WriteTimeout bounds each reply write, so a client that stops reading cannot block
 	// its handler forever. Default 30 s.
 	WriteTimeout time.Duration
@@ -83,14 +118,18 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Server serves Varlink on listeners.
+// Server serves Varlink on listeners. One Server may serve several listeners (Serve,
+// ServeReadOnly); its limits hold over all of them together.
 type Server struct {
-	cfg    Config
-	svc    *varlink.Service
-	ifaces map[string]*servedInterface
-	log    *slog.Logger
-	conns  atomic.Int64
-	wg     sync.WaitGroup
+	cfg       Config
+	svc       *varlink.Service
+	ifaces    map[string]*servedInterface
+	log       *slog.Logger
+	admission admission
+	buf       budget
+	logLimit  logLimiter
+	refused   atomic.Int64 // connections refused at accept (tests)
+	calls     atomic.Int64 // calls handled (tests)
 }
 
 type servedInterface struct {
@@ -105,14 +144,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Vendor == "" || cfg.Product == "" || cfg.Version == "" || cfg.URL == "" {
 		return nil, errors.New("rpc: vendor, product, version and url must all be set")
 	}
-	if cfg.MaxMessageSize <= 0 {
-		cfg.MaxMessageSize = 8 << 20
-	}
-	if cfg.MaxConnections <= 0 {
-		cfg.MaxConnections = 4096
-	}
-	if cfg.WriteTimeout <= 0 {
-		cfg.WriteTimeout = 30 * time.Second
+	if err := validateLimits(&cfg); err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -122,6 +155,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger}
+	s.admission.perUID = map[uint32]int{}
+	s.buf.limit = int64(cfg.MaxBufferedBytes)
+	s.buf.reserve = int64(CallCost(cfg.MaxMessageSize))
 	for _, iface := range cfg.Interfaces {
 		parsed, err := idl.New(iface.Dispatcher.VarlinkGetDescription())
 		if err != nil {
@@ -150,68 +186,129 @@ func New(cfg Config) (*Server, error) {
 // Serve accepts connections on l until ctx ends or l fails, then closes l, closes every
 // connection it accepted and waits for their handlers. A cancelled ctx is not an error.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	return s.serve(ctx, l, false)
+}
+
+// ServeReadOnly serves l as Serve does, but only the methods whose Access is Read (and
+// org.varlink.service): any other call is answered with PermissionDenied, whoever makes it,
+// root included. It is for a socket every local user may connect to.
+func (s *Server) ServeReadOnly(ctx context.Context, l net.Listener) error {
+	return s.serve(ctx, l, true)
+}
+
+func (s *Server) serve(ctx context.Context, l net.Listener, readOnly bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		<-ctx.Done()
 		l.Close()
 	}()
+	var wg sync.WaitGroup
 	var err error
+	var backoff time.Duration
 	for {
-		var conn net.Conn
-		conn, err = l.Accept()
+		var nc net.Conn
+		nc, err = l.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				err = nil
-			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				break
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			if temporaryAcceptError(err) {
+				// Out of file descriptors or memory: wait, as net/http does, rather than
+				// stop serving.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.logClient(slog.LevelWarn, "accept failed, retrying", "err", err, "retryIn", backoff)
+				select {
+				case <-ctx.Done():
+				case <-time.After(backoff):
+				}
 				continue
 			}
 			break
 		}
-		if s.conns.Add(1) > int64(s.cfg.MaxConnections) {
-			s.conns.Add(-1)
-			s.log.Warn("connection limit reached, closing new connection", "limit", s.cfg.MaxConnections)
-			conn.Close()
+		backoff = 0
+		c := s.admitConn(nc, readOnly)
+		if c == nil {
 			continue
 		}
-		s.wg.Add(1)
+		wg.Add(1)
 		go func() {
-			defer s.wg.Done()
-			defer s.conns.Add(-1)
-			s.serveConn(ctx, conn)
+			defer wg.Done()
+			defer s.leave(c.peer.UID)
+			s.serveConn(ctx, c)
 		}()
 	}
 	cancel()
-	s.wg.Wait()
+	wg.Wait()
 	return err
 }
 
-// request is one framed message read from a connection.
-type request struct {
-	data []byte
-	err  error
+func temporaryAcceptError(err error) bool {
+	for _, errno := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, errno) {
+			return true
+		}
+	}
+	return false
 }
 
-func (s *Server) serveConn(srvCtx context.Context, conn net.Conn) {
-	peer, err := peerOf(conn)
-	if err != nil {
-		s.log.Warn("cannot read peer credentials, closing connection", "err", err)
-		conn.Close()
-		return
+// admitConn reads the peer's credentials and takes a connection slot for it; when a limit
+// refuses it, the connection is closed at once and nil returned.
+func (s *Server) admitConn(nc net.Conn, readOnly bool) *conn {
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		s.logClient(slog.LevelWarn, "not a unix socket connection, closing it")
+		nc.Close()
+		return nil
 	}
+	peer, err := peerOf(uc)
+	if err != nil {
+		s.logClient(slog.LevelWarn, "cannot read peer credentials, closing connection", "err", err)
+		nc.Close()
+		return nil
+	}
+	if reason, ok := s.admit(peer.UID); !ok {
+		s.refused.Add(1)
+		s.logClient(slog.LevelWarn, "refusing connection", "reason", reason, "uid", peer.UID, "pid", peer.PID,
+			"maxConnections", s.cfg.MaxConnections, "maxConnectionsPerUID", s.cfg.MaxConnectionsPerUID, "rootReserve", s.cfg.RootReserve)
+		nc.Close()
+		return nil
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		s.leave(peer.UID)
+		nc.Close()
+		return nil
+	}
+	return &conn{s: s, nc: uc, raw: raw, peer: peer, readOnly: readOnly, wake: make(chan struct{}, 1), idleSince: time.Now()}
+}
+
+func (s *Server) serveConn(srvCtx context.Context, c *conn) {
+	peer := c.peer
 	// connCtx ends when the client hangs up or the connection is done; calls that expect a
 	// reply run under it, so a stream to a vanished client stops at once. Oneway calls run
 	// under srvCtx: nobody waits for them, but they must still happen.
 	connCtx, cancel := context.WithCancel(srvCtx)
-	defer cancel()
-	stop := context.AfterFunc(srvCtx, func() { conn.Close() })
-	defer stop()
-	defer conn.Close()
-
+	stop := context.AfterFunc(srvCtx, func() { c.nc.Close() })
 	reqs := make(chan request, 8)
-	go s.readRequests(connCtx, cancel, conn, reqs)
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		c.readLoop(connCtx, cancel, reqs)
+	}()
+	defer func() {
+		stop()
+		cancel()
+		c.nc.Close()
+		<-readerDone
+		c.release()
+	}()
 
-	w := &connWriter{conn: conn, timeout: s.cfg.WriteTimeout}
+	w := &connWriter{conn: c.nc, timeout: s.cfg.WriteTimeout}
 	for {
 		var r request
 		select {
@@ -220,63 +317,38 @@ func (s *Server) serveConn(srvCtx context.Context, conn net.Conn) {
 		case r = <-reqs:
 		}
 		if r.err != nil {
-			if !errors.Is(r.err, io.EOF) && srvCtx.Err() == nil {
-				s.log.Info("closing connection", "uid", peer.UID, "pid", peer.PID, "reason", r.err.Error())
+			switch {
+			case errors.Is(r.err, io.EOF) || srvCtx.Err() != nil:
+			case errors.Is(r.err, errIdle):
+				s.log.Debug("closing connection", "uid", peer.UID, "pid", peer.PID, "reason", r.err.Error())
+			case errors.Is(r.err, errTooLarge) || errors.Is(r.err, errOverBudget) || errors.Is(r.err, errMessageTimeout):
+				s.logClient(slog.LevelWarn, "closing connection", "uid", peer.UID, "pid", peer.PID, "reason", r.err.Error())
+			default:
+				s.logClient(slog.LevelInfo, "closing connection", "uid", peer.UID, "pid", peer.PID, "reason", r.err.Error())
 			}
 			return
 		}
-		err := s.handle(connCtx, srvCtx, w, peer, r.data)
+		// While the call runs, decoding it and encoding its reply make copies of about its
+		// size (the library's copy of the parameters, the decoded values, the reply, which
+		// may repeat them): charge them too, so that the budget bounds them as well.
+		extra := dispatchCopies * len(r.data)
+		if !c.chargeRunning(extra) {
+			s.logClient(slog.LevelWarn, "closing connection", "uid", peer.UID, "pid", peer.PID, "reason", errOverBudget.Error())
+			c.answered(r.charged, 0)
+			return
+		}
+		err := s.handle(connCtx, srvCtx, w, peer, c.readOnly, r.data)
 		if err == nil {
 			err = w.flush()
 		}
+		r.data = nil
+		s.calls.Add(1)
+		c.answered(r.charged, extra)
 		if err != nil {
 			if connCtx.Err() == nil {
-				s.log.Info("closing connection", "uid", peer.UID, "pid", peer.PID, "reason", err.Error())
+				s.logClient(slog.LevelInfo, "closing connection", "uid", peer.UID, "pid", peer.PID, "reason", err.Error())
 			}
 			return
-		}
-	}
-}
-
-// readRequests frames NUL-terminated messages. When the client hangs up it queues io.EOF
-// behind the messages already read and ends the connection's context.
-func (s *Server) readRequests(ctx context.Context, cancel context.CancelFunc, conn net.Conn, out chan<- request) {
-	br := bufio.NewReaderSize(conn, 64<<10)
-	for {
-		msg, err := readMessage(br, s.cfg.MaxMessageSize)
-		r := request{data: msg, err: err}
-		select {
-		case out <- r:
-		case <-ctx.Done():
-			return
-		}
-		if err != nil {
-			cancel()
-			return
-		}
-	}
-}
-
-// errTooLarge closes a connection whose request exceeds the size limit.
-var errTooLarge = errors.New("request exceeds the message size limit")
-
-func readMessage(br *bufio.Reader, limit int) ([]byte, error) {
-	var buf []byte
-	for {
-		chunk, err := br.ReadSlice(0)
-		if len(buf)+len(chunk) > limit+1 {
-			return nil, errTooLarge
-		}
-		buf = append(buf, chunk...)
-		switch {
-		case err == nil:
-			return buf[:len(buf)-1], nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF) && len(buf) > 0:
-			return nil, fmt.Errorf("client closed the connection inside a message (no NUL terminator): %w", io.EOF)
-		default:
-			return nil, err
 		}
 	}
 }
@@ -297,21 +369,31 @@ func (w *connWriter) Write(ctx context.Context, b []byte) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	w.buf = append(w.buf, b...)
-	if len(w.buf) >= flushAt {
-		if err := w.flush(); err != nil {
-			return 0, err
-		}
+	if len(w.buf)+len(b) < flushAt {
+		w.buf = append(w.buf, b...)
+		return len(b), nil
+	}
+	// Write out what is buffered, then b itself: a large reply is not copied again.
+	if err := w.flush(); err != nil {
+		return 0, err
+	}
+	if err := w.write(b); err != nil {
+		return 0, err
 	}
 	return len(b), nil
+}
+
+func (w *connWriter) write(b []byte) error {
+	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
+	_, err := w.conn.Write(b)
+	return err
 }
 
 func (w *connWriter) flush() error {
 	if len(w.buf) == 0 {
 		return nil
 	}
-	w.conn.SetWriteDeadline(time.Now().Add(w.timeout))
-	_, err := w.conn.Write(w.buf)
+	err := w.write(w.buf)
 	w.buf = w.buf[:0]
 	if cap(w.buf) > 4*flushAt {
 		w.buf = nil // don't keep a large buffer on an idle connection
@@ -345,16 +427,57 @@ type envelope struct {
 	Upgrade    bool            `json:"upgrade,omitempty"`
 }
 
+// paramsOf returns the value of a call's "parameters" as a slice of data, which must be a
+// valid JSON object; nil when there is none. Keys match as encoding/json matches them to
+// struct fields (ignoring case), the last one winning.
+func paramsOf(data []byte) []byte {
+	w := walker{b: data}
+	if w.next() != '{' {
+		return nil
+	}
+	w.i++
+	if w.next() == '}' {
+		return nil
+	}
+	var params []byte
+	for {
+		raw, escaped, err := w.key()
+		if err != nil {
+			return nil
+		}
+		w.next() // to the value's first byte
+		start := w.i
+		if w.skip() != nil {
+			return nil
+		}
+		if strings.EqualFold(text(raw, escaped), "parameters") {
+			params = data[start:w.i]
+		}
+		switch w.next() {
+		case ',':
+			w.i++
+		case '}':
+			return params
+		default:
+			return nil
+		}
+	}
+}
+
 // handle checks one call and dispatches it. An error closes the connection.
-func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer, data []byte) error {
-	var call envelope
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&call); err != nil {
+func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer, readOnly bool, data []byte) error {
+	// Decode all but the parameters, which stay a slice of data: a message may be 8 MiB,
+	// and a decoded copy would be held beside it, outside the buffer budget.
+	var head struct {
+		Method  string `json:"method"`
+		More    bool   `json:"more"`
+		Oneway  bool   `json:"oneway"`
+		Upgrade bool   `json:"upgrade"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
 		return fmt.Errorf("malformed call: %w", err)
 	}
-	if dec.More() {
-		return errors.New("malformed call: data after the JSON object")
-	}
+	call := envelope{Method: head.Method, Parameters: paramsOf(data), More: head.More, Oneway: head.Oneway, Upgrade: head.Upgrade}
 	reply := func(name string, params any) error {
 		if call.Oneway {
 			return nil
@@ -415,8 +538,8 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 		if policy.AccessFor != nil {
 			need = policy.AccessFor(params)
 		}
-		if need == Write && !peer.privileged(s.cfg.AdminGroup) {
-			s.log.Info("permission denied", "method", call.Method, "uid", peer.UID, "pid", peer.PID)
+		if need == Write && (readOnly || !peer.privileged(s.cfg.AdminGroup)) {
+			s.logClient(slog.LevelInfo, "permission denied", "method", call.Method, "uid", peer.UID, "pid", peer.PID, "readOnlySocket", readOnly)
 			return reply("org.varlink.service.PermissionDenied", struct{}{})
 		}
 		if policy.RequiresMore && !call.More {

@@ -4,9 +4,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -28,7 +30,17 @@ func main() {
 func run(args []string) error {
 	fs := flag.NewFlagSet("bitbuilderd", flag.ContinueOnError)
 	var cfg daemon.Config
-	fs.StringVar(&cfg.SocketPath, "socket", daemon.DefaultSocket, "path of the Varlink socket (unless systemd passes one)")
+	fs.StringVar(&cfg.SocketPath, "socket", daemon.DefaultSocket, "path of the Varlink socket, 0660 root and the admin group (unless systemd passes one)")
+	fs.StringVar(&cfg.ReadOnlySocketPath, "ro-socket", "", "path of the read-only Varlink socket, 0666, read methods only (unless systemd passes one; default: SOCKET.ro)")
+	fs.BoolVar(&cfg.NoReadOnlySocket, "no-ro-socket", false, "serve no read-only socket")
+	cfg.MaxMessageSize = daemon.DefaultMaxMessageSize
+	fs.IntVar(&cfg.MaxConnections, "max-connections", daemon.DefaultMaxConnections, "Varlink connections served at once over both sockets")
+	fs.IntVar(&cfg.MaxConnectionsPerUID, "max-connections-per-uid", daemon.DefaultMaxConnectionsPerUID, "Varlink connections one uid other than root may have open")
+	fs.IntVar(&cfg.RootReserve, "root-reserve", daemon.DefaultRootReserve, "of the connections, how many only root may take (0 for none)")
+	fs.Func("max-message-size", "largest Varlink request, in bytes (K, M, G suffixes; default 8M)", sizeFlag(&cfg.MaxMessageSize))
+	fs.Func("max-buffered", "memory all Varlink requests may cost together, in bytes (K, M, G suffixes; default and least 8 times --max-message-size plus 256K)", sizeFlag(&cfg.MaxBufferedBytes))
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", daemon.DefaultIdleTimeout, "close a Varlink connection idle for this long with no call running (0 for never)")
+	fs.DurationVar(&cfg.MessageTimeout, "message-timeout", daemon.DefaultMessageTimeout, "close a Varlink connection that does not finish a message in this time (0 for never)")
 	fs.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory of the database and the tenants' trees")
 	fs.StringVar(&cfg.AdminGroup, "admin-group", daemon.DefaultAdminGroup, "group whose members may change things besides root")
 	indexRange := fs.String("index-range", "1-254", "range of tenant network indexes, MIN-MAX")
@@ -75,6 +87,25 @@ func run(args []string) error {
 	if cfg.IndexMax, err = strconv.Atoi(hi); err != nil {
 		return fmt.Errorf("--index-range %q: want MIN-MAX", *indexRange)
 	}
+	if cfg.MaxConnections <= 0 || cfg.MaxConnectionsPerUID <= 0 || cfg.RootReserve < 0 {
+		return errors.New("--max-connections and --max-connections-per-uid must be positive, --root-reserve not negative")
+	}
+	// Limits not given keep the server's defaults, which depend on each other (the root
+	// reserve is at most a quarter of the connections). Given as 0, a reserve or a timeout
+	// means none, which daemon.Config spells -1.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	switch {
+	case !given["root-reserve"]:
+		cfg.RootReserve = 0
+	case cfg.RootReserve == 0:
+		cfg.RootReserve = -1
+	}
+	for _, d := range []*time.Duration{&cfg.IdleTimeout, &cfg.MessageTimeout} {
+		if *d <= 0 {
+			*d = -1
+		}
+	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
@@ -90,6 +121,32 @@ func run(args []string) error {
 	ctx, stop := signalContext()
 	defer stop()
 	return daemon.Run(ctx, cfg)
+}
+
+// sizeFlag parses a byte count, with an optional K, M or G suffix (powers of 1024, "KiB"
+// and "KB" alike) into *dst.
+func sizeFlag(dst *int) func(string) error {
+	return func(s string) error {
+		num := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(s), "B"), "I")
+		shift := 0
+		switch {
+		case strings.HasSuffix(num, "K"):
+			shift = 10
+		case strings.HasSuffix(num, "M"):
+			shift = 20
+		case strings.HasSuffix(num, "G"):
+			shift = 30
+		}
+		if shift > 0 {
+			num = num[:len(num)-1]
+		}
+		n, err := strconv.Atoi(num)
+		if err != nil || n <= 0 || n > math.MaxInt>>shift {
+			return fmt.Errorf("%q is not a positive byte count", s)
+		}
+		*dst = n << shift
+		return nil
+	}
 }
 
 // newLogger logs text to stderr; under journald (JOURNAL_STREAM set) it leaves the

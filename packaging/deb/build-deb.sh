@@ -3,8 +3,8 @@
 # ./dist) from the binaries `make build` put into ./bin (or $BB_BIN), laid out by packaging/install.mk.
 #
 # The maintainer scripts do what a package must on a systemd host: create the bitbuilder group (sysusers.d) and
-# the directories (tmpfiles.d), reload systemd so the generator runs, and enable bitbuilderd.socket and
-# bitbuilderd.service (started at once when systemd is running). Removal stops and disables them; state in
+# the directories (tmpfiles.d), reload systemd so the generator runs, and enable bitbuilderd.socket,
+# bitbuilderd-ro.socket and bitbuilderd.service (started at once when systemd is running). Removal stops and disables them; state in
 # /var/lib/bitbuilder and the boot registry in /etc/bitbuilder are kept (purge removes the registry only).
 #
 # Environment: VERSION (default: git describe), BB_BIN (default ./bin), BB_DEB_COMPRESS (dpkg-deb -Z, default xz).
@@ -51,10 +51,10 @@ if [ "$1" = configure ]; then
 	systemd-sysusers bitbuilder.conf
 	systemd-tmpfiles --create bitbuilder.conf
 	systemd-sysctl 50-bitbuilder.conf || true
-	systemctl enable bitbuilderd.socket bitbuilderd.service
+	systemctl enable bitbuilderd.socket bitbuilderd-ro.socket bitbuilderd.service
 	if [ -d /run/systemd/system ]; then
 		systemctl daemon-reload
-		systemctl start bitbuilderd.socket
+		systemctl start bitbuilderd.socket bitbuilderd-ro.socket
 		# An upgrade: restart a running daemon on the new binary (the socket stays, so no request is lost).
 		systemctl try-restart bitbuilderd.service
 	fi
@@ -65,10 +65,10 @@ cat >"$stage/DEBIAN/prerm" <<'SCRIPT'
 #!/bin/sh
 set -e
 if [ "$1" = remove ] && [ -d /run/systemd/system ]; then
-	systemctl stop bitbuilderd.service bitbuilderd.socket || true
+	systemctl stop bitbuilderd.service bitbuilderd.socket bitbuilderd-ro.socket || true
 fi
 if [ "$1" = remove ]; then
-	systemctl disable bitbuilderd.service bitbuilderd.socket || true
+	systemctl disable bitbuilderd.service bitbuilderd.socket bitbuilderd-ro.socket || true
 fi
 SCRIPT
 
