@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 
 	sdbus "github.com/coreos/go-systemd/v22/dbus"
 
@@ -98,7 +99,7 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 		&reconcile.UnitsStep{Dir: hc.UnitDir, Config: hc.Units, TenantsDir: tenantsDir, Reload: reloadSystemd},
 		&reconcile.MachinesStep{
 			Host: hn.machines, Units: hc.Units, TenantsDir: tenantsDir, UnitDir: hc.UnitDir, Reload: reloadSystemd,
-			NetworkDir: hc.NetworkDir, NetworkReload: netconf.NetworkdBus{}.Reload,
+			NetworkDir: hc.NetworkDir, NetworkReload: netconf.NetworkdBus{}.Reload, VMAddresses: vmAddresses,
 			Log: log.With("component", "machines"),
 		},
 	}
@@ -118,4 +119,24 @@ func reloadSystemd(ctx context.Context) error {
 	}
 	defer conn.Close()
 	return conn.ReloadContext(ctx)
+}
+
+// vmAddresses returns the addresses the DHCP server on bridge leased to the MACs the bridge learned behind tap.
+func vmAddresses(ctx context.Context, tap, bridge string) ([]string, error) {
+	macs, err := machines.TapPeerMACs(tap)
+	if err != nil || len(macs) == 0 {
+		return nil, err
+	}
+	leases, err := netconf.NetworkdBus{}.Leases(ctx, bridge)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, l := range leases {
+		if slices.Contains(macs, l.HardwareAddr) && l.Address.IsValid() {
+			out = append(out, l.Address.String())
+		}
+	}
+	slices.Sort(out)
+	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -186,6 +187,11 @@ func TestMachinesVM(t *testing.T) {
 	eventuallyEvery(t, time.Minute, 250*time.Millisecond, func() (bool, string) {
 		got, _ = get()
 		return got.Phase == "ready", fmt.Sprintf("phase %s, conditions %v", got.Phase, conditions(t, got))
+	})
+	// The machine's status shows the address the bridge leased to it (matched by the MAC behind its tap).
+	eventuallyEvery(t, time.Minute, 250*time.Millisecond, func() (bool, string) {
+		_, m := get()
+		return m.Status != nil && slices.Contains(m.Status.Addresses, lease.String()), fmt.Sprintf("status %+v, lease %s", m.Status, lease)
 	})
 	_, m := get()
 	st, _ := json.Marshal(m.Status)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/godbus/dbus/v5"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // AttachTap puts the tap on bridge (both in the host's network namespace) and sets it up, then has
@@ -44,4 +45,25 @@ func AttachTap(ctx context.Context, tap, bridge string) (bool, error) {
 		return true, fmt.Errorf("networkd reconfigure %s: %w", tap, call.Err)
 	}
 	return true, nil
+}
+
+// TapPeerMACs returns the MAC addresses the bridge learned on the port tap (its forwarding database): the
+// guest's, for a VM's tap. Permanent entries (the tap's own address) are left out.
+func TapPeerMACs(tap string) ([]string, error) {
+	t, err := netlink.LinkByName(tap)
+	if err != nil {
+		return nil, err
+	}
+	neighs, err := netlink.NeighList(t.Attrs().Index, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range neighs {
+		if n.State&netlink.NUD_PERMANENT != 0 || n.HardwareAddr == nil || n.HardwareAddr.String() == t.Attrs().HardwareAddr.String() {
+			continue
+		}
+		out = append(out, n.HardwareAddr.String())
+	}
+	return out, nil
 }

@@ -1,6 +1,7 @@
 package netconf
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -105,9 +106,18 @@ func (b NetworkdBus) Leases(ctx context.Context, link string) ([]Lease, error) {
 		a, _ := netip.AddrFromSlice(r.Address)
 		l := Lease{Address: a.Unmap(), ClientID: r.ClientID, ExpirationUSec: r.Expiration}
 		if len(r.HwAddr) > 0 {
-			l.HardwareAddr = net.HardwareAddr(r.HwAddr).String()
+			l.HardwareAddr = net.HardwareAddr(trimChaddr(r.HwAddr)).String()
 		}
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// trimChaddr cuts DHCP's 16-byte chaddr field down to an Ethernet address when the rest is padding (networkd
+// reports the field as it is on the wire).
+func trimChaddr(b []byte) []byte {
+	if len(b) > 6 && bytes.Count(b[6:], []byte{0}) == len(b)-6 {
+		return b[:6]
+	}
+	return b
 }

@@ -57,6 +57,9 @@ type MachinesStep struct {
 	NetworkReload func(ctx context.Context) error
 	// AttachTap puts a running VM's tap on its tenant's bridge (default machines.AttachTap).
 	AttachTap func(ctx context.Context, tap, bridge string) (bool, error)
+	// VMAddresses returns the addresses the tenant bridge's DHCP server leased to the VM behind
+	// tap (machined knows no addresses of a VM); nil leaves them empty.
+	VMAddresses func(ctx context.Context, tap, bridge string) ([]string, error)
 	// Prepare makes a machine's root (default machines.Prepare).
 	Prepare MachineRoot
 	// StopTimeout bounds the wait for a machine to stop at deletion (default 2 min).
@@ -96,8 +99,12 @@ func useOf(t *tenant.Tenant, m *tenant.Machine) *tenant.TemplateUse {
 
 // EnsureStatus implements StatusStep.
 func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]tenant.Condition, []tenant.MachineStatus, error) {
+	var infraConds []tenant.Condition
+	if t.HasInfra() {
+		infraConds = s.ensureInfraTap(ctx, t)
+	}
 	if len(t.Machines) == 0 && len(t.MachineStatus) == 0 {
-		return nil, nil, nil
+		return infraConds, nil, nil
 	}
 	if s.Host == nil {
 		return []tenant.Condition{cond("MachinesReady", false, "NoSystemBus", "machines need systemd and systemd-machined on the system bus, and there is none")}, nil, nil
@@ -164,7 +171,7 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 	default:
 		c = cond("MachinesReady", true, "AsDesired", fmt.Sprintf("%d machines as desired", len(statuses)))
 	}
-	return append(conds, c), statuses, errors.Join(errs...)
+	return append(append(conds, c), infraConds...), statuses, errors.Join(errs...)
 }
 
 // ensureMachine makes one machine match its record and returns its observed state.
@@ -247,6 +254,11 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 			if changed {
 				s.log().Info("tap put on the tenant bridge", "tenant", t.Name, "machine", m.Name, "tap", tap, "bridge", units.BridgeName(t.NetworkIndex))
 			}
+			if s.VMAddresses != nil && len(st.Addresses) == 0 {
+				if addrs, err := s.VMAddresses(ctx, tap, units.BridgeName(t.NetworkIndex)); err == nil {
+					st.Addresses = addrs
+				}
+			}
 		}
 		return st, nil
 	case us.Running() || us.Active == "deactivating":
@@ -288,6 +300,43 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 		s.log().Warn("machine had failed, started again", "tenant", t.Name, "machine", m.Name, "unit", unit)
 	}
 	return st, nil
+}
+
+// ensureInfraTap gives the infrastructure VM's tap the same treatment as every VM's: its networkd file exists
+// before the VM can start (at boot, tenant@ starts it), so networkd's stock profile never claims it, and once the
+// VM runs its tap is put on the tenant's bridge. It reports a condition only when something failed.
+func (s *MachinesStep) ensureInfraTap(ctx context.Context, t *tenant.Tenant) []tenant.Condition {
+	full := units.InfraMachineName(t.Name)
+	m := &tenant.Machine{Name: tenant.InfraMachine, Kind: tenant.VM}
+	tap, predictable := units.TapName(full)
+	if predictable {
+		if err := s.ensureTapFile(ctx, t, m, tap); err != nil {
+			return []tenant.Condition{cond("InfraNetworkReady", false, "TapFileFailed", err.Error())}
+		}
+	}
+	if s.Host == nil {
+		return nil
+	}
+	info, registered, err := s.Host.Machine(ctx, full)
+	if err != nil || !registered {
+		return nil
+	}
+	if !predictable {
+		if tap, err = machines.TapOf(info.Leader); err != nil || tap == "" {
+			return []tenant.Condition{cond("InfraNetworkReady", false, "NoTap", fmt.Sprintf("the tap of %s was not found: %v", full, err))}
+		}
+		if err := s.ensureTapFile(ctx, t, m, tap); err != nil {
+			return []tenant.Condition{cond("InfraNetworkReady", false, "TapFileFailed", err.Error())}
+		}
+	}
+	attach := s.AttachTap
+	if attach == nil {
+		attach = machines.AttachTap
+	}
+	if _, err := attach(ctx, tap, units.BridgeName(t.NetworkIndex)); err != nil {
+		return []tenant.Condition{cond("InfraNetworkReady", false, "AttachFailed", err.Error())}
+	}
+	return []tenant.Condition{cond("InfraNetworkReady", true, "OnTenantBridge", tap+" is a port of "+units.BridgeName(t.NetworkIndex))}
 }
 
 // ensureTapFile writes the networkd file that puts VM m's tap on its tenant's bridge, and has
@@ -477,6 +526,9 @@ func (s *MachinesStep) Teardown(ctx context.Context, t *tenant.Tenant) error {
 	}
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if removed, err := s.removeTapFile(t.Name, tenant.InfraMachine); err == nil && removed && s.NetworkReload != nil {
+		_ = s.NetworkReload(ctx)
 	}
 	// The slice stays loaded and active while systemd has it, unit file gone or not.
 	if s.Host != nil && len(names) > 0 {

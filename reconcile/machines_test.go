@@ -270,3 +270,25 @@ func TestMachinesStepNoBus(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestInfraTap: the infrastructure VM's tap gets its networkd file before the VM can start (so networkd's stock
+// vt-* profile never gives it a DHCP server of its own), and the file goes with the tenant.
+func TestInfraTap(t *testing.T) {
+	netDir := t.TempDir()
+	step := &MachinesStep{Host: newFakeMachineHost(), Units: units.Config{StateDir: t.TempDir()}, NetworkDir: netDir}
+	tn := &tenant.Tenant{Name: "acme", NetworkIndex: 7, DesiredState: tenant.Running,
+		Templates: []tenant.TemplateUse{{Role: "infrastructure", Name: "infra", Template: "infra", Commit: "1111111111111111111111111111111111111111"}}}
+	if _, _, err := step.EnsureStatus(t.Context(), tn); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(netDir, units.TapNetworkFile("acme", "infra")))
+	if err != nil || !strings.Contains(string(data), "Name=vt-acme-infra\n") || !strings.Contains(string(data), "KeepMaster=yes") {
+		t.Fatalf("infra tap file: %q %v", data, err)
+	}
+	if err := step.Teardown(t.Context(), tn); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(netDir, units.TapNetworkFile("acme", "infra"))); !os.IsNotExist(err) {
+		t.Fatalf("infra tap file left after teardown: %v", err)
+	}
+}

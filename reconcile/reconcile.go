@@ -470,11 +470,24 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 			phase = p
 		}
 		res.RequeueAfter = c.cfg.Poll
+	} else if awaitingAddress(statuses) {
+		// A VM's address comes from the bridge's DHCP leases, which no event reports.
+		res.RequeueAfter = 5 * c.cfg.Poll
 	}
 	if _, err := c.cfg.Tenants.SetFullStatus(ctx, t.Name, phase, conds, statuses, max(t.Generation, 1)); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
 		c.log.Warn("recording tenant status failed", "tenant", t.Name, "err", err)
 	}
 	return res, errors.Join(errs...)
+}
+
+// awaitingAddress reports whether a running VM has no address yet.
+func awaitingAddress(statuses []tenant.MachineStatus) bool {
+	for _, st := range statuses {
+		if st.State == tenant.MachineRunning && st.Class == "vm" && len(st.Addresses) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // machinePhase says whether t's machines are on their way somewhere, and which phase that is:
