@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 func TestCompletionScripts(t *testing.T) {
@@ -29,9 +31,7 @@ func TestCompletionScripts(t *testing.T) {
 					t.Errorf("script lacks %q", w)
 				}
 			}
-			if _, err := exec.LookPath(c.check[0]); err != nil {
-				t.Skipf("%s is not installed: syntax not checked", c.check[0])
-			}
+			testpolicy.RequireTool(t, c.check[0]) // for the syntax check
 			file := filepath.Join(t.TempDir(), "bbctl."+c.shell)
 			if err := os.WriteFile(file, []byte(r.stdout), 0o644); err != nil {
 				t.Fatal(err)
@@ -46,9 +46,7 @@ func TestCompletionScripts(t *testing.T) {
 // TestBashCompletion runs the bash function the way bash's completion does, with a bbctl on
 // PATH that is this test binary acting as bbctl, against a real daemon.
 func TestBashCompletion(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("bash is not installed")
-	}
+	testpolicy.RequireTool(t, "bash")
 	d := startDaemon(t)
 	mustRun(t, d.addr, "tenant", "create", "alpha")
 	mustRun(t, d.addr, "tenant", "create", "beta")
@@ -145,9 +143,7 @@ func shellEnv(bin, addr string) []string {
 
 // TestFishCompletion asks fish for completions with the generated script loaded.
 func TestFishCompletion(t *testing.T) {
-	if _, err := exec.LookPath("fish"); err != nil {
-		t.Skip("fish is not installed")
-	}
+	testpolicy.RequireTool(t, "fish")
 	d := startDaemon(t)
 	mustRun(t, d.addr, "tenant", "create", "alpha")
 	addTemplate(t, d.addr, "ctr", "container")
@@ -203,9 +199,7 @@ func TestFishCompletion(t *testing.T) {
 // TestZshCompletion runs the zsh completion function in zsh with compadd and _describe
 // replaced by functions that print the candidates.
 func TestZshCompletion(t *testing.T) {
-	if _, err := exec.LookPath("zsh"); err != nil {
-		t.Skip("zsh is not installed")
-	}
+	testpolicy.RequireTool(t, "zsh")
 	d := startDaemon(t)
 	mustRun(t, d.addr, "tenant", "create", "alpha")
 	addTemplate(t, d.addr, "ctr", "container")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // nobody is the unprivileged user the permission tests run bbctl as.
@@ -18,9 +20,7 @@ const nobody = 65534
 // real daemon: reads succeed, writes are refused with PermissionDenied (exit 5), and a socket
 // the user may not connect to gives EACCES (exit 5).
 func TestPermissions(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to run bbctl as another user")
-	}
+	testpolicy.RequireRoot(t, "to run bbctl as another user")
 	d := startDaemon(t)
 	mustRun(t, d.addr, "tenant", "create", "shared")
 
@@ -28,7 +28,7 @@ func TestPermissions(t *testing.T) {
 	// the test's own directories below the temporary directory, never that directory itself.
 	tmp := filepath.Clean(os.TempDir())
 	if fi, err := os.Stat(tmp); err != nil || fi.Mode().Perm()&0o001 == 0 {
-		t.Skipf("%s is not searchable by other users", tmp)
+		testpolicy.Requiref(t, false, "%s is not searchable by other users", tmp)
 	}
 	for dir := filepath.Clean(d.dir); strings.HasPrefix(dir, tmp+string(filepath.Separator)); dir = filepath.Dir(dir) {
 		if err := os.Chmod(dir, 0o755); err != nil {
@@ -53,7 +53,7 @@ func TestPermissions(t *testing.T) {
 		case errors.As(err, &ee):
 			return result{out.String(), errb.String(), ee.ExitCode()}
 		}
-		t.Skipf("cannot run bbctl as uid %d: %v", nobody, err)
+		testpolicy.Requiref(t, false, "cannot run bbctl as uid %d: %v", nobody, err)
 		return result{}
 	}
 

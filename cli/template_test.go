@@ -7,16 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// skipUnimplemented skips a test while the daemon answers MethodNotImplemented for the
-// interface: these tests start running as soon as the daemon serves it.
-func skipUnimplemented(t *testing.T, r result) {
-	t.Helper()
-	if r.code == ExitFailure && strings.Contains(r.stderr, "does not implement") {
-		t.Skipf("the daemon does not implement this yet: %s", strings.TrimSpace(r.stderr))
-	}
-}
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
+)
 
 // copyTree copies a directory of regular files and directories.
 func copyTree(t *testing.T, src, dst string) {
@@ -56,9 +49,7 @@ func copyTree(t *testing.T, src, dst string) {
 // git CLI.
 func gitRepo(t *testing.T, example string) string {
 	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
-	}
+	testpolicy.RequireTool(t, "git")
 	dir := filepath.Join(t.TempDir(), example)
 	copyTree(t, filepath.Join("..", "examples", "templates", example), dir)
 	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"commit", "-q", "-m", "example"}} {
@@ -89,7 +80,6 @@ func addTemplate(t *testing.T, addr, name, example string) string {
 func TestTemplateRegistry(t *testing.T) {
 	d := startDaemon(t)
 	r := bbctl(t, d.addr, "template", "list", "--json")
-	skipUnimplemented(t, r)
 	var none []templateReply
 	if err := json.Unmarshal([]byte(r.stdout), &none); r.code != 0 || err != nil || len(none) != 0 {
 		t.Fatalf("empty registry: exit %d, %q, %q", r.code, r.stdout, r.stderr)
@@ -157,7 +147,6 @@ func TestTemplateValidate(t *testing.T) {
 	}{{"example sysext", good, false}, {"sysext without extension-release", bad, true}} {
 		t.Run(c.name, func(t *testing.T) {
 			r := bbctl(t, d.addr, "template", "validate", c.dir, "--json")
-			skipUnimplemented(t, r)
 			var v validateReply
 			if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
 				t.Fatalf("exit %d, stderr %q: %v", r.code, r.stderr, err)
@@ -180,9 +169,6 @@ func TestTemplateValidate(t *testing.T) {
 	t.Run("a registered template by name", func(t *testing.T) {
 		addTemplate(t, d.addr, "tools", "sysext")
 		r := bbctl(t, d.addr, "template", "validate", "tools")
-		if strings.Contains(r.stderr, "overlaps the template cache") {
-			t.Skipf("the daemon cannot validate a registered template yet: %s", strings.TrimSpace(r.stderr))
-		}
 		if r.code != 0 || !strings.Contains(r.stdout, "0 errors") {
 			t.Errorf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
@@ -192,7 +178,6 @@ func TestTemplateValidate(t *testing.T) {
 func TestNetworkCommands(t *testing.T) {
 	d := startDaemon(t)
 	r := bbctl(t, d.addr, "network", "get", "nope")
-	skipUnimplemented(t, r)
 	if r.code != ExitNotFound {
 		t.Errorf("get of no such tenant: exit %d, stderr %q", r.code, r.stderr)
 	}

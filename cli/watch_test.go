@@ -13,6 +13,7 @@ import (
 	"github.com/varlink/go/varlink"
 
 	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // syncBuffer is a bytes.Buffer safe for one writer and one reader.
@@ -37,9 +38,7 @@ func (s *syncBuffer) String() string {
 // commits more changes than it buffers for a watcher, so that the daemon drops the watcher with
 // WatchOverflow; bbctl must watch again from the last revision and miss no change.
 func TestWatchResumesAfterOverflow(t *testing.T) {
-	if testing.Short() {
-		t.Skip("commits thousands of changes")
-	}
+	testpolicy.Short(t, "commits thousands of changes")
 	d := startDaemon(t)
 	mustRun(t, d.addr, "tenant", "create", "busy")
 	first := getTenant(t, d.addr, "busy").Revision

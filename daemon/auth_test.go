@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // The helper process is this test binary re-executed under another uid; it makes one call
@@ -40,9 +42,7 @@ func init() {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root to run a client as another uid")
-	}
+	testpolicy.RequireRoot(t, "to run a client as another uid")
 }
 
 // TestAuthorizationByRealPeerCredentials runs clients as a real unprivileged uid, with and

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 	"github.com/bitbuilder/bitbuilder/store"
 )
 
@@ -45,9 +46,7 @@ func init() {
 // clients create tenants concurrently. After every restart each tenant whose Create was
 // acknowledged must be there, intact, and the database must pass bbolt's consistency check.
 func TestCrashLosesNothingAcknowledged(t *testing.T) {
-	if testing.Short() {
-		t.Skip("crash test is not short")
-	}
+	testpolicy.Short(t, "crash test is not short")
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

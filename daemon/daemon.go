@@ -94,6 +94,9 @@ type Config struct {
 	Steps []reconcile.Step
 	// Resync is how long a tenant goes at most without being compared with the host when nothing changed (default 10 min).
 	Resync time.Duration
+	// TemplateLimits bound what a template repository may cost the daemon (template.Limits; zero fields take
+	// its defaults): the largest object a fetch may hold, the largest file and the total size of a checkout.
+	TemplateLimits template.Limits
 }
 
 func (c *Config) defaults() {
@@ -136,6 +139,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Dir:        filepath.Join(cfg.StateDir, "templates"),
 		SSHKeyPath: filepath.Join(cfg.StateDir, "ssh", "id_ed25519"),
 		Validate:   registryValidator,
+		Limits:     cfg.TemplateLimits,
 		Logger:     log.With("component", "template"),
 	})
 	if err != nil {
@@ -148,7 +152,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 
-	netAPI := &networkAPI{tenants: svc, log: log}
+	netAPI := &networkAPI{tenants: svc, log: log, net: networkConfig(cfg.Host)}
 	gid := rpc.LookupGroup(cfg.AdminGroup)
 	if gid < 0 {
 		log.Warn("admin group does not exist; only root may change things", "group", cfg.AdminGroup)

@@ -60,8 +60,8 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 	if err := os.MkdirAll(tenantsDir, 0o755); err != nil {
 		return nil, nil, nil, err
 	}
-	ncfg := hc.Netns
-	ncfg.BasePrefix, ncfg.MinIndex, ncfg.MaxIndex = hc.BasePrefix, indexMin, indexMax
+	ncfg := networkConfig(&hc)
+	ncfg.MinIndex, ncfg.MaxIndex = indexMin, indexMax
 	if ncfg.Logger == nil {
 		ncfg.Logger = log.With("component", "netns")
 	}
@@ -87,7 +87,7 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 	networkTemplate := func(t *tenant.Tenant) (*netconf.Template, error) {
 		for _, u := range t.Templates {
 			if u.Role == "network" {
-				return netconf.Load(os.DirFS(reconcile.TemplateDir(tenantsDir, t.Name, u)))
+				return netconf.LoadDir(reconcile.TemplateDir(tenantsDir, t.Name, u))
 			}
 		}
 		return defaultTemplate, nil
@@ -96,7 +96,8 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 	steps := []reconcile.Step{
 		&reconcile.TemplatesStep{Registry: reg, TenantsDir: tenantsDir},
 		&reconcile.NetworkStep{Links: links, Files: files, Template: networkTemplate},
-		&reconcile.UnitsStep{Dir: hc.UnitDir, Config: hc.Units, TenantsDir: tenantsDir, Reload: reloadSystemd},
+		&reconcile.UnitsStep{Dir: hc.UnitDir, Config: hc.Units, TenantsDir: tenantsDir, Reload: reloadSystemd,
+			Stop: func(ctx context.Context, unit string) error { return hn.machines.Stop(ctx, unit, true) }},
 		&reconcile.MachinesStep{
 			Host: hn.machines, Units: hc.Units, TenantsDir: tenantsDir, UnitDir: hc.UnitDir, Reload: reloadSystemd,
 			NetworkDir: hc.NetworkDir, NetworkReload: netconf.NetworkdBus{}.Reload, VMAddresses: vmAddresses,

@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -20,6 +19,7 @@ import (
 // started without it) the reads describe the tenant from its record alone.
 type networkAPI struct {
 	tenants *tenant.Service
+	net     netns.Config // names and prefixes, as the network manager derives them (see networkConfig)
 	host    *hostNetwork // nil without host networking
 	log     *slog.Logger
 }
@@ -34,11 +34,23 @@ type hostNetwork struct {
 	machines *machines.Host
 }
 
+// networkConfig is the network manager's configuration for hc (nil: the defaults), from which
+// describe derives a tenant's names and prefixes, so that they are the ones the host gets.
+func networkConfig(hc *HostConfig) netns.Config {
+	if hc == nil {
+		return netns.Config{}
+	}
+	c := hc.Netns
+	c.BasePrefix = hc.BasePrefix
+	return c
+}
+
 func (a *networkAPI) describe(ctx context.Context, t *tenant.Tenant) vn.TenantNetwork {
+	names, pfx := a.net.Names(reconcile.Spec(t)), a.net.Prefixes(t.NetworkIndex)
 	n := vn.TenantNetwork{
 		Tenant: t.Name, NetworkIndex: int64(t.NetworkIndex),
-		Namespace: "tenant-" + t.Name, Bridge: fmt.Sprintf("br-tenant-%d", t.NetworkIndex),
-		Gateway: fmt.Sprintf("10.%d.0.1", t.NetworkIndex), Subnet: fmt.Sprintf("10.%d.0.0/24", t.NetworkIndex),
+		Namespace: names.Namespace, Bridge: names.Bridge,
+		Gateway: pfx.Gateway.Addr().String(), Subnet: pfx.Bridge.String(),
 		Links: []vn.Link{}, Leases: []vn.Lease{}, Peers: []vn.Peer{}, Problems: []string{},
 	}
 	for _, p := range t.Peers {

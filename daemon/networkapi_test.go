@@ -2,8 +2,13 @@ package daemon
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
+	"github.com/bitbuilder/bitbuilder/rpc"
+	"github.com/bitbuilder/bitbuilder/tenant"
 )
 
 const peerKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -20,16 +25,19 @@ func TestNetworkAPIWithoutHost(t *testing.T) {
 	}
 	wantError(t, c.call("io.bitbuilder.Network.Get", `{"tenant":"nope"}`), "io.bitbuilder.Network.NoSuchTenant", nil)
 
-	// Peers are checked before they are stored.
+	// Peers are checked before they are stored. Each peer breaks only the field it names, so
+	// that it cannot be refused for another one.
 	for _, tc := range []struct{ peer, field string }{
-		{`{"publicKey":"short","allowedIPs":[]}`, ""},
+		{`{"publicKey":"short","allowedIPs":["10.4.100.0/24"]}`, "peer.publicKey"},
 		{`{"publicKey":"` + peerKey + `","allowedIPs":["10.0.0.0/33"]}`, "peer.allowedIPs[0]"},
-		{`{"publicKey":"` + peerKey + `","endpoint":"no-port","allowedIPs":[]}`, ""},
-		{`{"publicKey":"` + peerKey + `","allowedIPs":[],"persistentKeepalive":70000}`, ""},
+		{`{"publicKey":"` + peerKey + `","allowedIPs":[]}`, "peer.allowedIPs"},
+		{`{"publicKey":"` + peerKey + `","endpoint":"no-port","allowedIPs":["10.4.100.0/24"]}`, "peer.endpoint"},
+		{`{"publicKey":"` + peerKey + `","allowedIPs":["10.4.100.0/24"],"persistentKeepalive":70000}`, "peer.persistentKeepalive"},
+		{`{"publicKey":"` + peerKey + `","allowedIPs":["10.4.100.0/24"],"persistentKeepalive":-1}`, "peer.persistentKeepalive"},
 	} {
 		r := c.call("io.bitbuilder.Network.AddPeer", `{"tenant":"n1","peer":`+tc.peer+`}`)
 		wantError(t, r, "io.bitbuilder.Network.InvalidField", nil)
-		if tc.field != "" && r.Parameters["field"] != tc.field {
+		if r.Parameters["field"] != tc.field {
 			t.Errorf("AddPeer(%s): field %v, want %s", tc.peer, r.Parameters["field"], tc.field)
 		}
 	}
@@ -54,3 +62,33 @@ func TestNetworkAPIWithoutHost(t *testing.T) {
 }
 
 func stringOf(v any) string { return fmt.Sprintf("%v", v) }
+
+// TestNetworkAPIBasePrefix: the Network API reports the names and subnets that the network
+// manager derives from the daemon's configuration (--base-prefix), not a fixed 10.N.0.0/24.
+func TestNetworkAPIBasePrefix(t *testing.T) {
+	for _, c := range []struct {
+		name                    string
+		host                    *HostConfig
+		subnet, gateway, bridge string
+	}{
+		{"default", nil, "10.7.0.0/24", "10.7.0.1", "br-tenant-7"},
+		{"base 172.16.0.0/12", &HostConfig{BasePrefix: netip.MustParsePrefix("172.16.0.0/12")}, "172.23.0.0/24", "172.23.0.1", "br-tenant-7"},
+		{"base 100.64.0.0/10", &HostConfig{BasePrefix: netip.MustParsePrefix("100.64.0.0/10")}, "100.71.0.0/24", "100.71.0.1", "br-tenant-7"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// The API as Run builds it (networkConfig of the daemon's host configuration), without
+			// host steps, which would change this machine.
+			svc, _ := newFailingTenants(t)
+			if _, err := svc.Create(t.Context(), tenant.Spec{Name: "n7", NetworkIndex: 7}); err != nil {
+				t.Fatal(err)
+			}
+			api := &networkAPI{tenants: svc, log: discardLogger(), net: networkConfig(c.host)}
+			c2 := dial(t, serveAPIs(t, rpc.Interface{Dispatcher: iobitbuildernetwork.VarlinkNew(api)}))
+			r := c2.call("io.bitbuilder.Network.Get", `{"tenant":"n7"}`)
+			n, _ := r.Parameters["network"].(map[string]any)
+			if r.Error != "" || n["subnet"] != c.subnet || n["gateway"] != c.gateway || n["bridge"] != c.bridge || n["namespace"] != "tenant-n7" {
+				t.Errorf("Network.Get = %v, want subnet %s, gateway %s, bridge %s, namespace tenant-n7", r, c.subnet, c.gateway, c.bridge)
+			}
+		})
+	}
+}

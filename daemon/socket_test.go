@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // TestReadOnlySocket: the read-only socket, 0666 beside the main one, serves the read
@@ -188,9 +190,7 @@ func hostileClients(b *testing.B, bin string, uid uint32, socket string, n int, 
 // peak heap (and heap+stacks) while they are open against its idle heap in the same run,
 // and checks that root is served meanwhile.
 func BenchmarkHostileConnections(b *testing.B) {
-	if os.Getuid() != 0 {
-		b.Skip("needs root to run clients as other uids")
-	}
+	testpolicy.RequireRoot(b, "to run clients as other uids")
 	dir, err := os.MkdirTemp("", "bbhostile")
 	if err != nil {
 		b.Fatal(err)

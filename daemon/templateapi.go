@@ -283,10 +283,6 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 		case validate.SeverityWarning:
 			nwarn++
 		}
-		if f.Rule == "DC" && compatible == nil {
-			no, msg := false, f.Message
-			compatible, reason = &no, &msg
-		}
 	}
 	// What the template requires of the host (metadata.json's requirements), as warnings:
 	// the tree is valid, but this host may not run it.
@@ -296,9 +292,15 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 			nwarn++
 		}
 	}
-	if base != nil && compatible == nil {
-		yes, msg := true, "systemd would merge the extension onto this base"
-		compatible, reason = &yes, &msg
+	// With a base, an extension gets the verdict: every refusal of systemd counts, not only an incompatible
+	// release (no release file, a misnamed one, ...). Other kinds have no extension to merge: no verdict.
+	kind := validate.Kind(deref(typ))
+	if typ == nil && v.meta != nil {
+		kind = validate.Kind(v.meta.Template.Type)
+	}
+	if base != nil && (kind == validate.KindSysext || kind == validate.KindConfext) {
+		ok, msg := validate.Compatibility(v.report, validate.Class(kind))
+		compatible, reason = &ok, &msg
 	}
 	return c.ReplyValidate(ctx, findings, nerr, nwarn, compatible, reason)
 }

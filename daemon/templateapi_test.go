@@ -7,14 +7,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // gitRepoFrom makes a real git repository with one commit holding a copy of dir.
 func gitRepoFrom(t *testing.T, dir string) string {
 	t.Helper()
-	if _, err := exec.LookPath("git"); err != nil {
-		t.Skip("git is not installed")
-	}
+	testpolicy.RequireTool(t, "git")
 	repo := filepath.Join(t.TempDir(), "repo")
 	if out, err := exec.Command("cp", "-a", dir, repo).CombinedOutput(); err != nil {
 		t.Fatalf("copy %s: %v %s", dir, err, out)

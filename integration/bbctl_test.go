@@ -13,7 +13,7 @@ import (
 func TestBbctl(t *testing.T) {
 	d := startDaemon(t, "bbctl")
 	if _, err := os.Stat(filepath.Join(binDir, "bbctl")); err != nil {
-		t.Skipf("bbctl was not built (cmd/bbctl missing or not building): %v", err)
+		t.Fatalf("bbctl was not built: %v", err)
 	}
 	bbctl := func(c caller, args ...string) result {
 		t.Helper()

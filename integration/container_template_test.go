@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/bitbuilder/bitbuilder/integration/testhost"
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // The container template that testdata/container-template.sh builds: a bare Git repository whose branch main
@@ -87,10 +88,7 @@ func installGit(t testing.TB, h *testhost.Host) {
 	if run(t, h, "", "test", "-x", "/usr/local/bin/git-upload-pack").exit == 0 {
 		return
 	}
-	path, err := exec.LookPath("git")
-	if err != nil {
-		t.Skip("git is missing on this machine (scripts/install-test-deps.sh installs it)")
-	}
+	path := testpolicy.RequireTool(t, "git")
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/bitbuilder/bitbuilder/integration/testhost"
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // Paths inside the test host, and who calls.
@@ -93,9 +94,7 @@ func testMain(m *testing.M) int {
 // machine cannot boot a test host.
 func host(t testing.TB) *testhost.Host {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots a systemd test host: skipped with -short")
-	}
+	testpolicy.Short(t, "boots a systemd test host")
 	h := shared.Host(t)
 	setupOnce.Do(func() { setupErr = setup(h) })
 	if setupErr != nil {
@@ -110,9 +109,7 @@ func host(t testing.TB) *testhost.Host {
 // fails it, under BITBUILDER_TESTHOST_REQUIRE) when the machine cannot boot such a host. It skips t with -short.
 func vmHost(t testing.TB, name string) *testhost.Host {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("boots a systemd test host and a VM in it: skipped with -short")
-	}
+	testpolicy.Short(t, "boots a systemd test host and a VM in it")
 	opts := shared.Options
 	opts.Name = name
 	opts.Variant = testhost.VariantVM

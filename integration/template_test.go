@@ -21,7 +21,7 @@ func TestTemplateValidate(t *testing.T) {
 	d := startDaemon(t, "template")
 	dirs, _ := filepath.Glob("../examples/templates/*/metadata.json")
 	if len(dirs) == 0 {
-		t.Skip("no examples/templates/*/metadata.json in the repository")
+		t.Fatal("no examples/templates/*/metadata.json in the repository")
 	}
 	for _, meta := range dirs {
 		name := filepath.Base(filepath.Dir(meta))

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -14,6 +13,9 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
+	"github.com/bitbuilder/bitbuilder/internal/treefile"
 )
 
 // Copy is one tree Prepare copies: Src (a template's tree) to Dst (below the machine's directory).
@@ -79,35 +81,7 @@ func Prepare(ctx context.Context, dir, commit string, copies []Copy) error {
 
 // writeFileSync writes a small file atomically (temporary file, fsync, rename, directory fsync).
 func writeFileSync(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(path, data, atomicfile.Options{Mode: mode})
 }
 
 // WriteFile writes a small file atomically and durably.
@@ -202,39 +176,19 @@ func TreeSize(dir string) (int64, error) {
 // MaxSettingsSize bounds a template's nspawn settings file.
 const MaxSettingsSize = 64 << 10
 
-// ReadTemplateFile reads the regular file rel below root (a template tree) without following a symlink
-// anywhere on the way and refusing more than max bytes. A missing file gives nil and no error.
+// ReadTemplateFile reads the regular file rel below root (a template tree) with treefile.Read: no symlink
+// followed anywhere on the way, at most max bytes. A missing file gives nil and no error.
 func ReadTemplateFile(root, rel string, max int64) ([]byte, error) {
-	r, err := os.OpenRoot(root)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	// os.Root keeps every component inside root; Lstat refuses a final symlink even to inside.
-	fi, err := r.Lstat(rel)
+	data, err := treefile.Read(root, rel, max)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, &SettingsError{Path: rel, Reason: pe.Err.Error()}
+		}
 		return nil, &SettingsError{Path: rel, Reason: err.Error()}
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, &SettingsError{Path: rel, Reason: "not a regular file (" + fi.Mode().Type().String() + ")"}
-	}
-	if fi.Size() > max {
-		return nil, &SettingsError{Path: rel, Reason: fmt.Sprintf("%d bytes, more than the limit of %d", fi.Size(), max)}
-	}
-	f, err := r.OpenFile(rel, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		return nil, &SettingsError{Path: rel, Reason: err.Error()}
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > max {
-		return nil, &SettingsError{Path: rel, Reason: fmt.Sprintf("more than the limit of %d bytes", max)}
 	}
 	return data, nil
 }

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 )
 
 // Owner is a numeric file owner.
@@ -283,41 +285,8 @@ func (m *Manager) reload(ctx context.Context, changed bool) error {
 // fsync the directory. Readers see the old file or the new one, never a part. chown, when not nil, is applied to the
 // temporary file before the rename.
 func writeAtomic(path string, content []byte, mode os.FileMode, chown func(string) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrWrite, err)
-	}
-	tmp := f.Name()
-	fail := func(err error) error {
-		f.Close()
-		os.Remove(tmp)
+	if err := atomicfile.WriteFile(path, content, atomicfile.Options{Mode: mode, Chown: chown}); err != nil {
 		return fmt.Errorf("%w: %s: %v", ErrWrite, path, err)
-	}
-	if _, err := f.Write(content); err != nil {
-		return fail(err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		return fail(err)
-	}
-	if chown != nil {
-		if err := chown(tmp); err != nil {
-			return fail(err)
-		}
-	}
-	if err := f.Sync(); err != nil {
-		return fail(err)
-	}
-	if err := f.Close(); err != nil {
-		return fail(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("%w: %s: %v", ErrWrite, path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/bitbuilder/bitbuilder/integration/testhost"
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 	"github.com/bitbuilder/bitbuilder/netns"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
@@ -35,12 +36,8 @@ type networkdEnv struct {
 
 func newNetworkdEnv(t *testing.T) *networkdEnv {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to boot the systemd test host")
-	}
-	if _, err := exec.LookPath("busybox"); err != nil {
-		t.Skip("needs busybox on the test machine (Debian package busybox-static) for the DHCP client")
-	}
+	testpolicy.RequireRoot(t, "to boot the systemd test host")
+	testpolicy.RequireTool(t, "busybox") // Debian package busybox-static, for the DHCP client
 	// The guest's /etc/systemd/network is a directory of this machine, and so is the tenants' directory, bound at
 	// the same path so that PrivateKeyFile= is right inside.
 	netDir, keysDir := t.TempDir(), t.TempDir()

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"os"
 	"path"
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/bitbuilder/bitbuilder/internal/treefile"
 )
 
 // Metadata is what this package reads of a network template's metadata.json (the seed's format, validated in full
@@ -80,11 +83,46 @@ const (
 var builtins = []string{VarTenant, VarNetworkDir, VarWireGuardKeyFile,
 	VarGateway, VarBridgeAddress, VarBridgeNetwork, VarWireGuardAddress, VarWireGuardNetwork}
 
+// Limits on what Load and LoadDir read of a template (its files are untrusted).
+const (
+	// MaxFileSize bounds metadata.json, parameters.json and each unit file.
+	MaxFileSize = 64 << 10
+	// MaxFiles bounds the number of .netdev, .network and .link files.
+	MaxFiles = 256
+)
+
 // Load reads a network template from fsys: metadata.json, the optional parameters.json, and every *.netdev,
 // *.network and *.link file at its top level. It checks the metadata (type "network", a name and version,
-// systemd_version), the parameters (names, types, defaults) and the files' syntax.
+// systemd_version), the parameters (names, types, defaults) and the files' syntax. Every file is read with
+// treefile.ReadFS: regular files only (a symlink is refused), at most MaxFileSize bytes. For a checkout on disk
+// use LoadDir, which also keeps every path inside the directory.
 func Load(fsys fs.FS) (*Template, error) {
-	raw, err := fs.ReadFile(fsys, "metadata.json")
+	return load(func(name string) ([]byte, error) { return treefile.ReadFS(fsys, name, MaxFileSize) },
+		func() ([]fs.DirEntry, error) { return fs.ReadDir(fsys, ".") })
+}
+
+// LoadDir is Load of the template checked out in dir, each file read with treefile.ReadRoot below dir (no
+// symlink followed, regular files only, at most MaxFileSize bytes), so a template cannot make the reader block
+// on a device or read a host file.
+func LoadDir(dir string) (*Template, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, &TemplateError{File: ".", Msg: err.Error()}
+	}
+	defer root.Close()
+	return load(func(name string) ([]byte, error) { return treefile.ReadRoot(root, name, MaxFileSize) },
+		func() ([]fs.DirEntry, error) {
+			f, err := root.Open(".")
+			if err != nil {
+				return nil, err
+			}
+			defer f.Close()
+			return f.ReadDir(-1)
+		})
+}
+
+func load(read func(name string) ([]byte, error), list func() ([]fs.DirEntry, error)) (*Template, error) {
+	raw, err := read("metadata.json")
 	if err != nil {
 		return nil, &TemplateError{File: "metadata.json", Msg: err.Error()}
 	}
@@ -95,7 +133,7 @@ func Load(fsys fs.FS) (*Template, error) {
 	if err := t.Meta.check(); err != nil {
 		return nil, err
 	}
-	raw, err = fs.ReadFile(fsys, "parameters.json")
+	raw, err = read("parameters.json")
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
@@ -110,7 +148,7 @@ func Load(fsys fs.FS) (*Template, error) {
 			return nil, err
 		}
 	}
-	entries, err := fs.ReadDir(fsys, ".")
+	entries, err := list()
 	if err != nil {
 		return nil, &TemplateError{File: ".", Msg: err.Error()}
 	}
@@ -124,7 +162,10 @@ func Load(fsys fs.FS) (*Template, error) {
 		if !e.Type().IsRegular() {
 			return nil, &TemplateError{File: name, Msg: "not a regular file"}
 		}
-		content, err := fs.ReadFile(fsys, name)
+		if len(t.Files) >= MaxFiles {
+			return nil, &TemplateError{File: name, Msg: fmt.Sprintf("more than %d .netdev, .network and .link files", MaxFiles)}
+		}
+		content, err := read(name)
 		if err != nil {
 			return nil, &TemplateError{File: name, Msg: err.Error()}
 		}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // BenchmarkTenants sets up and tears down n tenants (namespace with lo up, bridge with its address, veth pair with
@@ -29,9 +31,7 @@ import (
 //	go test -run '^$' -bench BenchmarkTenants -benchtime 1x ./netns
 func BenchmarkTenants(b *testing.B) {
 	requireRoot(b)
-	if _, err := exec.LookPath("ip"); err != nil {
-		b.Skip("iproute2's ip is needed for the baseline")
-	}
+	testpolicy.RequireTool(b, "ip") // iproute2, for the baseline
 	const chunk = 10
 	for _, n := range []int{10, 50, 200} {
 		b.Run(fmt.Sprintf("tenants=%d", n), func(b *testing.B) {

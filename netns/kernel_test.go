@@ -19,13 +19,13 @@ import (
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 func requireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces and links")
-	}
+	testpolicy.RequireRoot(t, "CAP_NET_ADMIN and CAP_SYS_ADMIN to create network namespaces and links")
 }
 
 // testEnv is a private "host" namespace with an uplink veth pair, and a Manager whose bridges live in it, so no

@@ -37,6 +37,14 @@ func (m *Manager) Names(s Spec) Names { return m.cfg.names(s) }
 // Prefixes returns the networks of the tenant with the given index.
 func (m *Manager) Prefixes(index int) Prefixes { return m.cfg.prefixes(index) }
 
+// Names returns the names a Manager with this configuration gives s's objects (zero fields take
+// their defaults), for readers that describe a tenant's network without a Manager.
+func (c Config) Names(s Spec) Names { return c.withDefaults().names(s) }
+
+// Prefixes returns the networks a Manager with this configuration gives the tenant with the given
+// index (zero fields take their defaults).
+func (c Config) Prefixes(index int) Prefixes { return c.withDefaults().prefixes(index) }
+
 // want is one desired link.
 type want struct {
 	ns      string // "" host

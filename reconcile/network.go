@@ -193,6 +193,13 @@ func PeerFromAPI(publicKey, endpoint string, allowedIPs []string, keepalive int)
 		p.AllowedIPs = append(p.AllowedIPs, pfx)
 	}
 	if err := p.Validate(0); err != nil {
+		// netconf names the field as a template peer (peer[0].PublicKey); the API's field is peer.publicKey.
+		var ve *netconf.ValueError
+		if errors.As(err, &ve) {
+			if f, ok := strings.CutPrefix(ve.Name, "peer[0]."); ok && f != "" {
+				return tenant.Peer{}, &tenant.FieldError{Field: "peer." + strings.ToLower(f[:1]) + f[1:], Reason: fmt.Sprintf("%q: %s", ve.Value, ve.Rule)}
+			}
+		}
 		return tenant.Peer{}, err
 	}
 	return tenant.Peer{PublicKey: publicKey, Endpoint: endpoint, AllowedIPs: allowedIPs, PersistentKeepalive: keepalive}, nil

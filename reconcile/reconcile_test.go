@@ -185,13 +185,47 @@ func TestFailingTeardownKeepsRecord(t *testing.T) {
 	eventually(t, "finalized after retry", func() bool { _, err := e.svc.Get(ctx, "a"); return errors.Is(err, tenant.ErrNotFound) })
 }
 
+// TestResyncRestoresWhatWasRemoved removes a settled tenant's host state behind the
+// controller's back, with no store change and no event: only the resync can put it back. The
+// same removal under a resync of an hour stays removed, so the first case cannot pass through
+// a pass that something else caused.
 func TestResyncRestoresWhatWasRemoved(t *testing.T) {
-	e := start(t, 50*time.Millisecond)
-	ctx := t.Context()
-	e.svc.Create(ctx, tenant.Spec{Name: "a"})
-	eventually(t, "set up", func() bool { _, ok := e.host.get("a"); return ok })
-	e.host.removeBehindBack("a")
-	eventually(t, "put back", func() bool { _, ok := e.host.get("a"); return ok })
+	for _, c := range []struct {
+		name     string
+		resync   time.Duration
+		restored bool
+	}{
+		{"resync every 50ms", 50 * time.Millisecond, true},
+		{"resync every hour", time.Hour, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := start(t, c.resync)
+			ctx := t.Context()
+			if _, err := e.svc.Create(ctx, tenant.Spec{Name: "a"}); err != nil {
+				t.Fatal(err)
+			}
+			// Settled: ready, and the pass that followed the status write has run.
+			eventually(t, "settled", func() bool {
+				got, _ := e.svc.Get(ctx, "a")
+				e.host.mu.Lock()
+				defer e.host.mu.Unlock()
+				return got.Phase == tenant.PhaseReady && e.host.calls >= 2
+			})
+			before, _ := e.svc.Get(ctx, "a")
+			e.host.removeBehindBack("a")
+			if c.restored {
+				eventually(t, "put back", func() bool { _, ok := e.host.get("a"); return ok })
+			} else {
+				time.Sleep(300 * time.Millisecond)
+				if _, ok := e.host.get("a"); ok {
+					t.Fatal("put back without a resync: a pass ran that the removal did not cause")
+				}
+			}
+			if after, _ := e.svc.Get(ctx, "a"); after.Revision != before.Revision {
+				t.Errorf("the store changed (revision %d -> %d): a store event, not the resync, may have caused the pass", before.Revision, after.Revision)
+			}
+		})
+	}
 }
 
 func TestIdempotentNoStatusChurn(t *testing.T) {

@@ -36,6 +36,9 @@ type Materializer interface {
 type TemplatesStep struct {
 	Registry   Materializer
 	TenantsDir string
+	// ArtifactSources are the host files a template's artifacts.json may ask for; nil means
+	// validate.DefaultArtifactSources.
+	ArtifactSources []string
 
 	// locks serialises the checkouts of one shared tree by tenants reconciled in parallel.
 	locks sync.Map // path -> *sync.Mutex
@@ -123,7 +126,7 @@ func (s *TemplatesStep) checkout(ctx context.Context, u tenant.TemplateUse, dir 
 		if err := s.Registry.Materialize(ctx, u.Template, u.Commit, "", dir, dirs); err != nil {
 			return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
 		}
-		if err := copyArtifacts(dir); err != nil {
+		if err := copyArtifacts(dir, s.ArtifactSources); err != nil {
 			return fmt.Errorf("%s %q: %w", u.Role, u.Name, err)
 		}
 		return os.WriteFile(marker, []byte(u.Commit+"\n"), 0o644)
@@ -178,9 +181,10 @@ func PruneSharedTrees(tenantsDir string) Observer {
 }
 
 // copyArtifacts copies the host files a template asks for into the checkout, through an
-// os.Root so that no path of the template can make it write outside dir.
-func copyArtifacts(dir string) error {
-	arts, err := validate.ReadArtifacts(dir)
+// os.Root so that no path of the template can make it write outside dir. Only host files of
+// allow (nil: validate.DefaultArtifactSources) are copied; any other request fails the checkout.
+func copyArtifacts(dir string, allow []string) error {
+	arts, err := validate.ReadArtifacts(dir, allow)
 	if err != nil || len(arts) == 0 {
 		return err
 	}

@@ -1,12 +1,14 @@
 package reconcile
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 
@@ -64,6 +66,14 @@ func readVMConfig(dir string) (machines.VMConfig, error) {
 
 // UnitsStep writes a tenant's units (the same ones the boot generator writes) into Dir,
 // normally /run/systemd/system, and reloads the manager when one changed.
+//
+// It keeps a manifest of the unit names it wrote for each tenant, Dir/.bitbuilder/<tenant>.units
+// (one name a line), so that it removes exactly the tenant's units that a new render no longer
+// has (an extension dropped from the tenant, a machine removed), and every unit of the tenant at
+// Teardown, without guessing from name prefixes (tenants "a" and "a-b" share one). The manifest
+// is widened before a unit is written and narrowed only after the stale ones are gone, so a crash
+// in between forgets nothing. A pruned .mount unit is stopped (unmounted) after systemd reloaded
+// without it; machine units are stopped by the machines step.
 type UnitsStep struct {
 	Dir    string
 	Config units.Config
@@ -71,6 +81,9 @@ type UnitsStep struct {
 	TenantsDir string
 	// Reload asks systemd to reload its units (D-Bus Manager.Reload).
 	Reload func(ctx context.Context) error
+	// Stop stops a unit and waits for the job (nil: units are not stopped). Errors that wrap
+	// machines.ErrNoBus mean there is no service manager to ask, and are ignored.
+	Stop func(ctx context.Context, unit string) error
 
 	// reloadOwed is set when files changed but the reload failed: a later pass whose files
 	// are already right must still reload. synced is set by the first reload of this
@@ -79,6 +92,103 @@ type UnitsStep struct {
 	mu         sync.Mutex
 	reloadOwed bool
 	synced     bool
+}
+
+// ManifestDir is the directory, inside a unit directory, of the per-tenant unit manifests.
+const ManifestDir = ".bitbuilder"
+
+func (s *UnitsStep) manifestPath(tenantName string) string {
+	return filepath.Join(s.Dir, ManifestDir, tenantName+".units")
+}
+
+// readManifest returns the unit names recorded for the tenant (none when there is no manifest).
+func (s *UnitsStep) readManifest(tenantName string) ([]string, error) {
+	b, err := os.ReadFile(s.manifestPath(tenantName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, l := range strings.Split(string(b), "\n") {
+		// Only plain unit names: a line with a path separator would reach outside Dir.
+		if l = strings.TrimSpace(l); l != "" && !strings.ContainsRune(l, '/') && l != "." && l != ".." {
+			names = append(names, l)
+		}
+	}
+	return names, nil
+}
+
+// writeManifest records names as the tenant's units (atomically, synced); unchanged content is not rewritten.
+func (s *UnitsStep) writeManifest(tenantName string, names []string) error {
+	names = slices.Clone(names)
+	slices.Sort(names)
+	names = slices.Compact(names)
+	content := []byte(strings.Join(names, "\n") + "\n")
+	p := s.manifestPath(tenantName)
+	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, content) {
+		return nil
+	}
+	dir := filepath.Dir(p)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".#"+filepath.Base(p)+".")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(content); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// removeUnits removes the unit files names from Dir; removed says whether one existed.
+func (s *UnitsStep) removeUnits(names []string) (removed bool, err error) {
+	for _, n := range names {
+		err := os.Remove(filepath.Join(s.Dir, n))
+		if err == nil {
+			removed = true
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return removed, err
+		}
+	}
+	return removed, nil
+}
+
+// stopMounts stops the .mount units among names (the mounts stay after their unit file went).
+func (s *UnitsStep) stopMounts(ctx context.Context, names []string) error {
+	if s.Stop == nil {
+		return nil
+	}
+	var errs []error
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".mount") {
+			continue
+		}
+		if err := s.Stop(ctx, n); err != nil && !errors.Is(err, machines.ErrNoBus) {
+			errs = append(errs, fmt.Errorf("stop %s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (s *UnitsStep) reload(ctx context.Context, changed bool) error {
@@ -109,6 +219,24 @@ func (s *UnitsStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Cond
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, err
 	}
+	written, err := s.readManifest(t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("unit manifest: %w", err)
+	}
+	current := make([]string, 0, len(us))
+	for _, u := range us {
+		current = append(current, u.Name)
+	}
+	var stale []string
+	for _, n := range written {
+		if !slices.Contains(current, n) {
+			stale = append(stale, n)
+		}
+	}
+	// Record every unit before it is written: the old ones stay listed until they are gone.
+	if err := s.writeManifest(t.Name, append(slices.Clone(written), current...)); err != nil {
+		return nil, fmt.Errorf("unit manifest: %w", err)
+	}
 	changed := false
 	for _, u := range us {
 		c, err := units.ReplaceUnit(s.Dir, u)
@@ -117,34 +245,56 @@ func (s *UnitsStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Cond
 		}
 		changed = changed || c
 	}
-	if err := s.reload(ctx, changed); err != nil {
+	removed, err := s.removeUnits(stale)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.reload(ctx, changed || removed); err != nil {
 		return []tenant.Condition{cond("UnitsInstalled", false, "ReloadFailed", fmt.Sprintf("units written to %s, but systemd did not reload: %v", s.Dir, err))}, err
+	}
+	// After the reload no remaining unit requires a pruned mount any more: stopping it stops nothing else.
+	if err := s.stopMounts(ctx, stale); err != nil {
+		return []tenant.Condition{cond("UnitsInstalled", false, "StopFailed", err.Error())}, err
+	}
+	if len(stale) > 0 {
+		if err := s.writeManifest(t.Name, current); err != nil {
+			return nil, fmt.Errorf("unit manifest: %w", err)
+		}
 	}
 	return []tenant.Condition{cond("UnitsInstalled", true, "Written", fmt.Sprintf("%d units in %s", len(us), s.Dir))}, nil
 }
 
-// Teardown implements Step.
+// Teardown implements Step: every unit in the tenant's manifest (and of its current render, for
+// units written before manifests existed) is removed, its mounts stopped, then the manifest.
 func (s *UnitsStep) Teardown(ctx context.Context, t *tenant.Tenant) error {
-	us, err := units.Render(UnitsTenant(t), s.Config)
+	names, err := s.readManifest(t.Name)
 	if err != nil {
-		return nil // nothing was ever written for it
+		return fmt.Errorf("unit manifest: %w", err)
 	}
-	removed := false
-	for _, u := range us {
-		err := os.Remove(filepath.Join(s.Dir, u.Name))
-		if err == nil {
-			removed = true
-		} else if !errors.Is(err, os.ErrNotExist) {
-			return err
+	if us, err := units.Render(UnitsTenant(t), s.Config); err == nil {
+		for _, u := range us {
+			if !slices.Contains(names, u.Name) {
+				names = append(names, u.Name)
+			}
 		}
+	}
+	removed, err := s.removeUnits(names)
+	if err != nil {
+		return err
 	}
 	if err := s.reload(ctx, removed); err != nil {
 		// Nothing is left to remove; without a service manager there is nothing to tell.
-		if strings.Contains(err.Error(), "no system bus") {
-			return nil
+		if !strings.Contains(err.Error(), "no system bus") {
+			return fmt.Errorf("units removed, reload failed: %w", err)
 		}
-		return fmt.Errorf("units removed, reload failed: %w", err)
 	}
+	if err := s.stopMounts(ctx, names); err != nil {
+		return err
+	}
+	if err := os.Remove(s.manifestPath(t.Name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	_ = os.Remove(filepath.Dir(s.manifestPath(t.Name))) // when it was the last tenant's
 	return nil
 }
 

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/varlink/go/varlink"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // testIface is a small served interface: Get and Sleep need Read, Create needs Write.
@@ -197,17 +199,10 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// requireRoot skips a test that must run clients as other uids, unless the environment
-// requires such tests (BITBUILDER_TESTHOST_REQUIRE=1), which makes it fail instead.
+// requireRoot skips a test that must run clients as other uids (or fails it, under testpolicy's rule).
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Getuid() == 0 {
-		return
-	}
-	if os.Getenv("BITBUILDER_TESTHOST_REQUIRE") == "1" {
-		t.Fatal("needs root to run clients as other uids, and BITBUILDER_TESTHOST_REQUIRE=1")
-	}
-	t.Skip("needs root to run clients as other uids")
+	testpolicy.RequireRoot(t, "to run clients as other uids")
 }
 
 // hostile runs testdata/hostile as uid (and gid) and returns once its connects were tried;

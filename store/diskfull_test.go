@@ -3,22 +3,19 @@ package store
 import (
 	"errors"
 	"fmt"
-	"os"
 	"syscall"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // TestDiskFull fills a small tmpfs: the failing commit reports ErrFailed
 // with the ENOSPC cause, later commits are refused, reads keep working, and
 // a reopened store holds every acknowledged commit. Needs root for mount.
 func TestDiskFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs")
-	}
+	testpolicy.RequireRoot(t, "to mount a small tmpfs")
 	dir := t.TempDir()
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=2m"); err != nil {
-		t.Skipf("cannot mount tmpfs: %v", err)
-	}
+	testpolicy.RequireNoError(t, syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=2m"), "cannot mount tmpfs")
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	path := dir + "/state.db"
 	s, err := Open(path, Options{})

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // rawUpdate changes a database file behind the store's back.
@@ -148,9 +150,7 @@ func TestOpenNotWritable(t *testing.T) {
 	dir := t.TempDir()
 	if os.Geteuid() == 0 {
 		// Root ignores permission bits; a read-only mount stops it too.
-		if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_RDONLY, "size=1m"); err != nil {
-			t.Skipf("cannot mount a read-only tmpfs: %v", err)
-		}
+		testpolicy.RequireNoError(t, syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_RDONLY, "size=1m"), "cannot mount a read-only tmpfs")
 		t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	} else {
 		os.Chmod(dir, 0o500)

@@ -77,7 +77,7 @@ type FetchError struct {
 	Err error
 }
 
-func (e *FetchError) Error() string { return fmt.Sprintf("fetch %s: %v", e.URL, e.Err) }
+func (e *FetchError) Error() string { return fmt.Sprintf("fetch %s: %v", RedactURL(e.URL), e.Err) }
 
 // Is matches ErrFetch.
 func (e *FetchError) Is(target error) bool { return target == ErrFetch }
@@ -97,7 +97,7 @@ type RefError struct {
 }
 
 func (e *RefError) Error() string {
-	return fmt.Sprintf("ref %q at %s: %s", e.Ref, e.URL, e.Reason)
+	return fmt.Sprintf("ref %q at %s: %s", e.Ref, RedactURL(e.URL), e.Reason)
 }
 
 // Is matches ErrNoSuchRef.

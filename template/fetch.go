@@ -62,6 +62,12 @@ func checkURL(raw string) (string, error) {
 			if u.Host == "" {
 				return "", bad("no host")
 			}
+			// Credentials are never part of a template's URL: the URL is shown to every reader and logged.
+			// ssh:// may name the (public) user; its key is Config.SSHKeyPath.
+			if _, hasPassword := u.User.Password(); hasPassword || u.User != nil && scheme != "ssh" {
+				return "", &FieldError{Field: "url", Reason: fmt.Sprintf("%q: credentials in the URL are refused (they would be shown to every reader and logged); "+
+					"serve the repository without them or over ssh:// with the registry's key", RedactURL(raw))}
+			}
 			return raw, nil
 		default:
 			return "", bad(fmt.Sprintf("scheme %q is not supported (use a local path, file://, https://, http://, ssh:// or git://)", scheme))
@@ -72,6 +78,30 @@ func checkURL(raw string) (string, error) {
 		return raw, nil
 	}
 	return "", bad("not an absolute path or a supported URL (local path, file://, https://, http://, ssh://, git://, user@host:path)")
+}
+
+// RedactURL returns rawURL with the password (and, for schemes other than ssh, the user name) of its userinfo
+// replaced by "redacted", for records made before such URLs were refused: what is shown or logged never
+// carries a credential.
+func RedactURL(rawURL string) string {
+	scheme, _, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return rawURL
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		if i, j := strings.Index(rawURL, "://"), strings.LastIndex(rawURL, "@"); j > i {
+			return rawURL[:i+3] + "redacted@" + rawURL[j+1:]
+		}
+		return rawURL
+	}
+	if u.User == nil {
+		return rawURL
+	}
+	if _, hasPassword := u.User.Password(); hasPassword || scheme != "ssh" {
+		u.User = url.User("redacted")
+	}
+	return u.String()
 }
 
 // checkRef follows git check-ref-format, plus a full commit hash.
@@ -182,6 +212,10 @@ func (r *Registry) fetch(ctx context.Context, repo *git.Repository, gitDir, rawU
 
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	if gs, ok := repo.Storer.(*guardedStorage); ok {
+		gs.refused = func(err error) { cancel(err) }
+		defer func() { gs.refused = nil }()
+	}
 	stop := make(chan struct{})
 	polled := make(chan struct{})
 	go func() {

@@ -19,25 +19,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Limits bound what one checkout may write. Zero fields take the defaults.
+// Limits bound what a fetch may hold in memory and what one checkout may write. Zero fields take the defaults.
 type Limits struct {
-	// MaxFileSize is the largest blob written (default 1 GiB).
+	// MaxFileSize is the largest blob written (default 256 MiB).
 	MaxFileSize int64
-	// MaxTotalSize is the most bytes written by one checkout (default 16 GiB).
+	// MaxTotalSize is the most bytes one checkout writes, counted over the whole tree (a blob named N times
+	// counts N times) before the first byte is written (default 4 GiB).
 	MaxTotalSize int64
 	// MaxEntries is the most files, symlinks and directories (default 2,000,000).
 	MaxEntries int
 	// MaxFetchSize is the most pack bytes a template's repository may hold
 	// after a fetch; a fetch that grows past it is stopped (default 16 GiB).
 	MaxFetchSize int64
+	// MaxObjectSize is the largest object (inflated) a fetched pack may hold, checked on the pack's bytes as
+	// they arrive, before go-git parses or indexes them; for a delta, its inflated size and the size of the
+	// object it makes (default 256 MiB).
+	MaxObjectSize int64
 }
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxFileSize <= 0 {
-		l.MaxFileSize = 1 << 30
+		l.MaxFileSize = 256 << 20
 	}
 	if l.MaxTotalSize <= 0 {
-		l.MaxTotalSize = 16 << 30
+		l.MaxTotalSize = 4 << 30
+	}
+	if l.MaxObjectSize <= 0 {
+		l.MaxObjectSize = 256 << 20
 	}
 	if l.MaxEntries <= 0 {
 		l.MaxEntries = 2_000_000
@@ -174,6 +182,10 @@ func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
 	fd, err := unix.Dup(rootfd)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	// The whole tree is measured first, so that a tree over the limits writes nothing.
+	if _, err := c.measure(tree, "", 0, map[plumbing.Hash]treeSize{}); err != nil {
+		return err
 	}
 	c.jobs = make(chan writeJob, 256)
 	for range max(2, runtime.GOMAXPROCS(0)) {
@@ -318,6 +330,62 @@ func joinPath(dir, name string) string {
 		return name
 	}
 	return dir + "/" + name
+}
+
+// treeSize is what checking a tree out writes: its entries and bytes.
+type treeSize struct {
+	entries int64
+	bytes   int64
+}
+
+// measure sums the entries and file bytes of tree h (sizes from the object headers; no blob is read), each
+// subtree once however often it is named (memo), and fails at the first limit it passes, so that a small
+// repository naming one large blob or subtree many times is refused before anything is written.
+func (c *checkout) measure(h plumbing.Hash, path string, depth int, memo map[plumbing.Hash]treeSize) (treeSize, error) {
+	if sz, ok := memo[h]; ok {
+		return sz, nil
+	}
+	if depth > maxDepth {
+		return treeSize{}, c.fail(path, ErrTooLarge, "directories nested deeper than %d levels", maxDepth)
+	}
+	entries, err := c.readTree(h, path)
+	if err != nil {
+		return treeSize{}, err
+	}
+	var sz treeSize
+	for _, e := range entries {
+		p := joinPath(path, e.name)
+		sz.entries++
+		switch e.mode {
+		case 0o040000:
+			sub, err := c.measure(e.hash, p, depth+1, memo)
+			if err != nil {
+				return treeSize{}, err
+			}
+			sz.entries += sub.entries
+			sz.bytes += sub.bytes
+		case 0o100644, 0o100664, 0o100755:
+			obj, err := c.blob(e, p)
+			if err != nil {
+				return treeSize{}, err
+			}
+			if obj.Size() > c.limits.MaxFileSize {
+				return treeSize{}, c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", obj.Size(), c.limits.MaxFileSize)
+			}
+			sz.bytes += obj.Size()
+		}
+		if sz.entries > int64(c.limits.MaxEntries) {
+			return treeSize{}, c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
+		}
+		if sz.bytes > c.limits.MaxTotalSize {
+			return treeSize{}, c.fail(p, ErrTooLarge, "checking the tree out would write more than the total limit of %d bytes (MaxTotalSize)", c.limits.MaxTotalSize)
+		}
+	}
+	if err := c.ctx.Err(); err != nil {
+		return treeSize{}, err
+	}
+	memo[h] = sz
+	return sz, nil
 }
 
 // writeTree writes the entries of tree h into the directory dir. It

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // sandbox is a directory holding the cache, the tenants' trees and a
@@ -289,9 +291,7 @@ func TestUnsafeTrees(t *testing.T) {
 }
 
 func TestMaterializeManyFiles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100,000 files: skipped with -short")
-	}
+	testpolicy.Short(t, "100,000 files")
 	// The test is about counts and correctness, not disk speed: on a busy
 	// shared disk 100,000 files take minutes, so use tmpfs when there is one.
 	tmp := t.TempDir()

@@ -228,7 +228,7 @@ func (r *Registry) begin(name string, mustExist bool) (Template, func(), error) 
 	case mustExist && !ok:
 		return Template{}, nil, fmt.Errorf("%w: %s", ErrNotFound, name)
 	case !mustExist && ok:
-		return Template{}, nil, fmt.Errorf("%w: %s (url %s)", ErrExists, name, t.URL)
+		return Template{}, nil, fmt.Errorf("%w: %s (url %s)", ErrExists, name, RedactURL(t.URL))
 	case r.busy[name] && !mustExist:
 		return Template{}, nil, fmt.Errorf("%w: %s is being added", ErrExists, name)
 	case r.busy[name]:
@@ -302,6 +302,7 @@ func (r *Registry) List() []Template {
 
 func cloneTemplate(t Template) Template {
 	t.PreviousCommits = slices.Clone(t.PreviousCommits)
+	t.URL = RedactURL(t.URL)
 	return t
 }
 
@@ -356,7 +357,7 @@ func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func
 	}()
 	st := openStore(tmpRepo)
 	defer st.Close()
-	repo, err := git.Init(st, nil)
+	repo, err := git.Init(guard(st, r.limits), nil)
 	if err != nil {
 		return Template{}, fmt.Errorf("%w: init %s: %w", ErrStorage, tmpRepo, err)
 	}
@@ -422,12 +423,12 @@ func (r *Registry) Update(ctx context.Context, name string, progress func(Progre
 		return Template{}, err
 	}
 	defer release()
-	log := r.log.With("template", name, "url", t.URL)
+	log := r.log.With("template", name, "url", RedactURL(t.URL))
 	rep := newReporter(progress)
 	path := r.repoPath(name)
 	st := openStore(path)
 	defer st.Close()
-	repo, err := git.Open(st, nil)
+	repo, err := git.Open(guard(st, r.limits), nil)
 	if err != nil {
 		return Template{}, fmt.Errorf("%w: open %s: %w", ErrStorage, path, err)
 	}

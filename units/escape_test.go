@@ -6,15 +6,14 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // systemdEscape runs the real systemd-escape on inputs and returns its outputs, one per input.
 func systemdEscape(t *testing.T, path bool, inputs ...string) []string {
 	t.Helper()
-	bin, err := exec.LookPath("systemd-escape")
-	if err != nil {
-		t.Skip("systemd-escape is not installed: cannot compare with systemd")
-	}
+	bin := testpolicy.RequireTool(t, "systemd-escape")
 	args := []string{}
 	if path {
 		args = append(args, "--path")
@@ -70,10 +69,7 @@ func TestEscapePathMatchesSystemdEscape(t *testing.T) {
 
 // TestEscapePathRefusesWhatSystemdRefuses checks the paths systemd-escape --path fails on, one call each.
 func TestEscapePathRefusesWhatSystemdRefuses(t *testing.T) {
-	bin, err := exec.LookPath("systemd-escape")
-	if err != nil {
-		t.Skip("systemd-escape is not installed: cannot compare with systemd")
-	}
+	bin := testpolicy.RequireTool(t, "systemd-escape")
 	for _, in := range []string{"/a/..", "/../x", "a/../b", ".", "./", "./.", "/a/../../b"} {
 		sysErr := exec.CommandContext(t.Context(), bin, "--path", "--", in).Run()
 		if sysErr == nil {

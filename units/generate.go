@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 )
 
 // GenerateReport says what Generate did.
@@ -110,7 +112,7 @@ func checkUnitName(name string) error {
 
 // ReplaceUnit makes dir/u.Name hold u.Content, for a daemon that keeps units in /run/systemd/system: it does
 // nothing if the file already has that content (changed is false, so no daemon-reload is needed), and otherwise
-// replaces it atomically (temporary file in dir, rename), never writing through a symlink. Names are checked as
+// replaces it atomically and durably (atomicfile), never writing through a symlink. Names are checked as
 // by WriteUnit.
 func ReplaceUnit(dir string, u Unit) (changed bool, err error) {
 	if err := checkUnitName(u.Name); err != nil {
@@ -124,26 +126,7 @@ func ReplaceUnit(dir string, u Unit) (changed bool, err error) {
 			return false, nil
 		}
 	}
-	tmp, err := os.CreateTemp(dir, ".#"+u.Name+".")
-	if err != nil {
-		return false, err
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err = tmp.Write(u.Content); err != nil {
-		return false, err
-	}
-	if err = tmp.Chmod(0o644); err != nil {
-		return false, err
-	}
-	if err = tmp.Close(); err != nil {
-		return false, err
-	}
-	if err = os.Rename(tmp.Name(), p); err != nil {
+	if err = atomicfile.WriteFile(p, u.Content, atomicfile.Options{Mode: 0o644}); err != nil {
 		return false, err
 	}
 	return true, nil

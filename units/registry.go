@@ -8,8 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
-	"strings"
+
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 )
 
 // DefaultRegistryPath is where the daemon keeps the boot registry and the generator reads it. It is under /etc,
@@ -210,44 +210,8 @@ func WriteRegistry(path string, r Registry) error {
 	}
 	data = append(data, '\n')
 
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	tmp, err := os.CreateTemp(dir, "."+strings.TrimSuffix(base, ".json")+"-*.tmp")
-	if err != nil {
+	if err := atomicfile.WriteFile(path, data, atomicfile.Options{Mode: 0o644}); err != nil {
 		return fmt.Errorf("write boot registry: %w", err)
-	}
-	committed := false
-	defer func() {
-		if !committed {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write boot registry: %w", err)
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		return fmt.Errorf("write boot registry: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write boot registry: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write boot registry: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write boot registry: %w", err)
-	}
-	committed = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write boot registry: sync directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write boot registry: sync directory: %w", err)
 	}
 	return nil
 }

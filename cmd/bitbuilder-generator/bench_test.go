@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 	"github.com/bitbuilder/bitbuilder/units"
 )
 
@@ -34,13 +35,9 @@ func tmpfsDir(b *testing.B) string {
 // units each). x-seed is seed time / our time.
 func BenchmarkVsSeed(b *testing.B) {
 	seed := os.Getenv("BITBUILDER_SEED_DIR")
-	if seed == "" {
-		b.Skip("BITBUILDER_SEED_DIR is not set: no seed generators to compare with")
-	}
+	testpolicy.Require(b, seed != "", "BITBUILDER_SEED_DIR is not set: no seed generators to compare with")
 	for _, tool := range []string{"bash", "jq", "base64"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			b.Skipf("the seed generators need %s: %v", tool, err)
-		}
+		testpolicy.RequireTool(b, tool) // the seed generators need it
 	}
 	const n = 1000
 	root := tmpfsDir(b)

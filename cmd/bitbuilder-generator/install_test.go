@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -18,9 +20,7 @@ var update = flag.Bool("update", false, "rewrite the golden files under testdata
 // tree (paths and modes) with testdata/install-PREFIX.golden; the programs are placeholders, install.mk only
 // copies them. It also checks that the daemon unit names the daemon where it was installed.
 func TestInstallLayout(t *testing.T) {
-	if _, err := exec.LookPath("make"); err != nil {
-		t.Skip("make is not installed")
-	}
+	testpolicy.RequireTool(t, "make")
 	bin := t.TempDir()
 	for _, p := range []string{"bitbuilderd", "bbctl", "bitbuilder-generator"} {
 		if err := os.WriteFile(filepath.Join(bin, p), []byte("#!/bin/sh\n"), 0o755); err != nil {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 	"github.com/bitbuilder/bitbuilder/units"
 )
 
@@ -217,13 +218,10 @@ func TestGeneratorDoesNothingInInitrd(t *testing.T) {
 func kmsgRecords(t *testing.T, reg, marker string) []string {
 	t.Helper()
 	fd, err := syscall.Open("/dev/kmsg", syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
-	if err != nil {
-		t.Skipf("cannot read the kernel log (needs root): %v", err)
-	}
+	testpolicy.RequireNoError(t, err, "cannot read the kernel log (needs root)")
 	defer syscall.Close(fd)
-	if _, err := syscall.Seek(fd, 0, io.SeekEnd); err != nil {
-		t.Skipf("cannot seek the kernel log: %v", err)
-	}
+	_, err = syscall.Seek(fd, 0, io.SeekEnd)
+	testpolicy.RequireNoError(t, err, "cannot seek the kernel log")
 	cmd := exec.CommandContext(t.Context(), generatorBin, t.TempDir())
 	cmd.Env = []string{"BITBUILDER_REGISTRY=" + reg}
 	var stderr bytes.Buffer

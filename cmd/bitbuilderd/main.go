@@ -67,6 +67,11 @@ func run(args []string) error {
 		return nil
 	})
 	fs.DurationVar(&cfg.Resync, "resync", 10*time.Minute, "how long a tenant goes at most without being compared with the host when nothing changed (host events and changes act at once)")
+	fs.Int64Var(&cfg.TemplateLimits.MaxObjectSize, "template-max-object-size", 256<<20, "largest object (inflated) a template fetch may hold, in bytes")
+	fs.Int64Var(&cfg.TemplateLimits.MaxFileSize, "template-max-file-size", 256<<20, "largest file a template checkout writes, in bytes")
+	fs.Int64Var(&cfg.TemplateLimits.MaxTotalSize, "template-max-tree-size", 4<<30, "most bytes a template checkout writes, counted before writing (a blob named N times counts N times)")
+	fs.Int64Var(&cfg.TemplateLimits.MaxFetchSize, "template-max-fetch-size", 16<<30, "most pack bytes a template repository may hold after a fetch")
+	fs.IntVar(&cfg.TemplateLimits.MaxEntries, "template-max-entries", 2_000_000, "most files, symlinks and directories of a template checkout")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
 	if err := fs.Parse(args); err != nil {

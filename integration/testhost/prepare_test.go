@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // runScript runs prepare.sh from this directory (what CI runs) with the cache in dir.
@@ -36,16 +38,14 @@ func lastLine(s string) string {
 // TestPrepareScript checks the cache logic of prepare.sh on a private cache directory: it is seeded with the
 // tarball of the machine's cached rootfs, so a "build" is an unpack, not a debootstrap download.
 func TestPrepareScript(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("prepare.sh needs root")
-	}
+	testpolicy.RequireRoot(t, "prepare.sh needs root")
 	rootfs, err := LocateRootfs(t.Context(), false)
 	if err != nil {
-		t.Skip(err)
+		skipOrFatal(t, err)
 	}
 	tarball := rootfs + ".tar.zst"
 	if _, err := os.Stat(tarball); err != nil {
-		t.Skipf("no tarball next to the cached rootfs: %v", err)
+		testpolicy.Requiref(t, false, "no tarball next to the cached rootfs (prepare.sh makes it): %v", err)
 	}
 	cache := t.TempDir()
 	want := filepath.Join(cache, filepath.Base(rootfs))

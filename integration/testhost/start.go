@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // Start boots a test host for t and registers t.Cleanup to stop it (a failure to clean up fails t). It skips t
@@ -33,12 +35,23 @@ func Start(t testing.TB, opts Options) *Host {
 	return h
 }
 
+// skipOrFatal skips t when err says the machine cannot run hosts (not root, no rootfs), or fails it under
+// BITBUILDER_TESTHOST_REQUIRE=1 (testpolicy's rule); any other error fails t.
 func skipOrFatal(t testing.TB, err error) {
 	t.Helper()
-	if (errors.Is(err, ErrNotRoot) || errors.Is(err, ErrNoRootfs)) && os.Getenv(EnvRequire) == "" {
-		t.Skipf("%v (set %s=1 to make this a failure)", err, EnvRequire)
+	if errors.Is(err, ErrNotRoot) || errors.Is(err, ErrNoRootfs) {
+		testpolicy.Require(t, false, err.Error())
 	}
 	t.Fatal(err)
+}
+
+// requireHost skips t (or fails it, like skipOrFatal) when the machine cannot boot a test host.
+func requireHost(t testing.TB) {
+	t.Helper()
+	testpolicy.RequireRoot(t, "to boot a host")
+	if _, err := LocateRootfs(t.Context(), false); err != nil {
+		skipOrFatal(t, err)
+	}
 }
 
 type testWriter struct{ t testing.TB }

@@ -31,12 +31,7 @@ func TestCrashHelper(t *testing.T) {
 }
 
 func TestCrashedTestProcess(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to boot a host")
-	}
-	if _, err := LocateRootfs(t.Context(), false); err != nil {
-		t.Skip(err)
-	}
+	requireHost(t)
 	dir := t.TempDir()
 	cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestCrashHelper$", "-test.count=1")
 	cmd.Env = append(os.Environ(), crashEnv+"="+dir)

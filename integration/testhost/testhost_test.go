@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // shared is the host of the feature tests below; the lifecycle tests boot their own.
@@ -615,9 +617,7 @@ func TestBinds(t *testing.T) {
 }
 
 func TestBadOptionsChangeNothing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: New checks root first")
-	}
+	testpolicy.RequireRoot(t, "New checks root first")
 	existing := t.TempDir()
 	tests := []struct {
 		name string
@@ -667,12 +667,7 @@ func TestBadOptionsChangeNothing(t *testing.T) {
 }
 
 func TestFailedBootLeavesNothing(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to boot a host")
-	}
-	if _, err := LocateRootfs(t.Context(), false); err != nil {
-		t.Skip(err)
-	}
+	requireHost(t)
 	tests := []struct {
 		name       string
 		opts       Options
@@ -744,7 +739,7 @@ func BenchmarkStartStop(b *testing.B) {
 		t0 := time.Now()
 		h, err := New(b.Context(), Options{Name: "bench"})
 		if err != nil {
-			b.Skip(err)
+			skipOrFatal(b, err)
 		}
 		t1 := time.Now()
 		if err := h.Stop(); err != nil {
@@ -757,9 +752,7 @@ func BenchmarkStartStop(b *testing.B) {
 }
 
 func TestGoBuildBinaryInside(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to boot a host")
-	}
+	testpolicy.RequireRoot(t, "to boot a host")
 	bin := GoBuild(t, "./integration/testhost/testdata/varlinkhello")
 	h := Start(t, Options{Name: "gobuild", Binds: []Bind{{Host: bin, Guest: "/opt/bitbuilder/bin", ReadOnly: true}}})
 	// machined is started on demand (D-Bus activation, or by the first machine); only then its Varlink socket exists.

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // vmSpawnArgs is the systemd-vmspawn command line that boots the VariantVM guest here: software emulation
@@ -79,9 +81,7 @@ func poll(ctx context.Context, timeout, interval time.Duration, f func() (bool, 
 // must lease it an address, and stopping the unit must remove the machine and the tap. It takes about a minute
 // (40 s to the lease on an idle 2-vCPU machine, 60-80 s under load).
 func TestVMSpawnBoots(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM under software emulation: about a minute")
-	}
+	testpolicy.Short(t, "boots a VM under software emulation: about a minute")
 	h := Start(t, Options{Name: "vmspawn", Variant: VariantVM})
 	ctx := t.Context()
 	const machine, unit, bridge = "t-vm", "vmtest", "br-test"

@@ -59,17 +59,25 @@ var rules = map[string]rule{
 	"store":             {},
 	"template":          {project: []string{"template/metadata"}},
 	"template/metadata": {},
-	"template/validate": {project: []string{"template/metadata"}},
+	"template/validate": {project: []string{"template/metadata", "internal/treefile"}},
 	"netns":             {},
-	"netconf":           {},
-	"units":             {},
-	"machines":          {project: []string{"units"}},
+	"netconf":           {project: []string{"internal/treefile", "internal/atomicfile"}},
+	"units":             {project: []string{"internal/atomicfile"}},
+	"machines":          {project: []string{"units", "internal/treefile", "internal/atomicfile"}},
+	// The one reader of a template tree's files, used by every host package that reads one.
+	"internal/treefile": {},
 	// The IDL and its generated bindings, and the example templates, are leaves too.
 	"api/...":            {},
 	"examples/templates": {},
 	// Tests of the whole system may use any package; no package may import them.
 	"integration/...":  {project: []string{"..."}},
 	"internal/deptest": {},
+	// The one atomic, durable file write; any package may use it.
+	"internal/atomicfile": {external: []string{}},
+	// The one rule for tests that need root, the test host, a tool or a kernel feature; every
+	// package's tests may import it (go list without -test does not see test imports), and
+	// integration/testhost does.
+	"internal/testpolicy": {external: []string{}},
 }
 
 type pkg struct {

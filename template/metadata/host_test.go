@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 func TestCheckHost(t *testing.T) {
@@ -60,9 +62,7 @@ func TestCheckHost(t *testing.T) {
 func TestProbeHostReal(t *testing.T) {
 	h := ProbeHost(t.Context())
 	rel, err := os.ReadFile("/proc/sys/kernel/osrelease")
-	if err != nil {
-		t.Skipf("no /proc: %v", err)
-	}
+	testpolicy.RequireNoError(t, err, "no /proc")
 	if h.Kernel != strings.TrimSpace(string(rel)) {
 		t.Errorf("Kernel = %q, /proc says %q", h.Kernel, strings.TrimSpace(string(rel)))
 	}
@@ -109,10 +109,7 @@ func (m manager) Get(iface, prop string) (dbus.Variant, *dbus.Error) {
 // TestProbeSystemdOverDBus runs a private dbus-daemon, puts a Manager
 // object with a Version property on it, and probes through that bus.
 func TestProbeSystemdOverDBus(t *testing.T) {
-	daemon, err := exec.LookPath("dbus-daemon")
-	if err != nil {
-		t.Skip("dbus-daemon not installed")
-	}
+	daemon := testpolicy.RequireTool(t, "dbus-daemon")
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "bus")
 	conf := filepath.Join(dir, "bus.conf")

@@ -396,7 +396,7 @@ func decodeStrict(data []byte) (any, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	v, err := decodeValue(dec, "$")
+	v, err := decodeValue(dec, nil, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -406,7 +406,28 @@ func decodeStrict(data []byte) (any, error) {
 	return v, nil
 }
 
-func decodeValue(dec *json.Decoder, path string) (any, error) {
+// MaxDepth is the deepest nesting of objects and arrays a document may have. metadata.json needs 4 levels; the
+// limit keeps what decoding a hostile document costs in proportion to its size.
+const MaxDepth = 32
+
+// docPath is the path of a value being decoded, built as a string only for an error.
+type docPath struct {
+	parent *docPath
+	key    string
+	index  int // an array element's index; -1 for an object member
+}
+
+func (p *docPath) String() string {
+	if p == nil {
+		return "$"
+	}
+	if p.index < 0 {
+		return p.parent.String() + "." + p.key
+	}
+	return fmt.Sprintf("%s[%d]", p.parent.String(), p.index)
+}
+
+func decodeValue(dec *json.Decoder, path *docPath, depth int) (any, error) {
 	tok, err := dec.Token()
 	if err != nil {
 		if err == io.EOF {
@@ -416,6 +437,9 @@ func decodeValue(dec *json.Decoder, path string) (any, error) {
 	}
 	switch t := tok.(type) {
 	case json.Delim:
+		if depth >= MaxDepth && (t == '{' || t == '[') {
+			return nil, fmt.Errorf("%s: nested deeper than %d levels", path, MaxDepth)
+		}
 		switch t {
 		case '{':
 			obj := &object{vals: map[string]any{}}
@@ -428,7 +452,7 @@ func decodeValue(dec *json.Decoder, path string) (any, error) {
 				if _, dup := obj.vals[k]; dup {
 					return nil, fmt.Errorf("%s.%s: duplicate key", path, k)
 				}
-				v, err := decodeValue(dec, path+"."+k)
+				v, err := decodeValue(dec, &docPath{parent: path, key: k, index: -1}, depth+1)
 				if err != nil {
 					return nil, err
 				}
@@ -442,7 +466,7 @@ func decodeValue(dec *json.Decoder, path string) (any, error) {
 		case '[':
 			list := []any{}
 			for i := 0; dec.More(); i++ {
-				v, err := decodeValue(dec, fmt.Sprintf("%s[%d]", path, i))
+				v, err := decodeValue(dec, &docPath{parent: path, index: i}, depth+1)
 				if err != nil {
 					return nil, err
 				}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bitbuilder/bitbuilder/integration/testhost"
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 const probeEnv = "BITBUILDER_METADATA_PROBE_PRINT"
@@ -18,9 +19,7 @@ const probeEnv = "BITBUILDER_METADATA_PROBE_PRINT"
 // (this test binary, bound in) and compares what it finds with what
 // systemctl and uname say there: the D-Bus path against the real manager.
 func TestProbeOnSystemdHost(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a systemd host: skipped with -short")
-	}
+	testpolicy.Short(t, "boots a systemd host")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -46,19 +46,51 @@ func (a Artifact) Source() (string, error) {
 	return "", fmt.Errorf("%w: %s (from %s)", ErrArtifactMissing, a.Path, strings.Join(a.From, ", "))
 }
 
+// DefaultArtifactSources are the host files templates may ask for unless the administrator configures others:
+// the boot loader, kernel, initrd, busybox and BitBuilder's own binaries the example templates use. An entry is
+// an absolute path or a glob pattern (path.Match).
+var DefaultArtifactSources = []string{
+	"/usr/bin/busybox", "/bin/busybox",
+	"/usr/lib/systemd/boot/efi/systemd-bootx64.efi", "/usr/lib/systemd/boot/efi/systemd-bootaa64.efi",
+	"/boot/vmlinuz-*", "/vmlinuz", "/boot/initrd.img-*", "/initrd.img",
+	"/usr/lib/bitbuilder/*", "/usr/local/lib/bitbuilder/*",
+}
+
+// ArtifactAllowed reports whether a template may name host path or pattern from in its artifacts.json: from is
+// clean and absolute, and either is one of the allowed entries as written (a pattern the administrator
+// allowed) or, having no pattern characters, matches one of them. nil allow means DefaultArtifactSources.
+func ArtifactAllowed(from string, allow []string) bool {
+	if allow == nil {
+		allow = DefaultArtifactSources
+	}
+	if !strings.HasPrefix(from, "/") || path.Clean(from) != from {
+		return false
+	}
+	literal := !strings.ContainsAny(from, `*?[\`)
+	for _, a := range allow {
+		if a == from {
+			return true
+		}
+		if ok, err := path.Match(a, from); literal && err == nil && ok {
+			return true
+		}
+	}
+	return false
+}
+
 type artifactsDoc struct {
 	Artifacts []Artifact `json:"artifacts"`
 }
 
-// ReadArtifacts reads and checks the artifacts.json of a template checkout. A checkout without one has no
-// artifacts (nil, nil).
-func ReadArtifacts(dir string) ([]Artifact, error) {
+// ReadArtifacts reads and checks the artifacts.json of a template checkout, allowing only host files of allow
+// (nil: DefaultArtifactSources; see ArtifactAllowed). A checkout without one has no artifacts (nil, nil).
+func ReadArtifacts(dir string, allow []string) ([]Artifact, error) {
 	r, err := openRoot(dir)
 	if err != nil {
 		return nil, err
 	}
 	c := &collector{}
-	a, err := readArtifacts(r, c)
+	a, err := readArtifacts(r, c, allow)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +115,7 @@ func (a artifacts) hasAny(dir string, paths []string) bool {
 	return false
 }
 
-func readArtifacts(r *root, c *collector) (artifacts, error) {
+func readArtifacts(r *root, c *collector, allow []string) (artifacts, error) {
 	a := artifacts{set: map[string]bool{}}
 	data, err := r.readFile(ArtifactsFile, releaseLimit)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -112,6 +144,9 @@ func readArtifacts(r *root, c *collector) (artifacts, error) {
 		for _, f := range art.From {
 			if !strings.HasPrefix(f, "/") {
 				c.errorf("X2", ArtifactsFile, "artifact %s: host path %q is not absolute", p, f)
+				bad = true
+			} else if !ArtifactAllowed(f, allow) {
+				c.errorf("X2", ArtifactsFile, "artifact %s: host path %q is not one the host's administrator allows templates to ask for", p, f)
 				bad = true
 			}
 		}

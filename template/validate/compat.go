@@ -122,3 +122,40 @@ func Compatible(ext Release, class Class, base Release, baseIsInitrd bool, arch 
 	}
 	return true, "the base has no VERSION_ID and the levels do not apply"
 }
+
+// refuses reports whether an error finding of an extension of class is one for which systemd-sysext /
+// systemd-confext (v257) itself skips or refuses the extension, as opposed to a rule where the spec is stricter
+// than systemd (TestOracleSysext checks both kinds against systemd).
+func refuses(f Finding, class Class) bool {
+	switch f.Rule {
+	case "DC", "D26", "D27", "D28":
+		// Incompatible; no release file, a misnamed one or several candidates; an invalid image name.
+		return true
+	case "D29":
+		// systemd-sysext refuses an extension with usr/lib/os-release; systemd-confext merges one, and one
+		// with etc/os-release (the spec forbids both).
+		return class == ClassSysext && (f.Path == "usr/lib/os-release" || strings.HasSuffix(f.Path, "/usr/lib/os-release"))
+	}
+	return false
+}
+
+// Compatibility is the compatibility verdict of a report of Extension, or of Tree of kind sysext or confext,
+// made with Options.BaseRoot: ok is true only when systemd-sysext / systemd-confext v257 would merge the
+// extension onto the base root and the report has no error. An error that makes systemd refuse the extension
+// (rule DC; D26, D27: no release file, a misnamed one, several candidates; D28; D29: a sysext's
+// usr/lib/os-release) gives false with that reason. An error of a rule where the spec is stricter than systemd
+// (D29 for a confext's os-release, a D33 scope token systemd ignores, the release file's syntax, ...) gives
+// false too, and the reason says that systemd itself would merge the extension but BitBuilder does not.
+func Compatibility(r Report, class Class) (ok bool, reason string) {
+	errs := r.Errors()
+	for _, f := range errs {
+		if refuses(f, class) {
+			return false, fmt.Sprintf("systemd would not merge the %s onto this base (%s, %s): %s", class, f.Rule, f.Path, f.Message)
+		}
+	}
+	if len(errs) > 0 {
+		f := errs[0]
+		return false, fmt.Sprintf("systemd 257 itself would merge the %s, but it breaks rule %s (%s: %s), so BitBuilder does not use it", class, f.Rule, f.Path, f.Message)
+	}
+	return true, fmt.Sprintf("systemd would merge the %s onto this base", class)
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/bitbuilder/bitbuilder/integration/testhost"
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // TestExampleRootsBoot materializes the example container and infrastructure templates, gives them the test
@@ -16,9 +17,7 @@ import (
 // systemd-nspawn --boot inside a systemd 257 test host until systemd-machined lists them as running; then
 // powers them off. The container's init must also have run its workload script.
 func TestExampleRootsBoot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("booting the example roots needs root for the systemd 257 test host")
-	}
+	testpolicy.RequireRoot(t, "booting the example roots needs the systemd 257 test host")
 	tests := []struct {
 		example string
 		kind    Kind

@@ -134,7 +134,7 @@ func materialize(t testing.TB, src, dst string, kind Kind) (missing []string) {
 			t.Fatal(err)
 		}
 	}
-	arts, err := ReadArtifacts(src)
+	arts, err := ReadArtifacts(src, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,13 +192,16 @@ func TestReadArtifacts(t *testing.T) {
 		{"escaping path", `{"artifacts":[{"path":"../x","from":["/bin/busybox"]}]}`, false},
 		{"relative host path", `{"artifacts":[{"path":"x","from":["bin/busybox"]}]}`, false},
 		{"no source", `{"artifacts":[{"path":"x","from":[]}]}`, false},
+		{"host secret", `{"artifacts":[{"path":"x","from":["/etc/shadow"]}]}`, false},
+		{"escaping pattern", `{"artifacts":[{"path":"x","from":["/boot/vmlinuz-/../../etc/shadow"]}]}`, false},
+		{"pattern wider than allowed", `{"artifacts":[{"path":"x","from":["/boot/*"]}]}`, false},
 		{"not JSON", `{`, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			build(t, dir, file(ArtifactsFile, tc.doc))
-			arts, err := ReadArtifacts(dir)
+			arts, err := ReadArtifacts(dir, nil)
 			if (err == nil) != tc.ok {
 				t.Fatalf("err = %v, want ok=%v", err, tc.ok)
 			}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 const goodExtRelease = "ID=bitbuilder\nVERSION_ID=1.0\nSYSEXT_LEVEL=1.0\nCONFEXT_LEVEL=1.0\nARCHITECTURE=x86-64\n"
@@ -115,15 +117,13 @@ func TestExtensionRules(t *testing.T) {
 			build(t, dir, tc.add...)
 			if tc.xattr != "" {
 				if err := unix.Lsetxattr(filepath.Join(dir, tc.xattr), "user.extension-release.strict", []byte("0"), 0); err != nil {
-					if errors.Is(err, unix.ENOTSUP) {
-						t.Skip("the file system of the temporary directory does not support user xattrs")
-					}
+					testpolicy.Require(t, !errors.Is(err, unix.ENOTSUP), "the file system of the temporary directory does not support user xattrs")
 					t.Fatal(err)
 				}
 			}
 			if tc.xattrOpaque != "" {
 				if err := unix.Lsetxattr(filepath.Join(dir, tc.xattrOpaque), "user.overlay.opaque", []byte("y"), 0); err != nil {
-					t.Skipf("user xattrs: %v", err)
+					testpolicy.RequireNoError(t, err, "user xattrs")
 				}
 			}
 			opts := testOptions()

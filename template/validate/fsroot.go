@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bitbuilder/bitbuilder/internal/treefile"
 	"golang.org/x/sys/unix"
 )
 
@@ -141,39 +141,27 @@ func (r *root) isDir(rel string) bool {
 	return err == nil && fi.IsDir()
 }
 
-// readFile reads the regular file rel names, at most limit bytes. It never opens anything but a regular file.
+// readFile reads the regular file rel names, at most limit bytes: symlinks on the way are resolved inside the
+// root, then the resolved path is read with treefile.Read (regular files only, nothing followed out of the
+// tree, size-capped), the one reader of template files.
 func (r *root) readFile(rel string, limit int64) ([]byte, error) {
-	res, fi, err := r.stat(rel)
+	res, err := r.resolve(rel, true)
 	if err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
+	data, err := treefile.Read(r.dir, res, limit)
+	var pe *fs.PathError
+	switch {
+	case err == nil:
+		return data, nil
+	case errors.Is(err, treefile.ErrNotRegular):
 		return nil, &fs.PathError{Op: "read", Path: rel, Err: errNotRegular}
-	}
-	if fi.Size() > limit {
+	case errors.Is(err, treefile.ErrTooLarge):
 		return nil, &fs.PathError{Op: "read", Path: rel, Err: errTooLarge}
+	case errors.As(err, &pe):
+		return nil, &fs.PathError{Op: pe.Op, Path: rel, Err: pe.Err}
 	}
-	fd, err := unix.Open(r.abs(res), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: rel, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), rel)
-	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return nil, &fs.PathError{Op: "fstat", Path: rel, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, &fs.PathError{Op: "read", Path: rel, Err: errNotRegular}
-	}
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, &fs.PathError{Op: "read", Path: rel, Err: err}
-	}
-	if int64(len(data)) > limit {
-		return nil, &fs.PathError{Op: "read", Path: rel, Err: errTooLarge}
-	}
-	return data, nil
+	return nil, err
 }
 
 // readDir lists the directory rel names (symlinks resolved inside the root).

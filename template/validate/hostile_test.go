@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 func TestResolveInsideRoot(t *testing.T) {
@@ -126,9 +128,7 @@ func TestHostileTrees(t *testing.T) {
 }
 
 func TestManyFiles(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100,000 files take a few seconds to create; skipped with -short")
-	}
+	testpolicy.Short(t, "100,000 files take a few seconds to create")
 	dir := memTempDir(t)
 	build(t, dir, goodRoot()...)
 	start := time.Now()

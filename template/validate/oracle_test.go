@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bitbuilder/bitbuilder/integration/testhost"
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // Base os-release variations of the oracle.
@@ -99,6 +100,18 @@ func oracleCases() []oracleCase {
 		{name: "d30-confext-no-id", class: ClassConfext, base: baseDebian, release: "VERSION_ID=13\n"},
 		{name: "d32-confext-arch", class: ClassConfext, base: baseDebian, release: "ID=_any\nARCHITECTURE=amd64\n"},
 		{name: "d33-confext-bad-scope", class: ClassConfext, base: baseDebian, release: "ID=_any\nCONFEXT_SCOPE=host\n"},
+		// The compatibility verdict (Compatibility, Template.Validate's "compatible") on trees whose release is
+		// compatible but that systemd refuses for another reason.
+		{name: "v-no-release-any", base: baseRolling, release: ""},
+		{name: "v-confext-no-release", class: ClassConfext, base: baseDebian, release: ""},
+		{name: "v-misnamed-compatible", base: baseDebian, release: "", extra: []node{file(rel+"bar", "ID=debian\nVERSION_ID=13\n")}},
+		{name: "v-confext-misnamed", class: ClassConfext, base: baseDebian, release: "", extra: []node{file("etc/extension-release.d/extension-release.bar", "ID=_any\n")}},
+		{name: "v-two-candidates-compatible", base: baseDebian, image: "foo_1", release: "", extra: []node{file(rel+"foo", "ID=debian\nVERSION_ID=13\n"), file(rel+"bar", "ID=debian\nVERSION_ID=13\n")}, xattr: rel + "bar"},
+		{name: "v-confext-two-candidates", class: ClassConfext, base: baseDebian, image: "foo_1", release: "", extra: []node{file("etc/extension-release.d/extension-release.foo", "ID=_any\n"), file("etc/extension-release.d/extension-release.bar", "ID=_any\n")}, xattr: "etc/extension-release.d/extension-release.bar"},
+		{name: "v-os-release-compatible", base: baseDebian, release: "ID=debian\nVERSION_ID=13\n", extra: []node{file("usr/lib/os-release", "ID=debian\nVERSION_ID=13\n")}},
+		// systemd-confext 257 merges a confext that ships usr/lib/os-release (only systemd-sysext refuses
+		// one); the spec forbids it in every extension.
+		{name: "v-confext-usr-os-release", class: ClassConfext, base: baseDebian, release: "ID=_any\n", extra: []node{file("usr/lib/os-release", "ID=debian\nVERSION_ID=13\n")}, policy: "D29"},
 		{name: "d37-sysext-under-usr", base: baseDebian, release: "ID=_any\n", place: "usr/lib/extensions"},
 		{name: "d37-sysext-in-confext-path", base: baseDebian, release: "ID=_any\n", place: "var/lib/confexts"},
 		{name: "d38-mutable-mode", base: baseDebian, release: "ID=_any\n", mutable: true, rootExtra: []node{dir("var/lib/extensions.mutable/usr", 0o700)}},
@@ -180,12 +193,46 @@ func verdict(t *testing.T, root string, oc oracleCase) (bool, []string) {
 	return len(rules) == 0, rules
 }
 
+// verdictOf is the compatibility verdict (Compatibility) of the case's extension validated with the root as base.
+func verdictOf(t *testing.T, root string, oc oracleCase) (bool, string) {
+	t.Helper()
+	rep, err := Extension(t.Context(), filepath.Join(root, filepath.FromSlash(oc.imageDir())), oc.cls(), oc.imageName(), Options{BaseRoot: root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Compatibility(rep, oc.cls())
+}
+
+// TestCompatibilityVerdict checks, without systemd, the verdict of the oracle's extension-form cases against
+// the outcome systemd 257 had on them (TestOracleSysext checks it against systemd itself).
+func TestCompatibilityVerdict(t *testing.T) {
+	// What systemd 257 did with each case, as TestOracleSysext observed it.
+	merges := map[string]bool{
+		"version-match": true, "any": true, "rolling-base": true, "rolling-base-ignores-version": true,
+		"id-like": true, "level-match-version-differs": true, "arch-native": true, "arch-any": true,
+		"scope-system-portable": true, "fallback-underscore": true, "confext-version": true,
+		"confext-level": true, "confext-rolling": true, "quoted-values-and-comments": true,
+		"confext-id-like": true, "confext-fallback-plus": true, "w-sysext-etc-os-release": true,
+		"w-content-outside": true, "w-whiteout": true, "w-confext-executable": true,
+	}
+	for _, oc := range oracleCases() {
+		if oc.place != "" || oc.mutable || oc.policy != "" {
+			continue
+		}
+		t.Run(oc.name, func(t *testing.T) {
+			root := t.TempDir()
+			buildOracleRoot(t, root, oc)
+			if got, why := verdictOf(t, root, oc); got != merges[oc.name] {
+				t.Errorf("Compatibility = %v (%s), systemd 257 merged=%v", got, why, merges[oc.name])
+			}
+		})
+	}
+}
+
 // TestOracleSysext compares the validator's verdict on extension trees with real systemd-sysext and
 // systemd-confext merges (systemd 257) in a booted test host.
 func TestOracleSysext(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("the oracle needs root to boot the systemd 257 test host")
-	}
+	testpolicy.RequireRoot(t, "the oracle boots the systemd 257 test host")
 	cases := oracleCases()
 	work := t.TempDir()
 	var script strings.Builder
@@ -229,12 +276,23 @@ func TestOracleSysext(t *testing.T) {
 				if !merged || ok || !strings.Contains(strings.Join(rules, " "), oc.policy) {
 					t.Errorf("policy case: want systemd to merge and the validator to report %s; merged=%v, validator errors %v\nsystemd:\n%s", oc.policy, merged, rules, out)
 				}
+				// The verdict is no, and says that systemd itself would merge it.
+				if compat, why := verdictOf(t, base, oc); compat || !strings.Contains(why, "itself would merge") {
+					t.Errorf("policy case: Compatibility = %v (%s), want false naming systemd's own verdict", compat, why)
+				}
 				policy++
 				return
 			}
 			if merged != ok {
 				t.Errorf("systemd merged=%v, validator says %v (errors %v)\nsystemd:\n%s", merged, ok, rules, out)
 				return
+			}
+			// The verdict Template.Validate returns with a base: "would merge" exactly when systemd merged.
+			if oc.place == "" && !oc.mutable {
+				if compat, why := verdictOf(t, base, oc); compat != merged {
+					t.Errorf("systemd merged=%v, Compatibility says %v (%s)\nsystemd:\n%s", merged, compat, why, out)
+					return
+				}
 			}
 			agree++
 		})

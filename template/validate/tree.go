@@ -43,6 +43,9 @@ type Options struct {
 	Now func() time.Time
 	// Bootable makes RootFS require an init (rule C25). Tree sets it for the kinds that boot their root.
 	Bootable bool
+	// ArtifactSources are the host files a template's artifacts.json may ask for (see ArtifactAllowed); nil
+	// means DefaultArtifactSources. It is the host administrator's list, never the template's.
+	ArtifactSources []string
 
 	base *baseInfo // the parsed BaseRoot, set by withDefaults
 }
@@ -86,7 +89,7 @@ func Tree(ctx context.Context, dir string, kind Kind, opts Options) (Report, err
 	}
 	opts = opts.withDefaults()
 	c := &collector{}
-	arts, err := readArtifacts(r, c)
+	arts, err := readArtifacts(r, c, opts.ArtifactSources)
 	if err != nil {
 		return Report{}, err
 	}

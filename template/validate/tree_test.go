@@ -131,7 +131,7 @@ func TestTreeMachine(t *testing.T) {
 		{name: "F54 generic root partition type", gpt: func(t *testing.T, p string) { writeGPT(t, p, true, espType, linuxDataType) }, rule: "F54", sev: SeverityWarning},
 		{name: "C24 ESP random seed", add: []node{file("disk-image/efi/loader/random-seed", "x")}, rule: "C24", sev: SeverityWarning},
 		{name: "C25 root without init", rm: []string{"disk-image/rootfs/usr/lib/systemd/systemd"}, rule: "C25", sev: SeverityError},
-		{name: "X3 artifacts", rm: []string{"disk-image/boot/vmlinuz", "disk-image/efi/EFI/BOOT"}, add: []node{file(ArtifactsFile, `{"artifacts":[{"path":"disk-image/boot/vmlinuz","from":["/boot/vmlinuz-*"]},{"path":"disk-image/efi/EFI/BOOT/BOOTX64.EFI","from":["/x"]}]}`)}, rule: "X3", sev: SeverityInfo},
+		{name: "X3 artifacts", rm: []string{"disk-image/boot/vmlinuz", "disk-image/efi/EFI/BOOT"}, add: []node{file(ArtifactsFile, `{"artifacts":[{"path":"disk-image/boot/vmlinuz","from":["/boot/vmlinuz-*"]},{"path":"disk-image/efi/EFI/BOOT/BOOTX64.EFI","from":["/usr/lib/systemd/boot/efi/systemd-bootx64.efi"]}]}`)}, rule: "X3", sev: SeverityInfo},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -179,7 +179,7 @@ func TestTreeKinds(t *testing.T) {
 		{name: "container without rootfs", kind: KindContainer, nodes: []node{file("config/x", "")}, rule: "C17", sev: SeverityError},
 		{name: "infrastructure with init", kind: KindInfrastructure, nodes: container},
 		{name: "infrastructure without init", kind: KindInfrastructure, nodes: container, rm: []string{"rootfs/usr/lib/systemd/systemd"}, rule: "C25", sev: SeverityError},
-		{name: "init provided by artifacts", kind: KindInfrastructure, nodes: append(container, file(ArtifactsFile, `{"artifacts":[{"path":"rootfs/sbin/init","from":["/sbin/init"]}]}`)), rm: []string{"rootfs/usr/lib/systemd/systemd"}, rule: "X3", sev: SeverityInfo},
+		{name: "init provided by artifacts", kind: KindInfrastructure, nodes: append(container, file(ArtifactsFile, `{"artifacts":[{"path":"rootfs/sbin/init","from":["/usr/bin/busybox"]}]}`)), rm: []string{"rootfs/usr/lib/systemd/systemd"}, rule: "X3", sev: SeverityInfo},
 		{name: "homed good", kind: KindHomed, nodes: homed},
 		{name: "homed bad user name", kind: KindHomed, nodes: append(homed, file("config/user-record.json", `{"userName":"Bad Name"}`)), rule: "X2", sev: SeverityError},
 		{name: "homed record with secrets", kind: KindHomed, nodes: append(homed, file("config/user-record.json", `{"userName":"u","secret":{"password":["x"]}}`)), rule: "X2", sev: SeverityError},
