@@ -97,6 +97,9 @@ type Config struct {
 	// TemplateLimits bound what a template repository may cost the daemon (template.Limits; zero fields take
 	// its defaults): the largest object a fetch may hold, the largest file and the total size of a checkout.
 	TemplateLimits template.Limits
+	// ArtifactSources are the host files (paths or patterns) a template's artifacts.json may ask
+	// for; nil means validate.DefaultArtifactSources. The administrator's list, never a template's.
+	ArtifactSources []string
 }
 
 func (c *Config) defaults() {
@@ -138,7 +141,7 @@ func Run(ctx context.Context, cfg Config) error {
 	reg, err := template.New(template.Config{
 		Dir:        filepath.Join(cfg.StateDir, "templates"),
 		SSHKeyPath: filepath.Join(cfg.StateDir, "ssh", "id_ed25519"),
-		Validate:   registryValidator,
+		Validate:   registryValidator(cfg.ArtifactSources),
 		Limits:     cfg.TemplateLimits,
 		Logger:     log.With("component", "template"),
 	})
@@ -191,7 +194,8 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 			{
 				Dispatcher: iobitbuildertemplate.VarlinkNew(&templateAPI{
-					reg: reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "validate"), log: log,
+					artifactSources: cfg.ArtifactSources,
+					reg:             reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "validate"), log: log,
 				}),
 				Methods: map[string]rpc.Method{
 					"Add":    {Access: rpc.Write},
@@ -241,7 +245,9 @@ func Run(ctx context.Context, cfg Config) error {
 	var steps []reconcile.Step
 	var observer reconcile.Observer
 	if cfg.Host != nil {
-		netAPI.host, steps, observer, err = setUpHost(*cfg.Host, cfg.StateDir, svcMin, svcMax, reg, log)
+		hc := *cfg.Host
+		hc.ArtifactSources = cfg.ArtifactSources
+		netAPI.host, steps, observer, err = setUpHost(hc, cfg.StateDir, svcMin, svcMax, reg, log)
 		if err != nil {
 			return err
 		}

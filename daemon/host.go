@@ -37,6 +37,8 @@ type HostConfig struct {
 	// BasePrefix is where tenant networks are cut from (default 10.0.0.0/8): tenant N owns
 	// the /16 at BasePrefix + N<<16.
 	BasePrefix netip.Prefix
+	// ArtifactSources are the host files templates may ask for (set from Config.ArtifactSources).
+	ArtifactSources []string
 	// Netns overrides the network manager's configuration (tests use their own prefixes).
 	Netns netns.Config
 }
@@ -94,7 +96,7 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 	}
 	hn := &hostNetwork{links: links, files: files, template: networkTemplate, machines: machines.New(log.With("component", "machines"))}
 	steps := []reconcile.Step{
-		&reconcile.TemplatesStep{Registry: reg, TenantsDir: tenantsDir},
+		&reconcile.TemplatesStep{Registry: reg, TenantsDir: tenantsDir, ArtifactSources: hc.ArtifactSources},
 		&reconcile.NetworkStep{Links: links, Files: files, Template: networkTemplate},
 		&reconcile.UnitsStep{Dir: hc.UnitDir, Config: hc.Units, TenantsDir: tenantsDir, Reload: reloadSystemd,
 			Stop: func(ctx context.Context, unit string) error { return hn.machines.Stop(ctx, unit, true) }},

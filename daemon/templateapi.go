@@ -38,6 +38,8 @@ type templateAPI struct {
 	// checkout checks a registered template's commit out into dir for Validate
 	// (nil: the registry's Materialize). Tests count checkouts through it.
 	checkout func(ctx context.Context, name, commit, dir string) error
+	// artifactSources is the administrator's allow-list of host files (nil: the default).
+	artifactSources []string
 }
 
 // templateUsers maps each template name to the tenants whose records use it, sorted:
@@ -215,7 +217,7 @@ func (a *templateAPI) Validate(ctx context.Context, c vtp.VarlinkCall, name *str
 	if (name == nil) == (path == nil) {
 		return c.ReplyInvalidField(ctx, "name", "give exactly one of name and path")
 	}
-	opts := validate.Options{}
+	opts := validate.Options{ArtifactSources: a.artifactSources}
 	if architecture != nil {
 		if !validate.IsArchitecture(*architecture) {
 			return c.ReplyInvalidField(ctx, "architecture", fmt.Sprintf("%q is not a systemd architecture id (e.g. x86-64, arm64)", *architecture))
@@ -563,16 +565,18 @@ func (a *templateAPI) replyError(ctx context.Context, c vtp.VarlinkCall, name st
 // registryValidator adapts the UAPI validator to the registry's hook: a commit is refused
 // when validation finds errors. The registry carries findings as strings; each is written by
 // formatFinding so that replyError reads its rule and path back (parseFinding).
-func registryValidator(ctx context.Context, dir, kind string) ([]string, error) {
-	rep, err := validate.Tree(ctx, dir, validate.Kind(kind), validate.Options{})
-	if err != nil {
-		return nil, err
+func registryValidator(artifactSources []string) func(ctx context.Context, dir, kind string) ([]string, error) {
+	return func(ctx context.Context, dir, kind string) ([]string, error) {
+		rep, err := validate.Tree(ctx, dir, validate.Kind(kind), validate.Options{ArtifactSources: artifactSources})
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, f := range rep.Errors() {
+			out = append(out, formatFinding(f))
+		}
+		return out, nil
 	}
-	var out []string
-	for _, f := range rep.Errors() {
-		out = append(out, formatFinding(f))
-	}
-	return out, nil
 }
 
 // formatFinding writes a finding as validate.Finding.String does ("path: severity RULE:

@@ -25,7 +25,7 @@ func newTemplateAPI(t *testing.T, mutate func(*templateAPI)) (*client, *failingS
 	t.Helper()
 	repo := gitRepoFrom(t, "../examples/templates/sysext")
 	dir := t.TempDir()
-	reg, err := template.New(template.Config{Dir: filepath.Join(dir, "templates"), Validate: registryValidator, Logger: discardLogger()})
+	reg, err := template.New(template.Config{Dir: filepath.Join(dir, "templates"), Validate: registryValidator(nil), Logger: discardLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}

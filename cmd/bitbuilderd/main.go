@@ -59,6 +59,13 @@ func run(args []string) error {
 		host.Units.VMSpawnArgs = append(host.Units.VMSpawnArgs, s)
 		return nil
 	})
+	fs.Func("artifact-source", "a host file (path or glob pattern) templates' artifacts.json may ask for; given at least once, these replace the built-in list (kernel, initrd, systemd-boot, busybox, /usr/lib/bitbuilder/*) (repeatable)", func(s string) error {
+		if !strings.HasPrefix(s, "/") {
+			return fmt.Errorf("%q is not an absolute path", s)
+		}
+		cfg.ArtifactSources = append(cfg.ArtifactSources, s)
+		return nil
+	})
 	fs.Func("vm-unit-property", "an extra [Service] setting NAME=VALUE of every VM's unit (repeatable)", func(s string) error {
 		if k, _, ok := strings.Cut(s, "="); !ok || k == "" {
 			return fmt.Errorf("%q is not NAME=VALUE", s)
