@@ -19,35 +19,42 @@ import (
 // The container template that testdata/container-template.sh builds: a bare Git repository whose branch main
 // holds metadata.json (type container), config/nspawn-settings.conf and rootfs/, a Debian trixie userland booting
 // systemd 257 with systemd-networkd asking DHCP on host0.
-var (
-	containerRepoOnce sync.Once
-	containerRepo     string
-	containerRepoErr  error
-)
+var containerRepo = &templateRepo{script: "testdata/container-template.sh", what: "container"}
 
-// containerTemplate returns the path of the container template repository on this machine, building it the
-// first time (about 12 s from the test host's cached rootfs, no network; then cached under
-// /var/cache/bitbuilder-test). Call it after host(t), which skips when the machine cannot boot a test host.
-func containerTemplate(t testing.TB) string {
+// templateRepo is a template repository that a script in testdata/ builds (and caches) on first use.
+type templateRepo struct {
+	script, what string
+	once         sync.Once
+	path         string
+	err          error
+}
+
+// get runs the script once and returns the repository's path (the script's last line of output).
+func (r *templateRepo) get(t testing.TB) string {
 	t.Helper()
-	containerRepoOnce.Do(func() {
+	r.once.Do(func() {
 		start := time.Now()
-		cmd := exec.Command("bash", "testdata/container-template.sh")
+		cmd := exec.Command("bash", r.script)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
-			containerRepoErr = fmt.Errorf("testdata/container-template.sh: %w\n%s", err, stderr.Bytes())
+			r.err = fmt.Errorf("%s: %w\n%s", r.script, err, stderr.Bytes())
 			return
 		}
-		containerRepo = lastLine(string(out))
-		fmt.Fprintf(os.Stderr, "integration: container template repository %s (%v)\n", containerRepo, time.Since(start).Round(time.Millisecond))
+		r.path = lastLine(string(out))
+		fmt.Fprintf(os.Stderr, "integration: %s template repository %s (%v)\n", r.what, r.path, time.Since(start).Round(time.Millisecond))
 	})
-	if containerRepoErr != nil {
-		t.Fatal(containerRepoErr)
+	if r.err != nil {
+		t.Fatal(r.err)
 	}
-	return containerRepo
+	return r.path
 }
+
+// containerTemplate returns the path of the container template repository on this machine, building it the
+// first time (about 12 s from the test host's cached rootfs, no network; then cached under
+// /var/cache/bitbuilder-test). Call it after host(t), which skips when the machine cannot boot a test host.
+func containerTemplate(t testing.TB) string { return containerRepo.get(t) }
 
 // pipeInto runs producer on this machine and feeds its stdout to args run inside the host.
 func pipeInto(t testing.TB, h *testhost.Host, producer *exec.Cmd, args ...string) {

@@ -1,13 +1,9 @@
 package integration
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -17,36 +13,13 @@ import (
 // config/cloud-init/{user-data,meta-data}, and disk-image/{boot,efi,rootfs}: the vm test host's small Debian trixie
 // guest (Debian's kernel, a busybox initrd mounting the root over virtiofs, systemd 257 with systemd-networkd
 // asking DHCP), with a Type #1 entry on XBOOTLDR and systemd-boot on the ESP.
-var (
-	machineRepoOnce sync.Once
-	machineRepo     string
-	machineRepoErr  error
-)
+var machineRepo = &templateRepo{script: "testdata/machine-template.sh", what: "machine"}
 
 // machineTemplate returns the path of the machine template repository on this machine, building it the first
 // time (about 15 s from the vm test host's cached guest, no network; then cached under /var/cache/bitbuilder-test).
 // Call it after vmHost(t), which skips when the machine cannot boot a vm test host (the script would otherwise
 // build the vm tree: minutes, and the network).
-func machineTemplate(t *testing.T) string {
-	t.Helper()
-	machineRepoOnce.Do(func() {
-		start := time.Now()
-		cmd := exec.Command("bash", "testdata/machine-template.sh")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			machineRepoErr = fmt.Errorf("testdata/machine-template.sh: %w\n%s", err, stderr.Bytes())
-			return
-		}
-		machineRepo = lastLine(string(out))
-		fmt.Fprintf(os.Stderr, "integration: machine template repository %s (%v)\n", machineRepo, time.Since(start).Round(time.Millisecond))
-	})
-	if machineRepoErr != nil {
-		t.Fatal(machineRepoErr)
-	}
-	return machineRepo
-}
+func machineTemplate(t *testing.T) string { return machineRepo.get(t) }
 
 // addMachineTemplate copies the machine template repository into d's host and adds it to d's registry as name;
 // it returns the commit the registry pinned and how long Add took.

@@ -845,16 +845,28 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 // ("" means the pinned commit), from the cache: its requirements (for
 // metadata.CheckHost) and defaults.
 func (r *Registry) Metadata(name, commit string) (*metadata.Metadata, error) {
+	var md *metadata.Metadata
+	err := r.withCommit(name, commit, func(co *checkout, tree plumbing.Hash) error {
+		var err error
+		md, err = readMetadata(co, tree)
+		return err
+	})
+	return md, err
+}
+
+// withCommit runs fn on a reader of a commit of the template ("" means the pinned commit) and
+// that commit's root tree, from the cache, with the repository read-locked.
+func (r *Registry) withCommit(name, commit string, fn func(co *checkout, tree plumbing.Hash) error) error {
 	t, err := r.Get(name)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if commit == "" {
 		commit = t.Commit
 	}
 	h, err := checkCommit(commit)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	l := r.repoLock(name)
 	l.RLock()
@@ -863,7 +875,7 @@ func (r *Registry) Metadata(name, commit string) (*metadata.Metadata, error) {
 	defer st.Close()
 	c, err := cachedCommit(st, t, h)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return readMetadata(newCheckout(context.Background(), st, commit, r.limits, nil), c.TreeHash)
+	return fn(newCheckout(context.Background(), st, commit, r.limits, nil), c.TreeHash)
 }
