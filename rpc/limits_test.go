@@ -486,10 +486,13 @@ func TestBufferedBytesAreBounded(t *testing.T) {
 	t.Logf("heap growth: %d KiB under 64 floods, %d KiB under 16 costly calls, %d KiB under 16 echoed calls; budget %d KiB, peak charged %d KiB",
 		floodGrowth>>10, callGrowth>>10, echoGrowth>>10, limit>>10, s.buf.peak.Load()>>10)
 	// Beyond what is charged: buffers given up as they grew and the library's pooled encoder
-	// buffers (garbage until the next GC), the pooled read chunks.
+	// buffers (garbage until the next GC), the pooled read chunks. The collector lets the heap
+	// reach about twice what is live; when it runs is up to the machine's load, so a quarter more
+	// is allowed before the test calls the bound broken (a broken bound grows with the floods'
+	// 64 x 8 MiB, far beyond).
 	for name, g := range map[string]uint64{"floods": floodGrowth, "calls": callGrowth, "echoed calls": echoGrowth} {
-		if g > uint64(2*limit) {
-			t.Errorf("heap grew by %d KiB under the %s, want at most %d KiB", g>>10, name, 2*limit>>10)
+		if g > uint64(2*limit+limit/2) {
+			t.Errorf("heap grew by %d KiB under the %s, want at most %d KiB", g>>10, name, (2*limit+limit/2)>>10)
 		}
 	}
 

@@ -192,7 +192,10 @@ func snapshot(t testing.TB, root string, skip ...string) []string {
 		if slices.Contains(skip, p) {
 			return filepath.SkipDir
 		}
-		info, _ := os.Lstat(p)
+		info, err := os.Lstat(p)
+		if err != nil {
+			return nil // gone meanwhile
+		}
 		line := fmt.Sprintf("%s %v", strings.TrimPrefix(p, root), info.Mode())
 		if info.Mode().IsRegular() {
 			data, _ := os.ReadFile(p)

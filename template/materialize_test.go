@@ -267,6 +267,7 @@ func TestUnsafeTrees(t *testing.T) {
 	if err := r.Materialize(ctx, "good", "", "", existing, nil); err != nil {
 		t.Fatal(err)
 	}
+	r.cleanup.Wait()
 	before := snapshot(t, sb.root)
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -279,6 +280,7 @@ func TestUnsafeTrees(t *testing.T) {
 			if !errors.As(err, &te) || !errors.Is(err, tt.is) || te.Commit != commits[i] || !strings.Contains(err.Error(), tt.contains) {
 				t.Errorf("Materialize = %v, want %v containing %q", err, tt.is, tt.contains)
 			}
+			r.cleanup.Wait() // the scratch checkouts of verification are removed in the background
 			if after := snapshot(t, sb.root); !slices.Equal(before, after) {
 				t.Errorf("something changed:\n%v\n%v", before, after)
 			}
