@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -122,25 +123,22 @@ func vmHWM(t testing.TB, h *testhost.Host, pid int) int {
 	return kb
 }
 
-// TestContainerTemplateAdd adds the container template with a real Debian systemd rootfs to bitbuilderd's
-// registry from a file:// URL, the way an administrator would (io.bitbuilder.Template.Add, which fetches, checks
-// the tree out, validates it and pins it), and validates the registered template: the validator and the
-// materializer accept a real Debian tree (symlinks such as /bin -> usr/bin and absolute ones such as
-// /etc/localtime, empty files, executables). It logs how long Add took and the daemon's peak memory.
-func TestContainerTemplateAdd(t *testing.T) {
-	h := host(t)
-	repo := containerTemplate(t)
-	installGit(t, h)
-	const guestRepo = "/srv/bitbuilder-test/container-template.git"
-	copyRepoIntoHost(t, h, repo, guestRepo)
-	t.Cleanup(func() { _, _, _ = h.Run(context.Background(), "rm", "-rf", guestRepo) })
-	d := startDaemon(t, "ctemplate")
-	before := vmHWM(t, h, d.mainPID(t))
-
+// addTemplateRepo copies the bare repository repo into d's host, adds it to d's registry as name from a file://
+// URL (io.bitbuilder.Template.Add with its progress replies), and checks that the registry pinned repo's main as a
+// template of type typ. It returns Add's replies, the pinned commit and how long Add took.
+func addTemplateRepo(t testing.TB, d *daemon, repo, name, typ string) (recs []json.RawMessage, commit string, took time.Duration) {
+	t.Helper()
+	installGit(t, d.h)
+	guest := "/srv/templates/" + strings.TrimSuffix(d.unit, ".service") + "-" + name + ".git"
+	copyRepoIntoHost(t, d.h, repo, guest)
+	t.Cleanup(func() { _, _, _ = d.h.Run(context.Background(), "rm", "-rf", guest) })
 	start := time.Now()
-	r := d.call(t, asRoot, "io.bitbuilder.Template.Add", `{"name":"debian","url":"file://`+guestRepo+`","ref":"main"}`, "--more")
-	took := time.Since(start)
-	recs := r.seq(t)
+	r := d.call(t, asRoot, "io.bitbuilder.Template.Add", `{"name":"`+name+`","url":"file://`+guest+`","ref":"main"}`, "--more")
+	took = time.Since(start)
+	if r.exit != 0 {
+		t.Fatalf("Template.Add: %v", r)
+	}
+	recs = r.seq(t)
 	var reply struct {
 		Template *struct {
 			Name, Commit, Type, Version string
@@ -152,9 +150,23 @@ func TestContainerTemplateAdd(t *testing.T) {
 		t.Fatalf("git rev-parse main in %s: %v", repo, err)
 	}
 	want := strings.TrimSpace(string(out))
-	if reply.Template == nil || reply.Template.Type != "container" || reply.Template.Commit != want {
-		t.Fatalf("Add replied %s, want the container template at %s", recs[len(recs)-1], want)
+	if reply.Template == nil || reply.Template.Type != typ || reply.Template.Commit != want {
+		t.Fatalf("Add replied %s, want the %s template at %s", recs[len(recs)-1], typ, want)
 	}
+	return recs, want, took
+}
+
+// TestContainerTemplateAdd adds the container template with a real Debian systemd rootfs to bitbuilderd's
+// registry from a file:// URL, the way an administrator would (io.bitbuilder.Template.Add, which fetches, checks
+// the tree out, validates it and pins it), and validates the registered template: the validator and the
+// materializer accept a real Debian tree (symlinks such as /bin -> usr/bin and absolute ones such as
+// /etc/localtime, empty files, executables). It logs how long Add took and the daemon's peak memory.
+func TestContainerTemplateAdd(t *testing.T) {
+	h := host(t)
+	repo := containerTemplate(t)
+	d := startDaemon(t, "ctemplate")
+	before := vmHWM(t, h, d.mainPID(t))
+	recs, _, took := addTemplateRepo(t, d, repo, "debian", "container")
 	peak := vmHWM(t, h, d.mainPID(t))
 	t.Logf("Template.Add of %s: %v, %d progress replies; bitbuilderd peak RSS %d MB (%d MB before)", repo, took.Round(time.Millisecond), len(recs)-1, peak>>10, before>>10)
 

@@ -15,14 +15,7 @@ const machineBootTimeout = 3 * time.Minute
 // addContainerTemplate copies the container template repository into the host and adds it to d's registry as deb.
 func addContainerTemplate(t testing.TB, d *daemon) {
 	t.Helper()
-	repo := containerTemplate(t)
-	installGit(t, d.h)
-	guest := "/srv/templates/" + strings.TrimSuffix(d.unit, ".service") + "-deb.git"
-	copyRepoIntoHost(t, d.h, repo, guest)
-	r := d.call(t, asRoot, "io.bitbuilder.Template.Add", `{"name":"deb","url":"file://`+guest+`","ref":"main"}`, "--more")
-	if r.exit != 0 {
-		t.Fatalf("Template.Add: %v", r)
-	}
+	addTemplateRepo(t, d, containerTemplate(t), "deb", "container")
 }
 
 // containerTenant is the Create parameters of a tenant with the given containers of template deb.

@@ -1,8 +1,6 @@
 package integration
 
 import (
-	"context"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -25,33 +23,8 @@ func machineTemplate(t *testing.T) string { return machineRepo.get(t) }
 // it returns the commit the registry pinned and how long Add took.
 func addMachineTemplate(t *testing.T, d *daemon, name string) (commit string, took time.Duration) {
 	t.Helper()
-	repo := machineTemplate(t)
-	installGit(t, d.h)
-	guest := "/srv/templates/" + strings.TrimSuffix(d.unit, ".service") + "-" + name + ".git"
-	copyRepoIntoHost(t, d.h, repo, guest)
-	t.Cleanup(func() { _, _, _ = d.h.Run(context.Background(), "rm", "-rf", guest) })
-	start := time.Now()
-	r := d.call(t, asRoot, "io.bitbuilder.Template.Add", `{"name":"`+name+`","url":"file://`+guest+`","ref":"main"}`, "--more")
-	took = time.Since(start)
-	if r.exit != 0 {
-		t.Fatalf("Template.Add: %v", r)
-	}
-	recs := r.seq(t)
-	var reply struct {
-		Template *struct {
-			Name, Commit, Type, Version string
-		} `json:"template"`
-	}
-	decodeJSON(t, recs[len(recs)-1], &reply)
-	out, err := exec.Command("git", "--git-dir="+repo, "rev-parse", "main").Output()
-	if err != nil {
-		t.Fatalf("git rev-parse main in %s: %v", repo, err)
-	}
-	want := strings.TrimSpace(string(out))
-	if reply.Template == nil || reply.Template.Type != "machine" || reply.Template.Commit != want {
-		t.Fatalf("Add replied %s, want the machine template at %s", recs[len(recs)-1], want)
-	}
-	return want, took
+	_, commit, took = addTemplateRepo(t, d, machineTemplate(t), name, "machine")
+	return commit, took
 }
 
 // TestMachineTemplateAdd adds the machine template built from the vm test host's guest (a real kernel, initrd

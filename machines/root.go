@@ -76,17 +76,7 @@ func Prepare(ctx context.Context, dir, commit string, copies []Copy) error {
 			return err
 		}
 	}
-	return writeFileSync(filepath.Join(dir, commitFile), []byte(commit+"\n"), 0o644)
-}
-
-// writeFileSync writes a small file atomically (temporary file, fsync, rename, directory fsync).
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
-	return atomicfile.WriteFile(path, data, atomicfile.Options{Mode: mode})
-}
-
-// WriteFile writes a small file atomically and durably.
-func WriteFile(path string, data []byte, mode os.FileMode) error {
-	return writeFileSync(path, data, mode)
+	return atomicfile.WriteFile(filepath.Join(dir, commitFile), []byte(commit+"\n"), atomicfile.Options{})
 }
 
 // MountsBelow returns the mount points at or below dir, deepest first, from /proc/self/mountinfo.

@@ -88,13 +88,7 @@ func (h *Host) conns(ctx context.Context) (*dbus.Conn, *sdbus.Conn, error) {
 		if err != nil {
 			return nil, nil, fmt.Errorf("%w: %w", ErrNoBus, err)
 		}
-		sd, err := sdbus.NewConnection(func() (*dbus.Conn, error) {
-			c, err := h.dial()
-			if err != nil {
-				return nil, err
-			}
-			return c, nil
-		})
+		sd, err := sdbus.NewConnection(h.dial)
 		if err != nil {
 			bus.Close()
 			return nil, nil, fmt.Errorf("%w: %w", ErrNoBus, err)

@@ -55,7 +55,7 @@ func TestLoadDirUntrusted(t *testing.T) {
 		{"metadata.json is a FIFO", func(dir string) {
 			os.Remove(filepath.Join(dir, "metadata.json"))
 			if err := syscall.Mkfifo(filepath.Join(dir, "metadata.json"), 0o644); err != nil {
-				t.Skip(err)
+				t.Fatalf("making the FIFO: %v", err)
 			}
 		}},
 	} {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/tenant"
 	"github.com/bitbuilder/bitbuilder/units"
@@ -233,26 +234,9 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 		observe()
 		st.State = tenant.MachineRunning
 		if m.Kind == tenant.VM {
-			// A tap whose name vmspawn shortened is found on the host once the VM runs.
-			tap, ok := units.TapName(full)
-			if !ok && info.Leader > 0 {
-				if tap, err = machines.TapOf(info.Leader); err != nil || tap == "" {
-					return st, fmt.Errorf("finding the tap of VM %s (leader %d): %v", full, info.Leader, err)
-				}
-			}
-			if err := s.ensureTapFile(ctx, t, m, tap); err != nil {
-				return st, err
-			}
-			attach := s.AttachTap
-			if attach == nil {
-				attach = machines.AttachTap
-			}
-			changed, err := attach(ctx, tap, units.BridgeName(t.NetworkIndex))
+			tap, _, err := s.plugTap(ctx, t, m, full, info.Leader)
 			if err != nil {
 				return st, err
-			}
-			if changed {
-				s.log().Info("tap put on the tenant bridge", "tenant", t.Name, "machine", m.Name, "tap", tap, "bridge", units.BridgeName(t.NetworkIndex))
 			}
 			if s.VMAddresses != nil && len(st.Addresses) == 0 {
 				if addrs, err := s.VMAddresses(ctx, tap, units.BridgeName(t.NetworkIndex)); err == nil {
@@ -321,22 +305,39 @@ func (s *MachinesStep) ensureInfraTap(ctx context.Context, t *tenant.Tenant) []t
 	if err != nil || !registered {
 		return nil
 	}
-	if !predictable {
-		if tap, err = machines.TapOf(info.Leader); err != nil || tap == "" {
-			return []tenant.Condition{cond("InfraNetworkReady", false, "NoTap", fmt.Sprintf("the tap of %s was not found: %v", full, err))}
+	tap, reason, err := s.plugTap(ctx, t, m, full, info.Leader)
+	if err != nil {
+		return []tenant.Condition{cond("InfraNetworkReady", false, reason, err.Error())}
+	}
+	return []tenant.Condition{cond("InfraNetworkReady", true, "OnTenantBridge", tap+" is a port of "+units.BridgeName(t.NetworkIndex))}
+}
+
+// plugTap makes the tap of running VM m (machine name full, leader process leader) a port of its tenant's
+// bridge: it finds the tap (a name vmspawn shortened is read from the VM's process), makes sure its networkd file
+// is there, and attaches it. On failure reason says which of the three failed (NoTap, TapFileFailed, AttachFailed).
+func (s *MachinesStep) plugTap(ctx context.Context, t *tenant.Tenant, m *tenant.Machine, full string, leader int) (tap, reason string, err error) {
+	tap, ok := units.TapName(full)
+	if !ok {
+		if tap, err = machines.TapOf(leader); err != nil || tap == "" {
+			return "", "NoTap", fmt.Errorf("finding the tap of VM %s (leader %d): %v", full, leader, err)
 		}
-		if err := s.ensureTapFile(ctx, t, m, tap); err != nil {
-			return []tenant.Condition{cond("InfraNetworkReady", false, "TapFileFailed", err.Error())}
-		}
+	}
+	if err := s.ensureTapFile(ctx, t, m, tap); err != nil {
+		return tap, "TapFileFailed", err
 	}
 	attach := s.AttachTap
 	if attach == nil {
 		attach = machines.AttachTap
 	}
-	if _, err := attach(ctx, tap, units.BridgeName(t.NetworkIndex)); err != nil {
-		return []tenant.Condition{cond("InfraNetworkReady", false, "AttachFailed", err.Error())}
+	bridge := units.BridgeName(t.NetworkIndex)
+	changed, err := attach(ctx, tap, bridge)
+	if err != nil {
+		return tap, "AttachFailed", err
 	}
-	return []tenant.Condition{cond("InfraNetworkReady", true, "OnTenantBridge", tap+" is a port of "+units.BridgeName(t.NetworkIndex))}
+	if changed {
+		s.log().Info("tap put on the tenant bridge", "tenant", t.Name, "machine", m.Name, "tap", tap, "bridge", bridge)
+	}
+	return tap, "", nil
 }
 
 // ensureTapFile writes the networkd file that puts VM m's tap on its tenant's bridge, and has
@@ -353,7 +354,7 @@ func (s *MachinesStep) ensureTapFile(ctx context.Context, t *tenant.Tenant, m *t
 	if err := os.MkdirAll(s.NetworkDir, 0o755); err != nil {
 		return err
 	}
-	if err := machines.WriteFile(path, want, 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, want, atomicfile.Options{}); err != nil {
 		return err
 	}
 	s.log().Info("wrote the networkd file of a VM's tap", "tenant", t.Name, "machine", m.Name, "tap", tap, "file", path)
@@ -420,7 +421,7 @@ func (s *MachinesStep) prepare(ctx context.Context, t *tenant.Tenant, m *tenant.
 			s.log().Debug("template nspawn settings dropped", "tenant", t.Name, "machine", m.Name, "settings", dropped)
 		}
 		if cur, err := os.ReadFile(mp.Settings); err != nil || string(cur) != string(out) {
-			if err := machines.WriteFile(mp.Settings, out, 0o644); err != nil {
+			if err := atomicfile.WriteFile(mp.Settings, out, atomicfile.Options{}); err != nil {
 				return err
 			}
 		}
@@ -440,7 +441,7 @@ func (s *MachinesStep) prepare(ctx context.Context, t *tenant.Tenant, m *tenant.
 		if err != nil {
 			return err
 		}
-		if err := machines.WriteFile(filepath.Join(mp.Credentials, f), data, 0o600); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(mp.Credentials, f), data, atomicfile.Options{Mode: 0o600}); err != nil {
 			return err
 		}
 	}

@@ -112,7 +112,7 @@ func TestMachinesStep(t *testing.T) {
 					return err
 				}
 			}
-			return machines.WriteFile(filepath.Join(dir, "commit"), []byte(commit+"\n"), 0o644)
+			return os.WriteFile(filepath.Join(dir, "commit"), []byte(commit+"\n"), 0o644)
 		},
 	}
 	commit1 := "1111111111111111111111111111111111111111"
@@ -160,7 +160,7 @@ func TestMachinesStep(t *testing.T) {
 		t.Errorf("roots prepared: %v", prepared)
 	}
 	settings, _ := os.ReadFile(cfg.MachinePaths("t", "web").Settings)
-	if string(settings) == "" || !contains(string(settings), "Environment=A=1") || contains(string(settings), "Bind") || contains(string(settings), "Boot") {
+	if string(settings) == "" || !strings.Contains(string(settings), "Environment=A=1") || strings.Contains(string(settings), "Bind") || strings.Contains(string(settings), "Boot") {
 		t.Errorf("nspawn settings not sanitized:\n%s", settings)
 	}
 
@@ -268,8 +268,6 @@ func TestMachinesStepNoBus(t *testing.T) {
 		t.Fatalf("got %+v %+v %v", cs, sts, err)
 	}
 }
-
-func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 // TestInfraTap: the infrastructure VM's tap gets its networkd file before the VM can start (so networkd's stock
 // vt-* profile never gives it a DHCP server of its own), and the file goes with the tenant.

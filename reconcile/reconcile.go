@@ -264,12 +264,7 @@ func (c *Controller) resync(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.mu.Lock()
-			due := c.popDue(c.nowFunc())
-			c.mu.Unlock()
-			for _, n := range due {
-				c.Enqueue(n)
-			}
+			c.ResyncTick(c.nowFunc())
 		case <-obs.C:
 			c.signalObserver()
 		case <-c.notify:

@@ -12,16 +12,17 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/tenant"
 	"github.com/bitbuilder/bitbuilder/units"
 )
 
-// UnitsTenant maps a tenant record to what the unit renderer needs. With tenantsDir (the
-// templates step's checkouts) it also reads each VM template's config/vm-config.yaml into the
+// UnitsTenant maps a tenant record to what the unit renderer needs. With a tenantsDir (the
+// templates step's checkouts; "" for none) it also reads each VM template's config/vm-config.yaml into the
 // machine's vmspawn options and notes its cloud-init files; a file that cannot be read or
 // parsed adds nothing here (the machines step refuses to start that VM and says why).
-func UnitsTenant(t *tenant.Tenant, tenantsDir ...string) units.Tenant {
+func UnitsTenant(t *tenant.Tenant, tenantsDir string) units.Tenant {
 	u := units.Tenant{Name: t.Name, NetworkIndex: t.NetworkIndex}
 	if len(t.Machines) > 0 {
 		u.CPUs, u.MemoryBytes = t.Resources.CPUs, t.Resources.MemoryBytes
@@ -29,9 +30,9 @@ func UnitsTenant(t *tenant.Tenant, tenantsDir ...string) units.Tenant {
 	for i := range t.Machines {
 		m := &t.Machines[i]
 		um := units.Machine{Name: m.Name, Kind: string(m.Kind), CPUs: m.CPUs, MemoryBytes: m.MemoryBytes}
-		if m.Kind == tenant.VM && len(tenantsDir) > 0 && tenantsDir[0] != "" {
+		if m.Kind == tenant.VM && tenantsDir != "" {
 			if use := useOf(t, m); use != nil {
-				dir := TemplateDir(tenantsDir[0], t.Name, *use)
+				dir := TemplateDir(tenantsDir, t.Name, *use)
 				if vc, err := readVMConfig(dir); err == nil {
 					um.VMArgs = vc.Args()
 				}
@@ -130,35 +131,10 @@ func (s *UnitsStep) writeManifest(tenantName string, names []string) error {
 	if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, content) {
 		return nil
 	}
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".#"+filepath.Base(p)+".")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(content); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), p); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFile(p, content, atomicfile.Options{})
 }
 
 // removeUnits removes the unit files names from Dir; removed says whether one existed.
@@ -271,7 +247,8 @@ func (s *UnitsStep) Teardown(ctx context.Context, t *tenant.Tenant) error {
 	if err != nil {
 		return fmt.Errorf("unit manifest: %w", err)
 	}
-	if us, err := units.Render(UnitsTenant(t), s.Config); err == nil {
+	// Only the names matter here: no template file is read.
+	if us, err := units.Render(UnitsTenant(t, ""), s.Config); err == nil {
 		for _, u := range us {
 			if !slices.Contains(names, u.Name) {
 				names = append(names, u.Name)

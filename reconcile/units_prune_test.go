@@ -51,7 +51,7 @@ func TestUnitsStepPrunesDroppedUnits(t *testing.T) {
 		}
 	}
 	render := func(tn *tenant.Tenant) []string {
-		us, err := units.Render(UnitsTenant(tn), cfg)
+		us, err := units.Render(UnitsTenant(tn, ""), cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

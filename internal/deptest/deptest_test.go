@@ -49,7 +49,7 @@ var rules = map[string]rule{
 	// reconciler, and the embedded default network profile.
 	"daemon": {project: append([]string{"api/...", "rpc", "store", "tenant", "reconcile", "examples/templates"}, hostPackages...)},
 	// reconcile -> tenant, store, and the host packages.
-	"reconcile": {project: append([]string{"tenant", "store"}, hostPackages...)},
+	"reconcile": {project: append([]string{"tenant", "store", "internal/atomicfile"}, hostPackages...)},
 	// tenant -> store.
 	"tenant": {project: []string{"store"}},
 	// rpc -> the varlink library (and go-systemd's socket activation) only.
