@@ -77,7 +77,9 @@ type FetchError struct {
 	Err error
 }
 
-func (e *FetchError) Error() string { return fmt.Sprintf("fetch %s: %v", RedactURL(e.URL), e.Err) }
+func (e *FetchError) Error() string {
+	return fmt.Sprintf("fetch %s: %s", RedactURL(e.URL), redactText(fmt.Sprint(e.Err), e.URL))
+}
 
 // Is matches ErrFetch.
 func (e *FetchError) Is(target error) bool { return target == ErrFetch }

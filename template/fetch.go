@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 	"unicode"
@@ -104,6 +105,36 @@ func RedactURL(rawURL string) string {
 	return u.String()
 }
 
+// userinfoRE matches the userinfo of a URL inside a text, as Go's HTTP client and go-git print them
+// ("http://user:***@host/...").
+var userinfoRE = regexp.MustCompile(`://[^/@\s"'\x60]*@`)
+
+// redactText removes from text (an error of go-git or of the transport about rawURL) what RedactURL removes from
+// rawURL: the URL itself, any userinfo in a URL, and the user name and password on their own (when at least 4
+// characters long, so that redacting does not mangle the text).
+func redactText(text, rawURL string) string {
+	red := RedactURL(rawURL)
+	if red == rawURL {
+		return text
+	}
+	text = strings.ReplaceAll(text, rawURL, red)
+	text = userinfoRE.ReplaceAllString(text, "://redacted@")
+	if u, err := url.Parse(rawURL); err == nil && u.User != nil {
+		secrets := []string{u.User.Username()}
+		if p, ok := u.User.Password(); ok {
+			secrets = append(secrets, p)
+		}
+		for _, s := range secrets {
+			for _, form := range []string{s, url.QueryEscape(s), url.PathEscape(s)} {
+				if len(form) >= 4 {
+					text = strings.ReplaceAll(text, form, "redacted")
+				}
+			}
+		}
+	}
+	return text
+}
+
 // checkRef follows git check-ref-format, plus a full commit hash.
 func checkRef(ref string) error {
 	if ref == "" {
@@ -197,7 +228,7 @@ func (r *Registry) fetch(ctx context.Context, repo *git.Repository, gitDir, rawU
 		}
 		return &FetchError{URL: rawURL, Err: err}
 	}
-	rep.setPhase(PhaseFetching, "fetching "+rawURL)
+	rep.setPhase(PhaseFetching, "fetching "+RedactURL(rawURL))
 	if needHead {
 		refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth, CABundle: r.cfg.CABundle})
 		if err != nil {
@@ -262,7 +293,7 @@ func (r *Registry) fetch(ctx context.Context, repo *git.Repository, gitDir, rawU
 	if n > r.limits.MaxFetchSize {
 		return fetchResult{}, &FetchError{URL: rawURL, Err: fmt.Errorf("%w: the repository takes %d bytes, more than %d (Limits.MaxFetchSize)", ErrTooLarge, n, r.limits.MaxFetchSize)}
 	}
-	rep.report(Progress{Phase: PhaseFetching, Bytes: n, Message: "fetched " + rawURL}, true)
+	rep.report(Progress{Phase: PhaseFetching, Bytes: n, Message: "fetched " + RedactURL(rawURL)}, true)
 	return fr, nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
+	"github.com/go-git/go-billy/v5"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
@@ -27,13 +29,38 @@ func guard(st *filesystem.Storage, l Limits) *guardedStorage {
 
 // PackfileWriter implements storer.PackfileWriter, which go-git's fetch prefers over decoding into the storage.
 func (g *guardedStorage) PackfileWriter() (io.WriteCloser, error) {
+	dir := g.Storage.Filesystem().Join("objects", "pack")
+	before := tempPacks(g.Storage.Filesystem(), dir)
 	w, err := g.Storage.PackfileWriter()
 	if err != nil {
 		return nil, err
 	}
 	pg := newPackGuard(w, g.maxObject)
 	pg.refused = g.refused
+	// go-git's writer keeps its temporary pack file when the pack it was given does not parse (as after a
+	// refusal, which truncates the stream): remove the one it made. The registry fetches into a repository
+	// under the template's lock, so no other writer's file is new here.
+	pg.failed = func() {
+		fs := g.Storage.Filesystem()
+		for name := range tempPacks(fs, dir) {
+			if !before[name] {
+				fs.Remove(fs.Join(dir, name))
+			}
+		}
+	}
 	return pg, nil
+}
+
+// tempPacks lists the names of go-git's temporary pack files in dir.
+func tempPacks(fs billy.Filesystem, dir string) map[string]bool {
+	names := map[string]bool{}
+	infos, _ := fs.ReadDir(dir)
+	for _, fi := range infos {
+		if strings.HasPrefix(fi.Name(), "tmp_pack_") {
+			names[fi.Name()] = true
+		}
+	}
+	return names
 }
 
 // packGuard scans a pack stream as it is written and forwards to w only bytes it has checked: the pack
@@ -52,6 +79,7 @@ type packGuard struct {
 	pending   []byte // written, not yet forwarded
 	forwarded int64
 	refused   func(error)
+	failed    func() // called when Close fails, to remove what the writer left
 }
 
 func newPackGuard(w io.WriteCloser, max int64) *packGuard {
@@ -118,7 +146,10 @@ func (g *packGuard) Close() error {
 	}
 	err := g.w.Close()
 	if g.scanErr != nil {
-		return g.scanErr
+		err = g.scanErr
+	}
+	if err != nil && g.failed != nil {
+		g.failed()
 	}
 	return err
 }
