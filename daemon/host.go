@@ -41,6 +41,9 @@ type HostConfig struct {
 	ArtifactSources []string
 	// Netns overrides the network manager's configuration (tests use their own prefixes).
 	Netns netns.Config
+	// NetnsViaSystemd makes named network namespaces through transient units of the service manager, in the
+	// host's mount namespace (netns.SystemdRun), for a daemon whose unit gives it a mount namespace of its own.
+	NetnsViaSystemd bool
 }
 
 // setUpHost builds the reconciler's host steps, in set-up order: template trees, network,
@@ -64,6 +67,9 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 	}
 	ncfg := networkConfig(&hc)
 	ncfg.MinIndex, ncfg.MaxIndex = indexMin, indexMax
+	if hc.NetnsViaSystemd && ncfg.NamespaceHelper == nil {
+		ncfg.NamespaceHelper = netns.SystemdRun()
+	}
 	if ncfg.Logger == nil {
 		ncfg.Logger = log.With("component", "netns")
 	}

@@ -130,6 +130,12 @@ func TestSocketActivation(t *testing.T) {
 	if got["StatusText"] != "" {
 		t.Logf("STATUS= while serving: %q", got["StatusText"])
 	}
+	// The packaged unit gives the daemon a mount namespace of its own (ProtectSystem= and the like); the
+	// namespace of its tenant below still reaches the host's `ip netns` (PID 1 makes it: --netns-via-systemd).
+	mnt := strings.Fields(mustRun(t, h, "readlink", "/proc/"+got["MainPID"]+"/ns/mnt", "/proc/1/ns/mnt"))
+	if len(mnt) != 2 || mnt[0] == mnt[1] {
+		t.Errorf("mount namespaces of the daemon and of PID 1: %q, want two different ones", mnt)
+	}
 
 	// A stop is an orderly exit 0, and the socket stays.
 	start = time.Now()

@@ -43,6 +43,15 @@ type Config struct {
 	// HostNetns is the path of the namespace that holds the bridges ("the host"); "" means the daemon's own.
 	// Tests point it at a namespace of their own so host links are never touched.
 	HostNetns string
+	// NamespaceHelper, when set, is a command prefix that runs its arguments in the host's mount namespace (the
+	// daemon uses SystemdRun). Named namespaces are then made and deleted with `ip netns add|delete NAME` run
+	// through it, for a process confined to a mount namespace of its own, as bitbuilderd.service is: a bind
+	// mount it made itself would stay in its own namespace, invisible to `ip netns`, networkd and nspawn. What
+	// the helper mounts must propagate into the caller's namespace (it does from PID 1's shared mounts into a
+	// service's). Empty: this process makes them (unshare, bind mount), as `ip netns` would.
+	NamespaceHelper []string
+	// IP is the ip(8) the helper runs; default "ip" (the helper finds it in its PATH).
+	IP string
 
 	// BasePrefix is where tenant networks are cut from; default 10.0.0.0/8. Tenant N owns the /16 at
 	// base + N<<16: its bridge network is the .0.0/24 of it and its WireGuard network the .100.0/24.
@@ -226,4 +235,11 @@ func errnoName(err error) string {
 		return "unknown error"
 	}
 	return err.Error()
+}
+
+// SystemdRun returns a NamespaceHelper that runs the command as a transient service of the system's service
+// manager, in PID 1's mount namespace, waits for it and passes its output back (systemd-run(1)).
+func SystemdRun() []string {
+	return []string{"systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=oneshot",
+		"--description=BitBuilder network namespace", "--"}
 }

@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +25,9 @@ import (
 type KernelConfig struct {
 	NetnsDir  string // default /run/netns
 	HostNetns string // "" for the calling process's namespace
+	// Helper and IP: see Config.NamespaceHelper.
+	Helper []string
+	IP     string
 }
 
 // Kernel is the real Host: netlink (vishvananda/netlink handles) and named namespaces as bind mounts in NetnsDir,
@@ -30,6 +35,8 @@ type KernelConfig struct {
 type Kernel struct {
 	dir      string
 	hostPath string
+	helper   []string // run `ip netns add|delete` through this; nil: mount in this process
+	ip       string
 
 	mu     sync.Mutex
 	shared bool // NetnsDir made a shared mount point
@@ -40,7 +47,10 @@ func NewKernel(cfg KernelConfig) *Kernel {
 	if cfg.NetnsDir == "" {
 		cfg.NetnsDir = "/run/netns"
 	}
-	return &Kernel{dir: cfg.NetnsDir, hostPath: cfg.HostNetns}
+	if cfg.IP == "" {
+		cfg.IP = "ip"
+	}
+	return &Kernel{dir: cfg.NetnsDir, hostPath: cfg.HostNetns, helper: cfg.Helper, ip: cfg.IP}
 }
 
 // handles holds the netlink handles one call uses; namespaces are opened lazily and closed at the end.
@@ -393,7 +403,7 @@ func (k *Kernel) Apply(ctx context.Context, ops []Op) []error {
 			errs[i] = err
 			continue
 		}
-		if err := k.apply(h, op); err != nil {
+		if err := k.apply(ctx, h, op); err != nil {
 			var oe *OpError
 			if !errors.As(err, &oe) {
 				err = &OpError{Op: describe(op), Err: err}
@@ -404,16 +414,22 @@ func (k *Kernel) Apply(ctx context.Context, ops []Op) []error {
 	return errs
 }
 
-func (k *Kernel) apply(h *handles, op Op) error {
+func (k *Kernel) apply(ctx context.Context, h *handles, op Op) error {
 	switch op.Kind {
 	case OpDelNamespace, OpDelLink, OpDelGroup:
 		defer clear(h.links) // after the op, whose own lookup is cached too
 	}
 	switch op.Kind {
 	case OpAddNamespace:
+		if k.helper != nil {
+			return k.addNamespaceByHelper(ctx, op.Name)
+		}
 		return k.addNamespace(op.Name)
 	case OpDelNamespace:
 		h.closeNs(op.Name)
+		if k.helper != nil {
+			return k.ipNetns(ctx, "delete", op.Name)
+		}
 		return k.delNamespace(op.Name)
 	case OpAddLink:
 		return h.addLink(op)
@@ -675,6 +691,42 @@ func (k *Kernel) addNamespace(name string) error {
 	if err := <-errc; err != nil {
 		os.Remove(path)
 		return &OpError{Op: "create namespace", Namespace: name, Err: err}
+	}
+	return nil
+}
+
+// addNamespaceByHelper makes the namespace with `ip netns add` run through the helper, in the host's mount
+// namespace, and checks that the bind mount reached this process's view (it does when the helper's mounts
+// propagate here, as they do from PID 1's shared mounts into a service's namespace). A file left by a helper that
+// died half-way (not a namespace) is deleted first, as `ip netns delete` does; one that is a namespace already
+// (the boot unit netns-tenant@ made it meanwhile) is adopted.
+func (k *Kernel) addNamespaceByHelper(ctx context.Context, name string) error {
+	path := filepath.Join(k.dir, name)
+	if _, err := os.Lstat(path); err == nil && !isNsfs(path) {
+		if err := k.ipNetns(ctx, "delete", name); err != nil {
+			return err
+		}
+	}
+	err := k.ipNetns(ctx, "add", name)
+	if isNsfs(path) {
+		return nil
+	}
+	if err == nil {
+		err = fmt.Errorf("%s is no namespace after `ip netns add`: the helper's mounts do not propagate into this mount namespace", path)
+	}
+	return &OpError{Op: "create namespace", Namespace: name, Err: err}
+}
+
+// ipNetns runs `ip netns VERB NAME` through the helper; its error carries what the command wrote.
+func (k *Kernel) ipNetns(ctx context.Context, verb, name string) error {
+	args := append(slices.Clone(k.helper[1:]), k.ip, "netns", verb, name)
+	cmd := exec.CommandContext(ctx, k.helper[0], args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		if msg := strings.TrimSpace(string(out)); msg != "" {
+			err = fmt.Errorf("%w: %s", err, msg)
+		}
+		return &OpError{Op: verb + " namespace (" + strings.Join(cmd.Args, " ") + ")", Namespace: name, Err: err}
 	}
 	return nil
 }

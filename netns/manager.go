@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"slices"
 	"syscall"
+
+	"github.com/bitbuilder/bitbuilder/internal/names"
 )
 
 // Manager keeps tenants' host networks converged. It is safe for concurrent use on different tenants; calls for
@@ -26,7 +28,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	host := cfg.Host
 	if host == nil {
-		host = NewKernel(KernelConfig{NetnsDir: cfg.NetnsDir, HostNetns: cfg.HostNetns})
+		host = NewKernel(KernelConfig{NetnsDir: cfg.NetnsDir, HostNetns: cfg.HostNetns, Helper: cfg.NamespaceHelper, IP: cfg.IP})
 	}
 	return &Manager{cfg: cfg, host: host, log: cfg.Logger}, nil
 }
@@ -70,18 +72,9 @@ func (m *Manager) validate(s Spec) error {
 }
 
 func checkTenant(name string) error {
-	bad := func(rule string) error { return &SpecError{Field: "Tenant", Value: name, Rule: rule} }
-	if name == "" || len(name) > 63 {
-		return bad("must be a hostname label of 1 to 63 characters")
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return bad(fmt.Sprintf("character %q at offset %d is not one of [a-z0-9-]", c, i))
-		}
-	}
-	if name[0] == '-' || name[len(name)-1] == '-' {
-		return bad("must not start or end with '-'")
+	var le *names.LabelError
+	if errors.As(names.CheckLabel(name), &le) {
+		return &SpecError{Field: "Tenant", Value: name, Rule: "not a hostname label: " + le.Reason()}
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ func run(args []string) error {
 	fs.StringVar(&host.NetworkDir, "network-dir", "/run/systemd/network", "where rendered networkd files go")
 	fs.StringVar(&host.UnitDir, "unit-dir", "/run/systemd/system", "where tenants' units go")
 	fs.StringVar(&host.BootRegistry, "boot-registry", "/etc/bitbuilder/boot-registry.json", "the registry the boot generator reads")
+	fs.BoolVar(&host.NetnsViaSystemd, "netns-via-systemd", false, "make and delete tenants' network namespaces with `ip netns` run as transient units of the service manager (systemd-run), in the host's mount namespace: needed when the daemon's unit gives it a mount namespace of its own, as bitbuilderd.service does")
 	basePrefix := fs.String("base-prefix", "10.0.0.0/8", "IPv4 network tenant networks are cut from: tenant N gets the /16 at BASE + N<<16")
 	fs.StringVar(&host.Units.Nspawn, "nspawn", "/usr/bin/systemd-nspawn", "path of systemd-nspawn, which runs containers")
 	fs.StringVar(&host.Units.VMSpawn, "vmspawn", "/usr/bin/systemd-vmspawn", "path of systemd-vmspawn, which runs VMs (not every distribution ships it)")
