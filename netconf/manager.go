@@ -18,6 +18,7 @@ import (
 	"sync"
 
 	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
+	"github.com/bitbuilder/bitbuilder/internal/names"
 )
 
 // Owner is a numeric file owner.
@@ -102,18 +103,9 @@ func New(cfg Config) (*Manager, error) {
 }
 
 func checkTenant(name string) error {
-	bad := func(rule string) error { return &ValueError{Name: "tenant", Value: name, Rule: rule} }
-	if name == "" || len(name) > 63 {
-		return bad("must be a hostname label of 1 to 63 characters")
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return bad(fmt.Sprintf("character %q at offset %d is not one of [a-z0-9-]", c, i))
-		}
-	}
-	if name[0] == '-' || name[len(name)-1] == '-' {
-		return bad("must not start or end with '-'")
+	var le *names.LabelError
+	if errors.As(names.CheckLabel(name), &le) {
+		return &ValueError{Name: "tenant", Value: name, Rule: "not a hostname label: " + le.Reason()}
 	}
 	return nil
 }

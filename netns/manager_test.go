@@ -281,10 +281,10 @@ func TestEnsureRefuses(t *testing.T) {
 		}, Spec{Tenant: "acme", Index: 3, WireGuard: true}, ErrConflict, "10.3.100.0/24 overlaps host route 10.3.100.0/28"},
 		{"index 0", nil, Spec{Tenant: "acme", Index: 0}, ErrIndexOutOfRange, "index 0: outside the allowed range 1..254"},
 		{"index 255", nil, Spec{Tenant: "acme", Index: 255}, ErrIndexOutOfRange, "255"},
-		{"tenant upper case", nil, Spec{Tenant: "Acme", Index: 3}, ErrInvalidSpec, `character 'A' at offset 0`},
-		{"tenant too long", nil, Spec{Tenant: strings.Repeat("a", 64), Index: 3}, ErrInvalidSpec, "1 to 63"},
+		{"tenant upper case", nil, Spec{Tenant: "Acme", Index: 3}, ErrInvalidSpec, `upper-case letter 'A' at position 0`},
+		{"tenant too long", nil, Spec{Tenant: strings.Repeat("a", 64), Index: 3}, ErrInvalidSpec, "longer than 63"},
 		{"tenant path", nil, Spec{Tenant: "../x", Index: 3}, ErrInvalidSpec, "Tenant"},
-		{"tenant leading dash", nil, Spec{Tenant: "-x", Index: 3}, ErrInvalidSpec, "start or end"},
+		{"tenant leading dash", nil, Spec{Tenant: "-x", Index: 3}, ErrInvalidSpec, "start and end with a letter or digit"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -44,6 +44,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bitbuilder/bitbuilder/internal/names"
 	"github.com/bitbuilder/bitbuilder/template/metadata"
 	"github.com/go-git/go-billy/v5/osfs"
 	"github.com/go-git/go-git/v5"
@@ -198,19 +199,11 @@ func (r *Registry) repoPath(name string) string {
 	return filepath.Join(r.dir, "repos", name+".git")
 }
 
-// checkName enforces the name rule: a hostname label, lowercase.
+// checkName enforces the name rule: a hostname label (names.CheckLabel).
 func checkName(name string) error {
-	if name == "" || len(name) > 63 {
-		return &NameError{Name: name, Reason: fmt.Sprintf("must be 1 to 63 characters, has %d", len(name))}
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return &NameError{Name: name, Reason: fmt.Sprintf("character %q at %d: only a-z, 0-9 and '-' are allowed", c, i)}
-		}
-	}
-	if name[0] == '-' || name[len(name)-1] == '-' {
-		return &NameError{Name: name, Reason: "must not start or end with '-'"}
+	var le *names.LabelError
+	if errors.As(names.CheckLabel(name), &le) {
+		return &NameError{Name: name, Reason: le.Reason()}
 	}
 	return nil
 }

@@ -100,9 +100,9 @@ func TestAddFailuresLeaveNothing(t *testing.T) {
 		is                    error
 		contains              string
 	}{
-		{"bad name upper", "Web", src.dir, "", ErrInvalidName, `character 'W' at 0`},
-		{"bad name long", strings.Repeat("a", 64), src.dir, "", ErrInvalidName, "1 to 63"},
-		{"bad name dash", "-x", src.dir, "", ErrInvalidName, "start or end"},
+		{"bad name upper", "Web", src.dir, "", ErrInvalidName, `upper-case letter 'W' at position 0`},
+		{"bad name long", strings.Repeat("a", 64), src.dir, "", ErrInvalidName, "longer than 63"},
+		{"bad name dash", "-x", src.dir, "", ErrInvalidName, "start and end with a letter or digit"},
 		{"bad name dot", "a.b", src.dir, "", ErrInvalidName, `'.'`},
 		{"relative url", "x", "relative/path", "", ErrInvalidField, "invalid url"},
 		{"ftp url", "x", "ftp://host/repo", "", ErrInvalidField, `scheme "ftp"`},

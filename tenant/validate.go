@@ -1,16 +1,19 @@
 package tenant
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/bitbuilder/bitbuilder/internal/names"
 )
 
 // MaxNameLength is the longest tenant name: one DNS label.
-const MaxNameLength = 63
+const MaxNameLength = names.MaxLabelLength
 
 // reservedNames would collide with names BitBuilder or systemd derive for their own use.
 var reservedNames = []string{
@@ -21,33 +24,15 @@ var reservedNames = []string{
 // ReservedNames returns the names no tenant may have.
 func ReservedNames() []string { return slices.Clone(reservedNames) }
 
-// ValidateName checks that name is a lower-case hostname label (RFC 1123): 1 to 63 of
-// a-z, 0-9 and '-', starting and ending with a letter or digit, and not reserved.
+// ValidateName checks that name is a lower-case hostname label (names.CheckLabel: 1 to 63 of a-z, 0-9 and '-',
+// starting and ending with a letter or digit) and not reserved.
 func ValidateName(name string) error {
-	fail := func(reason string) error { return &NameError{Name: name, Reason: reason} }
-	switch {
-	case name == "":
-		return fail("empty; a tenant name is 1 to 63 characters")
-	case !utf8.ValidString(name):
-		return fail("not valid UTF-8")
-	case len(name) > MaxNameLength:
-		return fail(fmt.Sprintf("%d characters, longer than %d", len(name), MaxNameLength))
-	}
-	for i, r := range name {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
-		case r == '-':
-			if i == 0 || i == len(name)-1 {
-				return fail("must start and end with a letter or digit")
-			}
-		case r >= 'A' && r <= 'Z':
-			return fail(fmt.Sprintf("upper-case letter %q at position %d; use lower case", r, i))
-		default:
-			return fail(fmt.Sprintf("character %q at position %d; only a-z, 0-9 and '-' are allowed", r, i))
-		}
+	var le *names.LabelError
+	if errors.As(names.CheckLabel(name), &le) {
+		return &NameError{Name: name, Reason: le.Reason()}
 	}
 	if slices.Contains(reservedNames, name) {
-		return fail("reserved")
+		return &NameError{Name: name, Reason: "reserved"}
 	}
 	return nil
 }
@@ -80,14 +65,9 @@ var roles = []string{"infrastructure", "machine", "container", "homed", "network
 var commitRe = regexp.MustCompile(`^[0-9a-f]{40}$`)
 
 func validateLabel(field, s string) error {
-	if s == "" || len(s) > MaxNameLength {
-		return &FieldError{Field: field, Reason: "must be 1 to 63 characters"}
-	}
-	for i, r := range s {
-		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' && i > 0 && i < len(s)-1
-		if !ok {
-			return &FieldError{Field: field, Reason: fmt.Sprintf("%q is not a lower-case hostname label", s)}
-		}
+	var le *names.LabelError
+	if errors.As(names.CheckLabel(s), &le) {
+		return &FieldError{Field: field, Reason: "not a hostname label: " + le.Error()}
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/bitbuilder/bitbuilder/internal/names"
 )
 
 // Defaults of Config.
@@ -186,23 +188,11 @@ func InfraMachineName(name string) string { return name + "-infra" }
 // TenantUnit is the name of tenant name's main unit, tenant@<escaped name>.service.
 func TenantUnit(name string) string { return "tenant@" + Escape(name) + ".service" }
 
-// CheckName returns an error wrapping ErrInvalidName unless name is a hostname label: 1 to 63 characters of
-// lower-case a-z, 0-9 and "-", neither first nor last being "-".
+// CheckName returns an error wrapping ErrInvalidName and the *names.LabelError unless name is a hostname label
+// (names.CheckLabel).
 func CheckName(name string) error {
-	if name == "" {
-		return fmt.Errorf("%w: empty", ErrInvalidName)
-	}
-	if len(name) > 63 {
-		return fmt.Errorf("%w: %q is %d characters long, at most 63 are allowed", ErrInvalidName, name, len(name))
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return fmt.Errorf("%w: %q has the character %q (allowed: a-z, 0-9, -)", ErrInvalidName, name, c)
-		}
-	}
-	if name[0] == '-' || name[len(name)-1] == '-' {
-		return fmt.Errorf("%w: %q starts or ends with \"-\"", ErrInvalidName, name)
+	if err := names.CheckLabel(name); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
 	return nil
 }

@@ -51,18 +51,18 @@ var rules = map[string]rule{
 	// reconcile -> tenant, store, and the host packages.
 	"reconcile": {project: append([]string{"tenant", "store", "internal/atomicfile"}, hostPackages...)},
 	// tenant -> store.
-	"tenant": {project: []string{"store"}},
+	"tenant": {project: []string{"store", "internal/names"}},
 	// rpc -> the varlink library (and go-systemd's socket activation) only.
 	"rpc": {external: []string{"github.com/varlink/go/...", "github.com/coreos/go-systemd/v22/activation", "golang.org/x/sys/..."}},
 	// store and the host packages are leaves; within template/..., the registry and the
 	// validator read metadata.json through template/metadata; machines renders through units.
 	"store":             {},
-	"template":          {project: []string{"template/metadata"}},
+	"template":          {project: []string{"template/metadata", "internal/names"}},
 	"template/metadata": {},
 	"template/validate": {project: []string{"template/metadata", "internal/treefile"}},
-	"netns":             {},
-	"netconf":           {project: []string{"internal/treefile", "internal/atomicfile"}},
-	"units":             {project: []string{"internal/atomicfile"}},
+	"netns":             {project: []string{"internal/names"}},
+	"netconf":           {project: []string{"internal/treefile", "internal/atomicfile", "internal/names"}},
+	"units":             {project: []string{"internal/atomicfile", "internal/names"}},
 	"machines":          {project: []string{"units", "internal/treefile", "internal/atomicfile"}},
 	// The one reader of a template tree's files, used by every host package that reads one.
 	"internal/treefile": {},
@@ -78,6 +78,7 @@ var rules = map[string]rule{
 	// package's tests may import it (go list without -test does not see test imports), and
 	// integration/testhost does.
 	"internal/testpolicy": {external: []string{}},
+	"internal/names":      {external: []string{}},
 }
 
 type pkg struct {
