@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 )
 
 // indexFile is the name of the registry's record file in Config.Dir.
@@ -55,8 +57,7 @@ func loadIndex(dir string) (map[string]Template, error) {
 	return out, nil
 }
 
-// saveIndex writes Dir/index.json atomically: a temporary file in Dir,
-// fsync, rename over, fsync of Dir.
+// saveIndex writes Dir/index.json atomically and durably (internal/atomicfile).
 func saveIndex(dir string, idx map[string]Template) error {
 	doc := indexDoc{Version: indexVersion, Templates: make([]Template, 0, len(idx))}
 	for _, t := range idx {
@@ -68,27 +69,8 @@ func saveIndex(dir string, idx map[string]Template) error {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	data = append(data, '\n')
-	f, err := os.CreateTemp(dir, "."+indexFile+".tmp-")
-	if err != nil {
-		return fmt.Errorf("%w: %w", ErrStorage, err)
+	if err := atomicfile.WriteFile(filepath.Join(dir, indexFile), data, atomicfile.Options{Mode: 0o600}); err != nil {
+		return fmt.Errorf("%w: write %s: %w", ErrStorage, indexFile, err)
 	}
-	tmp := f.Name()
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Chmod(0o600)
-	}
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Rename(tmp, filepath.Join(dir, indexFile))
-	}
-	if werr != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("%w: write %s: %w", ErrStorage, indexFile, werr)
-	}
-	return syncDir(dir)
+	return nil
 }

@@ -17,6 +17,8 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing"
 	"golang.org/x/sys/unix"
+
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 )
 
 // Limits bound what a fetch may hold in memory and what one checkout may write. Zero fields take the defaults.
@@ -754,13 +756,8 @@ func replaceDir(parentfd int, tmp, target string) (old string, err error) {
 }
 
 func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("%w: fsync %s: %w", ErrStorage, dir, err)
 	}
 	return nil
 }

@@ -57,7 +57,7 @@ var rules = map[string]rule{
 	// store and the host packages are leaves; within template/..., the registry and the
 	// validator read metadata.json through template/metadata; machines renders through units.
 	"store":             {},
-	"template":          {project: []string{"template/metadata", "internal/names"}},
+	"template":          {project: []string{"template/metadata", "internal/names", "internal/atomicfile"}},
 	"template/metadata": {},
 	"template/validate": {project: []string{"template/metadata", "internal/treefile"}},
 	"netns":             {project: []string{"internal/names"}},
