@@ -159,7 +159,7 @@ func TestNoReadOnlySocket(t *testing.T) {
 
 // hostileClients runs rpc/testdata/hostile as uid and returns once its connects were tried;
 // the connections stay open until the benchmark ends.
-func hostileClients(b *testing.B, bin string, uid uint32, socket string, n int, kinds string, size int) {
+func hostileClients(b testing.TB, bin string, uid uint32, socket string, n int, kinds string, size int) {
 	b.Helper()
 	cmd := exec.Command(bin, "-socket", socket, "-n", strconv.Itoa(n), "-kinds", kinds, "-size", strconv.Itoa(size))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid}}
