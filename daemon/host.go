@@ -80,7 +80,11 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 		return nil, nil, nil, fmt.Errorf("network: %w", err)
 	}
 	files, err := netconf.New(netconf.Config{
-		Dir: hc.NetworkDir, TenantsDir: tenantsDir, BasePrefix: hc.BasePrefix, MinIndex: indexMin, MaxIndex: indexMax,
+		Dir: hc.NetworkDir, TenantsDir: tenantsDir, MinIndex: indexMin, MaxIndex: indexMax,
+		Addresses: func(index int) netconf.Addresses {
+			p := links.Prefixes(index)
+			return netconf.Addresses{Gateway: p.Gateway, Bridge: p.Bridge, WireGuard: p.WireGuard}
+		},
 		Logger: log.With("component", "netconf"),
 	})
 	if err != nil {

@@ -7,8 +7,10 @@ import (
 	"testing"
 
 	"github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
+	"github.com/bitbuilder/bitbuilder/netns"
 	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/tenant"
+	"github.com/bitbuilder/bitbuilder/units"
 )
 
 const peerKey = "xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg="
@@ -90,5 +92,21 @@ func TestNetworkAPIBasePrefix(t *testing.T) {
 				t.Errorf("Network.Get = %v, want subnet %s, gateway %s, bridge %s, namespace tenant-n7", r, c.subnet, c.gateway, c.bridge)
 			}
 		})
+	}
+}
+
+// The boot generator's units (package units, which may not import netns and its netlink) name a tenant's namespace
+// and bridge as the network manager does with the configuration the daemon gives it: checked here, where both are
+// imported, so the two cannot drift apart.
+func TestUnitsNamesAreNetns(t *testing.T) {
+	cfg := networkConfig(&HostConfig{})
+	for _, s := range []netns.Spec{{Tenant: "a", Index: 1}, {Tenant: "acme-prod", Index: 7}, {Tenant: strings.Repeat("x", 63), Index: 254}} {
+		n := cfg.Names(s)
+		if got := units.NamespaceName(s.Tenant); got != n.Namespace {
+			t.Errorf("units.NamespaceName(%q) = %q, netns names it %q", s.Tenant, got, n.Namespace)
+		}
+		if got := units.BridgeName(s.Index); got != n.Bridge {
+			t.Errorf("units.BridgeName(%d) = %q, netns names it %q", s.Index, got, n.Bridge)
+		}
 	}
 }

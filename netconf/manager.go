@@ -34,10 +34,11 @@ type Config struct {
 	TenantsDir string
 	// MinIndex and MaxIndex bound the network index; default 1 and 254.
 	MinIndex, MaxIndex int
-	// BasePrefix is where tenant networks are cut from, as in package netns: tenant N owns the /16 at
-	// BasePrefix + N<<16, its bridge network is the .0.0/24 of it and its WireGuard network the .100.0/24.
-	// The built-in variables ${BRIDGE_ADDRESS}, ${GATEWAY}, ... are computed from it. Default 10.0.0.0/8.
-	BasePrefix netip.Prefix
+	// Addresses gives the networks of the tenant with a network index, from which the built-in variables
+	// ${BRIDGE_ADDRESS}, ${GATEWAY}, ... are set. Required: they are derived in one place, by the network manager
+	// (package netns, netns.Manager.Prefixes, from its BasePrefix), so that the files networkd gets and the links
+	// and filters the daemon makes can never disagree.
+	Addresses func(index int) Addresses
 	// Reloader applies the files; default NetworkdBus on the system bus.
 	Reloader Reloader
 	// KeyOwner owns the key file and directory so that systemd-networkd (user systemd-network) can read them;
@@ -77,14 +78,8 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.MinIndex < 0 || cfg.MaxIndex < cfg.MinIndex {
 		return nil, fmt.Errorf("netconf config: MinIndex..MaxIndex %d..%d is not a range", cfg.MinIndex, cfg.MaxIndex)
 	}
-	if !cfg.BasePrefix.IsValid() {
-		cfg.BasePrefix = netip.MustParsePrefix("10.0.0.0/8")
-	}
-	if !cfg.BasePrefix.Addr().Is4() || cfg.BasePrefix.Bits() > 16 || cfg.BasePrefix.Masked() != cfg.BasePrefix {
-		return nil, fmt.Errorf("netconf config: BasePrefix %s must be an IPv4 network of /16 or larger", cfg.BasePrefix)
-	}
-	if max := 1 << (16 - cfg.BasePrefix.Bits()); cfg.MaxIndex >= max {
-		return nil, fmt.Errorf("netconf config: BasePrefix %s has room for indexes below %d, not %d", cfg.BasePrefix, max, cfg.MaxIndex)
+	if cfg.Addresses == nil {
+		return nil, errors.New("netconf config: Addresses is required (the tenants' networks, as package netns derives them)")
 	}
 	if cfg.Reloader == nil {
 		cfg.Reloader = NetworkdBus{}
@@ -134,7 +129,7 @@ func (m *Manager) Render(t *Template, in Input) ([]Rendered, error) {
 	vars := map[string]string{
 		VarTenant: in.Tenant, VarNetworkDir: dir, VarWireGuardKeyFile: filepath.Join(dir, keyFileName),
 	}
-	maps.Copy(vars, addressVars(m.cfg.BasePrefix, in.Index))
+	maps.Copy(vars, addressVars(m.cfg.Addresses(in.Index)))
 	return render(t, in, vars)
 }
 
@@ -283,21 +278,20 @@ func writeAtomic(path string, content []byte, mode os.FileMode, chown func(strin
 	return nil
 }
 
-// addressVars are the built-in address variables of tenant index n: its /16 is the one at
-// base + n<<16.
-func addressVars(base netip.Prefix, n int) map[string]string {
-	b := base.Addr().As4()
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
-	v += uint32(n) << 16
-	at := func(third, fourth uint32) netip.Addr {
-		w := v | third<<8 | fourth
-		return netip.AddrFrom4([4]byte{byte(w >> 24), byte(w >> 16), byte(w >> 8), byte(w)})
-	}
+// Addresses are a tenant's networks, as package netns derives them (netns.Prefixes).
+type Addresses struct {
+	Gateway   netip.Prefix // the bridge's address with its network's length (10.N.0.1/24)
+	Bridge    netip.Prefix // the bridge's network (10.N.0.0/24)
+	WireGuard netip.Prefix // the WireGuard link's address with its network's length (10.N.100.1/24)
+}
+
+// addressVars are the built-in address variables of a tenant with these networks.
+func addressVars(a Addresses) map[string]string {
 	return map[string]string{
-		VarGateway:          at(0, 1).String(),
-		VarBridgeAddress:    netip.PrefixFrom(at(0, 1), 24).String(),
-		VarBridgeNetwork:    netip.PrefixFrom(at(0, 0), 24).String(),
-		VarWireGuardAddress: netip.PrefixFrom(at(100, 1), 24).String(),
-		VarWireGuardNetwork: netip.PrefixFrom(at(100, 0), 24).String(),
+		VarGateway:          a.Gateway.Addr().String(),
+		VarBridgeAddress:    a.Gateway.String(),
+		VarBridgeNetwork:    a.Bridge.Masked().String(),
+		VarWireGuardAddress: a.WireGuard.String(),
+		VarWireGuardNetwork: a.WireGuard.Masked().String(),
 	}
 }

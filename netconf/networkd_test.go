@@ -65,7 +65,8 @@ func newNetworkdEnv(t *testing.T) *networkdEnv {
 			}
 		}
 	})
-	m, err := New(Config{Dir: netDir, TenantsDir: keysDir, KeyOwner: guestUser(t, h, "systemd-network"), Reloader: e.bus})
+	m, err := New(Config{Dir: netDir, TenantsDir: keysDir, KeyOwner: guestUser(t, h, "systemd-network"), Reloader: e.bus,
+		Addresses: addresses(netns.Config{})})
 	if err != nil {
 		t.Fatal(err)
 	}

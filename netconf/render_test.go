@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"testing/fstest"
+
+	"github.com/bitbuilder/bitbuilder/netns"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -34,7 +36,7 @@ func testManager(t *testing.T, r Reloader) *Manager {
 		r = &fakeReloader{}
 	}
 	m, err := New(Config{Dir: filepath.Join(t.TempDir(), "network"), TenantsDir: filepath.Join(t.TempDir(), "tenants"),
-		Reloader: r, KeyOwner: &Owner{UID: os.Getuid(), GID: os.Getgid()}})
+		Reloader: r, KeyOwner: &Owner{UID: os.Getuid(), GID: os.Getgid()}, Addresses: addresses(netns.Config{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +54,8 @@ func exampleInput() Input {
 
 // The rendered example template is compared with testdata/golden; go test -run TestGolden -update rewrites them.
 func TestGoldenExampleTemplate(t *testing.T) {
-	m, err := New(Config{Dir: "/run/systemd/network", TenantsDir: "/var/lib/bitbuilder/tenants", Reloader: &fakeReloader{}})
+	m, err := New(Config{Dir: "/run/systemd/network", TenantsDir: "/var/lib/bitbuilder/tenants", Reloader: &fakeReloader{},
+		Addresses: addresses(netns.Config{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,12 +266,23 @@ func TestAddRemovePeer(t *testing.T) {
 	}
 }
 
-func TestBasePrefixMovesTheAddresses(t *testing.T) {
+// addresses is the daemon's Config.Addresses: the network manager's derivation for cfg.
+func addresses(cfg netns.Config) func(int) Addresses {
+	return func(index int) Addresses {
+		p := cfg.Prefixes(index)
+		return Addresses{Gateway: p.Gateway, Bridge: p.Bridge, WireGuard: p.WireGuard}
+	}
+}
+
+// The built-in address variables are the network manager's (netns) networks for the tenant, whatever its base
+// prefix: netconf derives none itself, and refuses to work without them.
+func TestAddressesFromNetns(t *testing.T) {
 	tm, err := Load(os.DirFS("../examples/templates/network"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := New(Config{Dir: t.TempDir(), TenantsDir: t.TempDir(), BasePrefix: netip.MustParsePrefix("100.64.0.0/10"), MaxIndex: 63, Reloader: nopReloader{}})
+	m, err := New(Config{Dir: t.TempDir(), TenantsDir: t.TempDir(), MaxIndex: 63, Reloader: nopReloader{},
+		Addresses: addresses(netns.Config{BasePrefix: netip.MustParsePrefix("100.64.0.0/10"), MaxIndex: 63})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,15 +302,8 @@ func TestBasePrefixMovesTheAddresses(t *testing.T) {
 	if strings.Contains(all, "10.5.") {
 		t.Error("rendered files still use the default base prefix")
 	}
-	for _, bad := range []Config{
-		{BasePrefix: netip.MustParsePrefix("100.64.0.0/10")},         // room for 64 indexes, not 254
-		{BasePrefix: netip.MustParsePrefix("10.0.0.0/24")},           // smaller than a tenant's /16
-		{BasePrefix: netip.MustParsePrefix("fd00::/8"), MaxIndex: 9}, // not IPv4
-	} {
-		bad.Dir, bad.TenantsDir = t.TempDir(), t.TempDir()
-		if _, err := New(bad); err == nil {
-			t.Errorf("New accepted base prefix %s with max index %d", bad.BasePrefix, bad.MaxIndex)
-		}
+	if _, err := New(Config{Dir: t.TempDir(), TenantsDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "Addresses") {
+		t.Errorf("New without Addresses: %v, want an error naming Addresses", err)
 	}
 }
 

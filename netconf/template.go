@@ -72,7 +72,7 @@ const (
 	VarTenant           = "TENANT"             // the tenant's name
 	VarNetworkDir       = "NETWORK_DIR"        // the tenant's network directory (keys)
 	VarWireGuardKeyFile = "WIREGUARD_KEY_FILE" // the tenant's WireGuard private key file
-	// Addresses of tenant N, from Config.BasePrefix (10.N.x.y for the default 10.0.0.0/8).
+	// Addresses of tenant N, from Config.Addresses (10.N.x.y for netns's default base 10.0.0.0/8).
 	VarGateway          = "GATEWAY"           // 10.N.0.1
 	VarBridgeAddress    = "BRIDGE_ADDRESS"    // 10.N.0.1/24
 	VarBridgeNetwork    = "BRIDGE_NETWORK"    // 10.N.0.0/24
