@@ -37,6 +37,12 @@
 // prefix plus the widest index of the configured range fits. The namespace is named tenant-<name>: namespace names
 // are files under /run/netns and not limited to 15 characters.
 //
+// A named namespace is a bind mount of the namespace on its file in /run/netns, made as `ip netns add` makes it.
+// A process with a mount namespace of its own (bitbuilderd.service) cannot make it: its mounts never reach the host
+// (systemd makes a service's mounts slaves of the host's; MountFlags=shared or a shared /run/netns do not change
+// that). With Config.NamespaceHelper (SystemdRun) the Kernel has PID 1 run `ip netns add|delete` instead, in the
+// host's mount namespace, and sees the result through mount propagation.
+//
 // Every link BitBuilder creates carries the IFLA alias "bitbuilder:<tenant>" (see Mark), set right after creation
 // (the kernel ignores an alias in the create request; a link that cannot be marked is deleted again). A link with a
 // tenant's name and another alias or none is foreign: Ensure refuses it and Teardown leaves it alone. A namespace
