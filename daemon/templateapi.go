@@ -539,9 +539,9 @@ func (a *templateAPI) replyError(ctx context.Context, c vtp.VarlinkCall, name st
 	case errors.Is(err, template.ErrExists):
 		return c.ReplyTemplateExists(ctx, name)
 	case errors.As(err, &refErr):
-		return c.ReplyNoSuchRef(ctx, refErr.URL, refErr.Ref)
+		return c.ReplyNoSuchRef(ctx, template.RedactURL(refErr.URL), refErr.Ref)
 	case errors.As(err, &fetchErr):
-		return c.ReplyFetchFailed(ctx, fetchErr.URL, fetchErr.Err.Error())
+		return c.ReplyFetchFailed(ctx, template.RedactURL(fetchErr.URL), fetchErr.Reason())
 	case errors.As(err, &metaErr):
 		return c.ReplyInvalidMetadata(ctx, metaErr.Path, metaErr.Error())
 	case errors.As(err, &valErr):

@@ -77,9 +77,11 @@ type FetchError struct {
 	Err error
 }
 
-func (e *FetchError) Error() string {
-	return fmt.Sprintf("fetch %s: %s", RedactURL(e.URL), redactText(fmt.Sprint(e.Err), e.URL))
-}
+func (e *FetchError) Error() string { return fmt.Sprintf("fetch %s: %s", RedactURL(e.URL), e.Reason()) }
+
+// Reason is what went wrong, with what RedactURL removes from URL removed from its text too (go-git and Go's HTTP
+// client name the URL in theirs): what callers show instead of Err's own text.
+func (e *FetchError) Reason() string { return redactText(fmt.Sprint(e.Err), e.URL) }
 
 // Is matches ErrFetch.
 func (e *FetchError) Is(target error) bool { return target == ErrFetch }
