@@ -284,7 +284,7 @@ func machineAction(verb, method string, call func(context.Context, *varlink.Conn
 				return err
 			}
 			name, machines := args[0], args[1:]
-			f := failures{w: e.stderr(), several: len(machines) > 1}
+			f := failures{w: e.stderr(), several: len(machines) > 1, json: e.g.json}
 			var last *vt.Tenant
 			var targets []machineTarget
 			for _, m := range machines {
@@ -325,7 +325,7 @@ func machineAction(verb, method string, call func(context.Context, *varlink.Conn
 				}
 			}
 			if e.g.json {
-				if err := printJSON(e.stdout(), tenantReply{*last}); err != nil {
+				if err := printJSON(e.stdout(), *last); err != nil {
 					return err
 				}
 			}

@@ -69,7 +69,7 @@ func TestMachineFlagUsage(t *testing.T) {
 		{[]string{"tenant", "create", "x", "--machine", "web:vm:web:memory=lots"}, `invalid value "web:vm:web:memory=lots" for flag --machine: memory:`},
 		{[]string{"tenant", "update", "x", "--machine", "web"}, `invalid value "web" for flag --machine: want NAME:KIND:TEMPLATE`},
 		{[]string{"tenant", "update", "x", "--machine", "web:vm:web", "--no-machines"}, "--machine and --no-machines exclude each other"},
-		{[]string{"tenant", "create", "x", "--no-machines"}, "flag provided but not defined: -no-machines"},
+		{[]string{"tenant", "create", "x", "--no-machines"}, "unknown flag --no-machines"},
 		{[]string{"tenant", "delete", "x", "y", "--revision", "3"}, "--revision needs exactly one name"},
 		{[]string{"machine", "start", "x"}, "usage: bbctl machine start TENANT MACHINE [MACHINE...]"},
 		{[]string{"machine", "shell", "x"}, "usage: bbctl machine shell TENANT MACHINE"},

@@ -16,15 +16,6 @@ import (
 	vn "github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
 )
 
-// networkReply and filesReply are reply parameters of the network methods, for --json.
-type networkReply struct {
-	Network vn.TenantNetwork `json:"network"`
-}
-
-type filesReply struct {
-	Files []vn.File `json:"files"`
-}
-
 func networkCommands() []*command {
 	return []*command{
 		{
@@ -41,14 +32,14 @@ func networkCommands() []*command {
 						return e.wrap(err, "io.bitbuilder.Network.Get")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), networkReply{n})
+						return printJSON(e.stdout(), n)
 					}
 					return printNetwork(e.stdout(), n)
 				}
 			},
 		},
 		{
-			path: "network list", maxArgs: 0,
+			path: "network list", aliases: []string{"ls"}, maxArgs: 0,
 			summary: "list the tenants' networks",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
@@ -57,11 +48,7 @@ func networkCommands() []*command {
 						return err
 					}
 					if e.g.json {
-						out := make([]networkReply, 0, len(ns))
-						for _, n := range ns {
-							out = append(out, networkReply{n})
-						}
-						return printJSON(e.stdout(), out)
+						return printJSON(e.stdout(), ns)
 					}
 					return printNetworkTable(e.stdout(), ns)
 				}
@@ -100,7 +87,7 @@ func networkCommands() []*command {
 						return e.wrap(err, "io.bitbuilder.Network.AddPeer")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), networkReply{n})
+						return printJSON(e.stdout(), n)
 					}
 					_, err = fmt.Fprintf(e.stdout(), "peer %s added to tenant %q (%d %s)\n", peer.PublicKey, n.Tenant, len(n.Peers), plural(len(n.Peers), "peer", "peers"))
 					return err
@@ -121,7 +108,7 @@ func networkCommands() []*command {
 						return e.wrap(err, "io.bitbuilder.Network.RemovePeer")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), networkReply{n})
+						return printJSON(e.stdout(), n)
 					}
 					_, err = fmt.Fprintf(e.stdout(), "peer %s removed from tenant %q (%d %s left)\n", args[1], n.Tenant, len(n.Peers), plural(len(n.Peers), "peer", "peers"))
 					return err
@@ -156,7 +143,7 @@ func filesCommand(method string, call func(context.Context, *varlink.Connection,
 				files = []vn.File{}
 			}
 			if e.g.json {
-				return printJSON(e.stdout(), filesReply{files})
+				return printJSON(e.stdout(), files)
 			}
 			if applied {
 				names := make([]string, len(files))

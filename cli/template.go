@@ -14,11 +14,7 @@ import (
 	vm "github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
 )
 
-// templateReply and validateReply are reply parameters of the template methods, for --json.
-type templateReply struct {
-	Template vm.Template `json:"template"`
-}
-
+// validateReply is what template validate --json prints: the reply parameters of Validate.
 type validateReply struct {
 	Findings            []vm.Finding `json:"findings"`
 	Errors              int64        `json:"errors"`
@@ -85,7 +81,7 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 						return e.wrap(err, "io.bitbuilder.Template.Pin")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), templateReply{t})
+						return printJSON(e.stdout(), t)
 					}
 					_, err = fmt.Fprintf(e.stdout(), "template %q pinned to %s\n", t.Name, t.Commit)
 					return err
@@ -106,7 +102,7 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 						return e.wrap(err, "io.bitbuilder.Template.Get")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), templateReply{t})
+						return printJSON(e.stdout(), t)
 					}
 					printTemplate(e.stdout(), t)
 					return nil
@@ -114,7 +110,7 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 			},
 		},
 		{
-			path: "template list", maxArgs: 0,
+			path: "template list", aliases: []string{"ls"}, maxArgs: 0,
 			summary: "list the templates in the registry",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
@@ -123,18 +119,14 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 						return err
 					}
 					if e.g.json {
-						out := make([]templateReply, 0, len(ts))
-						for _, t := range ts {
-							out = append(out, templateReply{t})
-						}
-						return printJSON(e.stdout(), out)
+						return printJSON(e.stdout(), ts)
 					}
 					return printTemplateTable(e.stdout(), ts)
 				}
 			},
 		},
 		{
-			path: "template remove", args: "NAME", minArgs: 1, maxArgs: 1,
+			path: "template remove", aliases: []string{"rm"}, args: "NAME", minArgs: 1, maxArgs: 1,
 			summary: "remove a template that no tenant uses",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
@@ -146,7 +138,7 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 						return e.wrap(err, "io.bitbuilder.Template.Remove")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), struct{}{})
+						return nil // a deletion prints nothing
 					}
 					_, err = fmt.Fprintf(e.stdout(), "template %q removed\n", args[0])
 					return err
@@ -262,7 +254,7 @@ func (e *env) followFetch(ctx context.Context, recv func(context.Context) (*vm.P
 		if t != nil {
 			p.finish()
 			if e.g.json {
-				return printJSON(e.stdout(), templateReply{*t})
+				return printJSON(e.stdout(), *t)
 			}
 			_, err = fmt.Fprintf(e.stdout(), "template %q %s: %s %s at %s\n", t.Name, verb, t.Type, t.Version, shortCommit(t.Commit))
 			return err

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	vn "github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
+	vm "github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
 	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
@@ -70,17 +72,17 @@ func gitRepo(t *testing.T, example string) string {
 func addTemplate(t *testing.T, addr, name, example string) string {
 	t.Helper()
 	repo := gitRepo(t, example)
-	var r templateReply
+	var r vm.Template
 	if err := json.Unmarshal([]byte(mustRun(t, addr, "template", "add", name, repo, "--json")), &r); err != nil {
 		t.Fatal(err)
 	}
-	return r.Template.Commit
+	return r.Commit
 }
 
 func TestTemplateRegistry(t *testing.T) {
 	d := startDaemon(t)
 	r := bbctl(t, d.addr, "template", "list", "--json")
-	var none []templateReply
+	var none []vm.Template
 	if err := json.Unmarshal([]byte(r.stdout), &none); r.code != 0 || err != nil || len(none) != 0 {
 		t.Fatalf("empty registry: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
@@ -93,14 +95,14 @@ func TestTemplateRegistry(t *testing.T) {
 	if !strings.Contains(r.stderr, "fetching") {
 		t.Errorf("no progress lines on standard error: %q", r.stderr)
 	}
-	var got templateReply
+	var got vm.Template
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "get", "tools", "--json")), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Template.Name != "tools" || got.Template.Type != "sysext" || len(got.Template.Commit) != 40 {
-		t.Errorf("get: %+v", got.Template)
+	if got.Name != "tools" || got.Type != "sysext" || len(got.Commit) != 40 {
+		t.Errorf("get: %+v", got)
 	}
-	if out := mustRun(t, d.addr, "template", "list"); !strings.Contains(out, "tools") || !strings.Contains(out, got.Template.Commit[:12]) {
+	if out := mustRun(t, d.addr, "template", "list"); !strings.Contains(out, "tools") || !strings.Contains(out, got.Commit[:12]) {
 		t.Errorf("list:\n%s", out)
 	}
 	mustRun(t, d.addr, "tenant", "create", "shop", "--template", "sysext:tools:tools")
@@ -114,9 +116,9 @@ func TestTemplateRegistry(t *testing.T) {
 		{"get unknown", []string{"template", "get", "wan"}, ExitNotFound, `template "wan" not found`},
 		{"invalid name", []string{"template", "add", "Tools", repo}, ExitInvalid, `invalid name "Tools"`},
 		{"update to the same commit", []string{"template", "update", "tools"}, 0, `template "tools" updated`},
-		{"pin to the pinned commit", []string{"template", "pin", "tools", got.Template.Commit}, 0, "pinned to " + got.Template.Commit},
+		{"pin to the pinned commit", []string{"template", "pin", "tools", got.Commit}, 0, "pinned to " + got.Commit},
 		{"remove while used", []string{"template", "remove", "tools"}, ExitConflict, `template "tools" is used by "shop"`},
-		{"tenant gone", []string{"tenant", "delete", "shop", "--wait"}, 0, "deleted"},
+		{"tenant gone", []string{"tenant", "delete", "shop", "--force", "--wait"}, 0, "deleted"},
 		{"remove", []string{"template", "remove", "tools"}, 0, `template "tools" removed`},
 		{"get removed", []string{"template", "get", "tools"}, ExitNotFound, "not found"},
 	}
@@ -182,8 +184,8 @@ func TestNetworkCommands(t *testing.T) {
 		t.Errorf("get of no such tenant: exit %d, stderr %q", r.code, r.stderr)
 	}
 	mustRun(t, d.addr, "tenant", "create", "web", "--index", "9", "--network-features", "wireguard")
-	var listed []networkReply
-	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].Network.Tenant != "web" {
+	var listed []vn.TenantNetwork
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].Tenant != "web" {
 		t.Errorf("list: %+v, %v", listed, err)
 	}
 	if out := mustRun(t, d.addr, "network", "list"); !strings.Contains(out, "br-tenant-9") {
@@ -197,12 +199,12 @@ func TestNetworkCommands(t *testing.T) {
 	if !strings.Contains(out, "(1 peer)") {
 		t.Errorf("add-peer: %q", out)
 	}
-	var n networkReply
+	var n vn.TenantNetwork
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "get", "web", "--json")), &n); err != nil {
 		t.Fatal(err)
 	}
-	if n.Network.NetworkIndex != 9 || len(n.Network.Peers) != 1 || deref(n.Network.Peers[0].Endpoint) != "198.51.100.7:51820" || deref(n.Network.Peers[0].PersistentKeepalive) != 25 {
-		t.Errorf("network %+v", n.Network)
+	if n.NetworkIndex != 9 || len(n.Peers) != 1 || deref(n.Peers[0].Endpoint) != "198.51.100.7:51820" || deref(n.Peers[0].PersistentKeepalive) != 25 {
+		t.Errorf("network %+v", n)
 	}
 	if out := mustRun(t, d.addr, "network", "get", "web"); !strings.Contains(out, "198.51.100.7:51820") || !strings.Contains(out, "Peers:") {
 		t.Errorf("get:\n%s", out)

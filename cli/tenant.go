@@ -259,7 +259,7 @@ fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 						}
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), tenantReply{t})
+						return printJSON(e.stdout(), t)
 					}
 					return nil
 				}
@@ -279,14 +279,14 @@ fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 						return e.wrap(err, "io.bitbuilder.Tenant.Get")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), tenantReply{t})
+						return printJSON(e.stdout(), t)
 					}
 					return e.printTenant(e.stdout(), t)
 				}
 			},
 		},
 		{
-			path: "tenant list", args: "", maxArgs: 0,
+			path: "tenant list", aliases: []string{"ls"}, args: "", maxArgs: 0,
 			summary: "list tenants",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
@@ -295,11 +295,7 @@ fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 						return err
 					}
 					if e.g.json {
-						out := make([]tenantReply, 0, len(ts))
-						for _, t := range ts {
-							out = append(out, tenantReply{t})
-						}
-						return printJSON(e.stdout(), out)
+						return printJSON(e.stdout(), ts)
 					}
 					return e.printTenantTable(e.stdout(), ts)
 				}
@@ -377,7 +373,7 @@ it changed in between; with --revision the update is refused unless the tenant i
 							return s.machineHint(e.wrap(err, "io.bitbuilder.Tenant.Update"))
 						}
 						if e.g.json {
-							return printJSON(e.stdout(), tenantReply{t})
+							return printJSON(e.stdout(), t)
 						}
 						_, err = fmt.Fprintf(e.stdout(), "tenant %q updated: revision %d\n", t.Name, t.Revision)
 						return err
@@ -386,17 +382,20 @@ it changed in between; with --revision the update is refused unless the tenant i
 			},
 		},
 		{
-			path: "tenant delete", args: "NAME [NAME...] [--revision R] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
+			path: "tenant delete", aliases: []string{"rm"}, args: "NAME [NAME...] [--revision R] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
 			summary: "delete tenants",
 			long: `The daemon marks the tenant for deletion, removes everything the tenant had on the host, and
-then drops the record. With --wait bbctl follows the tenant until it is gone, printing each
-change to standard error, for at most --timeout (default 5m).
+then drops the record. A tenant whose desired state is running is refused unless --force is
+given (stop it first, or say --force); bbctl deletes it at the revision it checked, so a tenant
+started in between is not deleted without --force either. With --wait bbctl follows the tenant
+until it is gone, printing each change to standard error, for at most --timeout (default 5m).
 Given several names, bbctl deletes each in turn (then waits for each) and reports each
-failure; the exit code is the first failure's, and --json prints an array of the replies.`,
+failure; the exit code is the first failure's. With --json a deletion prints nothing.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				var rev optInt
 				fs.Var(&rev, "revision", "refuse the delete unless the tenant is at revision `R` (one name only)")
 				wait := fs.Bool("wait", false, "wait until the tenant is gone")
+				force := fs.Bool("force", false, "delete the tenant even when it is running (its machines are stopped)")
 				return func(ctx context.Context, e *env, args []string) error {
 					if rev.set && len(args) > 1 {
 						return usagef("tenant delete", "--revision needs exactly one name")
@@ -407,11 +406,11 @@ failure; the exit code is the first failure's, and --json prints an array of the
 					if err != nil {
 						return err
 					}
-					f := failures{w: e.stderr(), several: len(args) > 1}
+					f := failures{w: e.stderr(), several: len(args) > 1, json: e.g.json}
 					ok := make([]bool, len(args))
 					for i, name := range args {
-						if err := vt.Delete().Call(ctx, c, name, rev.ptr()); err != nil {
-							f.add(e.wrap(err, "io.bitbuilder.Tenant.Delete"))
+						if err := e.deleteTenant(ctx, c, name, rev.ptr(), *force); err != nil {
+							f.add(err)
 							continue
 						}
 						ok[i] = true
@@ -426,23 +425,11 @@ failure; the exit code is the first failure's, and --json prints an array of the
 							}
 							if err := e.waitDeleted(ctx, c, name); err != nil {
 								f.add(err)
-								ok[i] = false
 								continue
 							}
 							if !e.g.json {
 								fmt.Fprintf(e.stdout(), "tenant %q deleted\n", name)
 							}
-						}
-					}
-					if e.g.json {
-						replies := make([]any, len(args))
-						for i := range args {
-							if ok[i] {
-								replies[i] = struct{}{}
-							}
-						}
-						if err := printReplies(e.stdout(), replies); err != nil {
-							return err
 						}
 					}
 					return f.err()
@@ -482,7 +469,7 @@ from the last revision. Watch runs until interrupted or until --timeout, which e
 					}
 					err = e.watch(ctx, c, name, rev.ptr(), func(ev vt.Event) (bool, error) {
 						if e.g.json {
-							return false, printJSONLine(e.stdout(), eventReply{ev})
+							return false, printJSONLine(e.stdout(), ev)
 						}
 						_, err := fmt.Fprintln(e.stdout(), formatEvent(ev))
 						return false, err
@@ -495,15 +482,6 @@ from the last revision. Watch runs until interrupted or until --timeout, which e
 			},
 		},
 	}
-}
-
-// tenantReply and eventReply are the reply parameters of the tenant methods, for --json.
-type tenantReply struct {
-	Tenant vt.Tenant `json:"tenant"`
-}
-
-type eventReply struct {
-	Event vt.Event `json:"event"`
 }
 
 func startStopHelp(goal string) string {
@@ -527,7 +505,7 @@ func tenantAction(method string, call func(context.Context, *varlink.Connection,
 			if err != nil {
 				return err
 			}
-			f := failures{w: e.stderr(), several: len(args) > 1}
+			f := failures{w: e.stderr(), several: len(args) > 1, json: e.g.json}
 			replies := make([]*vt.Tenant, len(args))
 			for i, name := range args {
 				t, err := call(ctx, c, name)
@@ -561,7 +539,7 @@ func tenantAction(method string, call func(context.Context, *varlink.Connection,
 				out := make([]any, len(args))
 				for i, t := range replies {
 					if t != nil {
-						out[i] = tenantReply{*t}
+						out[i] = *t
 					}
 				}
 				if err := printReplies(e.stdout(), out); err != nil {
@@ -655,6 +633,35 @@ func (e *env) watch(ctx context.Context, c *varlink.Connection, name *string, re
 				return nil
 			}
 		}
+	}
+}
+
+// deleteTenant deletes tenant name at revision (nil: at the revision it reads). Unless force,
+// a tenant whose desired state is running is refused: the check and the delete are one
+// conditional commit, since the delete names the revision that was checked.
+func (e *env) deleteTenant(ctx context.Context, c *varlink.Connection, name string, revision *int64, force bool) error {
+	for attempt := 0; ; attempt++ {
+		expect := revision
+		if !force || expect == nil {
+			cur, err := vt.Get().Call(ctx, c, name)
+			if err != nil {
+				return e.wrap(err, "io.bitbuilder.Tenant.Get")
+			}
+			if !force && cur.DesiredState == "running" && cur.Phase != "deleting" {
+				return &localError{kind: ErrConflict, name: "bbctl.TenantRunning", params: map[string]any{"name": name},
+					message: fmt.Sprintf("tenant %q is running: stop it first (bbctl tenant stop %s) or delete it with --force", name, name)}
+			}
+			if expect == nil {
+				r := cur.Revision
+				expect = &r
+			}
+		}
+		err := vt.Delete().Call(ctx, c, name, expect)
+		var mismatch *vt.RevisionMismatch
+		if errors.As(err, &mismatch) && revision == nil && attempt < updateRetries {
+			continue
+		}
+		return e.wrap(err, "io.bitbuilder.Tenant.Delete")
 	}
 }
 

@@ -14,11 +14,11 @@ import (
 
 func getTenant(t *testing.T, addr, name string) vt.Tenant {
 	t.Helper()
-	var r tenantReply
+	var r vt.Tenant
 	if err := json.Unmarshal([]byte(mustRun(t, addr, "tenant", "get", name, "--json")), &r); err != nil {
 		t.Fatal(err)
 	}
-	return r.Tenant
+	return r
 }
 
 // settle waits until the daemon's reconciler has finished with the tenants: each is in a
@@ -116,7 +116,7 @@ func TestTenantRoundTrip(t *testing.T) {
 				t.Errorf("desired %s", got.DesiredState)
 			}
 		}},
-		{"delete", []string{"tenant", "delete", "db"}, 0, `tenant "db" is being deleted`, nil},
+		{"delete", []string{"tenant", "delete", "db", "--force"}, 0, `tenant "db" is being deleted`, nil},
 		{"delete --wait returns once the tenant is gone", []string{"tenant", "delete", "web", "--wait"}, 0, `tenant "web" deleted`, func(t *testing.T) {
 			if r := bbctl(t, d.addr, "tenant", "get", "web"); r.code != ExitNotFound {
 				t.Errorf("get after delete --wait: exit %d", r.code)
@@ -151,28 +151,27 @@ func TestJSONOutputParsesBack(t *testing.T) {
 	if out := mustRun(t, d.addr, "tenant", "list", "--json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("empty list: %q, want []", out)
 	}
-	var created tenantReply
+	var created vt.Tenant
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "--json", "tenant", "create", "a", "--memory", "512M")), &created); err != nil {
 		t.Fatal(err)
 	}
-	if created.Tenant.Name != "a" || created.Tenant.Resources.MemoryBytes != 512<<20 || created.Tenant.Revision == 0 {
-		t.Errorf("create reply %+v", created.Tenant)
+	if created.Name != "a" || created.Resources.MemoryBytes != 512<<20 || created.Revision == 0 {
+		t.Errorf("create reply %+v", created)
 	}
 	mustRun(t, d.addr, "tenant", "create", "b")
-	var list []tenantReply
+	var list []vt.Tenant
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "tenant", "list", "--json")), &list); err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 2 || list[0].Tenant.Name != "a" || list[1].Tenant.Name != "b" {
+	if len(list) != 2 || list[0].Name != "a" || list[1].Name != "b" {
 		t.Errorf("list: %+v", list)
 	}
-	if got := getTenant(t, d.addr, "a"); got.CreatedAt != created.Tenant.CreatedAt || got.CreateRevision != created.Tenant.CreateRevision ||
-		got.Resources != created.Tenant.Resources {
-		t.Errorf("get %+v, created %+v", got, created.Tenant)
+	if got := getTenant(t, d.addr, "a"); got.CreatedAt != created.CreatedAt || got.CreateRevision != created.CreateRevision ||
+		got.Resources != created.Resources {
+		t.Errorf("get %+v, created %+v", got, created)
 	}
-	var empty map[string]any
-	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "tenant", "delete", "b", "--json")), &empty); err != nil || len(empty) != 0 {
-		t.Errorf("delete --json: %v %v, want {}", empty, err)
+	if out := mustRun(t, d.addr, "tenant", "delete", "b", "--force", "--json"); out != "" {
+		t.Errorf("delete --json printed %q, want nothing", out)
 	}
 }
 
@@ -284,18 +283,18 @@ func TestTenantWatch(t *testing.T) {
 		lr, cancel, wait := startWatch(t, d.addr, "tenant", "watch", "old", "--revision", itoa(rev), "--json")
 		mustRun(t, d.addr, "tenant", "update", "new", "--cpus", "3") // another tenant: filtered out
 		mustRun(t, d.addr, "tenant", "update", "old", "--cpus", "2")
-		var ev eventReply
+		var ev vt.Event
 		lr.until(t, func(l string) bool {
 			if err := json.Unmarshal([]byte(l), &ev); err != nil {
 				t.Fatalf("line %q: %v", l, err)
 			}
-			if ev.Event.Name != "old" || ev.Event.Revision <= rev {
-				t.Errorf("event %+v: another tenant, or not after revision %d", ev.Event, rev)
+			if ev.Name != "old" || ev.Revision <= rev {
+				t.Errorf("event %+v: another tenant, or not after revision %d", ev, rev)
 			}
-			return ev.Event.Tenant != nil && ev.Event.Tenant.Resources.Cpus == 2
+			return ev.Tenant != nil && ev.Tenant.Resources.Cpus == 2
 		})
-		if ev.Event.Type != "modified" {
-			t.Errorf("event %+v", ev.Event)
+		if ev.Type != "modified" {
+			t.Errorf("event %+v", ev)
 		}
 		cancel()
 		wait()
@@ -314,7 +313,7 @@ func TestTenantDeleteWait(t *testing.T) {
 	mustRun(t, d.addr, "tenant", "create", "doomed")
 	// The daemon's reconciler tears the tenant down and then drops its record; delete --wait
 	// follows the tenant until then.
-	r := bbctl(t, d.addr, "tenant", "delete", "doomed", "--wait", "--timeout", "10s")
+	r := bbctl(t, d.addr, "tenant", "delete", "doomed", "--force", "--wait", "--timeout", "10s")
 	if r.code != 0 || r.stdout != "tenant \"doomed\" deleted\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}

@@ -260,7 +260,7 @@ func TestWaitEndToEnd(t *testing.T) {
 			[]string{`tenant "broken" created`}, []string{`bbctl: tenant "broken": failed: BrokenReady: the test says no`, "broken: phase failed"}},
 		{"start --wait of a tenant that failed before", []string{"tenant", "start", "broken", "--wait", "--timeout", "10s"}, ExitFailure,
 			nil, []string{`bbctl: tenant "broken": failed: BrokenReady: the test says no`}},
-		{"delete --wait several", []string{"tenant", "delete", "b", "broken", "--wait", "--timeout", "10s"}, 0,
+		{"delete --wait several", []string{"tenant", "delete", "b", "broken", "--force", "--wait", "--timeout", "10s"}, 0,
 			[]string{`tenant "b" deleted`, `tenant "broken" deleted`}, nil},
 	}
 	for _, c := range cases {
@@ -285,11 +285,11 @@ func TestWaitEndToEnd(t *testing.T) {
 	t.Run("start --wait --json: the tenants when the wait ended, no progress lines", func(t *testing.T) {
 		mustRun(t, d.addr, "tenant", "create", "c", "--stopped")
 		r := bbctl(t, d.addr, "tenant", "start", "a", "c", "--wait", "--json", "--timeout", "10s")
-		var got []tenantReply
+		var got []vt.Tenant
 		if err := json.Unmarshal([]byte(r.stdout), &got); r.code != 0 || err != nil {
 			t.Fatalf("exit %d, %v: stdout %q, stderr %q", r.code, err, r.stdout, r.stderr)
 		}
-		if len(got) != 2 || got[0].Tenant.Name != "a" || got[1].Tenant.Name != "c" || got[0].Tenant.Phase != "ready" || got[1].Tenant.Phase != "ready" {
+		if len(got) != 2 || got[0].Name != "a" || got[1].Name != "c" || got[0].Phase != "ready" || got[1].Phase != "ready" {
 			t.Errorf("replies %+v", got)
 		}
 		if r.stderr != "" {

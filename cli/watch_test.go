@@ -84,12 +84,12 @@ func TestWatchResumesAfterOverflow(t *testing.T) {
 		case <-deadline:
 			t.Fatalf("stuck at revision %d of %d", want, last)
 		}
-		var ev eventReply
+		var ev vt.Event
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("line %q: %v", line, err)
 		}
-		if ev.Event.Revision != want {
-			t.Fatalf("got revision %d, want %d", ev.Event.Revision, want)
+		if ev.Revision != want {
+			t.Fatalf("got revision %d, want %d", ev.Revision, want)
 		}
 		want++
 	}
