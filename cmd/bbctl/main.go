@@ -11,7 +11,10 @@ import (
 	"github.com/bitbuilder/bitbuilder/cli"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
+// version is set at build time with -ldflags "-X main.version=...": the Makefile sets it and
+// daemon.Version to the same string, so that bbctl --version and bitbuilderd --version of one
+// build agree. (bbctl may not import package daemon: see internal/deptest.) The default is
+// daemon.Version's.
 var version = "0.1.0-dev"
 
 func main() {
