@@ -130,7 +130,7 @@ func mustRun(t *testing.T, addr string, args ...string) string {
 }
 
 var (
-	timestamp = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+	timestamp = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+`)
 	commit    = regexp.MustCompile(`\b[0-9a-f]{12}([0-9a-f]{28})?\b`)
 )
 

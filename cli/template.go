@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/varlink/go/varlink"
 
@@ -104,7 +105,7 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 					if e.g.json {
 						return printJSON(e.stdout(), t)
 					}
-					printTemplate(e.stdout(), t)
+					printTemplate(e.stdout(), e.app.Now(), t)
 					return nil
 				}
 			},
@@ -274,15 +275,15 @@ func printTemplateTable(w io.Writer, ts []vm.Template) error {
 	return tb.flush()
 }
 
-func printTemplate(w io.Writer, t vm.Template) {
+func printTemplate(w io.Writer, now time.Time, t vm.Template) {
 	kv(w, "Name", t.Name)
 	kv(w, "Type", t.Type)
 	kv(w, "Version", t.Version)
 	kv(w, "URL", t.Url)
 	kv(w, "Ref", t.Ref)
 	kv(w, "Commit", t.Commit)
-	kv(w, "Added", t.AddedAt)
-	kv(w, "Updated", t.UpdatedAt)
+	kv(w, "Added", formatTime(now, t.AddedAt))
+	kv(w, "Updated", formatTime(now, t.UpdatedAt))
 	if len(t.UsedBy) == 0 {
 		kv(w, "Used by", "none")
 	} else {

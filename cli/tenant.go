@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/varlink/go/varlink"
 
@@ -242,7 +244,7 @@ fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 						return s.machineHint(e.wrap(err, "io.bitbuilder.Tenant.Create"))
 					}
 					if !e.g.json {
-						fmt.Fprintf(e.stdout(), "tenant %q created: network index %d, %s, revision %d\n", t.Name, t.NetworkIndex, t.DesiredState, t.Revision)
+						fmt.Fprintf(e.stdout(), "tenant %q created: network index %d, desired state %s, phase %s, revision %d\n", t.Name, t.NetworkIndex, t.DesiredState, t.Phase, t.Revision)
 					}
 					if *wait {
 						g := tenantReady
@@ -452,9 +454,13 @@ failure; the exit code is the first failure's. With --json a deletion prints not
 			path: "tenant watch", args: "[NAME] [--revision R]", maxArgs: 1, stream: true,
 			summary: "stream changes to tenants, one line each",
 			long: `Without --revision, every current tenant is first shown as added. With --revision, every change
-after revision R. Human output: REVISION TYPE NAME and the tenant's desired state, phase and index;
-with --json one reply per line. When the daemon drops a watcher that fell behind, bbctl resumes
-from the last revision. Watch runs until interrupted or until --timeout, which ends it without error.`,
+after revision R. Human output: REVISION TYPE NAME and what the change did: the desired state,
+the phase, conditions and machines that changed (from -> to), and which parts of the spec
+changed; with --json one event per line, as the daemon sent it. When the daemon drops a watcher
+that fell behind, or the connection is lost (the daemon restarted), bbctl resumes from the last
+revision it saw. A NAME that is no tenant is an error (unless --revision is given: the changes of
+a tenant deleted since). Watch runs until interrupted or until --timeout, which ends it without
+error.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				rev := optInt{zero: true}
 				fs.Var(&rev, "revision", "show the changes after revision `R` (0: all retained changes)")
@@ -467,11 +473,17 @@ from the last revision. Watch runs until interrupted or until --timeout, which e
 					if err != nil {
 						return err
 					}
+					if name != nil && !rev.set {
+						if _, err := vt.Get().Call(ctx, c, *name); err != nil {
+							return e.wrap(err, "io.bitbuilder.Tenant.Get")
+						}
+					}
+					p := watchPrinter{last: map[string]*vt.Tenant{}}
 					err = e.watch(ctx, c, name, rev.ptr(), func(ev vt.Event) (bool, error) {
 						if e.g.json {
 							return false, printJSONLine(e.stdout(), ev)
 						}
-						_, err := fmt.Fprintln(e.stdout(), formatEvent(ev))
+						_, err := fmt.Fprintln(e.stdout(), p.format(ev))
 						return false, err
 					})
 					if ctx.Err() != nil {
@@ -600,11 +612,58 @@ func (e *env) listTenants(ctx context.Context) ([]vt.Tenant, error) {
 	}
 }
 
+// Reconnection of a watch whose daemon went away (restarted, say): the first attempt after
+// reconnectMin, doubling up to reconnectMax, until the watch's context ends.
+const (
+	reconnectMin = 100 * time.Millisecond
+	reconnectMax = 3 * time.Second
+)
+
 // watch follows Tenant.Watch and calls fn for each event until fn says stop, ctx ends or the
-// watch fails. On WatchOverflow it watches again after the last revision it saw.
+// watch fails. On WatchOverflow it watches again after the last revision it saw. When the
+// connection is lost (the daemon restarted), it dials again until ctx ends and resumes after
+// the last revision it saw; c is the caller's, the connections it dials are its own.
 func (e *env) watch(ctx context.Context, c *varlink.Connection, name *string, revision *int64, fn func(vt.Event) (stop bool, err error)) error {
+	var own *varlink.Connection
+	defer func() {
+		if own != nil {
+			own.Close()
+		}
+	}()
 	for {
-		recv, err := vt.Watch().Send(ctx, c, varlink.More, name, revision)
+		err := e.watchOnce(ctx, c, name, &revision, fn)
+		if err == nil || !errors.Is(err, ErrUnreachable) || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr(), "bbctl: %v; reconnecting\n", err)
+		for delay := reconnectMin; ; delay = min(2*delay, reconnectMax) {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+			if own != nil {
+				own.Close()
+				own = nil
+			}
+			if nc, err := e.dial(ctx); err == nil {
+				own, c = nc, nc
+				break
+			}
+		}
+		if revision != nil {
+			fmt.Fprintf(e.stderr(), "bbctl: reconnected; resuming after revision %d\n", *revision)
+		} else {
+			fmt.Fprintln(e.stderr(), "bbctl: reconnected")
+		}
+	}
+}
+
+// watchOnce is one Tenant.Watch call of watch, resumed after an overflow; *revision follows
+// the last event seen.
+func (e *env) watchOnce(ctx context.Context, c *varlink.Connection, name *string, revision **int64, fn func(vt.Event) (stop bool, err error)) error {
+	for {
+		recv, err := vt.Watch().Send(ctx, c, varlink.More, name, *revision)
 		if err != nil {
 			return e.wrap(err, "io.bitbuilder.Tenant.Watch")
 		}
@@ -613,18 +672,18 @@ func (e *env) watch(ctx context.Context, c *varlink.Connection, name *string, re
 			var overflow *vt.WatchOverflow
 			if errors.As(err, &overflow) {
 				from := overflow.Revision
-				if revision != nil && *revision > from {
-					from = *revision
+				if *revision != nil && **revision > from {
+					from = **revision
 				}
 				fmt.Fprintf(e.stderr(), "bbctl: the watch fell behind; resuming after revision %d\n", from)
-				revision = &from
+				*revision = &from
 				break
 			}
 			if err != nil {
 				return e.wrap(err, "io.bitbuilder.Tenant.Watch")
 			}
 			r := ev.Revision
-			revision = &r
+			*revision = &r
 			stop, err := fn(ev)
 			if err != nil || stop {
 				return err
@@ -679,10 +738,117 @@ func (e *env) waitDeleted(ctx context.Context, c *varlink.Connection, name strin
 	return err
 }
 
-func formatEvent(ev vt.Event) string {
-	s := fmt.Sprintf("%-6d %-8s %s", ev.Revision, ev.Type, ev.Name)
-	if t := ev.Tenant; t != nil {
-		s += fmt.Sprintf(" desired=%s phase=%s index=%d", t.DesiredState, t.Phase, t.NetworkIndex)
+// watchPrinter prints tenant watch's events for people: what each changed, against the
+// tenant's snapshot of the previous event.
+type watchPrinter struct {
+	last map[string]*vt.Tenant
+}
+
+func (p *watchPrinter) format(ev vt.Event) string {
+	head := fmt.Sprintf("%-6d %-8s %s", ev.Revision, ev.Type, ev.Name)
+	prev := p.last[ev.Name]
+	if ev.Type == "deleted" {
+		delete(p.last, ev.Name)
+		return head
+	}
+	if ev.Tenant == nil {
+		return head
+	}
+	p.last[ev.Name] = ev.Tenant
+	changes := describeChange(prev, ev.Tenant)
+	if len(changes) == 0 {
+		return head
+	}
+	return head + ": " + strings.Join(changes, ", ")
+}
+
+// describeChange says what changed from prev to cur (prev nil: what cur is): desired state,
+// phase, conditions, machines' states, and which parts of the spec changed.
+func describeChange(prev, cur *vt.Tenant) []string {
+	if prev == nil {
+		out := []string{"desired state " + string(cur.DesiredState), "phase " + string(cur.Phase), fmt.Sprintf("index %d", cur.NetworkIndex)}
+		for _, c := range cur.Conditions {
+			if c.Status != "true" {
+				out = append(out, conditionChange(c))
+			}
+		}
+		return out
+	}
+	var out []string
+	if prev.DesiredState != cur.DesiredState {
+		out = append(out, fmt.Sprintf("desired state %s -> %s", prev.DesiredState, cur.DesiredState))
+	}
+	if prev.Phase != cur.Phase {
+		out = append(out, fmt.Sprintf("phase %s -> %s", prev.Phase, cur.Phase))
+	}
+	was := map[string]vt.Condition{}
+	for _, c := range prev.Conditions {
+		was[c.Type] = c
+	}
+	for _, c := range cur.Conditions {
+		if w, ok := was[c.Type]; !ok || w.Status != c.Status || w.Reason != c.Reason || w.Message != c.Message {
+			out = append(out, conditionChange(c))
+		}
+		delete(was, c.Type)
+	}
+	for _, c := range prev.Conditions {
+		if _, ok := was[c.Type]; ok {
+			out = append(out, "condition "+c.Type+" removed")
+		}
+	}
+	lines := map[string]string{}
+	for _, m := range prev.Machines {
+		lines[m.Name] = machineLine(m)
+	}
+	for _, m := range cur.Machines {
+		if l := machineLine(m); l != "" && l != lines[m.Name] {
+			out = append(out, l)
+		}
+	}
+	for _, part := range []struct {
+		name string
+		a, b any
+	}{
+		{"resources", prev.Resources, cur.Resources},
+		{"templates", prev.Templates, cur.Templates},
+		{"parameters", prev.Parameters, cur.Parameters},
+		{"network features", prev.NetworkFeatures, cur.NetworkFeatures},
+		{"machines", machineSpecs(prev.Machines), machineSpecs(cur.Machines)},
+	} {
+		if !sameJSONValue(part.a, part.b) {
+			out = append(out, part.name+" changed")
+		}
+	}
+	return out
+}
+
+func conditionChange(c vt.Condition) string {
+	s := fmt.Sprintf("condition %s %s", c.Type, c.Status)
+	if why := joinNonEmpty(": ", c.Reason, firstLine(c.Message)); c.Status != "true" && why != "" {
+		s += " (" + why + ")"
+	}
+	return s
+}
+
+// machineSpecs is the desired part of machines, without their observed status.
+func machineSpecs(ms []vt.Machine) []vt.Machine {
+	out := make([]vt.Machine, len(ms))
+	for i, m := range ms {
+		m.Status = nil
+		out[i] = m
+	}
+	return out
+}
+
+func sameJSONValue(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " ..."
 	}
 	return s
 }
@@ -713,8 +879,8 @@ func (e *env) printTenant(w io.Writer, t vt.Tenant) error {
 		kv(w, "Network", "bridge, "+strings.Join(t.NetworkFeatures, ", "))
 	}
 	kv(w, "Revision", fmt.Sprintf("%d (created at %d)", t.Revision, t.CreateRevision))
-	kv(w, "Created", fmt.Sprintf("%s (%s ago)", t.CreatedAt, formatAge(now, t.CreatedAt)))
-	kv(w, "Updated", fmt.Sprintf("%s (%s ago)", t.UpdatedAt, formatAge(now, t.UpdatedAt)))
+	kv(w, "Created", formatTime(now, t.CreatedAt))
+	kv(w, "Updated", formatTime(now, t.UpdatedAt))
 	if len(t.Templates) == 0 {
 		kv(w, "Templates", "none")
 	} else {

@@ -60,7 +60,7 @@ func TestTenantRoundTrip(t *testing.T) {
 		{"create with limits, templates and parameters",
 			[]string{"tenant", "create", "web", "--index", "7", "--cpus", "0.5", "--memory", "2G", "--storage", "20GiB",
 				"--template", "machine:web:debian-web", "--template", "sysext:tools:tools", "--param", "MTU=1400", "--network-features", "wireguard"},
-			0, `tenant "web" created: network index 7, running`,
+			0, `tenant "web" created: network index 7, desired state running, phase `,
 			func(t *testing.T) {
 				got := getTenant(t, d.addr, "web")
 				if got.NetworkIndex != 7 || got.Resources != (vt.Resources{Cpus: 0.5, MemoryBytes: 2 << 30, StorageBytes: 20 << 30}) {
@@ -261,20 +261,33 @@ func TestTenantWatch(t *testing.T) {
 
 	t.Run("human lines, current tenants first", func(t *testing.T) {
 		lr, cancel, wait := startWatch(t, d.addr, "tenant", "watch")
-		if l := lr.next(t); !strings.Contains(l, "added") || !strings.Contains(l, " old ") || !strings.Contains(l, "index=1") {
+		if l := lr.next(t); !strings.HasSuffix(l, "added    old: desired state running, phase ready, index 1") {
 			t.Errorf("first line %q, want old as added", l)
 		}
 		mustRun(t, d.addr, "tenant", "create", "new")
-		if l := lr.next(t); !strings.Contains(l, "added") || !strings.Contains(l, " new ") {
+		if l := lr.next(t); !strings.Contains(l, "added    new: desired state running, phase ") {
 			t.Errorf("line %q, want new as added", l)
 		}
 		settle(t, d.addr, "new")
+		mustRun(t, d.addr, "tenant", "update", "new", "--cpus", "2")
+		lr.until(t, func(l string) bool { return strings.HasSuffix(l, "modified new: resources changed") })
 		mustRun(t, d.addr, "tenant", "stop", "new")
-		// The reconciler's status updates come as modified events too.
-		lr.until(t, func(l string) bool { return strings.Contains(l, "modified new desired=stopped") })
+		// Each line says what changed: the desired state, then the phase as the reconciler
+		// moves it.
+		lr.until(t, func(l string) bool { return strings.HasSuffix(l, "modified new: desired state running -> stopped") })
+		lr.until(t, func(l string) bool { return strings.Contains(l, "modified new: phase ready -> ") })
 		cancel()
 		if code := wait(); code != 0 {
 			t.Errorf("interrupted watch exited %d, want 0", code)
+		}
+	})
+
+	t.Run("an unknown tenant is an error", func(t *testing.T) {
+		for _, asJSON := range []string{"--json=false", "--json"} {
+			r := bbctl(t, d.addr, "tenant", "watch", "nope", asJSON, "--timeout", "5s")
+			if r.code != ExitNotFound || !strings.Contains(r.stderr, `tenant \"nope\" not found`) && !strings.Contains(r.stderr, `tenant "nope" not found`) {
+				t.Errorf("watch nope %s: %+v", asJSON, r)
+			}
 		}
 	})
 
