@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -71,13 +72,27 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 		{
 			path: "template pin", args: "NAME COMMIT", minArgs: 2, maxArgs: 2,
 			summary: "pin a template to a fetched commit, for example to roll back",
+			long: `COMMIT is a full commit id or, as in git, a unique prefix of at least 4 hex digits of one
+of the commits the template was pinned to (template get lists them; template list prints
+the first 12 digits of the current one). A prefix that matches several is refused, listing
+them. A commit fetched but never pinned needs its full id.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					t, err := vm.Pin().Call(ctx, c, args[0], args[1])
+					commit := args[1]
+					if !isFullCommit(commit) {
+						cur, err := vm.Get().Call(ctx, c, args[0])
+						if err != nil {
+							return e.wrap(err, "io.bitbuilder.Template.Get")
+						}
+						if commit, err = resolveCommit(cur, args[1]); err != nil {
+							return err
+						}
+					}
+					t, err := vm.Pin().Call(ctx, c, args[0], commit)
 					if err != nil {
 						return e.wrap(err, "io.bitbuilder.Template.Pin")
 					}
@@ -206,6 +221,51 @@ message. The exit code is 0 when no errors were found and 1 when some were.`,
 				}
 			},
 		},
+	}
+}
+
+// minCommitPrefix is the shortest commit prefix template pin accepts, as git's.
+const minCommitPrefix = 4
+
+func isFullCommit(s string) bool { return len(s) == 40 && isHex(s) }
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// resolveCommit turns a commit prefix into the one commit of t (its pin and the commits
+// pinned before) that starts with it.
+func resolveCommit(t vm.Template, prefix string) (string, error) {
+	p := strings.ToLower(prefix)
+	if !isHex(p) || len(p) < minCommitPrefix || len(p) > 40 {
+		return "", usagef("template pin", "invalid COMMIT %q: want a commit id or a prefix of %d to 40 hex digits", prefix, minCommitPrefix)
+	}
+	var matches []string
+	for _, c := range append([]string{t.Commit}, t.PreviousCommits...) {
+		if strings.HasPrefix(c, p) && !slices.Contains(matches, c) {
+			matches = append(matches, c)
+		}
+	}
+	params := map[string]any{"name": t.Name, "commit": prefix}
+	switch len(matches) {
+	case 1:
+		return matches[0], nil
+	case 0:
+		known := []string{shortCommit(t.Commit) + " (pinned)"}
+		for _, c := range t.PreviousCommits {
+			known = append(known, shortCommit(c))
+		}
+		return "", &localError{kind: ErrNotFound, name: "bbctl.NoSuchCommit", params: params,
+			message: fmt.Sprintf("template %q has no pinned or previously pinned commit starting with %s (known: %s); give the full id of another fetched commit", t.Name, prefix, strings.Join(known, ", "))}
+	default:
+		params["matches"] = matches
+		return "", &localError{kind: ErrInvalid, name: "bbctl.AmbiguousCommit", params: params,
+			message: fmt.Sprintf("commit prefix %s of template %q is ambiguous: it matches %s", prefix, t.Name, strings.Join(matches, ", "))}
 	}
 }
 

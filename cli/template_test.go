@@ -213,3 +213,109 @@ func TestNetworkCommands(t *testing.T) {
 		t.Errorf("remove-peer: %q", out)
 	}
 }
+
+// TestTemplatePinShortCommit pins a template back to its previous commit by the 12 digits
+// template list printed for it, and checks that prefixes that match nothing, or are not
+// commit ids, are refused with a clear error and leave the pin where it was.
+func TestTemplatePinShortCommit(t *testing.T) {
+	d := startDaemon(t)
+	repo := gitRepo(t, "sysext")
+	mustRun(t, d.addr, "template", "add", "tools", repo)
+	var listed []vm.Template
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "ls", "--json")), &listed); err != nil || len(listed) != 1 {
+		t.Fatalf("list: %v %+v", err, listed)
+	}
+	first := listed[0].Commit
+	if out := mustRun(t, d.addr, "template", "list"); !strings.Contains(out, first[:12]+" ") {
+		t.Fatalf("template list does not print %s:\n%s", first[:12], out)
+	}
+	// A second commit, pinned by template update.
+	if err := os.WriteFile(filepath.Join(repo, "README.md"), []byte("second\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"add", "-A"}, {"commit", "-q", "-m", "second"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "HOME="+repo, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+			"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.invalid", "GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.invalid")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	mustRun(t, d.addr, "template", "update", "tools")
+	var cur vm.Template
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "get", "tools", "--json")), &cur); err != nil {
+		t.Fatal(err)
+	}
+	second := cur.Commit
+	if second == first || len(cur.PreviousCommits) == 0 || cur.PreviousCommits[0] != first {
+		t.Fatalf("update did not move the pin: %+v", cur)
+	}
+
+	for _, c := range []struct {
+		commit string
+		code   int
+		name   string
+		msg    string
+	}{
+		{"zzzz", ExitUsage, "bbctl.UsageError", "want a commit id or a prefix of 4 to 40 hex digits"},
+		{first[:3], ExitUsage, "bbctl.UsageError", "want a commit id or a prefix of 4 to 40 hex digits"},
+		{unlike(first, second), ExitNotFound, "bbctl.NoSuchCommit", "has no pinned or previously pinned commit starting with"},
+	} {
+		for _, asJSON := range []bool{false, true} {
+			args := []string{"template", "pin", "tools", c.commit}
+			if asJSON {
+				args = append(args, "--json")
+			}
+			r := bbctl(t, d.addr, args...)
+			if r.code != c.code || !strings.Contains(r.stderr, c.msg) || (asJSON && !strings.Contains(r.stderr, `"error":"`+c.name+`"`)) {
+				t.Errorf("pin %s (json %v): %+v; want exit %d, %s, %q", c.commit, asJSON, r, c.code, c.name, c.msg)
+			}
+		}
+	}
+	if got := getTemplate(t, d.addr, "tools").Commit; got != second {
+		t.Fatalf("a refused pin moved the pin to %s", got)
+	}
+
+	// The short id template list printed, back to the first commit; then 7 digits forward.
+	if out := mustRun(t, d.addr, "template", "pin", "tools", first[:12]); out != "template \"tools\" pinned to "+first+"\n" {
+		t.Errorf("pin %s: %q", first[:12], out)
+	}
+	var pinned vm.Template
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "pin", "tools", strings.ToUpper(second[:7]), "--json")), &pinned); err != nil || pinned.Commit != second {
+		t.Errorf("pin %s --json: %+v %v", second[:7], pinned, err)
+	}
+}
+
+// unlike returns a 6-digit hex prefix that neither commit starts with.
+func unlike(a, b string) string {
+	for _, p := range []string{"000000", "ffffff", "123456"} {
+		if !strings.HasPrefix(a, p) && !strings.HasPrefix(b, p) {
+			return p
+		}
+	}
+	return "abcdef"
+}
+
+func getTemplate(t *testing.T, addr, name string) vm.Template {
+	t.Helper()
+	var tpl vm.Template
+	if err := json.Unmarshal([]byte(mustRun(t, addr, "template", "get", name, "--json")), &tpl); err != nil {
+		t.Fatal(err)
+	}
+	return tpl
+}
+
+func TestResolveCommitAmbiguous(t *testing.T) {
+	tpl := vm.Template{Name: "x", Commit: "abcd1111" + strings.Repeat("0", 32), PreviousCommits: []string{"abcd2222" + strings.Repeat("0", 32)}}
+	_, err := resolveCommit(tpl, "abcd")
+	if ExitCode(err) != ExitInvalid || !strings.Contains(err.Error(), "is ambiguous: it matches abcd1111") || !strings.Contains(err.Error(), "abcd2222") {
+		t.Errorf("ambiguous prefix: %v (exit %d)", err, ExitCode(err))
+	}
+	if got, err := resolveCommit(tpl, "abcd2"); err != nil || got != tpl.PreviousCommits[0] {
+		t.Errorf("unique prefix: %q %v", got, err)
+	}
+	if j := asErrorJSON(err); j.Error != "bbctl.AmbiguousCommit" {
+		t.Errorf("json %+v", j)
+	}
+}
