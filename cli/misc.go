@@ -15,6 +15,7 @@ func commands() []*command {
 	all = append(all, templateCommands()...)
 	all = append(all, networkCommands()...)
 	all = append(all, miscCommands()...)
+	all = append(all, manCommand())
 	return all
 }
 

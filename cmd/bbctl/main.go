@@ -2,6 +2,14 @@
 // see `bbctl help` for the commands and the exit codes.
 package main
 
+// The man pages and completion scripts in packaging/ are generated from the help text; a test
+// checks that the committed ones are current.
+//go:generate sh -c "go run . __man bbctl >../../packaging/man/bbctl.1"
+//go:generate sh -c "go run ../bitbuilderd -h 2>&1 | go run . __man bitbuilderd >../../packaging/man/bitbuilderd.8"
+//go:generate sh -c "go run . completion bash >../../packaging/completions/bbctl.bash"
+//go:generate sh -c "go run . completion zsh >../../packaging/completions/_bbctl"
+//go:generate sh -c "go run . completion fish >../../packaging/completions/bbctl.fish"
+
 import (
 	"context"
 	"os"
