@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
 )
 
 // TestHelpAndVersionEverywhere runs every command, group and the bare bbctl with --help, -h
@@ -217,5 +219,36 @@ func TestDeleteRunningNeedsForce(t *testing.T) {
 	}
 	if r := bbctl(t, d.addr, "tenant", "get", "up"); r.code != ExitNotFound {
 		t.Errorf("forced delete left the tenant: %+v", r)
+	}
+}
+
+// TestSeveralNames: get takes several names, printing each found (an array with --json) and
+// reporting each failure; the exit code is the first failure's.
+func TestSeveralNames(t *testing.T) {
+	d := startDaemon(t)
+	mustRun(t, d.addr, "tenant", "create", "a", "--stopped")
+	mustRun(t, d.addr, "tenant", "create", "b", "--stopped")
+	r := bbctl(t, d.addr, "tenant", "get", "a", "nope", "b")
+	if r.code != ExitNotFound || strings.Count(r.stdout, "Name:") != 2 || !strings.Contains(r.stdout, "\n\nName:") ||
+		r.stderr != "bbctl: tenant \"nope\" not found\n" {
+		t.Errorf("tenant get a nope b: %+v", r)
+	}
+	r = bbctl(t, d.addr, "tenant", "get", "b", "a", "--json")
+	var got []vt.Tenant
+	if err := json.Unmarshal([]byte(r.stdout), &got); err != nil || r.code != 0 || len(got) != 2 || got[0].Name != "b" || got[1].Name != "a" {
+		t.Errorf("tenant get b a --json: %+v (%v)", r, err)
+	}
+	r = bbctl(t, d.addr, "tenant", "get", "nope1", "nope2", "--json")
+	if r.code != ExitNotFound || strings.TrimSpace(r.stdout) != "[]" || strings.Count(r.stderr, "NoSuchTenant") != 2 {
+		t.Errorf("tenant get nope1 nope2 --json: %+v", r)
+	}
+	// One name: the record itself.
+	var one vt.Tenant
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "tenant", "get", "a", "--json")), &one); err != nil || one.Name != "a" {
+		t.Errorf("tenant get a --json: %v %+v", err, one)
+	}
+	r = bbctl(t, d.addr, "template", "rm", "nope1", "nope2")
+	if r.code != ExitNotFound || strings.Count(r.stderr, "not found") != 2 {
+		t.Errorf("template rm nope1 nope2: %+v", r)
 	}
 }

@@ -84,7 +84,7 @@ func TestExitCodes(t *testing.T) {
 		{"unknown command", missing, []string{"tenant", "frobnicate"}, ExitUsage, `unknown command "tenant frobnicate"`},
 		{"unknown flag", missing, []string{"tenant", "list", "--colour"}, ExitUsage, "bbctl: unknown flag --colour\n"},
 		{"missing argument", missing, []string{"tenant", "get"}, ExitUsage, "usage: bbctl tenant get NAME"},
-		{"extra argument", missing, []string{"tenant", "get", "a", "b"}, ExitUsage, "usage: bbctl tenant get NAME"},
+		{"extra argument", missing, []string{"tenant", "update", "a", "b", "--cpus", "1"}, ExitUsage, "usage: bbctl tenant update NAME"},
 		{"bad size", missing, []string{"tenant", "create", "x", "--memory", "2 parsecs"}, ExitUsage, "invalid value for flag --memory"},
 		{"zero size", missing, []string{"tenant", "create", "x", "--storage", "0"}, ExitUsage, "invalid value for flag --storage"},
 		{"bad cpus", missing, []string{"tenant", "create", "x", "--cpus", "-1"}, ExitUsage, "invalid value for flag --cpus"},

@@ -105,23 +105,24 @@ them. A commit fetched but never pinned needs its full id.`,
 			},
 		},
 		{
-			path: "template get", args: "NAME", minArgs: 1, maxArgs: 1,
-			summary: "show a template",
+			path: "template get", args: "NAME [NAME...]", minArgs: 1, maxArgs: -1,
+			summary: "show templates",
+			long: `Given several names, bbctl shows each in turn (with --json: an array of them) and reports
+each failure; the exit code is the first failure's.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					t, err := vm.Get().Call(ctx, c, args[0])
-					if err != nil {
-						return e.wrap(err, "io.bitbuilder.Template.Get")
-					}
-					if e.g.json {
-						return printJSON(e.stdout(), t)
-					}
-					printTemplate(e.stdout(), e.app.Now(), t)
-					return nil
+					now := e.app.Now()
+					return getEach(e, args, func(name string) (vm.Template, error) {
+						t, err := vm.Get().Call(ctx, c, name)
+						return t, e.wrap(err, "io.bitbuilder.Template.Get")
+					}, func(w io.Writer, t vm.Template) error {
+						printTemplate(w, now, t)
+						return nil
+					})
 				}
 			},
 		},
@@ -142,22 +143,27 @@ them. A commit fetched but never pinned needs its full id.`,
 			},
 		},
 		{
-			path: "template remove", aliases: []string{"rm"}, args: "NAME", minArgs: 1, maxArgs: 1,
-			summary: "remove a template that no tenant uses",
+			path: "template remove", aliases: []string{"rm"}, args: "NAME [NAME...]", minArgs: 1, maxArgs: -1,
+			summary: "remove templates that no tenant uses",
+			long: `Given several names, bbctl removes each in turn and reports each failure; the exit code is
+the first failure's. With --json a removal prints nothing.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					if err := vm.Remove().Call(ctx, c, args[0]); err != nil {
-						return e.wrap(err, "io.bitbuilder.Template.Remove")
+					f := failures{w: e.stderr(), several: len(args) > 1, json: e.g.json}
+					for _, name := range args {
+						if err := vm.Remove().Call(ctx, c, name); err != nil {
+							f.add(e.wrap(err, "io.bitbuilder.Template.Remove"))
+							continue
+						}
+						if !e.g.json {
+							fmt.Fprintf(e.stdout(), "template %q removed\n", name)
+						}
 					}
-					if e.g.json {
-						return nil // a deletion prints nothing
-					}
-					_, err = fmt.Fprintf(e.stdout(), "template %q removed\n", args[0])
-					return err
+					return f.err()
 				}
 			},
 		},

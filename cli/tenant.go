@@ -268,22 +268,20 @@ fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 			},
 		},
 		{
-			path: "tenant get", args: "NAME", minArgs: 1, maxArgs: 1,
-			summary: "show a tenant",
+			path: "tenant get", args: "NAME [NAME...]", minArgs: 1, maxArgs: -1,
+			summary: "show tenants",
+			long: `Given several names, bbctl shows each in turn (with --json: an array of them) and reports
+each failure; the exit code is the first failure's.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					t, err := vt.Get().Call(ctx, c, args[0])
-					if err != nil {
-						return e.wrap(err, "io.bitbuilder.Tenant.Get")
-					}
-					if e.g.json {
-						return printJSON(e.stdout(), t)
-					}
-					return e.printTenant(e.stdout(), t)
+					return getEach(e, args, func(name string) (vt.Tenant, error) {
+						t, err := vt.Get().Call(ctx, c, name)
+						return t, e.wrap(err, "io.bitbuilder.Tenant.Get")
+					}, e.printTenant)
 				}
 			},
 		},
@@ -566,6 +564,48 @@ func tenantAction(method string, call func(context.Context, *varlink.Connection,
 // stateLine is what tenant start and stop print for a tenant.
 func stateLine(t vt.Tenant) string {
 	return fmt.Sprintf("tenant %q: desired state %s, phase %s", t.Name, t.DesiredState, t.Phase)
+}
+
+// getEach is a get given one or several names: each record is read and printed in turn
+// (blocks apart by a blank line), each failure reported; with --json the record, or an array
+// of the records found for several names.
+func getEach[T any](e *env, names []string, get func(string) (T, error), print func(io.Writer, T) error) error {
+	f := failures{w: e.stderr(), several: len(names) > 1, json: e.g.json}
+	var found []any
+	for _, name := range names {
+		r, err := get(name)
+		if err != nil {
+			f.add(err)
+			continue
+		}
+		if e.g.json {
+			found = append(found, r)
+			continue
+		}
+		if len(found) > 0 {
+			fmt.Fprintln(e.stdout())
+		}
+		found = append(found, r)
+		if err := print(e.stdout(), r); err != nil {
+			return err
+		}
+	}
+	if e.g.json {
+		switch {
+		case len(names) > 1:
+			if found == nil {
+				found = []any{}
+			}
+			if err := printJSON(e.stdout(), found); err != nil {
+				return err
+			}
+		case len(found) == 1:
+			if err := printJSON(e.stdout(), found[0]); err != nil {
+				return err
+			}
+		}
+	}
+	return f.err()
 }
 
 // printReplies prints the --json output of a command given one or several names: the reply

@@ -68,14 +68,14 @@ _bbctl_names() {
         "network describe:0") echo tenants ;;
         "network get:0") echo tenants ;;
         "network remove-peer:0") echo tenants ;;
-        "template get:0") echo templates ;;
+        "template get:"*) echo templates ;;
         "template pin:0") echo templates ;;
-        "template remove:0") echo templates ;;
-        "template rm:0") echo templates ;;
+        "template remove:"*) echo templates ;;
+        "template rm:"*) echo templates ;;
         "template update:0") echo templates ;;
         "template validate:0") echo templates ;;
         "tenant delete:"*) echo tenants ;;
-        "tenant get:0") echo tenants ;;
+        "tenant get:"*) echo tenants ;;
         "tenant rm:"*) echo tenants ;;
         "tenant start:"*) echo tenants ;;
         "tenant stop:"*) echo tenants ;;

@@ -79,12 +79,12 @@ complete -c bbctl -n '__bbctl_at network' -a apply -d "write a tenant's networkd
 complete -c bbctl -n '__bbctl_at template' -a add -d "fetch a template repository, validate it and pin it"
 complete -c bbctl -n '__bbctl_at template' -a update -d "fetch a template again and move the pin when the new commit validates"
 complete -c bbctl -n '__bbctl_at template' -a pin -d "pin a template to a fetched commit, for example to roll back"
-complete -c bbctl -n '__bbctl_at template' -a get -d "show a template"
+complete -c bbctl -n '__bbctl_at template' -a get -d "show templates"
 complete -c bbctl -n '__bbctl_at template' -a list -d "list the templates in the registry"
-complete -c bbctl -n '__bbctl_at template' -a remove -d "remove a template that no tenant uses"
+complete -c bbctl -n '__bbctl_at template' -a remove -d "remove templates that no tenant uses"
 complete -c bbctl -n '__bbctl_at template' -a validate -d "validate a template directory or a registered template"
 complete -c bbctl -n '__bbctl_at tenant' -a create -d "create a tenant"
-complete -c bbctl -n '__bbctl_at tenant' -a get -d "show a tenant"
+complete -c bbctl -n '__bbctl_at tenant' -a get -d "show tenants"
 complete -c bbctl -n '__bbctl_at tenant' -a list -d "list tenants"
 complete -c bbctl -n '__bbctl_at tenant' -a update -d "change a tenant's limits, templates or parameters"
 complete -c bbctl -n '__bbctl_at tenant' -a delete -d "delete tenants"
@@ -107,14 +107,14 @@ complete -c bbctl -n '__bbctl_arg "network apply" 0' -a '(bbctl __complete tenan
 complete -c bbctl -n '__bbctl_arg "network describe" 0' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "network get" 0' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "network remove-peer" 0' -a '(bbctl __complete tenants 2>/dev/null)'
-complete -c bbctl -n '__bbctl_arg "template get" 0' -a '(bbctl __complete templates 2>/dev/null)'
+complete -c bbctl -n '__bbctl_arg "template get" 0+' -a '(bbctl __complete templates 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template pin" 0' -a '(bbctl __complete templates 2>/dev/null)'
-complete -c bbctl -n '__bbctl_arg "template remove" 0' -a '(bbctl __complete templates 2>/dev/null)'
-complete -c bbctl -n '__bbctl_arg "template rm" 0' -a '(bbctl __complete templates 2>/dev/null)'
+complete -c bbctl -n '__bbctl_arg "template remove" 0+' -a '(bbctl __complete templates 2>/dev/null)'
+complete -c bbctl -n '__bbctl_arg "template rm" 0+' -a '(bbctl __complete templates 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template update" 0' -a '(bbctl __complete templates 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template validate" 0' -a '(bbctl __complete templates 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "tenant delete" 0+' -a '(bbctl __complete tenants 2>/dev/null)'
-complete -c bbctl -n '__bbctl_arg "tenant get" 0' -a '(bbctl __complete tenants 2>/dev/null)'
+complete -c bbctl -n '__bbctl_arg "tenant get" 0+' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "tenant rm" 0+' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "tenant start" 0+' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "tenant stop" 0+' -a '(bbctl __complete tenants 2>/dev/null)'
