@@ -32,7 +32,7 @@ func argNames(path string) argSpec {
 		return argSpec{kinds: []string{"tenants", "machines"}, repeat: true}
 	case "machine shell":
 		return argSpec{kinds: []string{"tenants", "machines"}}
-	case "template update", "template pin", "template validate":
+	case "template update", "template pin", "template validate", "template params":
 		return argSpec{kinds: []string{"templates"}}
 	case "template get", "template remove":
 		return argSpec{kinds: []string{"templates"}, repeat: true}

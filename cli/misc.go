@@ -13,6 +13,7 @@ func commands() []*command {
 	all = append(all, tenantCommands()...)
 	all = append(all, machineCommands()...)
 	all = append(all, templateCommands()...)
+	all = append(all, templateInfoCommands()...)
 	all = append(all, networkCommands()...)
 	all = append(all, miscCommands()...)
 	all = append(all, manCommand())

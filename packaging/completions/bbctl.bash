@@ -21,9 +21,11 @@ _bbctl_flags() {
         "template get") echo --address --json --timeout --version ;;
         "template list") echo --address --json --timeout --version ;;
         "template ls") echo --address --json --timeout --version ;;
+        "template params") echo --address --json --timeout --version ;;
         "template pin") echo --address --json --timeout --version ;;
         "template remove") echo --address --json --timeout --version ;;
         "template rm") echo --address --json --timeout --version ;;
+        "template rules") echo --address --json --timeout --version ;;
         "template update") echo --address --json --timeout --version ;;
         "template validate") echo --address --arch --base --json --timeout --type --version ;;
         "tenant create") echo --address --cpus --index --json --machine --memory --network-features --param --stopped --storage --template --timeout --version --wait ;;
@@ -45,7 +47,7 @@ _bbctl_subcommands() {
     case "$1" in
         machine) echo list start stop restart shell ;;
         network) echo get list add-peer remove-peer describe apply ;;
-        template) echo add update pin get list remove validate ;;
+        template) echo add update pin get list remove validate params rules ;;
         tenant) echo create get list update delete start stop watch ;;
     esac
 }
@@ -69,6 +71,7 @@ _bbctl_names() {
         "network get:0") echo tenants ;;
         "network remove-peer:0") echo tenants ;;
         "template get:"*) echo templates ;;
+        "template params:0") echo templates ;;
         "template pin:0") echo templates ;;
         "template remove:"*) echo templates ;;
         "template rm:"*) echo templates ;;

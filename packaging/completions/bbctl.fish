@@ -83,6 +83,8 @@ complete -c bbctl -n '__bbctl_at template' -a get -d "show templates"
 complete -c bbctl -n '__bbctl_at template' -a list -d "list the templates in the registry"
 complete -c bbctl -n '__bbctl_at template' -a remove -d "remove templates that no tenant uses"
 complete -c bbctl -n '__bbctl_at template' -a validate -d "validate a template directory or a registered template"
+complete -c bbctl -n '__bbctl_at template' -a params -d "list the parameters a template takes: name, type, default and description"
+complete -c bbctl -n '__bbctl_at template' -a rules -d "show the validator's rules, or one rule in full"
 complete -c bbctl -n '__bbctl_at tenant' -a create -d "create a tenant"
 complete -c bbctl -n '__bbctl_at tenant' -a get -d "show tenants"
 complete -c bbctl -n '__bbctl_at tenant' -a list -d "list tenants"
@@ -108,6 +110,7 @@ complete -c bbctl -n '__bbctl_arg "network describe" 0' -a '(bbctl __complete te
 complete -c bbctl -n '__bbctl_arg "network get" 0' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "network remove-peer" 0' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template get" 0+' -a '(bbctl __complete templates 2>/dev/null)'
+complete -c bbctl -n '__bbctl_arg "template params" 0' -a '(bbctl __complete templates 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template pin" 0' -a '(bbctl __complete templates 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template remove" 0+' -a '(bbctl __complete templates 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template rm" 0+' -a '(bbctl __complete templates 2>/dev/null)'
@@ -148,9 +151,11 @@ complete -c bbctl -n '__bbctl_in template add' -l version
 complete -c bbctl -n '__bbctl_in template get' -l version
 complete -c bbctl -n '__bbctl_in template list' -l version
 complete -c bbctl -n '__bbctl_in template ls' -l version
+complete -c bbctl -n '__bbctl_in template params' -l version
 complete -c bbctl -n '__bbctl_in template pin' -l version
 complete -c bbctl -n '__bbctl_in template remove' -l version
 complete -c bbctl -n '__bbctl_in template rm' -l version
+complete -c bbctl -n '__bbctl_in template rules' -l version
 complete -c bbctl -n '__bbctl_in template update' -l version
 complete -c bbctl -n '__bbctl_in template validate' -l arch -r
 complete -c bbctl -n '__bbctl_in template validate' -l base -r
