@@ -519,7 +519,8 @@ const exitCodeHelp = `Exit codes:
   4  invalid name, field, parameter or metadata
   5  permission denied (writes need root or the daemon's admin group)
   6  daemon unreachable (socket missing, connection refused or lost)
-  7  conflict (exists already, network index or machine name in use, revision mismatch, template in use)
+  7  conflict (exists already, network index or machine name in use, revision mismatch, template in use,
+     a running tenant deleted without --force)
 `
 
 func (a *App) printOverview(w io.Writer, cmds []*command) {
