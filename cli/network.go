@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/varlink/go/varlink"
 
@@ -34,7 +35,7 @@ func networkCommands() []*command {
 					if e.g.json {
 						return printJSON(e.stdout(), n)
 					}
-					return printNetwork(e.stdout(), n)
+					return printNetwork(e.stdout(), e.app.Now(), n)
 				}
 			},
 		},
@@ -234,7 +235,7 @@ func printNetworkTable(w io.Writer, ns []vn.TenantNetwork) error {
 	return tb.flush()
 }
 
-func printNetwork(w io.Writer, n vn.TenantNetwork) error {
+func printNetwork(w io.Writer, now time.Time, n vn.TenantNetwork) error {
 	kv(w, "Tenant", n.Tenant)
 	kv(w, "Network index", strconv.FormatInt(n.NetworkIndex, 10))
 	kv(w, "Namespace", n.Namespace)
@@ -260,7 +261,11 @@ func printNetwork(w io.Writer, n vn.TenantNetwork) error {
 		fmt.Fprintln(w, "Leases:")
 		tb := indentTable(w, "ADDRESS", "HARDWARE", "HOSTNAME", "EXPIRES")
 		for _, l := range n.Leases {
-			tb.row(l.Address, l.HardwareAddress, deref(l.Hostname), deref(l.ExpiresAt))
+			expires := deref(l.ExpiresAt)
+			if expires != "" {
+				expires = formatTime(now, expires)
+			}
+			tb.row(l.Address, l.HardwareAddress, deref(l.Hostname), expires)
 		}
 		if err := tb.flush(); err != nil {
 			return err

@@ -76,7 +76,7 @@ func TestRenderGolden(t *testing.T) {
 		{"render-validate-clean.golden", func(b *bytes.Buffer) error {
 			return printValidation(b, validateReply{Findings: []vm.Finding{}}, "")
 		}},
-		{"render-network-get.golden", func(b *bytes.Buffer) error { return printNetwork(b, network) }},
+		{"render-network-get.golden", func(b *bytes.Buffer) error { return printNetwork(b, now, network) }},
 		{"render-network-list.golden", func(b *bytes.Buffer) error { return printNetworkTable(b, []vn.TenantNetwork{network}) }},
 		{"render-network-describe.golden", func(b *bytes.Buffer) error {
 			return printFiles(b, []vn.File{{Name: "10-br-tenant-3.netdev", Content: "[NetDev]\nName=br-tenant-3\nKind=bridge\n"}, {Name: "10-br-tenant-3.network", Content: "[Match]\nName=br-tenant-3"}})
