@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 
 	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
@@ -250,5 +253,23 @@ func TestSeveralNames(t *testing.T) {
 	r = bbctl(t, d.addr, "template", "rm", "nope1", "nope2")
 	if r.code != ExitNotFound || strings.Count(r.stderr, "not found") != 2 {
 		t.Errorf("template rm nope1 nope2: %+v", r)
+	}
+}
+
+func TestErrorJSONNames(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		name string
+	}{
+		{transportError(context.DeadlineExceeded, "/x"), "bbctl.Timeout"},
+		{transportError(syscall.ECONNREFUSED, "/x"), "bbctl.DaemonUnreachable"},
+		{transportError(syscall.EACCES, "/x"), "bbctl.PermissionDenied"},
+		{&WaitError{Tenant: "a", Reason: "it was deleted"}, "bbctl.WaitFailed"},
+		{&ValidationError{Errors: 2}, "bbctl.ValidationFailed"},
+		{errors.New("something else"), "bbctl.Failure"},
+	} {
+		if got := asErrorJSON(c.err); got.Error != c.name || got.Message != c.err.Error() {
+			t.Errorf("%v: %+v, want %s", c.err, got, c.name)
+		}
 	}
 }

@@ -242,11 +242,17 @@ func (lr *lineReader) next(t *testing.T) string {
 // startWatch runs bbctl with args in the background; cancel ends it, and wait returns its code.
 func startWatch(t *testing.T, addr string, args ...string) (lr *lineReader, cancel func(), wait func() int) {
 	t.Helper()
+	return startWatchTo(t, addr, io.Discard, args...)
+}
+
+// startWatchTo is startWatch with bbctl's standard error going to stderr.
+func startWatchTo(t *testing.T, addr string, stderr io.Writer, args ...string) (lr *lineReader, cancel func(), wait func() int) {
+	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	go func() {
-		app := testApp(addr, pw, io.Discard)
+		app := testApp(addr, pw, stderr)
 		done <- app.Run(ctx, args)
 		pw.Close()
 	}()

@@ -146,17 +146,8 @@ func TestWatchResumesAfterDaemonRestart(t *testing.T) {
 	stop := start()
 	mustRun(t, addr, "tenant", "create", "a", "--stopped")
 
-	pr, pw := io.Pipe()
 	var stderr syncBuffer
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	done := make(chan int, 1)
-	go func() {
-		app := testApp(addr, pw, &stderr)
-		done <- app.Run(ctx, []string{"tenant", "watch", "a", "--json"})
-		pw.Close()
-	}()
-	lr := newLineReader(pr)
+	lr, cancel, wait := startWatchTo(t, addr, &stderr, "tenant", "watch", "a", "--json")
 	next := func() vt.Event {
 		t.Helper()
 		var ev vt.Event
@@ -207,7 +198,7 @@ func TestWatchResumesAfterDaemonRestart(t *testing.T) {
 		t.Errorf("stderr %q does not say where it resumed", stderr.String())
 	}
 	cancel()
-	if code := <-done; code != 0 {
+	if code := wait(); code != 0 {
 		t.Errorf("exit %d", code)
 	}
 }
