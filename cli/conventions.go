@@ -123,21 +123,20 @@ func flagError(fs *flag.FlagSet, err error) string {
 // jsonFlagGiven reports whether args ask for JSON output, before they are parsed (a command
 // line that does not parse still gets its error as JSON).
 func jsonFlagGiven(args []string) bool {
+	given := false
 	for _, a := range args {
 		if a == "--" {
-			return false
+			break
 		}
 		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 		if !strings.HasPrefix(a, "-") || name != "json" {
 			continue
 		}
-		if !hasValue {
-			return true
-		}
+		// As when parsing, the last one counts.
 		b, err := strconv.ParseBool(value)
-		return err == nil && b
+		given = !hasValue || (err == nil && b)
 	}
-	return false
+	return given
 }
 
 // errorJSON is how an error is printed with --json, on standard error: the Varlink error's
@@ -168,9 +167,8 @@ func asErrorJSON(err error) errorJSON {
 		}
 	case errors.As(err, &le):
 		out.Error = le.name
-		maps := le.params
-		if maps != nil {
-			out.Parameters = maps
+		if le.params != nil {
+			out.Parameters = le.params
 		}
 	case errors.As(err, &re) && re.Varlink != "":
 		out.Error = re.Varlink
@@ -181,7 +179,7 @@ func asErrorJSON(err error) errorJSON {
 			out.Error = "bbctl.DaemonUnreachable"
 		case errors.Is(err, ErrPermission):
 			out.Error = "bbctl.PermissionDenied"
-		case errors.Is(re.Cause, errTimeout) || strings.HasPrefix(re.Message, "timed out"):
+		case errors.Is(re.Cause, errTimeout):
 			out.Error = "bbctl.Timeout"
 		default:
 			out.Error = "bbctl.Failure"

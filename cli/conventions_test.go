@@ -273,3 +273,22 @@ func TestErrorJSONNames(t *testing.T) {
 		}
 	}
 }
+
+func TestJSONFlagGiven(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"tenant", "get", "--json"}, true},
+		{[]string{"-json", "tenant"}, true},
+		{[]string{"--json=false", "tenant"}, false},
+		{[]string{"--json", "tenant", "--json=0"}, false},
+		{[]string{"--json=false", "--json=true"}, true},
+		{[]string{"machine", "shell", "a", "b", "--", "cmd", "--json"}, false},
+		{[]string{"tenant", "get", "json"}, false},
+	} {
+		if got := jsonFlagGiven(c.args); got != c.want {
+			t.Errorf("jsonFlagGiven(%q) = %v", c.args, got)
+		}
+	}
+}
