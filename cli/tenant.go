@@ -382,7 +382,7 @@ it changed in between; with --revision the update is refused unless the tenant i
 			},
 		},
 		{
-			path: "tenant delete", aliases: []string{"rm"}, args: "NAME [NAME...] [--revision R] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
+			path: "tenant delete", aliases: []string{"rm"}, args: "NAME [NAME...] [--force] [--revision R] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
 			summary: "delete tenants",
 			long: `The daemon marks the tenant for deletion, removes everything the tenant had on the host, and
 then drops the record. A tenant whose desired state is running is refused unless --force is
