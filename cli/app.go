@@ -320,55 +320,7 @@ func (a *App) run(ctx context.Context, args []string) error {
 		}
 	}
 	if cmd == nil {
-		quote := func(s string) string { return strconv.Quote(s) }
-		if isGroup(rest[0]) {
-			// The group's own flags: --help, --version (and the global ones).
-			fs := flag.NewFlagSet("bbctl "+rest[0], flag.ContinueOnError)
-			fs.SetOutput(io.Discard)
-			g.register(fs, g.address)
-			subArgs, err := parseInterspersed(fs, rest[1:])
-			switch {
-			case errors.Is(err, flag.ErrHelp):
-				a.printGroup(a.Stdout, cmds, rest[0])
-				return nil
-			case err != nil:
-				// The command word is the first mistake to report, when there is one.
-				subArgs = nil
-				for _, w := range rest[1:] {
-					if !strings.HasPrefix(w, "-") {
-						subArgs = append(subArgs, w)
-						break
-					}
-				}
-				if len(subArgs) == 0 {
-					return usagef(rest[0], "%s", flagError(fs, err))
-				}
-			case len(subArgs) == 0 && g.version:
-				return a.printVersion(g.json)
-			case len(subArgs) == 0:
-				a.printGroup(a.Stderr, cmds, rest[0])
-				return &UsageError{Command: rest[0], Message: fmt.Sprintf("%s: no subcommand given", rest[0])}
-			}
-			var subs []string
-			for _, c := range cmds {
-				// Aliases are not suggested: their command is.
-				if grp, sub, ok := strings.Cut(c.path, " "); ok && grp == rest[0] && !c.hidden {
-					subs = append(subs, sub)
-				}
-			}
-			return usagef(rest[0], "unknown command %q%s", rest[0]+" "+subArgs[0],
-				didYouMean(subArgs[0], subs, func(s string) string { return quote(rest[0] + " " + s) }))
-		}
-		var tops []string
-		for _, gs := range groupSummaries {
-			tops = append(tops, gs.name)
-		}
-		for _, c := range cmds {
-			if !c.hidden && !strings.Contains(c.path, " ") {
-				tops = append(tops, c.path)
-			}
-		}
-		return usagef("", "unknown command %q%s", rest[0], didYouMean(rest[0], tops, quote))
+		return a.noCommand(cmds, &g, rest)
 	}
 
 	fs := flag.NewFlagSet("bbctl "+cmd.path, flag.ContinueOnError)
@@ -413,6 +365,59 @@ func (a *App) run(ctx context.Context, args []string) error {
 	}
 	defer e.close()
 	return runFn(ctx, e, pos)
+}
+
+// noCommand handles words that name no command: a group alone or with its --help or
+// --version, or a mistyped word, with a suggestion.
+func (a *App) noCommand(cmds []*command, g *globals, rest []string) error {
+	if isGroup(rest[0]) {
+		// The group's own flags: --help, --version (and the global ones).
+		fs := flag.NewFlagSet("bbctl "+rest[0], flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		g.register(fs, g.address)
+		subArgs, err := parseInterspersed(fs, rest[1:])
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			a.printGroup(a.Stdout, cmds, rest[0])
+			return nil
+		case err != nil:
+			// The command word is the first mistake to report, when there is one.
+			subArgs = nil
+			for _, w := range rest[1:] {
+				if !strings.HasPrefix(w, "-") {
+					subArgs = append(subArgs, w)
+					break
+				}
+			}
+			if len(subArgs) == 0 {
+				return usagef(rest[0], "%s", flagError(fs, err))
+			}
+		case len(subArgs) == 0 && g.version:
+			return a.printVersion(g.json)
+		case len(subArgs) == 0:
+			a.printGroup(a.Stderr, cmds, rest[0])
+			return &UsageError{Command: rest[0], Message: fmt.Sprintf("%s: no subcommand given", rest[0])}
+		}
+		var subs []string
+		for _, c := range cmds {
+			// Aliases are not suggested: their command is.
+			if grp, sub, ok := strings.Cut(c.path, " "); ok && grp == rest[0] && !c.hidden {
+				subs = append(subs, sub)
+			}
+		}
+		return usagef(rest[0], "unknown command %q%s", rest[0]+" "+subArgs[0],
+			didYouMean(subArgs[0], subs, func(s string) string { return strconv.Quote(rest[0] + " " + s) }))
+	}
+	var tops []string
+	for _, gs := range groupSummaries {
+		tops = append(tops, gs.name)
+	}
+	for _, c := range cmds {
+		if !c.hidden && !strings.Contains(c.path, " ") {
+			tops = append(tops, c.path)
+		}
+	}
+	return usagef("", "unknown command %q%s", rest[0], didYouMean(rest[0], tops, strconv.Quote))
 }
 
 // paths returns the command's path and its aliases' paths.
