@@ -329,3 +329,54 @@ func TestAfterObserved(t *testing.T) {
 		t.Fatalf("a deleted tenant must still be judged: %+v", v)
 	}
 }
+
+// gateStep keeps every tenant degraded with a false Gate condition, so that a wait for ready
+// goes on until a daemon without it takes over.
+type gateStep struct{}
+
+func (gateStep) Name() string { return "Gate" }
+
+func (gateStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Condition, error) {
+	return []tenant.Condition{{Type: "Gate", Status: "false", Reason: "Closed", Message: "the test holds it", LastTransitionTime: time.Now()}}, nil
+}
+
+func (gateStep) Teardown(ctx context.Context, t *tenant.Tenant) error { return nil }
+
+// TestWaitSurvivesDaemonRestart: tenant create --wait follows a tenant the first daemon keeps
+// degraded; the daemon is restarted without the gate, and the wait reconnects, resumes and
+// ends when the new daemon makes the tenant ready.
+func TestWaitSurvivesDaemonRestart(t *testing.T) {
+	dir := t.TempDir()
+	d, stop := startDaemonIn(t, dir, func(cfg *daemon.Config) { cfg.Steps = append(cfg.Steps, gateStep{}) })
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		app := testApp(d.addr, &stdout, &stderr)
+		done <- app.Run(t.Context(), []string{"tenant", "create", "a", "--wait", "--timeout", "60s"})
+	}()
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(stderr.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("stderr %q never said %q", stderr.String(), what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("a: condition Gate false (Closed: the test holds it)")
+	stop()
+	waitFor("reconnecting")
+	startDaemonIn(t, dir)
+	select {
+	case code := <-done:
+		if code != 0 || !strings.Contains(stdout.String(), `tenant "a": desired state running, phase ready`) {
+			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the wait did not end after the restart: stderr %q", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "reconnected; resuming after revision") || !strings.Contains(stderr.String(), "a: phase ready") {
+		t.Errorf("stderr %q", stderr.String())
+	}
+}

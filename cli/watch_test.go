@@ -6,9 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -17,7 +14,6 @@ import (
 	"github.com/varlink/go/varlink"
 
 	vt "github.com/bitbuilder/bitbuilder/api/iobitbuildertenant"
-	"github.com/bitbuilder/bitbuilder/daemon"
 	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
@@ -112,38 +108,8 @@ func TestWatchResumesAfterOverflow(t *testing.T) {
 // last revision it saw, missing no change and repeating none.
 func TestWatchResumesAfterDaemonRestart(t *testing.T) {
 	dir := t.TempDir()
-	socket := filepath.Join(dir, "io.bitbuilder")
-	addr := "unix:" + socket
-	start := func() (stop func()) {
-		l, err := net.Listen("unix", socket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ready := make(chan struct{})
-		done := make(chan error, 1)
-		ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-		go func() {
-			done <- daemon.Run(ctx, daemon.Config{StateDir: filepath.Join(dir, "state"), Listener: l, Ready: ready, NoSync: true,
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		}()
-		select {
-		case <-ready:
-		case err := <-done:
-			t.Fatalf("daemon did not start: %v", err)
-		}
-		var once sync.Once
-		stop = func() {
-			once.Do(func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("daemon: %v", err)
-				}
-			})
-		}
-		t.Cleanup(stop)
-		return stop
-	}
-	stop := start()
+	d, stop := startDaemonIn(t, dir)
+	addr := d.addr
 	mustRun(t, addr, "tenant", "create", "a", "--stopped")
 
 	var stderr syncBuffer
@@ -179,7 +145,7 @@ func TestWatchResumesAfterDaemonRestart(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond)
-	start()
+	startDaemonIn(t, dir)
 	mustRun(t, addr, "tenant", "update", "a", "--cpus", "3")
 	after := getTenant(t, addr, "a").Revision
 	// Every event after the restart is after the last one seen, in order, up to the update.
