@@ -24,9 +24,9 @@ type argSpec struct {
 func argNames(path string) argSpec {
 	switch path {
 	case "tenant update", "tenant watch",
-		"network get", "network add-peer", "network remove-peer", "network describe", "network apply":
+		"network add-peer", "network remove-peer", "network describe", "network apply":
 		return argSpec{kinds: []string{"tenants"}}
-	case "tenant get", "tenant delete", "tenant start", "tenant stop", "machine list":
+	case "tenant get", "tenant delete", "tenant start", "tenant stop", "machine list", "network get":
 		return argSpec{kinds: []string{"tenants"}, repeat: true}
 	case "machine start", "machine stop", "machine restart":
 		return argSpec{kinds: []string{"tenants", "machines"}, repeat: true}

@@ -250,6 +250,10 @@ func TestSeveralNames(t *testing.T) {
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "tenant", "get", "a", "--json")), &one); err != nil || one.Name != "a" {
 		t.Errorf("tenant get a --json: %v %+v", err, one)
 	}
+	var nets []map[string]any
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "get", "a", "b", "--json")), &nets); err != nil || len(nets) != 2 || nets[1]["tenant"] != "b" {
+		t.Errorf("network get a b --json: %v %v", nets, err)
+	}
 	r = bbctl(t, d.addr, "template", "rm", "nope1", "nope2")
 	if r.code != ExitNotFound || strings.Count(r.stderr, "not found") != 2 {
 		t.Errorf("template rm nope1 nope2: %+v", r)

@@ -20,22 +20,21 @@ import (
 func networkCommands() []*command {
 	return []*command{
 		{
-			path: "network get", args: "TENANT", minArgs: 1, maxArgs: 1,
-			summary: "show a tenant's network: links, leases, peers and problems",
+			path: "network get", args: "TENANT [TENANT...]", minArgs: 1, maxArgs: -1,
+			summary: "show tenants' networks: links, leases, peers and problems",
+			long: `Given several tenants, bbctl shows each in turn (with --json: an array of them) and reports
+each failure; the exit code is the first failure's.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					n, err := vn.Get().Call(ctx, c, args[0])
-					if err != nil {
-						return e.wrap(err, "io.bitbuilder.Network.Get")
-					}
-					if e.g.json {
-						return printJSON(e.stdout(), n)
-					}
-					return printNetwork(e.stdout(), e.app.Now(), n)
+					now := e.app.Now()
+					return getEach(e, args, func(name string) (vn.TenantNetwork, error) {
+						n, err := vn.Get().Call(ctx, c, name)
+						return n, e.wrap(err, "io.bitbuilder.Network.Get")
+					}, func(w io.Writer, n vn.TenantNetwork) error { return printNetwork(w, now, n) })
 				}
 			},
 		},

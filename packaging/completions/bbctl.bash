@@ -68,7 +68,7 @@ _bbctl_names() {
         "network add-peer:0") echo tenants ;;
         "network apply:0") echo tenants ;;
         "network describe:0") echo tenants ;;
-        "network get:0") echo tenants ;;
+        "network get:"*) echo tenants ;;
         "network remove-peer:0") echo tenants ;;
         "template get:"*) echo templates ;;
         "template params:0") echo templates ;;

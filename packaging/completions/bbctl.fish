@@ -70,7 +70,7 @@ complete -c bbctl -n '__bbctl_at machine' -a start -d "set machines' desired sta
 complete -c bbctl -n '__bbctl_at machine' -a stop -d "set machines' desired state to stopped"
 complete -c bbctl -n '__bbctl_at machine' -a restart -d "restart machines, starting those that are stopped"
 complete -c bbctl -n '__bbctl_at machine' -a shell -d "open a shell, or run a command, in a machine with machinectl"
-complete -c bbctl -n '__bbctl_at network' -a get -d "show a tenant's network: links, leases, peers and problems"
+complete -c bbctl -n '__bbctl_at network' -a get -d "show tenants' networks: links, leases, peers and problems"
 complete -c bbctl -n '__bbctl_at network' -a list -d "list the tenants' networks"
 complete -c bbctl -n '__bbctl_at network' -a add-peer -d "add a WireGuard peer to a tenant"
 complete -c bbctl -n '__bbctl_at network' -a remove-peer -d "remove a WireGuard peer from a tenant"
@@ -107,7 +107,7 @@ complete -c bbctl -n '__bbctl_arg "machine stop" 1+' -a '(bbctl __complete machi
 complete -c bbctl -n '__bbctl_arg "network add-peer" 0' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "network apply" 0' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "network describe" 0' -a '(bbctl __complete tenants 2>/dev/null)'
-complete -c bbctl -n '__bbctl_arg "network get" 0' -a '(bbctl __complete tenants 2>/dev/null)'
+complete -c bbctl -n '__bbctl_arg "network get" 0+' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "network remove-peer" 0' -a '(bbctl __complete tenants 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template get" 0+' -a '(bbctl __complete templates 2>/dev/null)'
 complete -c bbctl -n '__bbctl_arg "template params" 0' -a '(bbctl __complete templates 2>/dev/null)'
