@@ -5,7 +5,8 @@ GO        ?= go
 PREFIX    ?= /usr
 DESTDIR   ?=
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/bitbuilder/bitbuilder/daemon.Version=$(VERSION)
+# One version for every binary of a build: the daemon's (GetInfo, --version) and bbctl's.
+LDFLAGS   := -X github.com/bitbuilder/bitbuilder/daemon.Version=$(VERSION) -X main.version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTFLAGS ?=
 TEST_TIMEOUT ?= 60m

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -99,9 +100,10 @@ func (a *App) defaults() {
 }
 
 // Run runs bbctl with args (without the program name), prints any error once to Stderr, and
-// returns the exit code.
+// returns the exit code. With --json the error is one JSON object on Stderr (errorJSON).
 func (a *App) Run(ctx context.Context, args []string) int {
 	a.defaults()
+	asJSON := jsonFlagGiven(args)
 	err := a.run(ctx, args)
 	if err == nil {
 		return ExitOK
@@ -112,6 +114,8 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	switch {
 	case errors.As(err, &re):
 		// Each failure was printed as it happened.
+	case asJSON:
+		printError(a.Stderr, err, true)
 	case errors.As(err, &ue):
 		fmt.Fprintf(a.Stderr, "bbctl: %s\n", ue.Message)
 		hint := "bbctl help"
@@ -122,7 +126,7 @@ func (a *App) Run(ctx context.Context, args []string) int {
 	case errors.As(err, &ve):
 		// The findings were printed already.
 	default:
-		fmt.Fprintf(a.Stderr, "bbctl: %s\n", err)
+		printError(a.Stderr, err, false)
 	}
 	return ExitCode(err)
 }
@@ -132,12 +136,26 @@ type globals struct {
 	address string
 	json    bool
 	timeout time.Duration
+	version bool
 }
 
 func (g *globals) register(fs *flag.FlagSet, defaultAddress string) {
 	fs.StringVar(&g.address, "address", defaultAddress, "the daemon's address `ADDR`: unix:/path or a path (default $BITBUILDER_ADDRESS, else "+DefaultAddress+")")
 	fs.BoolVar(&g.json, "json", g.json, "print the reply as JSON (lists as an array, streams as JSON lines)")
 	fs.DurationVar(&g.timeout, "timeout", g.timeout, "give up after `D`, for example 10s (default 30s; 5m with --wait; none for streams)")
+	fs.BoolVar(&g.version, "version", g.version, "print bbctl's version and exit")
+}
+
+// globalFlags are the names globals registers.
+var globalFlags = []string{"address", "json", "timeout", "version"}
+
+// printVersion is --version, on any command.
+func (a *App) printVersion(asJSON bool) error {
+	if asJSON {
+		return printJSON(a.Stdout, map[string]string{"client": a.Version})
+	}
+	_, err := fmt.Fprintf(a.Stdout, "bbctl %s\n", a.Version)
+	return err
 }
 
 // env is what a command runs with.
@@ -279,10 +297,13 @@ func (a *App) run(ctx context.Context, args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return a.help(cmds, nil)
 		}
-		return usagef("", "%v", err)
+		return usagef("", "%s", flagError(top, err))
 	}
 	rest := top.Args()
 	if len(rest) == 0 {
+		if g.version {
+			return a.printVersion(g.json)
+		}
 		a.printOverview(a.Stderr, cmds)
 		return &UsageError{Message: "no command given"}
 	}
@@ -299,18 +320,7 @@ func (a *App) run(ctx context.Context, args []string) error {
 		}
 	}
 	if cmd == nil {
-		if isGroup(rest[0]) {
-			if len(rest) == 1 {
-				a.printGroup(a.Stderr, cmds, rest[0])
-				return &UsageError{Command: rest[0], Message: fmt.Sprintf("%s: no subcommand given", rest[0])}
-			}
-			if rest[1] == "-h" || rest[1] == "--help" || rest[1] == "-help" {
-				a.printGroup(a.Stdout, cmds, rest[0])
-				return nil
-			}
-			return usagef(rest[0], "unknown command %q", rest[0]+" "+rest[1])
-		}
-		return usagef("", "unknown command %q", rest[0])
+		return a.noCommand(cmds, &g, rest)
 	}
 
 	fs := flag.NewFlagSet("bbctl "+cmd.path, flag.ContinueOnError)
@@ -324,7 +334,10 @@ func (a *App) run(ctx context.Context, args []string) error {
 			printCommandHelp(a.Stdout, cmd, fs)
 			return nil
 		}
-		return usagef(cmd.path, "%v", err)
+		return usagef(cmd.path, "%s", flagError(fs, err))
+	}
+	if g.version {
+		return a.printVersion(g.json)
 	}
 	if len(pos) < cmd.minArgs || (cmd.maxArgs >= 0 && len(pos) > cmd.maxArgs) {
 		return usagef(cmd.path, "usage: %s", strings.TrimSpace("bbctl "+cmd.path+" "+cmd.args))
@@ -352,6 +365,59 @@ func (a *App) run(ctx context.Context, args []string) error {
 	}
 	defer e.close()
 	return runFn(ctx, e, pos)
+}
+
+// noCommand handles words that name no command: a group alone or with its --help or
+// --version, or a mistyped word, with a suggestion.
+func (a *App) noCommand(cmds []*command, g *globals, rest []string) error {
+	if isGroup(rest[0]) {
+		// The group's own flags: --help, --version (and the global ones).
+		fs := flag.NewFlagSet("bbctl "+rest[0], flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		g.register(fs, g.address)
+		subArgs, err := parseInterspersed(fs, rest[1:])
+		switch {
+		case errors.Is(err, flag.ErrHelp):
+			a.printGroup(a.Stdout, cmds, rest[0])
+			return nil
+		case err != nil:
+			// The command word is the first mistake to report, when there is one.
+			subArgs = nil
+			for _, w := range rest[1:] {
+				if !strings.HasPrefix(w, "-") {
+					subArgs = append(subArgs, w)
+					break
+				}
+			}
+			if len(subArgs) == 0 {
+				return usagef(rest[0], "%s", flagError(fs, err))
+			}
+		case len(subArgs) == 0 && g.version:
+			return a.printVersion(g.json)
+		case len(subArgs) == 0:
+			a.printGroup(a.Stderr, cmds, rest[0])
+			return &UsageError{Command: rest[0], Message: fmt.Sprintf("%s: no subcommand given", rest[0])}
+		}
+		var subs []string
+		for _, c := range cmds {
+			// Aliases are not suggested: their command is.
+			if grp, sub, ok := strings.Cut(c.path, " "); ok && grp == rest[0] && !c.hidden {
+				subs = append(subs, sub)
+			}
+		}
+		return usagef(rest[0], "unknown command %q%s", rest[0]+" "+subArgs[0],
+			didYouMean(subArgs[0], subs, func(s string) string { return strconv.Quote(rest[0] + " " + s) }))
+	}
+	var tops []string
+	for _, gs := range groupSummaries {
+		tops = append(tops, gs.name)
+	}
+	for _, c := range cmds {
+		if !c.hidden && !strings.Contains(c.path, " ") {
+			tops = append(tops, c.path)
+		}
+	}
+	return usagef("", "unknown command %q%s", rest[0], didYouMean(rest[0], tops, strconv.Quote))
 }
 
 // paths returns the command's path and its aliases' paths.
@@ -420,8 +486,8 @@ func printCommandHelp(w io.Writer, cmd *command, fs *flag.FlagSet) {
 	}
 	var own, global []*flag.Flag
 	fs.VisitAll(func(f *flag.Flag) {
-		switch f.Name {
-		case "address", "json", "timeout":
+		switch {
+		case slices.Contains(globalFlags, f.Name):
 			global = append(global, f)
 		default:
 			own = append(own, f)
@@ -458,12 +524,13 @@ const exitCodeHelp = `Exit codes:
   4  invalid name, field, parameter or metadata
   5  permission denied (writes need root or the daemon's admin group)
   6  daemon unreachable (socket missing, connection refused or lost)
-  7  conflict (exists already, network index or machine name in use, revision mismatch, template in use)
+  7  conflict (exists already, network index or machine name in use, revision mismatch, template in use,
+     a running tenant deleted without --force)
 `
 
 func (a *App) printOverview(w io.Writer, cmds []*command) {
 	fmt.Fprintln(w, "bbctl controls bitbuilderd, the BitBuilder host daemon.")
-	fmt.Fprintln(w, "\nUsage: bbctl [--address ADDR] [--json] [--timeout D] COMMAND [ARGS]")
+	fmt.Fprintln(w, "\nUsage: bbctl [--address ADDR] [--json] [--timeout D] [--version] COMMAND [ARGS]")
 	fmt.Fprintln(w, "Run 'bbctl help COMMAND' or 'bbctl COMMAND -h' for a command's arguments and flags.")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	group := "-"

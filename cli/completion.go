@@ -23,17 +23,19 @@ type argSpec struct {
 // arguments are not names.
 func argNames(path string) argSpec {
 	switch path {
-	case "tenant get", "tenant update", "tenant watch",
-		"network get", "network add-peer", "network remove-peer", "network describe", "network apply":
+	case "tenant update", "tenant watch",
+		"network add-peer", "network remove-peer", "network describe", "network apply":
 		return argSpec{kinds: []string{"tenants"}}
-	case "tenant delete", "tenant start", "tenant stop", "machine list":
+	case "tenant get", "tenant delete", "tenant start", "tenant stop", "machine list", "network get":
 		return argSpec{kinds: []string{"tenants"}, repeat: true}
 	case "machine start", "machine stop", "machine restart":
 		return argSpec{kinds: []string{"tenants", "machines"}, repeat: true}
 	case "machine shell":
 		return argSpec{kinds: []string{"tenants", "machines"}}
-	case "template update", "template pin", "template get", "template remove", "template validate":
+	case "template update", "template pin", "template validate", "template params":
 		return argSpec{kinds: []string{"templates"}}
+	case "template get", "template remove":
+		return argSpec{kinds: []string{"templates"}, repeat: true}
 	}
 	return argSpec{}
 }

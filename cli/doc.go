@@ -5,12 +5,25 @@
 //
 // # Machine output
 //
-// With --json a command prints the reply parameters exactly as the daemon sent them, as
-// `varlinkctl call` would; commands over list methods print a JSON array of the replies, as
-// `varlinkctl call --more --collect` does; tenant watch prints one reply per line (JSON lines).
-// Progress of template add and update always goes to standard error. machine list prints an
-// array of {"tenant", "machine"} objects, the machine as the daemon sent it. tenant start,
-// stop and delete given several names print an array of the replies that succeeded.
+// With --json a command prints the records themselves: the tenant, template or network as the
+// daemon sent it (not wrapped in its reply parameter), an array of them for list commands and
+// for a get of several names, nothing for a deletion (tenant delete, template remove), and one
+// event per line (JSON lines) for tenant watch. machine list prints the machine records, each
+// with its tenant's name added as "tenant". Progress of template add and update always goes to
+// standard error. With --json an error is one JSON object on standard error (errorJSON in
+// conventions.go): {"error": the Varlink error name, or bbctl.UsageError,
+// bbctl.DaemonUnreachable, bbctl.TenantRunning, ...; "parameters": the error's parameters;
+// "message": what bbctl prints without --json}; the exit code is the same.
+//
+// # Conventions
+//
+// --help (-h) and --version work on every command and group and exit 0. A mistyped command
+// word or flag gets a "did you mean" (conventions.go); flags are spelled --name in errors;
+// list has the alias ls, delete and remove have rm. An error the daemon reports for an API
+// field names the flag that set it (--memory, not resources.memoryBytes; fieldFlags). tenant
+// delete refuses a tenant whose desired state is running without --force, and deletes at the
+// revision it checked. The man pages (bbctl.1, bitbuilderd.8) and completion scripts in
+// packaging/ are generated from the help text by go generate ./cmd/bbctl (man.go).
 //
 // # Several names and --wait
 //
@@ -32,7 +45,7 @@
 //	5  permission denied: org.varlink.service.PermissionDenied, or EACCES connecting to the socket
 //	6  daemon unreachable: socket missing, connection refused, connection lost
 //	7  conflict: TenantExists, NetworkIndexInUse, MachineNameInUse, RevisionMismatch, TemplateExists,
-//	   TemplateInUse, NetworkConflict
+//	   TemplateInUse, NetworkConflict; a running tenant deleted without --force
 //
 // The mapping from Varlink errors to these codes and to typed Go errors lives in errors.go.
 package cli

@@ -106,6 +106,7 @@ func (e *reportedError) Unwrap() error { return e.first }
 type failures struct {
 	w       io.Writer
 	several bool
+	json    bool
 	first   error
 }
 
@@ -114,7 +115,7 @@ func (f *failures) add(err error) {
 		f.first = err
 	}
 	if f.several {
-		fmt.Fprintf(f.w, "bbctl: %s\n", err)
+		printError(f.w, err, f.json)
 	}
 }
 
@@ -172,13 +173,13 @@ func fromCall(err error, method, address string) error {
 	case *vt.NoSuchMachine:
 		return remote(ErrNotFound, tn+"NoSuchMachine", e, "tenant %q has no machine %q", e.Name, e.Machine)
 	case *vt.MachineNameInUse:
-		return remote(ErrConflict, tn+"MachineNameInUse", e, "invalid %s: the machine name %q is used by tenant %q", e.Field, e.MachineName, e.Tenant)
+		return remote(ErrConflict, tn+"MachineNameInUse", e, "invalid %s: the machine name %q is used by tenant %q", flagForField(e.Field), e.MachineName, e.Tenant)
 	case *vt.TenantExists:
 		return remote(ErrConflict, tn+"TenantExists", e, "tenant %q exists already", e.Name)
 	case *vt.InvalidName:
 		return remote(ErrInvalid, tn+"InvalidName", e, "invalid name %q: %s", e.Name, e.Reason)
 	case *vt.InvalidField:
-		return remote(ErrInvalid, tn+"InvalidField", e, "invalid %s: %s", e.Field, e.Reason)
+		return remote(ErrInvalid, tn+"InvalidField", e, "invalid %s: %s", flagForField(e.Field), e.Reason)
 	case *vt.NetworkIndexInUse:
 		return remote(ErrConflict, tn+"NetworkIndexInUse", e, "network index %d is used by tenant %q", e.NetworkIndex, e.Tenant)
 	case *vt.NoFreeNetworkIndex:
@@ -202,7 +203,7 @@ func fromCall(err error, method, address string) error {
 	case *vm.InvalidName:
 		return remote(ErrInvalid, tm+"InvalidName", e, "invalid name %q: %s", e.Name, e.Reason)
 	case *vm.InvalidField:
-		return remote(ErrInvalid, tm+"InvalidField", e, "invalid %s: %s", e.Field, e.Reason)
+		return remote(ErrInvalid, tm+"InvalidField", e, "invalid %s: %s", flagForField(e.Field), e.Reason)
 	case *vm.FetchFailed:
 		return remote(nil, tm+"FetchFailed", e, "could not fetch %s: %s", e.Url, e.Message)
 	case *vm.NoSuchRef:
@@ -220,7 +221,7 @@ func fromCall(err error, method, address string) error {
 	case *vn.NoSuchTenant:
 		return remote(ErrNotFound, nw+"NoSuchTenant", e, "tenant %q not found", e.Name)
 	case *vn.InvalidField:
-		return remote(ErrInvalid, nw+"InvalidField", e, "invalid %s: %s", e.Field, e.Reason)
+		return remote(ErrInvalid, nw+"InvalidField", e, "invalid %s: %s", flagForField(e.Field), e.Reason)
 	case *vn.NoSuchPeer:
 		return remote(ErrNotFound, nw+"NoSuchPeer", e, "peer %q not found", e.PublicKey)
 	case *vn.NetworkConflict:
@@ -234,6 +235,9 @@ func fromCall(err error, method, address string) error {
 
 	// org.varlink.service
 	case *varlink.InvalidParameter:
+		if f := flagForField(e.Parameter); f != e.Parameter {
+			return remote(ErrInvalid, "org.varlink.service.InvalidParameter", e, "invalid %s: the daemon refused the value", f)
+		}
 		return remote(ErrInvalid, "org.varlink.service.InvalidParameter", e, "invalid parameter %q in the call of %s", e.Parameter, method)
 	case *varlink.MethodNotImplemented:
 		return remote(nil, "org.varlink.service.MethodNotImplemented", e, "the daemon does not implement %s yet", method)
@@ -258,7 +262,7 @@ func fromCall(err error, method, address string) error {
 func transportError(err error, address string) error {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
-		return remote(nil, "", err, "timed out waiting for the daemon at %s", address)
+		return remote(nil, "", fmt.Errorf("%w: %w", errTimeout, err), "timed out waiting for the daemon at %s", address)
 	case errors.Is(err, context.Canceled):
 		return remote(nil, "", err, "interrupted")
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):

@@ -118,10 +118,11 @@ func (s *specFlags) machineHint(err error) error {
 	return err
 }
 
-// machineEntry is one element of `machine list --json`.
+// machineEntry is one element of `machine list --json`: the machine record as Tenant.Get
+// returns it, with its tenant's name added as "tenant".
 type machineEntry struct {
-	Tenant  string     `json:"tenant"`
-	Machine vt.Machine `json:"machine"`
+	Tenant string `json:"tenant"`
+	vt.Machine
 }
 
 // machineEntries lists the machines of ts, tenant by tenant.
@@ -197,8 +198,8 @@ func machineCommands() []*command {
 			path: "machine list", aliases: []string{"ls"}, args: "[TENANT...]", maxArgs: -1,
 			summary: "list the machines of all tenants or of the tenants named",
 			long: `One row per machine: its tenant, name, kind, observed state ("-" until the daemon has looked),
-first address and how long it has been in that state. With --json an array of
-{"tenant": NAME, "machine": MACHINE}, the machine as Tenant.Get returns it.`,
+first address and how long it has been in that state. With --json an array of the machines
+as Tenant.Get returns them, each with its tenant's name added as "tenant".`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					var ts []vt.Tenant
@@ -284,7 +285,7 @@ func machineAction(verb, method string, call func(context.Context, *varlink.Conn
 				return err
 			}
 			name, machines := args[0], args[1:]
-			f := failures{w: e.stderr(), several: len(machines) > 1}
+			f := failures{w: e.stderr(), several: len(machines) > 1, json: e.g.json}
 			var last *vt.Tenant
 			var targets []machineTarget
 			for _, m := range machines {
@@ -325,7 +326,7 @@ func machineAction(verb, method string, call func(context.Context, *varlink.Conn
 				}
 			}
 			if e.g.json {
-				if err := printJSON(e.stdout(), tenantReply{*last}); err != nil {
+				if err := printJSON(e.stdout(), *last); err != nil {
 					return err
 				}
 			}

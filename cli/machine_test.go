@@ -69,7 +69,7 @@ func TestMachineFlagUsage(t *testing.T) {
 		{[]string{"tenant", "create", "x", "--machine", "web:vm:web:memory=lots"}, `invalid value "web:vm:web:memory=lots" for flag --machine: memory:`},
 		{[]string{"tenant", "update", "x", "--machine", "web"}, `invalid value "web" for flag --machine: want NAME:KIND:TEMPLATE`},
 		{[]string{"tenant", "update", "x", "--machine", "web:vm:web", "--no-machines"}, "--machine and --no-machines exclude each other"},
-		{[]string{"tenant", "create", "x", "--no-machines"}, "flag provided but not defined: -no-machines"},
+		{[]string{"tenant", "create", "x", "--no-machines"}, "unknown flag --no-machines"},
 		{[]string{"tenant", "delete", "x", "y", "--revision", "3"}, "--revision needs exactly one name"},
 		{[]string{"machine", "start", "x"}, "usage: bbctl machine start TENANT MACHINE [MACHINE...]"},
 		{[]string{"machine", "shell", "x"}, "usage: bbctl machine shell TENANT MACHINE"},
@@ -122,7 +122,7 @@ zeta    app      container  -      -        -
 			t.Errorf("unknown tenant: exit %d, stderr %q", r.code, r.stderr)
 		}
 	})
-	t.Run("list --json: tenant and the machine as the API returns it", func(t *testing.T) {
+	t.Run("list --json: the machines as the API returns them, with their tenant", func(t *testing.T) {
 		var out []machineEntry
 		if err := json.Unmarshal([]byte(mustRun(t, d.addr, "machine", "list", "--json")), &out); err != nil {
 			t.Fatal(err)
@@ -133,6 +133,11 @@ zeta    app      container  -      -        -
 		want, _ := json.Marshal(getTenant(t, d.addr, "acme").Machines[1])
 		if got, _ := json.Marshal(out[1].Machine); string(got) != string(want) {
 			t.Errorf("machine %s, want %s", got, want)
+		}
+		// The record itself, with "tenant" beside its fields.
+		var flat []map[string]any
+		if err := json.Unmarshal([]byte(mustRun(t, d.addr, "machine", "list", "--json")), &flat); err != nil || flat[1]["tenant"] != "acme" || flat[1]["name"] != out[1].Name || flat[1]["machine"] != nil {
+			t.Errorf("flat records %v (%v)", flat, err)
 		}
 		if o := mustRun(t, d.addr, "machine", "list", "bare", "--json"); strings.TrimSpace(o) != "[]" {
 			t.Errorf("no machines: %q, want []", o)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"testing"
 	"time"
 
@@ -44,8 +45,15 @@ type testDaemon struct {
 // example to add reconciler steps).
 func startDaemon(t *testing.T, opts ...func(*daemon.Config)) *testDaemon {
 	t.Helper()
-	dir := t.TempDir()
-	d := &testDaemon{dir: dir, socket: filepath.Join(dir, "io.bitbuilder")}
+	d, _ := startDaemonIn(t, t.TempDir(), opts...)
+	return d
+}
+
+// startDaemonIn runs the daemon with its socket and state in dir until stop is called or the
+// test ends; a daemon started again in the same dir has the same socket and state (a restart).
+func startDaemonIn(t *testing.T, dir string, opts ...func(*daemon.Config)) (d *testDaemon, stop func()) {
+	t.Helper()
+	d = &testDaemon{dir: dir, socket: filepath.Join(dir, "io.bitbuilder")}
 	d.addr = "unix:" + d.socket
 	l, err := net.Listen("unix", d.socket)
 	if err != nil {
@@ -67,12 +75,16 @@ func startDaemon(t *testing.T, opts ...func(*daemon.Config)) *testDaemon {
 	go func() {
 		done <- daemon.Run(ctx, cfg)
 	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("daemon: %v", err)
-		}
-	})
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("daemon: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
 	select {
 	case <-ready:
 	case err := <-done:
@@ -80,7 +92,7 @@ func startDaemon(t *testing.T, opts ...func(*daemon.Config)) *testDaemon {
 	case <-time.After(10 * time.Second):
 		t.Fatal("daemon did not become ready")
 	}
-	return d
+	return d, stop
 }
 
 // result is what one bbctl invocation did.
@@ -130,7 +142,7 @@ func mustRun(t *testing.T, addr string, args ...string) string {
 }
 
 var (
-	timestamp = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`)
+	timestamp = regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+`)
 	commit    = regexp.MustCompile(`\b[0-9a-f]{12}([0-9a-f]{28})?\b`)
 )
 

@@ -13,8 +13,10 @@ func commands() []*command {
 	all = append(all, tenantCommands()...)
 	all = append(all, machineCommands()...)
 	all = append(all, templateCommands()...)
+	all = append(all, templateInfoCommands()...)
 	all = append(all, networkCommands()...)
 	all = append(all, miscCommands()...)
+	all = append(all, manCommand())
 	return all
 }
 

@@ -10,45 +10,36 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/varlink/go/varlink"
 
 	vn "github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
 )
 
-// networkReply and filesReply are reply parameters of the network methods, for --json.
-type networkReply struct {
-	Network vn.TenantNetwork `json:"network"`
-}
-
-type filesReply struct {
-	Files []vn.File `json:"files"`
-}
-
 func networkCommands() []*command {
 	return []*command{
 		{
-			path: "network get", args: "TENANT", minArgs: 1, maxArgs: 1,
-			summary: "show a tenant's network: links, leases, peers and problems",
+			path: "network get", args: "TENANT [TENANT...]", minArgs: 1, maxArgs: -1,
+			summary: "show tenants' networks: links, leases, peers and problems",
+			long: `Given several tenants, bbctl shows each in turn (with --json: an array of them) and reports
+each failure; the exit code is the first failure's.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					n, err := vn.Get().Call(ctx, c, args[0])
-					if err != nil {
-						return e.wrap(err, "io.bitbuilder.Network.Get")
-					}
-					if e.g.json {
-						return printJSON(e.stdout(), networkReply{n})
-					}
-					return printNetwork(e.stdout(), n)
+					now := e.app.Now()
+					return getEach(e, args, func(name string) (vn.TenantNetwork, error) {
+						n, err := vn.Get().Call(ctx, c, name)
+						return n, e.wrap(err, "io.bitbuilder.Network.Get")
+					}, func(w io.Writer, n vn.TenantNetwork) error { return printNetwork(w, now, n) })
 				}
 			},
 		},
 		{
-			path: "network list", maxArgs: 0,
+			path: "network list", aliases: []string{"ls"}, maxArgs: 0,
 			summary: "list the tenants' networks",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
@@ -57,11 +48,7 @@ func networkCommands() []*command {
 						return err
 					}
 					if e.g.json {
-						out := make([]networkReply, 0, len(ns))
-						for _, n := range ns {
-							out = append(out, networkReply{n})
-						}
-						return printJSON(e.stdout(), out)
+						return printJSON(e.stdout(), ns)
 					}
 					return printNetworkTable(e.stdout(), ns)
 				}
@@ -100,7 +87,7 @@ func networkCommands() []*command {
 						return e.wrap(err, "io.bitbuilder.Network.AddPeer")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), networkReply{n})
+						return printJSON(e.stdout(), n)
 					}
 					_, err = fmt.Fprintf(e.stdout(), "peer %s added to tenant %q (%d %s)\n", peer.PublicKey, n.Tenant, len(n.Peers), plural(len(n.Peers), "peer", "peers"))
 					return err
@@ -121,7 +108,7 @@ func networkCommands() []*command {
 						return e.wrap(err, "io.bitbuilder.Network.RemovePeer")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), networkReply{n})
+						return printJSON(e.stdout(), n)
 					}
 					_, err = fmt.Fprintf(e.stdout(), "peer %s removed from tenant %q (%d %s left)\n", args[1], n.Tenant, len(n.Peers), plural(len(n.Peers), "peer", "peers"))
 					return err
@@ -156,7 +143,7 @@ func filesCommand(method string, call func(context.Context, *varlink.Connection,
 				files = []vn.File{}
 			}
 			if e.g.json {
-				return printJSON(e.stdout(), filesReply{files})
+				return printJSON(e.stdout(), files)
 			}
 			if applied {
 				names := make([]string, len(files))
@@ -247,7 +234,7 @@ func printNetworkTable(w io.Writer, ns []vn.TenantNetwork) error {
 	return tb.flush()
 }
 
-func printNetwork(w io.Writer, n vn.TenantNetwork) error {
+func printNetwork(w io.Writer, now time.Time, n vn.TenantNetwork) error {
 	kv(w, "Tenant", n.Tenant)
 	kv(w, "Network index", strconv.FormatInt(n.NetworkIndex, 10))
 	kv(w, "Namespace", n.Namespace)
@@ -273,7 +260,11 @@ func printNetwork(w io.Writer, n vn.TenantNetwork) error {
 		fmt.Fprintln(w, "Leases:")
 		tb := indentTable(w, "ADDRESS", "HARDWARE", "HOSTNAME", "EXPIRES")
 		for _, l := range n.Leases {
-			tb.row(l.Address, l.HardwareAddress, deref(l.Hostname), deref(l.ExpiresAt))
+			expires := deref(l.ExpiresAt)
+			if expires != "" {
+				expires = formatTime(now, expires)
+			}
+			tb.row(l.Address, l.HardwareAddress, deref(l.Hostname), expires)
 		}
 		if err := tb.flush(); err != nil {
 			return err

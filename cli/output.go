@@ -42,13 +42,27 @@ func newTable(w io.Writer, header ...string) *table {
 	return t
 }
 
+// row prints one row. A cell of several lines (a condition's message) goes on over the next
+// lines, in its own column, the other columns left blank there, so the table stays aligned.
 func (t *table) row(cells ...string) {
+	lines := make([][]string, len(cells))
+	n := 1
 	for i, c := range cells {
 		if c == "" {
-			cells[i] = "-"
+			c = "-"
 		}
+		lines[i] = strings.Split(strings.TrimRight(strings.ReplaceAll(c, "\t", " "), "\n"), "\n")
+		n = max(n, len(lines[i]))
 	}
-	fmt.Fprintln(t.tw, strings.Join(cells, "\t"))
+	for l := range n {
+		row := make([]string, len(cells))
+		for i := range cells {
+			if l < len(lines[i]) {
+				row[i] = lines[i][l]
+			}
+		}
+		fmt.Fprintln(t.tw, strings.Join(row, "\t"))
+	}
 }
 
 func (t *table) flush() error { return t.tw.Flush() }

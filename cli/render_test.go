@@ -33,7 +33,7 @@ func TestRenderGolden(t *testing.T) {
 		DesiredState: "running", Phase: "degraded",
 		Conditions: []vt.Condition{
 			{Type: "NetworkReady", Status: "true", Reason: "Configured", Message: "bridge br-tenant-3 is up", LastTransitionTime: "2026-11-28T11:00:00Z"},
-			{Type: "MachinesReady", Status: "false", Reason: "StartFailed", Message: "web-db: vmspawn exited with status 1", LastTransitionTime: "2026-11-28T11:58:30Z"},
+			{Type: "MachinesReady", Status: "false", Reason: "StartFailed", Message: "web-db: vmspawn exited with status 1\nweb-db: see journalctl -u bitbuilder-vm@web-db.service", LastTransitionTime: "2026-11-28T11:58:30Z"},
 		},
 		Revision: 42, CreateRevision: 7, CreatedAt: "2026-11-20T09:00:00Z", UpdatedAt: "2026-11-28T11:58:30Z",
 	}
@@ -71,12 +71,12 @@ func TestRenderGolden(t *testing.T) {
 	}{
 		{"render-tenant-get.golden", func(b *bytes.Buffer) error { return e.printTenant(b, tenant) }},
 		{"render-template-list.golden", func(b *bytes.Buffer) error { return printTemplateTable(b, templates) }},
-		{"render-template-get.golden", func(b *bytes.Buffer) error { printTemplate(b, templates[0]); return nil }},
+		{"render-template-get.golden", func(b *bytes.Buffer) error { printTemplate(b, now, templates[0]); return nil }},
 		{"render-validate.golden", func(b *bytes.Buffer) error { return printValidation(b, validation, "/srv/rootfs/fedora") }},
 		{"render-validate-clean.golden", func(b *bytes.Buffer) error {
 			return printValidation(b, validateReply{Findings: []vm.Finding{}}, "")
 		}},
-		{"render-network-get.golden", func(b *bytes.Buffer) error { return printNetwork(b, network) }},
+		{"render-network-get.golden", func(b *bytes.Buffer) error { return printNetwork(b, now, network) }},
 		{"render-network-list.golden", func(b *bytes.Buffer) error { return printNetworkTable(b, []vn.TenantNetwork{network}) }},
 		{"render-network-describe.golden", func(b *bytes.Buffer) error {
 			return printFiles(b, []vn.File{{Name: "10-br-tenant-3.netdev", Content: "[NetDev]\nName=br-tenant-3\nKind=bridge\n"}, {Name: "10-br-tenant-3.network", Content: "[Match]\nName=br-tenant-3"}})

@@ -7,18 +7,16 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/varlink/go/varlink"
 
 	vm "github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
 )
 
-// templateReply and validateReply are reply parameters of the template methods, for --json.
-type templateReply struct {
-	Template vm.Template `json:"template"`
-}
-
+// validateReply is what template validate --json prints: the reply parameters of Validate.
 type validateReply struct {
 	Findings            []vm.Finding `json:"findings"`
 	Errors              int64        `json:"errors"`
@@ -74,18 +72,32 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 		{
 			path: "template pin", args: "NAME COMMIT", minArgs: 2, maxArgs: 2,
 			summary: "pin a template to a fetched commit, for example to roll back",
+			long: `COMMIT is a full commit id or, as in git, a unique prefix of at least 4 hex digits of one
+of the commits the template was pinned to (template get lists them; template list prints
+the first 12 digits of the current one). A prefix that matches several is refused, listing
+them. A commit fetched but never pinned needs its full id.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					t, err := vm.Pin().Call(ctx, c, args[0], args[1])
+					commit := args[1]
+					if !isFullCommit(commit) {
+						cur, err := vm.Get().Call(ctx, c, args[0])
+						if err != nil {
+							return e.wrap(err, "io.bitbuilder.Template.Get")
+						}
+						if commit, err = resolveCommit(cur, args[1]); err != nil {
+							return err
+						}
+					}
+					t, err := vm.Pin().Call(ctx, c, args[0], commit)
 					if err != nil {
 						return e.wrap(err, "io.bitbuilder.Template.Pin")
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), templateReply{t})
+						return printJSON(e.stdout(), t)
 					}
 					_, err = fmt.Fprintf(e.stdout(), "template %q pinned to %s\n", t.Name, t.Commit)
 					return err
@@ -93,28 +105,29 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 			},
 		},
 		{
-			path: "template get", args: "NAME", minArgs: 1, maxArgs: 1,
-			summary: "show a template",
+			path: "template get", args: "NAME [NAME...]", minArgs: 1, maxArgs: -1,
+			summary: "show templates",
+			long: `Given several names, bbctl shows each in turn (with --json: an array of them) and reports
+each failure; the exit code is the first failure's.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					t, err := vm.Get().Call(ctx, c, args[0])
-					if err != nil {
-						return e.wrap(err, "io.bitbuilder.Template.Get")
-					}
-					if e.g.json {
-						return printJSON(e.stdout(), templateReply{t})
-					}
-					printTemplate(e.stdout(), t)
-					return nil
+					now := e.app.Now()
+					return getEach(e, args, func(name string) (vm.Template, error) {
+						t, err := vm.Get().Call(ctx, c, name)
+						return t, e.wrap(err, "io.bitbuilder.Template.Get")
+					}, func(w io.Writer, t vm.Template) error {
+						printTemplate(w, now, t)
+						return nil
+					})
 				}
 			},
 		},
 		{
-			path: "template list", maxArgs: 0,
+			path: "template list", aliases: []string{"ls"}, maxArgs: 0,
 			summary: "list the templates in the registry",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
@@ -123,33 +136,34 @@ absolute. Progress goes to standard error: a bar on a terminal, plain lines othe
 						return err
 					}
 					if e.g.json {
-						out := make([]templateReply, 0, len(ts))
-						for _, t := range ts {
-							out = append(out, templateReply{t})
-						}
-						return printJSON(e.stdout(), out)
+						return printJSON(e.stdout(), ts)
 					}
 					return printTemplateTable(e.stdout(), ts)
 				}
 			},
 		},
 		{
-			path: "template remove", args: "NAME", minArgs: 1, maxArgs: 1,
-			summary: "remove a template that no tenant uses",
+			path: "template remove", aliases: []string{"rm"}, args: "NAME [NAME...]", minArgs: 1, maxArgs: -1,
+			summary: "remove templates that no tenant uses",
+			long: `Given several names, bbctl removes each in turn and reports each failure; the exit code is
+the first failure's. With --json a removal prints nothing.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					if err := vm.Remove().Call(ctx, c, args[0]); err != nil {
-						return e.wrap(err, "io.bitbuilder.Template.Remove")
+					f := failures{w: e.stderr(), several: len(args) > 1, json: e.g.json}
+					for _, name := range args {
+						if err := vm.Remove().Call(ctx, c, name); err != nil {
+							f.add(e.wrap(err, "io.bitbuilder.Template.Remove"))
+							continue
+						}
+						if !e.g.json {
+							fmt.Fprintf(e.stdout(), "template %q removed\n", name)
+						}
 					}
-					if e.g.json {
-						return printJSON(e.stdout(), struct{}{})
-					}
-					_, err = fmt.Fprintf(e.stdout(), "template %q removed\n", args[0])
-					return err
+					return f.err()
 				}
 			},
 		},
@@ -216,6 +230,51 @@ message. The exit code is 0 when no errors were found and 1 when some were.`,
 	}
 }
 
+// minCommitPrefix is the shortest commit prefix template pin accepts, as git's.
+const minCommitPrefix = 4
+
+func isFullCommit(s string) bool { return len(s) == 40 && isHex(s) }
+
+func isHex(s string) bool {
+	for _, c := range s {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// resolveCommit turns a commit prefix into the one commit of t (its pin and the commits
+// pinned before) that starts with it.
+func resolveCommit(t vm.Template, prefix string) (string, error) {
+	p := strings.ToLower(prefix)
+	if !isHex(p) || len(p) < minCommitPrefix || len(p) > 40 {
+		return "", usagef("template pin", "invalid COMMIT %q: want a commit id or a prefix of %d to 40 hex digits", prefix, minCommitPrefix)
+	}
+	var matches []string
+	for _, c := range append([]string{t.Commit}, t.PreviousCommits...) {
+		if strings.HasPrefix(c, p) && !slices.Contains(matches, c) {
+			matches = append(matches, c)
+		}
+	}
+	params := map[string]any{"name": t.Name, "commit": prefix}
+	switch len(matches) {
+	case 1:
+		return matches[0], nil
+	case 0:
+		known := []string{shortCommit(t.Commit) + " (pinned)"}
+		for _, c := range t.PreviousCommits {
+			known = append(known, shortCommit(c))
+		}
+		return "", &localError{kind: ErrNotFound, name: "bbctl.NoSuchCommit", params: params,
+			message: fmt.Sprintf("template %q has no pinned or previously pinned commit starting with %s (known: %s); give the full id of another fetched commit", t.Name, prefix, strings.Join(known, ", "))}
+	default:
+		params["matches"] = matches
+		return "", &localError{kind: ErrInvalid, name: "bbctl.AmbiguousCommit", params: params,
+			message: fmt.Sprintf("commit prefix %s of template %q is ambiguous: it matches %s", prefix, t.Name, strings.Join(matches, ", "))}
+	}
+}
+
 func optString(s string) *string {
 	if s == "" {
 		return nil
@@ -262,7 +321,7 @@ func (e *env) followFetch(ctx context.Context, recv func(context.Context) (*vm.P
 		if t != nil {
 			p.finish()
 			if e.g.json {
-				return printJSON(e.stdout(), templateReply{*t})
+				return printJSON(e.stdout(), *t)
 			}
 			_, err = fmt.Fprintf(e.stdout(), "template %q %s: %s %s at %s\n", t.Name, verb, t.Type, t.Version, shortCommit(t.Commit))
 			return err
@@ -282,15 +341,15 @@ func printTemplateTable(w io.Writer, ts []vm.Template) error {
 	return tb.flush()
 }
 
-func printTemplate(w io.Writer, t vm.Template) {
+func printTemplate(w io.Writer, now time.Time, t vm.Template) {
 	kv(w, "Name", t.Name)
 	kv(w, "Type", t.Type)
 	kv(w, "Version", t.Version)
 	kv(w, "URL", t.Url)
 	kv(w, "Ref", t.Ref)
 	kv(w, "Commit", t.Commit)
-	kv(w, "Added", t.AddedAt)
-	kv(w, "Updated", t.UpdatedAt)
+	kv(w, "Added", formatTime(now, t.AddedAt))
+	kv(w, "Updated", formatTime(now, t.UpdatedAt))
 	if len(t.UsedBy) == 0 {
 		kv(w, "Used by", "none")
 	} else {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	vn "github.com/bitbuilder/bitbuilder/api/iobitbuildernetwork"
+	vm "github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
 	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
@@ -70,17 +72,17 @@ func gitRepo(t *testing.T, example string) string {
 func addTemplate(t *testing.T, addr, name, example string) string {
 	t.Helper()
 	repo := gitRepo(t, example)
-	var r templateReply
+	var r vm.Template
 	if err := json.Unmarshal([]byte(mustRun(t, addr, "template", "add", name, repo, "--json")), &r); err != nil {
 		t.Fatal(err)
 	}
-	return r.Template.Commit
+	return r.Commit
 }
 
 func TestTemplateRegistry(t *testing.T) {
 	d := startDaemon(t)
 	r := bbctl(t, d.addr, "template", "list", "--json")
-	var none []templateReply
+	var none []vm.Template
 	if err := json.Unmarshal([]byte(r.stdout), &none); r.code != 0 || err != nil || len(none) != 0 {
 		t.Fatalf("empty registry: exit %d, %q, %q", r.code, r.stdout, r.stderr)
 	}
@@ -93,14 +95,14 @@ func TestTemplateRegistry(t *testing.T) {
 	if !strings.Contains(r.stderr, "fetching") {
 		t.Errorf("no progress lines on standard error: %q", r.stderr)
 	}
-	var got templateReply
+	var got vm.Template
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "get", "tools", "--json")), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Template.Name != "tools" || got.Template.Type != "sysext" || len(got.Template.Commit) != 40 {
-		t.Errorf("get: %+v", got.Template)
+	if got.Name != "tools" || got.Type != "sysext" || len(got.Commit) != 40 {
+		t.Errorf("get: %+v", got)
 	}
-	if out := mustRun(t, d.addr, "template", "list"); !strings.Contains(out, "tools") || !strings.Contains(out, got.Template.Commit[:12]) {
+	if out := mustRun(t, d.addr, "template", "list"); !strings.Contains(out, "tools") || !strings.Contains(out, got.Commit[:12]) {
 		t.Errorf("list:\n%s", out)
 	}
 	mustRun(t, d.addr, "tenant", "create", "shop", "--template", "sysext:tools:tools")
@@ -114,9 +116,9 @@ func TestTemplateRegistry(t *testing.T) {
 		{"get unknown", []string{"template", "get", "wan"}, ExitNotFound, `template "wan" not found`},
 		{"invalid name", []string{"template", "add", "Tools", repo}, ExitInvalid, `invalid name "Tools"`},
 		{"update to the same commit", []string{"template", "update", "tools"}, 0, `template "tools" updated`},
-		{"pin to the pinned commit", []string{"template", "pin", "tools", got.Template.Commit}, 0, "pinned to " + got.Template.Commit},
+		{"pin to the pinned commit", []string{"template", "pin", "tools", got.Commit}, 0, "pinned to " + got.Commit},
 		{"remove while used", []string{"template", "remove", "tools"}, ExitConflict, `template "tools" is used by "shop"`},
-		{"tenant gone", []string{"tenant", "delete", "shop", "--wait"}, 0, "deleted"},
+		{"tenant gone", []string{"tenant", "delete", "shop", "--force", "--wait"}, 0, "deleted"},
 		{"remove", []string{"template", "remove", "tools"}, 0, `template "tools" removed`},
 		{"get removed", []string{"template", "get", "tools"}, ExitNotFound, "not found"},
 	}
@@ -182,8 +184,8 @@ func TestNetworkCommands(t *testing.T) {
 		t.Errorf("get of no such tenant: exit %d, stderr %q", r.code, r.stderr)
 	}
 	mustRun(t, d.addr, "tenant", "create", "web", "--index", "9", "--network-features", "wireguard")
-	var listed []networkReply
-	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].Network.Tenant != "web" {
+	var listed []vn.TenantNetwork
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].Tenant != "web" {
 		t.Errorf("list: %+v, %v", listed, err)
 	}
 	if out := mustRun(t, d.addr, "network", "list"); !strings.Contains(out, "br-tenant-9") {
@@ -197,17 +199,123 @@ func TestNetworkCommands(t *testing.T) {
 	if !strings.Contains(out, "(1 peer)") {
 		t.Errorf("add-peer: %q", out)
 	}
-	var n networkReply
+	var n vn.TenantNetwork
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "get", "web", "--json")), &n); err != nil {
 		t.Fatal(err)
 	}
-	if n.Network.NetworkIndex != 9 || len(n.Network.Peers) != 1 || deref(n.Network.Peers[0].Endpoint) != "198.51.100.7:51820" || deref(n.Network.Peers[0].PersistentKeepalive) != 25 {
-		t.Errorf("network %+v", n.Network)
+	if n.NetworkIndex != 9 || len(n.Peers) != 1 || deref(n.Peers[0].Endpoint) != "198.51.100.7:51820" || deref(n.Peers[0].PersistentKeepalive) != 25 {
+		t.Errorf("network %+v", n)
 	}
 	if out := mustRun(t, d.addr, "network", "get", "web"); !strings.Contains(out, "198.51.100.7:51820") || !strings.Contains(out, "Peers:") {
 		t.Errorf("get:\n%s", out)
 	}
 	if out := mustRun(t, d.addr, "network", "remove-peer", "web", key); !strings.Contains(out, "0 peers left") {
 		t.Errorf("remove-peer: %q", out)
+	}
+}
+
+// TestTemplatePinShortCommit pins a template back to its previous commit by the 12 digits
+// template list printed for it, and checks that prefixes that match nothing, or are not
+// commit ids, are refused with a clear error and leave the pin where it was.
+func TestTemplatePinShortCommit(t *testing.T) {
+	d := startDaemon(t)
+	repo := gitRepo(t, "sysext")
+	mustRun(t, d.addr, "template", "add", "tools", repo)
+	var listed []vm.Template
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "ls", "--json")), &listed); err != nil || len(listed) != 1 {
+		t.Fatalf("list: %v %+v", err, listed)
+	}
+	first := listed[0].Commit
+	if out := mustRun(t, d.addr, "template", "list"); !strings.Contains(out, first[:12]+" ") {
+		t.Fatalf("template list does not print %s:\n%s", first[:12], out)
+	}
+	// A second commit, pinned by template update.
+	if err := os.WriteFile(filepath.Join(repo, "README.md"), []byte("second\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"add", "-A"}, {"commit", "-q", "-m", "second"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		cmd.Env = append(os.Environ(), "HOME="+repo, "GIT_CONFIG_NOSYSTEM=1", "GIT_CONFIG_GLOBAL=/dev/null",
+			"GIT_AUTHOR_NAME=Test", "GIT_AUTHOR_EMAIL=test@example.invalid", "GIT_COMMITTER_NAME=Test", "GIT_COMMITTER_EMAIL=test@example.invalid")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	mustRun(t, d.addr, "template", "update", "tools")
+	var cur vm.Template
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "get", "tools", "--json")), &cur); err != nil {
+		t.Fatal(err)
+	}
+	second := cur.Commit
+	if second == first || len(cur.PreviousCommits) == 0 || cur.PreviousCommits[0] != first {
+		t.Fatalf("update did not move the pin: %+v", cur)
+	}
+
+	for _, c := range []struct {
+		commit string
+		code   int
+		name   string
+		msg    string
+	}{
+		{"zzzz", ExitUsage, "bbctl.UsageError", "want a commit id or a prefix of 4 to 40 hex digits"},
+		{first[:3], ExitUsage, "bbctl.UsageError", "want a commit id or a prefix of 4 to 40 hex digits"},
+		{unlike(first, second), ExitNotFound, "bbctl.NoSuchCommit", "has no pinned or previously pinned commit starting with"},
+	} {
+		for _, asJSON := range []bool{false, true} {
+			args := []string{"template", "pin", "tools", c.commit}
+			if asJSON {
+				args = append(args, "--json")
+			}
+			r := bbctl(t, d.addr, args...)
+			if r.code != c.code || !strings.Contains(r.stderr, c.msg) || (asJSON && !strings.Contains(r.stderr, `"error":"`+c.name+`"`)) {
+				t.Errorf("pin %s (json %v): %+v; want exit %d, %s, %q", c.commit, asJSON, r, c.code, c.name, c.msg)
+			}
+		}
+	}
+	if got := getTemplate(t, d.addr, "tools").Commit; got != second {
+		t.Fatalf("a refused pin moved the pin to %s", got)
+	}
+
+	// The short id template list printed, back to the first commit; then 7 digits forward.
+	if out := mustRun(t, d.addr, "template", "pin", "tools", first[:12]); out != "template \"tools\" pinned to "+first+"\n" {
+		t.Errorf("pin %s: %q", first[:12], out)
+	}
+	var pinned vm.Template
+	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "template", "pin", "tools", strings.ToUpper(second[:7]), "--json")), &pinned); err != nil || pinned.Commit != second {
+		t.Errorf("pin %s --json: %+v %v", second[:7], pinned, err)
+	}
+}
+
+// unlike returns a 6-digit hex prefix that neither commit starts with.
+func unlike(a, b string) string {
+	for _, p := range []string{"000000", "ffffff", "123456"} {
+		if !strings.HasPrefix(a, p) && !strings.HasPrefix(b, p) {
+			return p
+		}
+	}
+	return "abcdef"
+}
+
+func getTemplate(t *testing.T, addr, name string) vm.Template {
+	t.Helper()
+	var tpl vm.Template
+	if err := json.Unmarshal([]byte(mustRun(t, addr, "template", "get", name, "--json")), &tpl); err != nil {
+		t.Fatal(err)
+	}
+	return tpl
+}
+
+func TestResolveCommitAmbiguous(t *testing.T) {
+	tpl := vm.Template{Name: "x", Commit: "abcd1111" + strings.Repeat("0", 32), PreviousCommits: []string{"abcd2222" + strings.Repeat("0", 32)}}
+	_, err := resolveCommit(tpl, "abcd")
+	if ExitCode(err) != ExitInvalid || !strings.Contains(err.Error(), "is ambiguous: it matches abcd1111") || !strings.Contains(err.Error(), "abcd2222") {
+		t.Errorf("ambiguous prefix: %v (exit %d)", err, ExitCode(err))
+	}
+	if got, err := resolveCommit(tpl, "abcd2"); err != nil || got != tpl.PreviousCommits[0] {
+		t.Errorf("unique prefix: %q %v", got, err)
+	}
+	if j := asErrorJSON(err); j.Error != "bbctl.AmbiguousCommit" {
+		t.Errorf("json %+v", j)
 	}
 }

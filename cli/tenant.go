@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/varlink/go/varlink"
 
@@ -242,7 +244,7 @@ fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 						return s.machineHint(e.wrap(err, "io.bitbuilder.Tenant.Create"))
 					}
 					if !e.g.json {
-						fmt.Fprintf(e.stdout(), "tenant %q created: network index %d, %s, revision %d\n", t.Name, t.NetworkIndex, t.DesiredState, t.Revision)
+						fmt.Fprintf(e.stdout(), "tenant %q created: network index %d, desired state %s, phase %s, revision %d\n", t.Name, t.NetworkIndex, t.DesiredState, t.Phase, t.Revision)
 					}
 					if *wait {
 						g := tenantReady
@@ -259,34 +261,32 @@ fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 						}
 					}
 					if e.g.json {
-						return printJSON(e.stdout(), tenantReply{t})
+						return printJSON(e.stdout(), t)
 					}
 					return nil
 				}
 			},
 		},
 		{
-			path: "tenant get", args: "NAME", minArgs: 1, maxArgs: 1,
-			summary: "show a tenant",
+			path: "tenant get", args: "NAME [NAME...]", minArgs: 1, maxArgs: -1,
+			summary: "show tenants",
+			long: `Given several names, bbctl shows each in turn (with --json: an array of them) and reports
+each failure; the exit code is the first failure's.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
 					c, err := e.connect(ctx)
 					if err != nil {
 						return err
 					}
-					t, err := vt.Get().Call(ctx, c, args[0])
-					if err != nil {
-						return e.wrap(err, "io.bitbuilder.Tenant.Get")
-					}
-					if e.g.json {
-						return printJSON(e.stdout(), tenantReply{t})
-					}
-					return e.printTenant(e.stdout(), t)
+					return getEach(e, args, func(name string) (vt.Tenant, error) {
+						t, err := vt.Get().Call(ctx, c, name)
+						return t, e.wrap(err, "io.bitbuilder.Tenant.Get")
+					}, e.printTenant)
 				}
 			},
 		},
 		{
-			path: "tenant list", args: "", maxArgs: 0,
+			path: "tenant list", aliases: []string{"ls"}, args: "", maxArgs: 0,
 			summary: "list tenants",
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
@@ -295,11 +295,7 @@ fails when the tenant or a machine fails or --timeout (default 5m) ends first.`,
 						return err
 					}
 					if e.g.json {
-						out := make([]tenantReply, 0, len(ts))
-						for _, t := range ts {
-							out = append(out, tenantReply{t})
-						}
-						return printJSON(e.stdout(), out)
+						return printJSON(e.stdout(), ts)
 					}
 					return e.printTenantTable(e.stdout(), ts)
 				}
@@ -377,7 +373,7 @@ it changed in between; with --revision the update is refused unless the tenant i
 							return s.machineHint(e.wrap(err, "io.bitbuilder.Tenant.Update"))
 						}
 						if e.g.json {
-							return printJSON(e.stdout(), tenantReply{t})
+							return printJSON(e.stdout(), t)
 						}
 						_, err = fmt.Fprintf(e.stdout(), "tenant %q updated: revision %d\n", t.Name, t.Revision)
 						return err
@@ -386,17 +382,20 @@ it changed in between; with --revision the update is refused unless the tenant i
 			},
 		},
 		{
-			path: "tenant delete", args: "NAME [NAME...] [--revision R] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
+			path: "tenant delete", aliases: []string{"rm"}, args: "NAME [NAME...] [--force] [--revision R] [--wait]", minArgs: 1, maxArgs: -1, stream: true,
 			summary: "delete tenants",
 			long: `The daemon marks the tenant for deletion, removes everything the tenant had on the host, and
-then drops the record. With --wait bbctl follows the tenant until it is gone, printing each
-change to standard error, for at most --timeout (default 5m).
+then drops the record. A tenant whose desired state is running is refused unless --force is
+given (stop it first, or say --force); bbctl deletes it at the revision it checked, so a tenant
+started in between is not deleted without --force either. With --wait bbctl follows the tenant
+until it is gone, printing each change to standard error, for at most --timeout (default 5m).
 Given several names, bbctl deletes each in turn (then waits for each) and reports each
-failure; the exit code is the first failure's, and --json prints an array of the replies.`,
+failure; the exit code is the first failure's. With --json a deletion prints nothing.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				var rev optInt
 				fs.Var(&rev, "revision", "refuse the delete unless the tenant is at revision `R` (one name only)")
 				wait := fs.Bool("wait", false, "wait until the tenant is gone")
+				force := fs.Bool("force", false, "delete the tenant even when it is running (its machines are stopped)")
 				return func(ctx context.Context, e *env, args []string) error {
 					if rev.set && len(args) > 1 {
 						return usagef("tenant delete", "--revision needs exactly one name")
@@ -407,11 +406,11 @@ failure; the exit code is the first failure's, and --json prints an array of the
 					if err != nil {
 						return err
 					}
-					f := failures{w: e.stderr(), several: len(args) > 1}
+					f := failures{w: e.stderr(), several: len(args) > 1, json: e.g.json}
 					ok := make([]bool, len(args))
 					for i, name := range args {
-						if err := vt.Delete().Call(ctx, c, name, rev.ptr()); err != nil {
-							f.add(e.wrap(err, "io.bitbuilder.Tenant.Delete"))
+						if err := e.deleteTenant(ctx, c, name, rev.ptr(), *force); err != nil {
+							f.add(err)
 							continue
 						}
 						ok[i] = true
@@ -426,23 +425,11 @@ failure; the exit code is the first failure's, and --json prints an array of the
 							}
 							if err := e.waitDeleted(ctx, c, name); err != nil {
 								f.add(err)
-								ok[i] = false
 								continue
 							}
 							if !e.g.json {
 								fmt.Fprintf(e.stdout(), "tenant %q deleted\n", name)
 							}
-						}
-					}
-					if e.g.json {
-						replies := make([]any, len(args))
-						for i := range args {
-							if ok[i] {
-								replies[i] = struct{}{}
-							}
-						}
-						if err := printReplies(e.stdout(), replies); err != nil {
-							return err
 						}
 					}
 					return f.err()
@@ -465,9 +452,13 @@ failure; the exit code is the first failure's, and --json prints an array of the
 			path: "tenant watch", args: "[NAME] [--revision R]", maxArgs: 1, stream: true,
 			summary: "stream changes to tenants, one line each",
 			long: `Without --revision, every current tenant is first shown as added. With --revision, every change
-after revision R. Human output: REVISION TYPE NAME and the tenant's desired state, phase and index;
-with --json one reply per line. When the daemon drops a watcher that fell behind, bbctl resumes
-from the last revision. Watch runs until interrupted or until --timeout, which ends it without error.`,
+after revision R. Human output: REVISION TYPE NAME and what the change did: the desired state,
+the phase, conditions and machines that changed (from -> to), and which parts of the spec
+changed; with --json one event per line, as the daemon sent it. When the daemon drops a watcher
+that fell behind, or the connection is lost (the daemon restarted), bbctl resumes from the last
+revision it saw. A NAME that is no tenant is an error (unless --revision is given: the changes of
+a tenant deleted since). Watch runs until interrupted or until --timeout, which ends it without
+error.`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				rev := optInt{zero: true}
 				fs.Var(&rev, "revision", "show the changes after revision `R` (0: all retained changes)")
@@ -480,11 +471,17 @@ from the last revision. Watch runs until interrupted or until --timeout, which e
 					if err != nil {
 						return err
 					}
+					if name != nil && !rev.set {
+						if _, err := vt.Get().Call(ctx, c, *name); err != nil {
+							return e.wrap(err, "io.bitbuilder.Tenant.Get")
+						}
+					}
+					p := watchPrinter{last: map[string]*vt.Tenant{}}
 					err = e.watch(ctx, c, name, rev.ptr(), func(ev vt.Event) (bool, error) {
 						if e.g.json {
-							return false, printJSONLine(e.stdout(), eventReply{ev})
+							return false, printJSONLine(e.stdout(), ev)
 						}
-						_, err := fmt.Fprintln(e.stdout(), formatEvent(ev))
+						_, err := fmt.Fprintln(e.stdout(), p.format(ev))
 						return false, err
 					})
 					if ctx.Err() != nil {
@@ -495,15 +492,6 @@ from the last revision. Watch runs until interrupted or until --timeout, which e
 			},
 		},
 	}
-}
-
-// tenantReply and eventReply are the reply parameters of the tenant methods, for --json.
-type tenantReply struct {
-	Tenant vt.Tenant `json:"tenant"`
-}
-
-type eventReply struct {
-	Event vt.Event `json:"event"`
 }
 
 func startStopHelp(goal string) string {
@@ -527,7 +515,7 @@ func tenantAction(method string, call func(context.Context, *varlink.Connection,
 			if err != nil {
 				return err
 			}
-			f := failures{w: e.stderr(), several: len(args) > 1}
+			f := failures{w: e.stderr(), several: len(args) > 1, json: e.g.json}
 			replies := make([]*vt.Tenant, len(args))
 			for i, name := range args {
 				t, err := call(ctx, c, name)
@@ -561,7 +549,7 @@ func tenantAction(method string, call func(context.Context, *varlink.Connection,
 				out := make([]any, len(args))
 				for i, t := range replies {
 					if t != nil {
-						out[i] = tenantReply{*t}
+						out[i] = *t
 					}
 				}
 				if err := printReplies(e.stdout(), out); err != nil {
@@ -576,6 +564,48 @@ func tenantAction(method string, call func(context.Context, *varlink.Connection,
 // stateLine is what tenant start and stop print for a tenant.
 func stateLine(t vt.Tenant) string {
 	return fmt.Sprintf("tenant %q: desired state %s, phase %s", t.Name, t.DesiredState, t.Phase)
+}
+
+// getEach is a get given one or several names: each record is read and printed in turn
+// (blocks apart by a blank line), each failure reported; with --json the record, or an array
+// of the records found for several names.
+func getEach[T any](e *env, names []string, get func(string) (T, error), print func(io.Writer, T) error) error {
+	f := failures{w: e.stderr(), several: len(names) > 1, json: e.g.json}
+	var found []any
+	for _, name := range names {
+		r, err := get(name)
+		if err != nil {
+			f.add(err)
+			continue
+		}
+		if e.g.json {
+			found = append(found, r)
+			continue
+		}
+		if len(found) > 0 {
+			fmt.Fprintln(e.stdout())
+		}
+		found = append(found, r)
+		if err := print(e.stdout(), r); err != nil {
+			return err
+		}
+	}
+	if e.g.json {
+		switch {
+		case len(names) > 1:
+			if found == nil {
+				found = []any{}
+			}
+			if err := printJSON(e.stdout(), found); err != nil {
+				return err
+			}
+		case len(found) == 1:
+			if err := printJSON(e.stdout(), found[0]); err != nil {
+				return err
+			}
+		}
+	}
+	return f.err()
 }
 
 // printReplies prints the --json output of a command given one or several names: the reply
@@ -622,11 +652,58 @@ func (e *env) listTenants(ctx context.Context) ([]vt.Tenant, error) {
 	}
 }
 
+// Reconnection of a watch whose daemon went away (restarted, say): the first attempt after
+// reconnectMin, doubling up to reconnectMax, until the watch's context ends.
+const (
+	reconnectMin = 100 * time.Millisecond
+	reconnectMax = 3 * time.Second
+)
+
 // watch follows Tenant.Watch and calls fn for each event until fn says stop, ctx ends or the
-// watch fails. On WatchOverflow it watches again after the last revision it saw.
+// watch fails. On WatchOverflow it watches again after the last revision it saw. When the
+// connection is lost (the daemon restarted), it dials again until ctx ends and resumes after
+// the last revision it saw; c is the caller's, the connections it dials are its own.
 func (e *env) watch(ctx context.Context, c *varlink.Connection, name *string, revision *int64, fn func(vt.Event) (stop bool, err error)) error {
+	var own *varlink.Connection
+	defer func() {
+		if own != nil {
+			own.Close()
+		}
+	}()
 	for {
-		recv, err := vt.Watch().Send(ctx, c, varlink.More, name, revision)
+		err := e.watchOnce(ctx, c, name, &revision, fn)
+		if err == nil || !errors.Is(err, ErrUnreachable) || ctx.Err() != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr(), "bbctl: %v; reconnecting\n", err)
+		for delay := reconnectMin; ; delay = min(2*delay, reconnectMax) {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(delay):
+			}
+			if own != nil {
+				own.Close()
+				own = nil
+			}
+			if nc, err := e.dial(ctx); err == nil {
+				own, c = nc, nc
+				break
+			}
+		}
+		if revision != nil {
+			fmt.Fprintf(e.stderr(), "bbctl: reconnected; resuming after revision %d\n", *revision)
+		} else {
+			fmt.Fprintln(e.stderr(), "bbctl: reconnected")
+		}
+	}
+}
+
+// watchOnce is one Tenant.Watch call of watch, resumed after an overflow; *revision follows
+// the last event seen.
+func (e *env) watchOnce(ctx context.Context, c *varlink.Connection, name *string, revision **int64, fn func(vt.Event) (stop bool, err error)) error {
+	for {
+		recv, err := vt.Watch().Send(ctx, c, varlink.More, name, *revision)
 		if err != nil {
 			return e.wrap(err, "io.bitbuilder.Tenant.Watch")
 		}
@@ -635,18 +712,18 @@ func (e *env) watch(ctx context.Context, c *varlink.Connection, name *string, re
 			var overflow *vt.WatchOverflow
 			if errors.As(err, &overflow) {
 				from := overflow.Revision
-				if revision != nil && *revision > from {
-					from = *revision
+				if *revision != nil && **revision > from {
+					from = **revision
 				}
 				fmt.Fprintf(e.stderr(), "bbctl: the watch fell behind; resuming after revision %d\n", from)
-				revision = &from
+				*revision = &from
 				break
 			}
 			if err != nil {
 				return e.wrap(err, "io.bitbuilder.Tenant.Watch")
 			}
 			r := ev.Revision
-			revision = &r
+			*revision = &r
 			stop, err := fn(ev)
 			if err != nil || stop {
 				return err
@@ -655,6 +732,35 @@ func (e *env) watch(ctx context.Context, c *varlink.Connection, name *string, re
 				return nil
 			}
 		}
+	}
+}
+
+// deleteTenant deletes tenant name at revision (nil: at the revision it reads). Unless force,
+// a tenant whose desired state is running is refused: the check and the delete are one
+// conditional commit, since the delete names the revision that was checked.
+func (e *env) deleteTenant(ctx context.Context, c *varlink.Connection, name string, revision *int64, force bool) error {
+	for attempt := 0; ; attempt++ {
+		expect := revision
+		if !force || expect == nil {
+			cur, err := vt.Get().Call(ctx, c, name)
+			if err != nil {
+				return e.wrap(err, "io.bitbuilder.Tenant.Get")
+			}
+			if !force && cur.DesiredState == "running" && cur.Phase != "deleting" {
+				return &localError{kind: ErrConflict, name: "bbctl.TenantRunning", params: map[string]any{"name": name},
+					message: fmt.Sprintf("tenant %q is running: stop it first (bbctl tenant stop %s) or delete it with --force", name, name)}
+			}
+			if expect == nil {
+				r := cur.Revision
+				expect = &r
+			}
+		}
+		err := vt.Delete().Call(ctx, c, name, expect)
+		var mismatch *vt.RevisionMismatch
+		if errors.As(err, &mismatch) && revision == nil && attempt < updateRetries {
+			continue
+		}
+		return e.wrap(err, "io.bitbuilder.Tenant.Delete")
 	}
 }
 
@@ -672,10 +778,117 @@ func (e *env) waitDeleted(ctx context.Context, c *varlink.Connection, name strin
 	return err
 }
 
-func formatEvent(ev vt.Event) string {
-	s := fmt.Sprintf("%-6d %-8s %s", ev.Revision, ev.Type, ev.Name)
-	if t := ev.Tenant; t != nil {
-		s += fmt.Sprintf(" desired=%s phase=%s index=%d", t.DesiredState, t.Phase, t.NetworkIndex)
+// watchPrinter prints tenant watch's events for people: what each changed, against the
+// tenant's snapshot of the previous event.
+type watchPrinter struct {
+	last map[string]*vt.Tenant
+}
+
+func (p *watchPrinter) format(ev vt.Event) string {
+	head := fmt.Sprintf("%-6d %-8s %s", ev.Revision, ev.Type, ev.Name)
+	prev := p.last[ev.Name]
+	if ev.Type == "deleted" {
+		delete(p.last, ev.Name)
+		return head
+	}
+	if ev.Tenant == nil {
+		return head
+	}
+	p.last[ev.Name] = ev.Tenant
+	changes := describeChange(prev, ev.Tenant)
+	if len(changes) == 0 {
+		return head
+	}
+	return head + ": " + strings.Join(changes, ", ")
+}
+
+// describeChange says what changed from prev to cur (prev nil: what cur is): desired state,
+// phase, conditions, machines' states, and which parts of the spec changed.
+func describeChange(prev, cur *vt.Tenant) []string {
+	if prev == nil {
+		out := []string{"desired state " + string(cur.DesiredState), "phase " + string(cur.Phase), fmt.Sprintf("index %d", cur.NetworkIndex)}
+		for _, c := range cur.Conditions {
+			if c.Status != "true" {
+				out = append(out, conditionChange(c))
+			}
+		}
+		return out
+	}
+	var out []string
+	if prev.DesiredState != cur.DesiredState {
+		out = append(out, fmt.Sprintf("desired state %s -> %s", prev.DesiredState, cur.DesiredState))
+	}
+	if prev.Phase != cur.Phase {
+		out = append(out, fmt.Sprintf("phase %s -> %s", prev.Phase, cur.Phase))
+	}
+	was := map[string]vt.Condition{}
+	for _, c := range prev.Conditions {
+		was[c.Type] = c
+	}
+	for _, c := range cur.Conditions {
+		if w, ok := was[c.Type]; !ok || w.Status != c.Status || w.Reason != c.Reason || w.Message != c.Message {
+			out = append(out, conditionChange(c))
+		}
+		delete(was, c.Type)
+	}
+	for _, c := range prev.Conditions {
+		if _, ok := was[c.Type]; ok {
+			out = append(out, "condition "+c.Type+" removed")
+		}
+	}
+	lines := map[string]string{}
+	for _, m := range prev.Machines {
+		lines[m.Name] = machineLine(m)
+	}
+	for _, m := range cur.Machines {
+		if l := machineLine(m); l != "" && l != lines[m.Name] {
+			out = append(out, l)
+		}
+	}
+	for _, part := range []struct {
+		name string
+		a, b any
+	}{
+		{"resources", prev.Resources, cur.Resources},
+		{"templates", prev.Templates, cur.Templates},
+		{"parameters", prev.Parameters, cur.Parameters},
+		{"network features", prev.NetworkFeatures, cur.NetworkFeatures},
+		{"machines", machineSpecs(prev.Machines), machineSpecs(cur.Machines)},
+	} {
+		if !sameJSONValue(part.a, part.b) {
+			out = append(out, part.name+" changed")
+		}
+	}
+	return out
+}
+
+func conditionChange(c vt.Condition) string {
+	s := fmt.Sprintf("condition %s %s", c.Type, c.Status)
+	if why := joinNonEmpty(": ", c.Reason, firstLine(c.Message)); c.Status != "true" && why != "" {
+		s += " (" + why + ")"
+	}
+	return s
+}
+
+// machineSpecs is the desired part of machines, without their observed status.
+func machineSpecs(ms []vt.Machine) []vt.Machine {
+	out := make([]vt.Machine, len(ms))
+	for i, m := range ms {
+		m.Status = nil
+		out[i] = m
+	}
+	return out
+}
+
+func sameJSONValue(a, b any) bool {
+	x, err1 := json.Marshal(a)
+	y, err2 := json.Marshal(b)
+	return err1 == nil && err2 == nil && string(x) == string(y)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i] + " ..."
 	}
 	return s
 }
@@ -706,8 +919,8 @@ func (e *env) printTenant(w io.Writer, t vt.Tenant) error {
 		kv(w, "Network", "bridge, "+strings.Join(t.NetworkFeatures, ", "))
 	}
 	kv(w, "Revision", fmt.Sprintf("%d (created at %d)", t.Revision, t.CreateRevision))
-	kv(w, "Created", fmt.Sprintf("%s (%s ago)", t.CreatedAt, formatAge(now, t.CreatedAt)))
-	kv(w, "Updated", fmt.Sprintf("%s (%s ago)", t.UpdatedAt, formatAge(now, t.UpdatedAt)))
+	kv(w, "Created", formatTime(now, t.CreatedAt))
+	kv(w, "Updated", formatTime(now, t.UpdatedAt))
 	if len(t.Templates) == 0 {
 		kv(w, "Templates", "none")
 	} else {

@@ -14,11 +14,11 @@ import (
 
 func getTenant(t *testing.T, addr, name string) vt.Tenant {
 	t.Helper()
-	var r tenantReply
+	var r vt.Tenant
 	if err := json.Unmarshal([]byte(mustRun(t, addr, "tenant", "get", name, "--json")), &r); err != nil {
 		t.Fatal(err)
 	}
-	return r.Tenant
+	return r
 }
 
 // settle waits until the daemon's reconciler has finished with the tenants: each is in a
@@ -60,7 +60,7 @@ func TestTenantRoundTrip(t *testing.T) {
 		{"create with limits, templates and parameters",
 			[]string{"tenant", "create", "web", "--index", "7", "--cpus", "0.5", "--memory", "2G", "--storage", "20GiB",
 				"--template", "machine:web:debian-web", "--template", "sysext:tools:tools", "--param", "MTU=1400", "--network-features", "wireguard"},
-			0, `tenant "web" created: network index 7, running`,
+			0, `tenant "web" created: network index 7, desired state running, phase `,
 			func(t *testing.T) {
 				got := getTenant(t, d.addr, "web")
 				if got.NetworkIndex != 7 || got.Resources != (vt.Resources{Cpus: 0.5, MemoryBytes: 2 << 30, StorageBytes: 20 << 30}) {
@@ -116,7 +116,7 @@ func TestTenantRoundTrip(t *testing.T) {
 				t.Errorf("desired %s", got.DesiredState)
 			}
 		}},
-		{"delete", []string{"tenant", "delete", "db"}, 0, `tenant "db" is being deleted`, nil},
+		{"delete", []string{"tenant", "delete", "db", "--force"}, 0, `tenant "db" is being deleted`, nil},
 		{"delete --wait returns once the tenant is gone", []string{"tenant", "delete", "web", "--wait"}, 0, `tenant "web" deleted`, func(t *testing.T) {
 			if r := bbctl(t, d.addr, "tenant", "get", "web"); r.code != ExitNotFound {
 				t.Errorf("get after delete --wait: exit %d", r.code)
@@ -151,28 +151,27 @@ func TestJSONOutputParsesBack(t *testing.T) {
 	if out := mustRun(t, d.addr, "tenant", "list", "--json"); strings.TrimSpace(out) != "[]" {
 		t.Errorf("empty list: %q, want []", out)
 	}
-	var created tenantReply
+	var created vt.Tenant
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "--json", "tenant", "create", "a", "--memory", "512M")), &created); err != nil {
 		t.Fatal(err)
 	}
-	if created.Tenant.Name != "a" || created.Tenant.Resources.MemoryBytes != 512<<20 || created.Tenant.Revision == 0 {
-		t.Errorf("create reply %+v", created.Tenant)
+	if created.Name != "a" || created.Resources.MemoryBytes != 512<<20 || created.Revision == 0 {
+		t.Errorf("create reply %+v", created)
 	}
 	mustRun(t, d.addr, "tenant", "create", "b")
-	var list []tenantReply
+	var list []vt.Tenant
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "tenant", "list", "--json")), &list); err != nil {
 		t.Fatal(err)
 	}
-	if len(list) != 2 || list[0].Tenant.Name != "a" || list[1].Tenant.Name != "b" {
+	if len(list) != 2 || list[0].Name != "a" || list[1].Name != "b" {
 		t.Errorf("list: %+v", list)
 	}
-	if got := getTenant(t, d.addr, "a"); got.CreatedAt != created.Tenant.CreatedAt || got.CreateRevision != created.Tenant.CreateRevision ||
-		got.Resources != created.Tenant.Resources {
-		t.Errorf("get %+v, created %+v", got, created.Tenant)
+	if got := getTenant(t, d.addr, "a"); got.CreatedAt != created.CreatedAt || got.CreateRevision != created.CreateRevision ||
+		got.Resources != created.Resources {
+		t.Errorf("get %+v, created %+v", got, created)
 	}
-	var empty map[string]any
-	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "tenant", "delete", "b", "--json")), &empty); err != nil || len(empty) != 0 {
-		t.Errorf("delete --json: %v %v, want {}", empty, err)
+	if out := mustRun(t, d.addr, "tenant", "delete", "b", "--force", "--json"); out != "" {
+		t.Errorf("delete --json printed %q, want nothing", out)
 	}
 }
 
@@ -243,11 +242,17 @@ func (lr *lineReader) next(t *testing.T) string {
 // startWatch runs bbctl with args in the background; cancel ends it, and wait returns its code.
 func startWatch(t *testing.T, addr string, args ...string) (lr *lineReader, cancel func(), wait func() int) {
 	t.Helper()
+	return startWatchTo(t, addr, io.Discard, args...)
+}
+
+// startWatchTo is startWatch with bbctl's standard error going to stderr.
+func startWatchTo(t *testing.T, addr string, stderr io.Writer, args ...string) (lr *lineReader, cancel func(), wait func() int) {
+	t.Helper()
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	go func() {
-		app := testApp(addr, pw, io.Discard)
+		app := testApp(addr, pw, stderr)
 		done <- app.Run(ctx, args)
 		pw.Close()
 	}()
@@ -262,20 +267,33 @@ func TestTenantWatch(t *testing.T) {
 
 	t.Run("human lines, current tenants first", func(t *testing.T) {
 		lr, cancel, wait := startWatch(t, d.addr, "tenant", "watch")
-		if l := lr.next(t); !strings.Contains(l, "added") || !strings.Contains(l, " old ") || !strings.Contains(l, "index=1") {
+		if l := lr.next(t); !strings.HasSuffix(l, "added    old: desired state running, phase ready, index 1") {
 			t.Errorf("first line %q, want old as added", l)
 		}
 		mustRun(t, d.addr, "tenant", "create", "new")
-		if l := lr.next(t); !strings.Contains(l, "added") || !strings.Contains(l, " new ") {
+		if l := lr.next(t); !strings.Contains(l, "added    new: desired state running, phase ") {
 			t.Errorf("line %q, want new as added", l)
 		}
 		settle(t, d.addr, "new")
+		mustRun(t, d.addr, "tenant", "update", "new", "--cpus", "2")
+		lr.until(t, func(l string) bool { return strings.HasSuffix(l, "modified new: resources changed") })
 		mustRun(t, d.addr, "tenant", "stop", "new")
-		// The reconciler's status updates come as modified events too.
-		lr.until(t, func(l string) bool { return strings.Contains(l, "modified new desired=stopped") })
+		// Each line says what changed: the desired state, then the phase as the reconciler
+		// moves it.
+		lr.until(t, func(l string) bool { return strings.HasSuffix(l, "modified new: desired state running -> stopped") })
+		lr.until(t, func(l string) bool { return strings.Contains(l, "modified new: phase ready -> ") })
 		cancel()
 		if code := wait(); code != 0 {
 			t.Errorf("interrupted watch exited %d, want 0", code)
+		}
+	})
+
+	t.Run("an unknown tenant is an error", func(t *testing.T) {
+		for _, asJSON := range []string{"--json=false", "--json"} {
+			r := bbctl(t, d.addr, "tenant", "watch", "nope", asJSON, "--timeout", "5s")
+			if r.code != ExitNotFound || !strings.Contains(r.stderr, `tenant \"nope\" not found`) && !strings.Contains(r.stderr, `tenant "nope" not found`) {
+				t.Errorf("watch nope %s: %+v", asJSON, r)
+			}
 		}
 	})
 
@@ -284,18 +302,18 @@ func TestTenantWatch(t *testing.T) {
 		lr, cancel, wait := startWatch(t, d.addr, "tenant", "watch", "old", "--revision", itoa(rev), "--json")
 		mustRun(t, d.addr, "tenant", "update", "new", "--cpus", "3") // another tenant: filtered out
 		mustRun(t, d.addr, "tenant", "update", "old", "--cpus", "2")
-		var ev eventReply
+		var ev vt.Event
 		lr.until(t, func(l string) bool {
 			if err := json.Unmarshal([]byte(l), &ev); err != nil {
 				t.Fatalf("line %q: %v", l, err)
 			}
-			if ev.Event.Name != "old" || ev.Event.Revision <= rev {
-				t.Errorf("event %+v: another tenant, or not after revision %d", ev.Event, rev)
+			if ev.Name != "old" || ev.Revision <= rev {
+				t.Errorf("event %+v: another tenant, or not after revision %d", ev, rev)
 			}
-			return ev.Event.Tenant != nil && ev.Event.Tenant.Resources.Cpus == 2
+			return ev.Tenant != nil && ev.Tenant.Resources.Cpus == 2
 		})
-		if ev.Event.Type != "modified" {
-			t.Errorf("event %+v", ev.Event)
+		if ev.Type != "modified" {
+			t.Errorf("event %+v", ev)
 		}
 		cancel()
 		wait()
@@ -314,7 +332,7 @@ func TestTenantDeleteWait(t *testing.T) {
 	mustRun(t, d.addr, "tenant", "create", "doomed")
 	// The daemon's reconciler tears the tenant down and then drops its record; delete --wait
 	// follows the tenant until then.
-	r := bbctl(t, d.addr, "tenant", "delete", "doomed", "--wait", "--timeout", "10s")
+	r := bbctl(t, d.addr, "tenant", "delete", "doomed", "--force", "--wait", "--timeout", "10s")
 	if r.code != 0 || r.stdout != "tenant \"doomed\" deleted\n" {
 		t.Fatalf("exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}

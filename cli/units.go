@@ -137,6 +137,24 @@ func formatAge(now time.Time, rfc3339 string) string {
 	}
 }
 
+// formatTime prints an RFC 3339 time for people: to the second, in the local time zone, and
+// how long ago (or, in the future, how soon): "2026-12-07 21:22:05 UTC (3m ago)". A time that does not parse is printed as
+// it came.
+func formatTime(now time.Time, rfc3339 string) string {
+	t, err := time.Parse(time.RFC3339Nano, rfc3339)
+	if err != nil {
+		return rfc3339
+	}
+	at := t.In(now.Location()).Format(humanTime)
+	if d := t.Sub(now); d > time.Second {
+		return fmt.Sprintf("%s (in %s)", at, formatAge(t, now.Format(time.RFC3339Nano)))
+	}
+	return fmt.Sprintf("%s (%s ago)", at, formatAge(now, rfc3339))
+}
+
+// humanTime is the layout of formatTime.
+const humanTime = "2006-01-02 15:04:05 MST"
+
 func shortCommit(c string) string {
 	if len(c) > 12 {
 		return c[:12]

@@ -98,3 +98,18 @@ func TestFormatAge(t *testing.T) {
 		t.Errorf("bad time: %q", got)
 	}
 }
+
+func TestFormatTime(t *testing.T) {
+	now := time.Date(2026, 12, 7, 21, 25, 0, 0, time.UTC)
+	for _, c := range []struct{ in, want string }{
+		{"2026-12-07T21:22:05.123456789Z", "2026-12-07 21:22:05 UTC (2m ago)"},
+		{"2026-12-07T22:22:05+01:00", "2026-12-07 21:22:05 UTC (2m ago)"},
+		{"2026-11-07T21:25:00Z", "2026-11-07 21:25:00 UTC (30d ago)"},
+		{"2026-12-07T22:25:00Z", "2026-12-07 22:25:00 UTC (in 60m)"},
+		{"yesterday", "yesterday"},
+	} {
+		if got := formatTime(now, c.in); got != c.want {
+			t.Errorf("formatTime(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

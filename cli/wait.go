@@ -262,7 +262,7 @@ func (w *waiter) see(t *vt.Tenant) bool {
 			if w.conds[c.Type] != c.Status {
 				w.conds[c.Type] = c.Status
 				line := fmt.Sprintf("condition %s %s", c.Type, c.Status)
-				if why := joinNonEmpty(": ", c.Reason, c.Message); c.Status != "true" && why != "" {
+				if why := joinNonEmpty(": ", c.Reason, firstLine(c.Message)); c.Status != "true" && why != "" {
 					line += " (" + why + ")"
 				}
 				w.printf("%s", line)

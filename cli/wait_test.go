@@ -260,7 +260,7 @@ func TestWaitEndToEnd(t *testing.T) {
 			[]string{`tenant "broken" created`}, []string{`bbctl: tenant "broken": failed: BrokenReady: the test says no`, "broken: phase failed"}},
 		{"start --wait of a tenant that failed before", []string{"tenant", "start", "broken", "--wait", "--timeout", "10s"}, ExitFailure,
 			nil, []string{`bbctl: tenant "broken": failed: BrokenReady: the test says no`}},
-		{"delete --wait several", []string{"tenant", "delete", "b", "broken", "--wait", "--timeout", "10s"}, 0,
+		{"delete --wait several", []string{"tenant", "delete", "b", "broken", "--force", "--wait", "--timeout", "10s"}, 0,
 			[]string{`tenant "b" deleted`, `tenant "broken" deleted`}, nil},
 	}
 	for _, c := range cases {
@@ -285,11 +285,11 @@ func TestWaitEndToEnd(t *testing.T) {
 	t.Run("start --wait --json: the tenants when the wait ended, no progress lines", func(t *testing.T) {
 		mustRun(t, d.addr, "tenant", "create", "c", "--stopped")
 		r := bbctl(t, d.addr, "tenant", "start", "a", "c", "--wait", "--json", "--timeout", "10s")
-		var got []tenantReply
+		var got []vt.Tenant
 		if err := json.Unmarshal([]byte(r.stdout), &got); r.code != 0 || err != nil {
 			t.Fatalf("exit %d, %v: stdout %q, stderr %q", r.code, err, r.stdout, r.stderr)
 		}
-		if len(got) != 2 || got[0].Tenant.Name != "a" || got[1].Tenant.Name != "c" || got[0].Tenant.Phase != "ready" || got[1].Tenant.Phase != "ready" {
+		if len(got) != 2 || got[0].Name != "a" || got[1].Name != "c" || got[0].Phase != "ready" || got[1].Phase != "ready" {
 			t.Errorf("replies %+v", got)
 		}
 		if r.stderr != "" {
@@ -327,5 +327,56 @@ func TestAfterObserved(t *testing.T) {
 	}
 	if v := g(nil); v.failure == "" {
 		t.Fatalf("a deleted tenant must still be judged: %+v", v)
+	}
+}
+
+// gateStep keeps every tenant degraded with a false Gate condition, so that a wait for ready
+// goes on until a daemon without it takes over.
+type gateStep struct{}
+
+func (gateStep) Name() string { return "Gate" }
+
+func (gateStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Condition, error) {
+	return []tenant.Condition{{Type: "Gate", Status: "false", Reason: "Closed", Message: "the test holds it", LastTransitionTime: time.Now()}}, nil
+}
+
+func (gateStep) Teardown(ctx context.Context, t *tenant.Tenant) error { return nil }
+
+// TestWaitSurvivesDaemonRestart: tenant create --wait follows a tenant the first daemon keeps
+// degraded; the daemon is restarted without the gate, and the wait reconnects, resumes and
+// ends when the new daemon makes the tenant ready.
+func TestWaitSurvivesDaemonRestart(t *testing.T) {
+	dir := t.TempDir()
+	d, stop := startDaemonIn(t, dir, func(cfg *daemon.Config) { cfg.Steps = append(cfg.Steps, gateStep{}) })
+	var stdout, stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		app := testApp(d.addr, &stdout, &stderr)
+		done <- app.Run(t.Context(), []string{"tenant", "create", "a", "--wait", "--timeout", "60s"})
+	}()
+	waitFor := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(stderr.String(), what) {
+			if time.Now().After(deadline) {
+				t.Fatalf("stderr %q never said %q", stderr.String(), what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitFor("a: condition Gate false (Closed: the test holds it)")
+	stop()
+	waitFor("reconnecting")
+	startDaemonIn(t, dir)
+	select {
+	case code := <-done:
+		if code != 0 || !strings.Contains(stdout.String(), `tenant "a": desired state running, phase ready`) {
+			t.Errorf("exit %d, stdout %q, stderr %q", code, stdout.String(), stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the wait did not end after the restart: stderr %q", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "reconnected; resuming after revision") || !strings.Contains(stderr.String(), "a: phase ready") {
+		t.Errorf("stderr %q", stderr.String())
 	}
 }

@@ -22,25 +22,21 @@ func TestBbctl(t *testing.T) {
 
 	// Created with bbctl, read with varlinkctl.
 	r := bbctl(asRoot, "--json", "tenant", "create", "cli-one", "--stopped", "--param", "K=v")
-	var created struct {
-		Tenant tenant `json:"tenant"`
-	}
+	var created tenant
 	r.decode(t, &created)
 	got := d.tenantCall(t, asRoot, "Get", `{"name":"cli-one"}`)
-	if !sameTenant(got, created.Tenant) || got.DesiredState != "stopped" || got.Parameters["K"] != "v" {
-		t.Errorf("bbctl created %+v; varlinkctl reads %+v", created.Tenant, got)
+	if !sameTenant(got, created) || got.DesiredState != "stopped" || got.Parameters["K"] != "v" {
+		t.Errorf("bbctl created %+v; varlinkctl reads %+v", created, got)
 	}
 
-	// Created with varlinkctl, listed with bbctl (--json: an array, like varlinkctl --collect).
+	// Created with varlinkctl, listed with bbctl (--json: an array of the tenants).
 	two := d.create(t, `{"name":"cli-two"}`)
-	var listed []struct {
-		Tenant tenant `json:"tenant"`
-	}
+	var listed []tenant
 	if err := json.Unmarshal([]byte(bbctl(asRoot, "--json", "tenant", "list").stdout), &listed); err != nil || len(listed) != 2 {
 		t.Fatalf("bbctl --json tenant list: %d entries, %v", len(listed), err)
 	}
-	if !sameTenant(listed[1].Tenant, two) {
-		t.Errorf("bbctl lists %+v; varlinkctl created %+v", listed[1].Tenant, two)
+	if !sameTenant(listed[1], two) {
+		t.Errorf("bbctl lists %+v; varlinkctl created %+v", listed[1], two)
 	}
 	// The human table names both.
 	if out := bbctl(asRoot, "tenant", "list").stdout; !strings.Contains(out, "cli-one") || !strings.Contains(out, "cli-two") {
@@ -71,9 +67,25 @@ func TestBbctl(t *testing.T) {
 		t.Errorf("plain user get: %v", r)
 	}
 
-	// bbctl version reports the daemon's version too.
+	// bbctl version reports the daemon's version too, and bbctl's own, from the same build,
+	// is the same.
 	version := strings.TrimSpace(mustRun(t, d.h, bitbuilderd, "--version"))
-	if r := bbctl(asRoot, "version"); r.exit != 0 || !strings.Contains(r.stdout, version) {
-		t.Errorf("bbctl version: %v, want the daemon's %s in it", r, version)
+	if r := bbctl(asRoot, "version"); r.exit != 0 || strings.Count(r.stdout, version) != 2 {
+		t.Errorf("bbctl version: %v, want bbctl's and the daemon's version %s in it", r, version)
+	}
+	if r := bbctl(asRoot, "tenant", "get", "--version"); r.exit != 0 || r.stdout != "bbctl "+version+"\n" {
+		t.Errorf("bbctl tenant get --version: %v, want %s", r, version)
+	}
+
+	// With --json a real daemon's error is JSON on standard error, with the same exit code.
+	r = bbctl(asRoot, "--json", "tenant", "get", "nope")
+	var jerr struct {
+		Error      string            `json:"error"`
+		Parameters map[string]string `json:"parameters"`
+		Message    string            `json:"message"`
+	}
+	if err := json.Unmarshal([]byte(r.stderr), &jerr); err != nil || r.exit != 3 || r.stdout != "" ||
+		jerr.Error != "io.bitbuilder.Tenant.NoSuchTenant" || jerr.Parameters["name"] != "nope" || !strings.Contains(jerr.Message, `"nope" not found`) {
+		t.Errorf("bbctl --json tenant get nope: %v (%v)", r, err)
 	}
 }

@@ -12,6 +12,11 @@
 #   $(PREFIX)/lib/systemd/system/bitbuilderd.{service,socket}, bitbuilderd-ro.socket
 #   $(PREFIX)/lib/sysusers.d/bitbuilder.conf, $(PREFIX)/lib/tmpfiles.d/bitbuilder.conf
 #   $(PREFIX)/lib/sysctl.d/50-bitbuilder.conf            inotify limits for many containers
+#   $(PREFIX)/share/man/man1/bbctl.1, man8/bitbuilderd.8  the man pages (packaging/man, generated from the help text)
+#   $(PREFIX)/share/bash-completion/completions/bbctl     bash-completion's directory for lazily loaded completions
+#   $(PREFIX)/share/zsh/vendor-completions/_bbctl         on zsh's $fpath on Debian (BB_ZSHCOMPDIR=.../site-functions
+#                                                         for zsh's upstream default)
+#   $(PREFIX)/share/fish/vendor_completions.d/bbctl.fish  fish's directory for completions of installed programs
 #
 # Variables: DESTDIR (staging root, default empty), PREFIX (default /usr), BB_BIN (where the built binaries are,
 # default ./bin). Rendered tenant units and the generator assume PREFIX=/usr (package units' Config defaults).
@@ -32,6 +37,10 @@ BB_GENERATORDIR := $(PREFIX)/lib/systemd/system-generators
 BB_SYSUSERSDIR := $(PREFIX)/lib/sysusers.d
 BB_TMPFILESDIR := $(PREFIX)/lib/tmpfiles.d
 BB_SYSCTLDIR := $(PREFIX)/lib/sysctl.d
+BB_MANDIR := $(PREFIX)/share/man
+BB_BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+BB_ZSHCOMPDIR ?= $(PREFIX)/share/zsh/vendor-completions
+BB_FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
 
 BB_PROGRAMS := bitbuilderd bbctl bitbuilder-generator
 
@@ -54,3 +63,10 @@ install:
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/sysusers.d/bitbuilder.conf" "$(DESTDIR)$(BB_SYSUSERSDIR)/bitbuilder.conf"
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/tmpfiles.d/bitbuilder.conf" "$(DESTDIR)$(BB_TMPFILESDIR)/bitbuilder.conf"
 	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/sysctl.d/50-bitbuilder.conf" "$(DESTDIR)$(BB_SYSCTLDIR)/50-bitbuilder.conf"
+	$(BB_INSTALL) -d -m 0755 "$(DESTDIR)$(BB_MANDIR)/man1" "$(DESTDIR)$(BB_MANDIR)/man8" \
+		"$(DESTDIR)$(BB_BASHCOMPDIR)" "$(DESTDIR)$(BB_ZSHCOMPDIR)" "$(DESTDIR)$(BB_FISHCOMPDIR)"
+	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/man/bbctl.1" "$(DESTDIR)$(BB_MANDIR)/man1/bbctl.1"
+	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/man/bitbuilderd.8" "$(DESTDIR)$(BB_MANDIR)/man8/bitbuilderd.8"
+	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/completions/bbctl.bash" "$(DESTDIR)$(BB_BASHCOMPDIR)/bbctl"
+	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/completions/_bbctl" "$(DESTDIR)$(BB_ZSHCOMPDIR)/_bbctl"
+	$(BB_INSTALL) -m 0644 "$(BB_PACKAGING)/completions/bbctl.fish" "$(DESTDIR)$(BB_FISHCOMPDIR)/bbctl.fish"

@@ -66,6 +66,50 @@ func TestInstallLayout(t *testing.T) {
 			if !bytes.Equal(b.Bytes(), want) {
 				t.Errorf("installed tree differs from %s:\n--- got\n%s--- want\n%s", golden, b.Bytes(), want)
 			}
+			// The man pages and completions are the committed ones, where man and the shells look.
+			for src, dst := range map[string]string{
+				"man/bbctl.1":            "share/man/man1/bbctl.1",
+				"man/bitbuilderd.8":      "share/man/man8/bitbuilderd.8",
+				"completions/bbctl.bash": "share/bash-completion/completions/bbctl",
+				"completions/_bbctl":     "share/zsh/vendor-completions/_bbctl",
+				"completions/bbctl.fish": "share/fish/vendor_completions.d/bbctl.fish",
+			} {
+				want, err := os.ReadFile(filepath.Join("../../packaging", src))
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, err := os.ReadFile(filepath.Join(stage, prefix, dst))
+				if err != nil || !bytes.Equal(got, want) {
+					t.Errorf("%s%s is not packaging/%s: %v", prefix, dst, src, err)
+				}
+			}
+			// bash-completion loads the installed file by the command's name; it registers bbctl.
+			bash := testpolicy.RequireTool(t, "bash")
+			out, err = exec.CommandContext(t.Context(), bash, "-c", `source "$1" && complete -p bbctl`, "bash",
+				filepath.Join(stage, prefix, "share/bash-completion/completions/bbctl")).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "complete -F _bbctl bbctl") {
+				t.Errorf("the installed bash completion does not register bbctl: %v\n%s", err, out)
+			}
+			// zsh finds _bbctl on its $fpath, fish completes bbctl from its vendor directory, and
+			// man finds both pages under the prefix.
+			zsh := testpolicy.RequireTool(t, "zsh")
+			out, err = exec.CommandContext(t.Context(), zsh, "-fc", `fpath=($1 $fpath); autoload -Uz compinit; compinit -u -d "$2"; print -r -- $_comps[bbctl]`, "zsh",
+				filepath.Join(stage, prefix, "share/zsh/vendor-completions"), filepath.Join(t.TempDir(), "zcompdump")).CombinedOutput()
+			if err != nil || strings.TrimSpace(string(out)) != "_bbctl" {
+				t.Errorf("zsh does not load the installed completion for bbctl: %v\n%s", err, out)
+			}
+			fish := testpolicy.RequireTool(t, "fish")
+			cmd := exec.CommandContext(t.Context(), fish, "--no-config", "-c", `set fish_complete_path $argv[1] $fish_complete_path; complete -C"bbctl ten"`,
+				filepath.Join(stage, prefix, "share/fish/vendor_completions.d"))
+			cmd.Env = append(os.Environ(), "PATH="+bin+":"+os.Getenv("PATH"))
+			if out, err = cmd.CombinedOutput(); err != nil || !strings.HasPrefix(string(out), "tenant\t") {
+				t.Errorf("fish does not complete bbctl from the installed file: %v\n%s", err, out)
+			}
+			man := testpolicy.RequireTool(t, "man")
+			out, err = exec.CommandContext(t.Context(), man, "-M", filepath.Join(stage, prefix, "share/man"), "-w", "bbctl", "bitbuilderd").CombinedOutput()
+			if err != nil || strings.Count(string(out), "\n") != 2 {
+				t.Errorf("man does not find the installed pages: %v\n%s", err, out)
+			}
 			unit, err := os.ReadFile(filepath.Join(stage, prefix, "lib/systemd/system/bitbuilderd.service"))
 			if err != nil {
 				t.Fatal(err)

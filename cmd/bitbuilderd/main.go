@@ -22,6 +22,9 @@ import (
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return // -h, --help: the usage was printed; asking for it is no error
+		}
 		fmt.Fprintln(os.Stderr, "bitbuilderd:", err)
 		os.Exit(1)
 	}
