@@ -30,6 +30,8 @@ var (
 	ErrNoSuchMachine = errors.New("no such machine")
 	// ErrNoSuchPeer is matched by *PeerError.
 	ErrNoSuchPeer = errors.New("no such peer")
+	// ErrNoSuchUser is matched by *UserError (users.go).
+	ErrNoSuchUser = errors.New("no such user")
 )
 
 // NameError says why a tenant name is refused.
