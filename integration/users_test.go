@@ -176,6 +176,11 @@ func TestUsersHomed(t *testing.T) {
 		"/home/alice alice 700\n/home/alice/.profile alice 644\n/home/alice/.config/systemd/user/tenant-motd.service alice 644\n/home/alice/.ssh alice 700\n/home/alice/.ssh/authorized_keys alice 600\n" {
 		t.Errorf("the home in the container:\n%s", out)
 	}
+	// On the host the files carry the machine's uid range when nspawn chowned the root into it (ownership "chown"),
+	// or the machine's own uids under an idmapped mount ("map"): either way the daemon wrote them as the root's
+	// owner plus the uid inside.
+	root := d.stateDir + "/tenants/us/machines/web/rootfs"
+	t.Logf("on the host (uid gid name): %s", mustRun(t, h, "stat", "-c", "%u %g %n", root, root+"/home/alice", root+"/etc/userdb/alice.user"))
 	if out := mustRun(t, h, "nsenter", "-t", leader, "-a", "cat", "/home/alice/.ssh/authorized_keys"); out != userKey+"\n" {
 		t.Errorf("authorized_keys = %q", out)
 	}
