@@ -216,13 +216,13 @@ func validateUsers(ctx context.Context, t *Tenant, inspect UserInspector) error 
 }
 
 // allocateUID gives u a uid when it has none: the homed template's, else the lowest of the regular
-// range that no other user of t and no user of a machine base of t has.
+// range that no other user of t and no user of a machine base of t has (without inspect: no other user of t).
 func allocateUID(ctx context.Context, t *Tenant, u *User, inspect UserInspector) error {
-	if u.UID != 0 || inspect == nil {
+	if u.UID != 0 {
 		return nil
 	}
 	i := slices.IndexFunc(t.Templates, func(tu TemplateUse) bool { return tu.Role == "homed" && tu.Name == u.Template })
-	if i >= 0 && t.Templates[i].Commit != "" {
+	if inspect != nil && i >= 0 && t.Templates[i].Commit != "" {
 		info, err := inspect.HomedInfo(ctx, t.Templates[i].Template, t.Templates[i].Commit)
 		if err != nil {
 			return &TemplateError{Template: t.Templates[i].Template, Err: err}
@@ -242,7 +242,7 @@ func allocateUID(ctx context.Context, t *Tenant, u *User, inspect UserInspector)
 			role = "machine"
 		}
 		j := slices.IndexFunc(t.Templates, func(tu TemplateUse) bool { return tu.Role == role && tu.Name == m.Template })
-		if j < 0 || t.Templates[j].Commit == "" {
+		if inspect == nil || j < 0 || t.Templates[j].Commit == "" {
 			continue
 		}
 		base, err := inspect.BaseUsers(ctx, t.Templates[j].Template, t.Templates[j].Commit, role)
