@@ -76,14 +76,6 @@ type UserSpec struct {
 	Template string
 }
 
-// UserError says why a user cannot be provisioned: the file (of the template or the machine's root) or
-// the field at fault, and the rule. Nothing of the user was written.
-type UserError struct {
-	User, Path, Reason string
-}
-
-func (e *UserError) Error() string { return fmt.Sprintf("user %s: %s: %s", e.User, e.Path, e.Reason) }
-
 // userdb record fields the daemon sets itself, or that a drop-in record must not carry: the rest of the
 // template's record is kept as it is.
 var ownedFields = []string{"userName", "uid", "gid", "homeDirectory", "privileged", "secret", "status", "signature", "binding", "perMachine"}

@@ -50,16 +50,6 @@ func (t *Tenant) UserOf(name string) *User {
 	return nil
 }
 
-// UserError names a user a tenant does not have.
-type UserError struct {
-	Tenant, User string
-}
-
-func (e *UserError) Error() string { return fmt.Sprintf("tenant %q has no user %q", e.Tenant, e.User) }
-
-// Is makes errors.Is(err, ErrNoSuchUser) true.
-func (e *UserError) Is(target error) bool { return target == ErrNoSuchUser }
-
 // UserInfo is what the daemon knows of the templates a user touches.
 type UserInfo struct {
 	// UID is the uid the homed template's user record sets, 0 if none.
