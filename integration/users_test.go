@@ -124,6 +124,7 @@ func TestUsersHomed(t *testing.T) {
 		r.decode(t, &reply)
 		return reply.Tenant.Users
 	}
+	addedAt := time.Now()
 	r := d.call(t, asRoot, "io.bitbuilder.Tenant.AddUser", fmt.Sprintf(`{"name":"us","user":"alice","template":"home","sshAuthorizedKeys":[%q]}`, userKey))
 	if r.exit != 0 {
 		t.Fatalf("AddUser: %v", r)
@@ -145,6 +146,7 @@ func TestUsersHomed(t *testing.T) {
 		got := d.tenantCall(t, asRoot, "Get", `{"name":"us"}`)
 		return r.exit == 0, fmt.Sprintf("getent passwd alice: %v; conditions %v", r, conditions(t, got))
 	})
+	t.Logf("AddUser to getent passwd in the container: %v", time.Since(addedAt).Round(time.Millisecond))
 	eventually(t, time.Minute, func() (bool, string) {
 		c := conditions(t, d.tenantCall(t, asRoot, "Get", `{"name":"us"}`))["UsersProvisioned"]
 		return c.Status == "true", fmt.Sprintf("UsersProvisioned: %+v", c)
@@ -219,6 +221,7 @@ func TestUsersHomed(t *testing.T) {
 	}
 
 	// Removing it from the record removes it from the container: its records and its home.
+	removedAt := time.Now()
 	if r := mustRun(t, h, guestBin+"/bbctl", "--address", "unix:"+d.socket, "tenant", "user", "remove", "us", "alice"); !strings.Contains(r, "removed") {
 		t.Errorf("bbctl tenant user remove: %s", r)
 	}
@@ -226,6 +229,7 @@ func TestUsersHomed(t *testing.T) {
 		r := inside("getent", "passwd", "alice")
 		return r.exit == 2, fmt.Sprintf("getent passwd alice after removal: %v", r)
 	})
+	t.Logf("bbctl tenant user remove to the user gone from the container: %v", time.Since(removedAt).Round(time.Millisecond))
 	if out := mustRun(t, h, "nsenter", "-t", leader, "-a", "ls", "-A", "/etc/userdb", "/home"); strings.Contains(out, "alice") || strings.Contains(out, uid) || strings.Contains(out, ".bitbuilder") {
 		t.Errorf("the removed user left something in the container:\n%s", out)
 	}
