@@ -84,6 +84,9 @@ func TestUsersHomed(t *testing.T) {
 		{"home-sysuid", "H3", "config/user-record.json", write("config/user-record.json", `{"userName":"tenant","disposition":"regular","uid":500}`)},
 		{"home-hash", "H2", "home-skeleton/.config/passwd-backup", write("home-skeleton/.config/passwd-backup", "tenant:$6$saltsaltsalt$8nVxoIqYbqbbXcOTzu9NAy4iJbXgYT0aDpUqv3i7j3aTTh4qv1v2W7yJxkDVa4JtIzF2uGZ5eDd5kPFeJr0uG1:19000:0\n")},
 		{"home-link", "H4", "home-skeleton/.ssh/known_hosts", func(dir string) {
+			if err := os.MkdirAll(filepath.Join(dir, "home-skeleton/.ssh"), 0o755); err != nil {
+				t.Fatal(err)
+			}
 			if err := os.Symlink("/etc/ssh/ssh_known_hosts", filepath.Join(dir, "home-skeleton/.ssh/known_hosts")); err != nil {
 				t.Fatal(err)
 			}

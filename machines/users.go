@@ -381,14 +381,19 @@ func writeKeys(r *os.Root, home string, keys []string, owner int) error {
 	if err := r.Mkdir(ssh, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return err
 	}
-	if fi, err := r.Lstat(ssh); err != nil || !fi.IsDir() {
+	fi, err := r.Lstat(ssh)
+	if err != nil || !fi.IsDir() {
 		return fmt.Errorf("%s is not a directory", ssh)
 	}
-	if err := r.Lchown(ssh, owner, owner); err != nil {
-		return err
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != owner || int(st.Gid) != owner {
+		if err := r.Lchown(ssh, owner, owner); err != nil {
+			return err
+		}
 	}
-	if err := r.Chmod(ssh, 0o700); err != nil {
-		return err
+	if fi.Mode().Perm() != 0o700 {
+		if err := r.Chmod(ssh, 0o700); err != nil {
+			return err
+		}
 	}
 	var b bytes.Buffer
 	for _, k := range keys {
