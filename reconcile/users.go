@@ -126,7 +126,7 @@ func (s *UsersStep) settled(ctx context.Context, tn, name string) (bool, error) 
 func (s *UsersStep) syncMachine(ctx context.Context, t *tenant.Tenant, name string, mp units.MachinePaths, manifest []machines.ProvisionedUser) (int, error) {
 	var errs []error
 	// Users that left the record, or whose uid changed: removed first, then dropped from the manifest.
-	keep := manifest[:0:0]
+	keep, onDisk := manifest[:0:0], manifest
 	for _, p := range manifest {
 		if u := t.UserOf(p.Name); u != nil && u.UID == p.UID {
 			keep = append(keep, p)
@@ -158,11 +158,12 @@ func (s *UsersStep) syncMachine(ctx context.Context, t *tenant.Tenant, name stri
 		known := slices.Contains(keep, entry)
 		if !known {
 			// Recorded before anything is written, so a crash mid-way is cleaned up if the user leaves.
-			if err := machines.WriteUsersManifest(mp.Dir, append(slices.Clone(keep), entry)); err != nil {
+			intent := append(slices.Clone(keep), entry)
+			if err := machines.WriteUsersManifest(mp.Dir, intent); err != nil {
 				errs = append(errs, fmt.Errorf("machine %s: %w", name, err))
 				continue
 			}
-			keep = append(keep, entry)
+			keep, onDisk = append(keep, entry), intent
 		}
 		err := machines.ProvisionUser(mp.Root, machines.UserSpec{Name: u.Name, UID: u.UID, Keys: u.SSHAuthorizedKeys, Template: src})
 		if err != nil {
@@ -175,10 +176,25 @@ func (s *UsersStep) syncMachine(ctx context.Context, t *tenant.Tenant, name stri
 		}
 		n++
 	}
-	if err := machines.WriteUsersManifest(mp.Dir, keep); err != nil {
-		errs = append(errs, fmt.Errorf("machine %s: %w", name, err))
+	if !sameUsers(keep, onDisk) {
+		if err := machines.WriteUsersManifest(mp.Dir, keep); err != nil {
+			errs = append(errs, fmt.Errorf("machine %s: %w", name, err))
+		}
 	}
 	return n, errors.Join(errs...)
+}
+
+// sameUsers reports whether a and b list the same users, in any order.
+func sameUsers(a, b []machines.ProvisionedUser) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, p := range a {
+		if !slices.Contains(b, p) {
+			return false
+		}
+	}
+	return true
 }
 
 // homedUse returns t's homed template use named name.
