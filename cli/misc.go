@@ -12,6 +12,7 @@ func commands() []*command {
 	var all []*command
 	all = append(all, tenantCommands()...)
 	all = append(all, machineCommands()...)
+	all = append(all, userCommands()...)
 	all = append(all, templateCommands()...)
 	all = append(all, templateInfoCommands()...)
 	all = append(all, networkCommands()...)

@@ -150,7 +150,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer reg.Close()
 
-	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax, Templates: templateResolver{reg}})
+	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax, Templates: newUserResolver(templateResolver{reg}, cfg.StateDir)})
 	if err != nil {
 		return err
 	}
@@ -190,6 +190,9 @@ func Run(ctx context.Context, cfg Config) error {
 					"StartMachine":   {Access: rpc.Write},
 					"StopMachine":    {Access: rpc.Write},
 					"RestartMachine": {Access: rpc.Write},
+
+					"AddUser":    {Access: rpc.Write},
+					"RemoveUser": {Access: rpc.Write},
 				},
 			},
 			{

@@ -115,6 +115,7 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 			NetworkDir: hc.NetworkDir, NetworkReload: netconf.NetworkdBus{}.Reload, VMAddresses: vmAddresses,
 			Log: log.With("component", "machines"),
 		},
+		&reconcile.UsersStep{Host: hn.machines, Units: hc.Units, TenantsDir: tenantsDir, Log: log.With("component", "users")},
 	}
 	log.Info("host steps enabled", "networkDir", hc.NetworkDir, "unitDir", hc.UnitDir, "bootRegistry", hc.BootRegistry)
 	boot, prune := reconcile.BootRegistry(hc.BootRegistry, hc.Units, tenantsDir), reconcile.PruneSharedTrees(tenantsDir)

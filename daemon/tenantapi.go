@@ -75,6 +75,7 @@ func toAPI(t *tenant.Tenant) vt.Tenant {
 		}
 		out.Machines = append(out.Machines, am)
 	}
+	out.Users = usersToAPI(t)
 	for _, c := range t.Conditions {
 		out.Conditions = append(out.Conditions, vt.Condition{
 			Type: c.Type, Status: c.Status, Reason: c.Reason, Message: c.Message,
@@ -460,6 +461,7 @@ func (a *tenantAPI) replyError(ctx context.Context, c vt.VarlinkCall, name strin
 		compErr  *store.CompactedError
 		machErr  *tenant.MachineError
 		nameUse  *tenant.MachineNameInUseError
+		userErr  *tenant.UserError
 	)
 	switch {
 	case errors.As(err, &nameErr):
@@ -470,6 +472,8 @@ func (a *tenantAPI) replyError(ctx context.Context, c vt.VarlinkCall, name strin
 		return c.ReplyNoSuchTenant(ctx, name)
 	case errors.As(err, &machErr):
 		return c.ReplyNoSuchMachine(ctx, machErr.Tenant, machErr.Machine)
+	case errors.As(err, &userErr):
+		return c.ReplyNoSuchUser(ctx, userErr.Tenant, userErr.User)
 	case errors.As(err, &nameUse):
 		return c.ReplyMachineNameInUse(ctx, nameUse.Field, nameUse.Machine, nameUse.Tenant)
 	case errors.Is(err, tenant.ErrExists):

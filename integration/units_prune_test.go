@@ -2,35 +2,14 @@ package integration
 
 import (
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
 )
 
 // sysextRepo makes a bare git repository of examples/templates/sysext (branch main) on this machine.
-func sysextRepo(t *testing.T) string {
-	t.Helper()
-	git := testpolicy.RequireTool(t, "git")
-	work, bare := filepath.Join(t.TempDir(), "work"), filepath.Join(t.TempDir(), "repo.git")
-	if out, err := exec.Command("cp", "-a", "../examples/templates/sysext", work).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v\n%s", err, out)
-	}
-	for _, args := range [][]string{
-		{"-C", work, "init", "-q", "-b", "main"},
-		{"-C", work, "add", "-A"},
-		{"-C", work, "-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-q", "-m", "sysext"},
-		{"clone", "-q", "--bare", work, bare},
-	} {
-		if out, err := exec.Command(git, args...).CombinedOutput(); err != nil {
-			t.Fatalf("git %v: %v\n%s", args, err, out)
-		}
-	}
-	return bare
-}
+func sysextRepo(t *testing.T) string { return exampleRepo(t, "sysext", nil) }
 
 // TestUnitsPruned: a tenant updated to drop its sysext loses the extension's mount unit (file gone, mount
 // stopped), and deleting the tenant leaves none of its units in /run/systemd/system.

@@ -13,7 +13,16 @@
 // ErrNoBus: there is no system bus (or no service manager on it). Every method that needs one
 // returns it wrapped; callers show it as a condition instead of failing.
 // *SettingsError: a template's nspawn settings file cannot be read (too large, not a regular
-// file, a symlink).
+// file, a symlink). *UserError: a user cannot be provisioned into a machine's root (the file or
+// field at fault: a skeleton symlink out of the home, a system user of the root's etc/passwd);
+// nothing of the user was written.
+//
+// # Users
+//
+// ProvisionUser writes a tenant's user into a machine's root as a userdb drop-in record with a home
+// copied from a homed template's skeleton, through an os.Root of the root (nothing the machine put
+// there leads a write out of it), with the owners the machine sees (UIDShift: nspawn's private user
+// namespace); RemoveUser undoes it. The users of a root are listed beside it (UsersManifest).
 //
 // # Writable roots
 //

@@ -17,3 +17,11 @@ type SettingsError struct {
 func (e *SettingsError) Error() string {
 	return fmt.Sprintf("nspawn settings %s: %s", e.Path, e.Reason)
 }
+
+// UserError says why a user cannot be provisioned: the file (of the template or the machine's root) or
+// the field at fault, and the rule. Nothing of the user was written.
+type UserError struct {
+	User, Path, Reason string
+}
+
+func (e *UserError) Error() string { return fmt.Sprintf("user %s: %s: %s", e.User, e.Path, e.Reason) }

@@ -39,3 +39,7 @@ bash integration/testdata/machine-template.sh >/dev/null
 # The container template the integration tests add and boot (a bare Git repository derived from
 # the test host's rootfs, cached next to it).
 bash integration/testdata/container-template.sh >/dev/null
+# Its variant with systemd's user database (libnss-systemd, systemd-userdbd) for the users tests: installed into
+# the tree with apt-get from the suite's archive, the one step of the test setup besides debootstrap that needs
+# the network; cached like the others.
+bash integration/testdata/userdb-template.sh >/dev/null

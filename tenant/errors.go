@@ -30,6 +30,8 @@ var (
 	ErrNoSuchMachine = errors.New("no such machine")
 	// ErrNoSuchPeer is matched by *PeerError.
 	ErrNoSuchPeer = errors.New("no such peer")
+	// ErrNoSuchUser is matched by *UserError (users.go).
+	ErrNoSuchUser = errors.New("no such user")
 )
 
 // NameError says why a tenant name is refused.
@@ -118,3 +120,13 @@ func (e *PeerError) Error() string {
 
 // Is makes errors.Is(err, ErrNoSuchPeer) true.
 func (e *PeerError) Is(target error) bool { return target == ErrNoSuchPeer }
+
+// UserError names a user a tenant does not have.
+type UserError struct {
+	Tenant, User string
+}
+
+func (e *UserError) Error() string { return fmt.Sprintf("tenant %q has no user %q", e.Tenant, e.User) }
+
+// Is makes errors.Is(err, ErrNoSuchUser) true.
+func (e *UserError) Is(target error) bool { return target == ErrNoSuchUser }

@@ -114,6 +114,7 @@ type Tenant struct {
 	NetworkFeatures []string          `json:"networkFeatures,omitempty"`
 	Peers           []Peer            `json:"peers,omitempty"`
 	Machines        []Machine         `json:"machines,omitempty"`
+	Users           []User            `json:"users,omitempty"`
 	DesiredState    DesiredState      `json:"desiredState"`
 	Phase           Phase             `json:"phase"`
 	Conditions      []Condition       `json:"conditions"`
@@ -606,6 +607,12 @@ func (s *Service) Update(ctx context.Context, name string, expect uint64, c Chan
 		if c.Machines != nil || c.Templates != nil || c.Resources != nil {
 			// The machines are checked against the templates and limits they will have.
 			if err := validateMachines(ctx, t, s.inspector()); err != nil {
+				return err
+			}
+		}
+		if c.Machines != nil || c.Templates != nil {
+			// The users need their homed templates, and must not collide with the new bases.
+			if err := validateUsers(ctx, t, s.userInspector()); err != nil {
 				return err
 			}
 		}

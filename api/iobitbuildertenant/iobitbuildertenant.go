@@ -86,6 +86,14 @@ type Machine struct {
 	Status            *MachineStatus `json:"status,omitempty"`
 }
 
+// A user of a tenant: it exists in each of the tenant's machines, made from a homed template.
+type User struct {
+	Name              string   `json:"name"`
+	Template          string   `json:"template"`
+	SshAuthorizedKeys []string `json:"sshAuthorizedKeys"`
+	Uid               int64    `json:"uid"`
+}
+
 // A tenant record.
 type Tenant struct {
 	Name               string            `json:"name"`
@@ -95,6 +103,7 @@ type Tenant struct {
 	Parameters         map[string]string `json:"parameters"`
 	NetworkFeatures    []string          `json:"networkFeatures"`
 	Machines           []Machine         `json:"machines"`
+	Users              []User            `json:"users"`
 	DesiredState       DesiredState      `json:"desiredState"`
 	Phase              Phase             `json:"phase"`
 	Conditions         []Condition       `json:"conditions"`
@@ -134,6 +143,18 @@ type NoSuchMachine struct {
 func (e NoSuchMachine) Error() string {
 	s := "io.bitbuilder.Tenant.NoSuchMachine"
 	s += fmt.Sprintf("(Name: %v, Machine: %v)", e.Name, e.Machine)
+	return s
+}
+
+// The tenant has no user of that name.
+type NoSuchUser struct {
+	Name string `json:"name"`
+	User string `json:"user"`
+}
+
+func (e NoSuchUser) Error() string {
+	s := "io.bitbuilder.Tenant.NoSuchUser"
+	s += fmt.Sprintf("(Name: %v, User: %v)", e.Name, e.User)
 	return s
 }
 
@@ -287,6 +308,17 @@ func Dispatch_Error(err error) error {
 				return e
 			}
 			var param NoSuchMachine
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
+		case "io.bitbuilder.Tenant.NoSuchUser":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param NoSuchUser
 			err := json.Unmarshal(*errorRawParameters, &param)
 			if err != nil {
 				return e
@@ -1074,6 +1106,143 @@ func (m RestartMachine_methods) Upgrade(ctx context.Context, c *varlink.Connecti
 	}, nil
 }
 
+// Adds a user to a tenant, or replaces the user of that name (its template and keys; it keeps its uid).
+// The daemon then provisions it into each of the tenant's machines.
+type AddUser_methods struct{}
+
+func AddUser() AddUser_methods { return AddUser_methods{} }
+
+func (m AddUser_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, user_in_ string, template_in_ string, sshAuthorizedKeys_in_ *[]string) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, user_in_, template_in_, sshAuthorizedKeys_in_)
+	if err_ != nil {
+		return
+	}
+	tenant_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m AddUser_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, user_in_ string, template_in_ string, sshAuthorizedKeys_in_ *[]string) (func(ctx context.Context) (Tenant, uint64, error), error) {
+	var in struct {
+		Name              string    `json:"name"`
+		User              string    `json:"user"`
+		Template          string    `json:"template"`
+		SshAuthorizedKeys *[]string `json:"sshAuthorizedKeys,omitempty"`
+	}
+	in.Name = name_in_
+	in.User = user_in_
+	in.Template = template_in_
+	in.SshAuthorizedKeys = sshAuthorizedKeys_in_
+	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.AddUser", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+func (m AddUser_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, user_in_ string, template_in_ string, sshAuthorizedKeys_in_ *[]string) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Name              string    `json:"name"`
+		User              string    `json:"user"`
+		Template          string    `json:"template"`
+		SshAuthorizedKeys *[]string `json:"sshAuthorizedKeys,omitempty"`
+	}
+	in.Name = name_in_
+	in.User = user_in_
+	in.Template = template_in_
+	in.SshAuthorizedKeys = sshAuthorizedKeys_in_
+	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.AddUser", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+// Removes a user from a tenant; the daemon then removes it, and its home, from the tenant's machines.
+type RemoveUser_methods struct{}
+
+func RemoveUser() RemoveUser_methods { return RemoveUser_methods{} }
+
+func (m RemoveUser_methods) Call(ctx context.Context, c *varlink.Connection, name_in_ string, user_in_ string) (tenant_out_ Tenant, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, name_in_, user_in_)
+	if err_ != nil {
+		return
+	}
+	tenant_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m RemoveUser_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, name_in_ string, user_in_ string) (func(ctx context.Context) (Tenant, uint64, error), error) {
+	var in struct {
+		Name string `json:"name"`
+		User string `json:"user"`
+	}
+	in.Name = name_in_
+	in.User = user_in_
+	receive, err := c.Send(ctx, "io.bitbuilder.Tenant.RemoveUser", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
+func (m RemoveUser_methods) Upgrade(ctx context.Context, c *varlink.Connection, name_in_ string, user_in_ string) (func(ctx context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Name string `json:"name"`
+		User string `json:"user"`
+	}
+	in.Name = name_in_
+	in.User = user_in_
+	receive, err := c.Upgrade(ctx, "io.bitbuilder.Tenant.RemoveUser", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (tenant_out_ Tenant, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Tenant Tenant `json:"tenant"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		tenant_out_ = out.Tenant
+		return
+	}, nil
+}
+
 // [Requires 'more' flag]
 // Streams changes to tenants. Without revision it first sends every current tenant as added,
 // then each change as it happens; with revision it sends every change after that revision.
@@ -1153,6 +1322,8 @@ type iobitbuildertenantInterface interface {
 	StartMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error
 	StopMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error
 	RestartMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error
+	AddUser(ctx context.Context, c VarlinkCall, name_ string, user_ string, template_ string, sshAuthorizedKeys_ *[]string) error
+	RemoveUser(ctx context.Context, c VarlinkCall, name_ string, user_ string) error
 	Watch(ctx context.Context, c VarlinkCall, name_ *string, revision_ *int64) error
 }
 
@@ -1175,6 +1346,14 @@ func (c *VarlinkCall) ReplyNoSuchMachine(ctx context.Context, name_ string, mach
 	out.Name = name_
 	out.Machine = machine_
 	return c.ReplyError(ctx, "io.bitbuilder.Tenant.NoSuchMachine", &out)
+}
+
+// The tenant has no user of that name.
+func (c *VarlinkCall) ReplyNoSuchUser(ctx context.Context, name_ string, user_ string) error {
+	var out NoSuchUser
+	out.Name = name_
+	out.User = user_
+	return c.ReplyError(ctx, "io.bitbuilder.Tenant.NoSuchUser", &out)
 }
 
 // The machine name (<tenant>-<machine>) is used by another tenant.
@@ -1341,6 +1520,22 @@ func (c *VarlinkCall) ReplyRestartMachine(ctx context.Context, tenant_ Tenant) e
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyAddUser(ctx context.Context, tenant_ Tenant) error {
+	var out struct {
+		Tenant Tenant `json:"tenant"`
+	}
+	out.Tenant = tenant_
+	return c.Reply(ctx, &out)
+}
+
+func (c *VarlinkCall) ReplyRemoveUser(ctx context.Context, tenant_ Tenant) error {
+	var out struct {
+		Tenant Tenant `json:"tenant"`
+	}
+	out.Tenant = tenant_
+	return c.Reply(ctx, &out)
+}
+
 func (c *VarlinkCall) ReplyWatch(ctx context.Context, event_ Event) error {
 	var out struct {
 		Event Event `json:"event"`
@@ -1401,6 +1596,17 @@ func (s *VarlinkInterface) StopMachine(ctx context.Context, c VarlinkCall, name_
 // Restarts one machine (starting it if it was stopped). A new template pin takes effect at a restart.
 func (s *VarlinkInterface) RestartMachine(ctx context.Context, c VarlinkCall, name_ string, machine_ string) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.RestartMachine")
+}
+
+// Adds a user to a tenant, or replaces the user of that name (its template and keys; it keeps its uid).
+// The daemon then provisions it into each of the tenant's machines.
+func (s *VarlinkInterface) AddUser(ctx context.Context, c VarlinkCall, name_ string, user_ string, template_ string, sshAuthorizedKeys_ *[]string) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.AddUser")
+}
+
+// Removes a user from a tenant; the daemon then removes it, and its home, from the tenant's machines.
+func (s *VarlinkInterface) RemoveUser(ctx context.Context, c VarlinkCall, name_ string, user_ string) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Tenant.RemoveUser")
 }
 
 // [Requires 'more' flag]
@@ -1523,6 +1729,30 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 			return call.ReplyInvalidParameter(ctx, "parameters")
 		}
 		return s.iobitbuildertenantInterface.RestartMachine(ctx, VarlinkCall{call}, in.Name, in.Machine)
+
+	case "AddUser":
+		var in struct {
+			Name              string    `json:"name"`
+			User              string    `json:"user"`
+			Template          string    `json:"template"`
+			SshAuthorizedKeys *[]string `json:"sshAuthorizedKeys,omitempty"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.iobitbuildertenantInterface.AddUser(ctx, VarlinkCall{call}, in.Name, in.User, in.Template, in.SshAuthorizedKeys)
+
+	case "RemoveUser":
+		var in struct {
+			Name string `json:"name"`
+			User string `json:"user"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.iobitbuildertenantInterface.RemoveUser(ctx, VarlinkCall{call}, in.Name, in.User)
 
 	case "Watch":
 		var in struct {
@@ -1663,6 +1893,18 @@ type Machine (
   status: ?MachineStatus
 )
 
+# A user of a tenant: it exists in each of the tenant's machines, made from a homed template.
+type User (
+  # The user name, by systemd's strict rules: a-z, A-Z or _ first, then also 0-9 and -, at most 31 characters.
+  name: string,
+  # Name of the tenant's homed template use the user is made from (its user record and home skeleton).
+  template: string,
+  # SSH public keys (authorized_keys lines) that may log in as the user; never taken from the template.
+  sshAuthorizedKeys: []string,
+  # The user's uid in every machine of the tenant: the template's, else allocated when the user was added.
+  uid: int
+)
+
 # A tenant record.
 type Tenant (
   # The tenant's name: a hostname label, lower case, at most 63 characters.
@@ -1679,6 +1921,8 @@ type Tenant (
   networkFeatures: []string,
   # The tenant's containers and VMs.
   machines: []Machine,
+  # The users the tenant's machines get.
+  users: []User,
   # What the daemon should make of the tenant.
   desiredState: DesiredState,
   # Where the daemon is with the tenant.
@@ -1832,6 +2076,33 @@ method RestartMachine(
   tenant: Tenant
 )
 
+# Adds a user to a tenant, or replaces the user of that name (its template and keys; it keeps its uid).
+# The daemon then provisions it into each of the tenant's machines.
+method AddUser(
+  # The tenant's name.
+  name: string,
+  # The user's name.
+  user: string,
+  # Name of the tenant's homed template use to make the user from.
+  template: string,
+  # SSH public keys that may log in as the user.
+  sshAuthorizedKeys: ?[]string
+) -> (
+  # The tenant after the change.
+  tenant: Tenant
+)
+
+# Removes a user from a tenant; the daemon then removes it, and its home, from the tenant's machines.
+method RemoveUser(
+  # The tenant's name.
+  name: string,
+  # The user's name.
+  user: string
+) -> (
+  # The tenant after the change.
+  tenant: Tenant
+)
+
 # [Requires 'more' flag]
 # Streams changes to tenants. Without revision it first sends every current tenant as added,
 # then each change as it happens; with revision it sends every change after that revision.
@@ -1850,6 +2121,9 @@ error NoSuchTenant (name: string)
 
 # The tenant has no machine of that name.
 error NoSuchMachine (name: string, machine: string)
+
+# The tenant has no user of that name.
+error NoSuchUser (name: string, user: string)
 
 # The machine name (<tenant>-<machine>) is used by another tenant.
 error MachineNameInUse (field: string, machineName: string, tenant: string)

@@ -28,6 +28,11 @@
 #
 # Environment:
 #   BITBUILDER_TEST_CACHE  cache directory (default /var/cache/bitbuilder-test), shared with prepare.sh
+#   CONTAINER_TEMPLATE_VARIANT
+#                          empty (default) or "userdb": the rootfs also gets systemd's user database
+#                          (libnss-systemd, so glibc's getent reads /etc/userdb records, and systemd-userdbd
+#                          with userdbctl), installed from the suite's archive with apt-get in a chroot (this
+#                          variant needs the network once); kept as its own repository, keyed apart
 set -euo pipefail
 
 CACHE_DIR=${BITBUILDER_TEST_CACHE:-/var/cache/bitbuilder-test}
@@ -43,11 +48,13 @@ TEMPLATE_KIND=container
 source "$HERE/template-lib.sh"
 
 BASE_KEY=$(bash "$PREPARE" --key)
+VARIANT=${CONTAINER_TEMPLATE_VARIANT:-}
+case "$VARIANT" in "" | userdb) ;; *) die "unknown CONTAINER_TEMPLATE_VARIANT $VARIANT (want userdb or nothing)" ;; esac
 KEY=$({
-	echo "base=$BASE_KEY"
+	echo "base=$BASE_KEY variant=$VARIANT"
 	cat "$SELF" "$HERE/template-lib.sh"
 } | sha256sum | cut -c1-16)
-REPO=$CACHE_DIR/container-template-$KEY.git
+REPO=$CACHE_DIR/container-template-${VARIANT:+$VARIANT-}$KEY.git
 
 case "${1:-}" in
 --key)
@@ -115,6 +122,22 @@ strip_rootfs() {
 	done
 }
 
+# install_userdb ROOT: systemd's user database in the tree: nss-systemd (its package adds "systemd" to the
+# passwd and group lines of nsswitch.conf) and systemd-userdbd (userdbctl). The suite's archive is the one the
+# tree's own apt sources name; the tree's resolv.conf points at a resolver that does not run in a chroot, so
+# this machine's is lent to it for the download.
+install_userdb() {
+	local root=$1
+	mv "$root/etc/resolv.conf" "$root/etc/resolv.conf.bitbuilder"
+	cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+	chroot "$root" apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends \
+		libnss-systemd systemd-userdbd >/dev/null
+	chroot "$root" apt-get clean
+	mv -f "$root/etc/resolv.conf.bitbuilder" "$root/etc/resolv.conf"
+	grep -q '^passwd:.*systemd' "$root/etc/nsswitch.conf" || die "nsswitch.conf does not name systemd for passwd"
+	[ -x "$root/usr/bin/userdbctl" ] || die "the tree lacks userdbctl"
+}
 
 write_template() {
 	local tree=$1
@@ -170,10 +193,11 @@ build() {
 	base=$(bash "$PREPARE" --locate)
 	[ -d "$base/usr" ] || die "prepare.sh gave no rootfs ($base)"
 	start=$(date +%s)
-	tmp=$(mktemp -d "$CACHE_DIR/ct-tmp.XXXXXX")
+	tmp=$(mktemp -d "$CACHE_DIR/ct-tmp${VARIANT:+-$VARIANT}.XXXXXX")
 	log "building the container template from $base in $tmp"
 	mkdir "$tmp/tree"
 	cp -a "$base" "$tmp/tree/rootfs"
+	[ "$VARIANT" != userdb ] || install_userdb "$tmp/tree/rootfs"
 	strip_rootfs "$tmp/tree/rootfs"
 	restore_list "$base" "$tmp/tree/rootfs" >"$tmp/restore.conf"
 	install -D -m 0644 "$tmp/restore.conf" "$tmp/tree/rootfs/usr/lib/tmpfiles.d/zz-bitbuilder-template.conf"
@@ -188,7 +212,7 @@ build() {
 mkdir -p "$CACHE_DIR"
 # The base rootfs first (prepare.sh takes its own lock).
 bash "$PREPARE" >/dev/null
-exec 9>"$CACHE_DIR/.container-template.lock"
+exec 9>"$CACHE_DIR/.container-template${VARIANT:+-$VARIANT}.lock"
 if ! flock -n 9; then
 	log "waiting for another container-template.sh to finish"
 	flock 9
@@ -196,7 +220,7 @@ fi
 if [ -d "$REPO" ]; then
 	log "template repository cached (key $KEY)"
 else
-	for stale in "$CACHE_DIR"/ct-tmp.*; do
+	for stale in "$CACHE_DIR"/ct-tmp${VARIANT:+-$VARIANT}.*; do
 		[ -e "$stale" ] || continue
 		log "removing leftover of an interrupted build: $stale"
 		rm -rf --one-file-system "$stale"

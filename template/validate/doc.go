@@ -10,6 +10,9 @@
 //
 //   - "DC": the extension is not compatible with the base root or target architecture (the systemd-sysext v257
 //     compatibility algorithm of section D, see Compatible); systemd would skip it.
+//   - "H1"-"H4": a homed template (the spec has no section for it): H1 its user record follows systemd's JSON
+//     User Record format, H2 no secret, credential or password hash anywhere in it, H3 a uid or gid it sets is
+//     in the regular range, H4 no symlink of its home skeleton leads out of the home.
 //   - "X1": a file the validator must read could not be inspected (not a regular file, larger than the read
 //     limit, unreadable, a symlink loop).
 //   - "X2": a template file the validator understands (metadata.json, config/*.json, artifacts.json, nspawn

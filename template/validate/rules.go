@@ -20,7 +20,7 @@ var (
 )
 
 // Rules lists every rule the validator checks, in rule order. The IDs are the spec's section letters and
-// numbers (uapi-compliance.md), plus DC and X1-X3 (see the package documentation).
+// numbers (uapi-compliance.md), plus DC, H1-H4 and X1-X3 (see the package documentation).
 func Rules() []RuleInfo {
 	return []RuleInfo{
 		{"A1", sevE, "an os-release exists (etc/os-release, else usr/lib/os-release; symlinks resolved inside the root)"},
@@ -76,6 +76,10 @@ func Rules() []RuleInfo {
 		{"F52", sevE, "the ESP has the fallback loader and systemd-boot"},
 		{"F53", sevE, "kernel and initrd on the ESP or XBOOTLDR with a Type #1 entry, or a UKI"},
 		{"F54", sevW, "per-arch root partition type; the root's /boot and /efi are empty"},
+		{"H1", sevE, "a homed template's config/user-record.json is a JSON user record: userName by systemd's rules, field types, disposition regular"},
+		{"H2", sevE, "no secrets in a homed template: no secret section, credentials or SSH keys in the record, no password hash in any file"},
+		{"H3", sevE, "a uid or gid the user record sets is in the regular range 1000-60000"},
+		{"H4", sevE, "no symlink of the home skeleton leads out of the home"},
 		{"X1", sevEW, "files the validator must read can be inspected"},
 		{"X2", sevE, "template files the validator understands are well-formed"},
 		{"X3", sevI, "a file is provided at materialization (artifacts.json)"},

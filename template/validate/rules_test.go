@@ -16,7 +16,7 @@ func TestEveryRuleIsTested(t *testing.T) {
 		t.Fatal(err)
 	}
 	expected := map[string]bool{}
-	re := regexp.MustCompile(`(?:rule: |\{"[^"]*", \[\]node\{.*\}, |policy: )"([A-FX][0-9]{1,2}|DC)"|"([A-FX][0-9]{1,2}):(?:error|warning|info)"`)
+	re := regexp.MustCompile(`(?:rule: |\{"[^"]*", \[\]node\{.*\}, |policy: )"([A-FHX][0-9]{1,2}|DC)"|"([A-FHX][0-9]{1,2}):(?:error|warning|info)"`)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
