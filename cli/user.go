@@ -83,7 +83,7 @@ func userAdd(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 			return e.userError(err, "io.bitbuilder.Tenant.AddUser")
 		}
 		if e.g.json {
-			return printJSON(e.stdout(), tenantReply{t})
+			return printJSON(e.stdout(), t)
 		}
 		for _, u := range t.Users {
 			if u.Name == args[1] {
@@ -175,7 +175,7 @@ func userRemove(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if last != nil && e.g.json {
-		if err := printJSON(e.stdout(), tenantReply{*last}); err != nil {
+		if err := printJSON(e.stdout(), *last); err != nil {
 			return err
 		}
 	}

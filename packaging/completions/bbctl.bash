@@ -37,6 +37,11 @@ _bbctl_flags() {
         "tenant start") echo --address --json --timeout --version --wait ;;
         "tenant stop") echo --address --json --timeout --version --wait ;;
         "tenant update") echo --address --cpus --json --machine --memory --network-features --no-machines --param --revision --storage --template --timeout --version ;;
+        "tenant user add") echo --address --json --ssh-key --ssh-key-file --template --timeout --version ;;
+        "tenant user list") echo --address --json --timeout --version ;;
+        "tenant user ls") echo --address --json --timeout --version ;;
+        "tenant user remove") echo --address --json --timeout --version ;;
+        "tenant user rm") echo --address --json --timeout --version ;;
         "tenant watch") echo --address --json --revision --timeout --version ;;
         "version") echo --address --json --timeout --version ;;
         *) echo --address --json --timeout ;;
@@ -104,7 +109,7 @@ _bbctl() {
                 ((i++))
                 continue
                 ;;
-            --address|--allowed-ips|--arch|--base|--cpus|--endpoint|--index|--keepalive|--machine|--memory|--network-features|--param|--public-key|--ref|--revision|--storage|--template|--timeout|--type)
+            --address|--allowed-ips|--arch|--base|--cpus|--endpoint|--index|--keepalive|--machine|--memory|--network-features|--param|--public-key|--ref|--revision|--ssh-key|--ssh-key-file|--storage|--template|--timeout|--type)
                 ((i++))
                 continue
                 ;;
@@ -124,7 +129,7 @@ _bbctl() {
 
     case "$prev" in
         --address) COMPREPLY=($(compgen -f -- "$cur")); return 0 ;;
-        --address|--allowed-ips|--arch|--base|--cpus|--endpoint|--index|--keepalive|--machine|--memory|--network-features|--param|--public-key|--ref|--revision|--storage|--template|--timeout|--type) return 0 ;;
+        --address|--allowed-ips|--arch|--base|--cpus|--endpoint|--index|--keepalive|--machine|--memory|--network-features|--param|--public-key|--ref|--revision|--ssh-key|--ssh-key-file|--storage|--template|--timeout|--type) return 0 ;;
     esac
 
     if [[ "$cur" == -* ]]; then
@@ -132,7 +137,7 @@ _bbctl() {
         return 0
     fi
     if [[ -z "$cmd" ]]; then
-        COMPREPLY=($(compgen -W "tenant machine template network version completion help" -- "$cur"))
+        COMPREPLY=($(compgen -W "tenant machine template network tenant tenant tenant version completion help" -- "$cur"))
         return 0
     fi
     local subs
@@ -143,7 +148,7 @@ _bbctl() {
     fi
     case "$cmd" in
         completion) COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")); return 0 ;;
-        help) COMPREPLY=($(compgen -W "tenant machine template network version completion help" -- "$cur")); return 0 ;;
+        help) COMPREPLY=($(compgen -W "tenant machine template network tenant tenant tenant version completion help" -- "$cur")); return 0 ;;
     esac
     local kind
     kind="$(_bbctl_names "$path" "$nargs")"

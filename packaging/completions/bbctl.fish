@@ -12,7 +12,7 @@ function __bbctl_path
             continue
         end
         switch $w
-            case --address --allowed-ips --arch --base --cpus --endpoint --index --keepalive --machine --memory --network-features --param --public-key --ref --revision --storage --template --timeout --type
+            case --address --allowed-ips --arch --base --cpus --endpoint --index --keepalive --machine --memory --network-features --param --public-key --ref --revision --ssh-key --ssh-key-file --storage --template --timeout --type
                 set skip 1
             case '-*'
             case '*'
@@ -62,6 +62,9 @@ complete -c bbctl -n '__bbctl_at ""' -a tenant -d "create, inspect, change and d
 complete -c bbctl -n '__bbctl_at ""' -a machine -d "list, start, stop and restart tenants' machines, and open a shell in one"
 complete -c bbctl -n '__bbctl_at ""' -a template -d "manage the template registry and validate templates"
 complete -c bbctl -n '__bbctl_at ""' -a network -d "inspect tenant networks and manage WireGuard peers"
+complete -c bbctl -n '__bbctl_at ""' -a tenant -d "create, inspect, change and delete tenants"
+complete -c bbctl -n '__bbctl_at ""' -a tenant -d "create, inspect, change and delete tenants"
+complete -c bbctl -n '__bbctl_at ""' -a tenant -d "create, inspect, change and delete tenants"
 complete -c bbctl -n '__bbctl_at ""' -a version -d "print bbctl's version and the daemon's, when it is reachable"
 complete -c bbctl -n '__bbctl_at ""' -a completion -d "print a shell completion script"
 complete -c bbctl -n '__bbctl_at ""' -a help -d "show help for bbctl or a command"
@@ -197,6 +200,14 @@ complete -c bbctl -n '__bbctl_in tenant update' -l revision -r
 complete -c bbctl -n '__bbctl_in tenant update' -l storage -r
 complete -c bbctl -n '__bbctl_in tenant update' -l template -r
 complete -c bbctl -n '__bbctl_in tenant update' -l version
+complete -c bbctl -n '__bbctl_in tenant user add' -l ssh-key -r
+complete -c bbctl -n '__bbctl_in tenant user add' -l ssh-key-file -r
+complete -c bbctl -n '__bbctl_in tenant user add' -l template -r
+complete -c bbctl -n '__bbctl_in tenant user add' -l version
+complete -c bbctl -n '__bbctl_in tenant user list' -l version
+complete -c bbctl -n '__bbctl_in tenant user ls' -l version
+complete -c bbctl -n '__bbctl_in tenant user remove' -l version
+complete -c bbctl -n '__bbctl_in tenant user rm' -l version
 complete -c bbctl -n '__bbctl_in tenant watch' -l revision -r
 complete -c bbctl -n '__bbctl_in tenant watch' -l version
 complete -c bbctl -n '__bbctl_in version' -l version
