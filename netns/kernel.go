@@ -447,12 +447,21 @@ func (k *Kernel) apply(ctx context.Context, h *handles, op Op) error {
 		}
 	}
 	l, err := h.lookup(nh, op.Namespace, op.Name)
+	// A link can vanish between the plan and the delete: the kernel removes a veth's host end
+	// asynchronously after its peer's namespace is deleted. Gone is what the delete wanted.
+	var notFound netlink.LinkNotFoundError
+	if op.Kind == OpDelLink && errors.As(err, &notFound) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
 	switch op.Kind {
 	case OpDelLink:
-		return nh.LinkDel(l)
+		if err := nh.LinkDel(l); err != nil && !errors.Is(err, unix.ENODEV) {
+			return err
+		}
+		return nil
 	case OpSetMaster:
 		m, err := h.lookup(nh, op.Namespace, op.Master)
 		if err != nil {
