@@ -150,7 +150,8 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer reg.Close()
 
-	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax, Templates: templateResolver{reg}})
+	params := newParamCache(reg)
+	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax, Templates: templateResolver{reg: reg, params: params}})
 	if err != nil {
 		return err
 	}
@@ -194,8 +195,8 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 			{
 				Dispatcher: iobitbuildertemplate.VarlinkNew(&templateAPI{
-					artifactSources: cfg.ArtifactSources,
-					reg:             reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "validate"), log: log,
+					artifactSources: cfg.ArtifactSources, params: params,
+					reg: reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "validate"), log: log,
 				}),
 				Methods: map[string]rpc.Method{
 					"Add":    {Access: rpc.Write},
@@ -204,6 +205,7 @@ func Run(ctx context.Context, cfg Config) error {
 					"Get":    {Access: rpc.Read},
 					"List":   {Access: rpc.Read, RequiresMore: true},
 					"Remove": {Access: rpc.Write},
+					"Rules":  {Access: rpc.Read},
 					// Validating a registered template only reads; validating a host path
 					// would let a caller probe paths it cannot read itself.
 					"Validate": {AccessFor: func(p json.RawMessage) rpc.Access {

@@ -21,13 +21,13 @@ func TestBbctl(t *testing.T) {
 	}
 
 	// Created with bbctl, read with varlinkctl.
-	r := bbctl(asRoot, "--json", "tenant", "create", "cli-one", "--stopped", "--param", "K=v")
+	r := bbctl(asRoot, "--json", "tenant", "create", "cli-one", "--stopped", "--param", "BRIDGE_STP=yes")
 	var created struct {
 		Tenant tenant `json:"tenant"`
 	}
 	r.decode(t, &created)
 	got := d.tenantCall(t, asRoot, "Get", `{"name":"cli-one"}`)
-	if !sameTenant(got, created.Tenant) || got.DesiredState != "stopped" || got.Parameters["K"] != "v" {
+	if !sameTenant(got, created.Tenant) || got.DesiredState != "stopped" || got.Parameters["BRIDGE_STP"] != "yes" {
 		t.Errorf("bbctl created %+v; varlinkctl reads %+v", created.Tenant, got)
 	}
 

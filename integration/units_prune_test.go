@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,12 +13,20 @@ import (
 )
 
 // sysextRepo makes a bare git repository of examples/templates/sysext (branch main) on this machine.
-func sysextRepo(t *testing.T) string {
+func sysextRepo(t *testing.T) string { return sysextRepoWith(t, nil) }
+
+// sysextRepoWith is sysextRepo with extra files (name: content) at the template's root.
+func sysextRepoWith(t *testing.T, extra map[string]string) string {
 	t.Helper()
 	git := testpolicy.RequireTool(t, "git")
 	work, bare := filepath.Join(t.TempDir(), "work"), filepath.Join(t.TempDir(), "repo.git")
 	if out, err := exec.Command("cp", "-a", "../examples/templates/sysext", work).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v\n%s", err, out)
+	}
+	for name, content := range extra {
+		if err := os.WriteFile(filepath.Join(work, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, args := range [][]string{
 		{"-C", work, "init", "-q", "-b", "main"},

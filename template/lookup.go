@@ -1,6 +1,9 @@
 package template
 
 import (
+	"fmt"
+	"io"
+	"io/fs"
 	"strings"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -44,4 +47,51 @@ func (r *Registry) ReadDir(name, commit, dir string) ([]string, error) {
 		return nil
 	})
 	return names, err
+}
+
+// ReadFile returns the content of the file called file at the root of a commit of the template ("" means the
+// pinned commit), from the cache, without checking anything out. A missing file is an error matching
+// fs.ErrNotExist; anything but a regular file (a symlink, a directory, a submodule) is refused, and so is a
+// file of more than max bytes, before it is read.
+func (r *Registry) ReadFile(name, commit, file string, max int64) ([]byte, error) {
+	if file == "" || strings.Contains(file, "/") {
+		return nil, &FieldError{Field: "file", Reason: fmt.Sprintf("%q is not a file name at the root of the tree", file)}
+	}
+	var data []byte
+	err := r.withCommit(name, commit, func(co *checkout, tree plumbing.Hash) error {
+		entries, err := co.readTree(tree, "")
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if e.name != file {
+				continue
+			}
+			if e.mode != 0o100644 && e.mode != 0o100755 && e.mode != 0o100664 {
+				return &TreeError{Commit: co.commit, Path: file, Kind: ErrUnsafeMode, Reason: fmt.Sprintf("not a regular file (mode %06o %s)", e.mode, describeMode(e.mode))}
+			}
+			obj, err := co.blob(e, file)
+			if err != nil {
+				return err
+			}
+			if obj.Size() > max {
+				return &TreeError{Commit: co.commit, Path: file, Kind: ErrTooLarge, Reason: fmt.Sprintf("%d bytes, more than the limit of %d", obj.Size(), max)}
+			}
+			rd, err := obj.Reader()
+			if err != nil {
+				return fmt.Errorf("%w: %s: %w", ErrStorage, file, err)
+			}
+			defer rd.Close()
+			data, err = io.ReadAll(io.LimitReader(rd, max+1))
+			if err != nil {
+				return fmt.Errorf("%w: %s: %w", ErrStorage, file, err)
+			}
+			if int64(len(data)) > max {
+				return &TreeError{Commit: co.commit, Path: file, Kind: ErrTooLarge, Reason: fmt.Sprintf("more than the limit of %d bytes", max)}
+			}
+			return nil
+		}
+		return fmt.Errorf("%s: %w", file, fs.ErrNotExist)
+	})
+	return data, err
 }

@@ -1,6 +1,8 @@
 package template
 
 import (
+	"errors"
+	"io/fs"
 	"slices"
 	"testing"
 )
@@ -34,5 +36,33 @@ func TestReadDir(t *testing.T) {
 	}
 	if _, err := r.ReadDir("nope", "", ""); err == nil {
 		t.Error("ReadDir of an unknown template succeeded")
+	}
+}
+
+// TestReadFile reads a file at the root of a pinned commit from the cache, and refuses a missing file (as
+// fs.ErrNotExist), a symlink, a directory, a path below the root and a file over the limit.
+func TestReadFile(t *testing.T) {
+	files := baseFiles()
+	files["parameters.json"] = `{"A":{"type":"port"}}`
+	files["link.json"] = "->metadata.json"
+	src := newWorkRepo(t, files)
+	r := newRegistry(t, Config{})
+	if _, err := r.Add(t.Context(), "web", src.dir, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := r.ReadFile("web", "", "parameters.json", 1024)
+	if err != nil || string(got) != files["parameters.json"] {
+		t.Fatalf("ReadFile = %q, %v", got, err)
+	}
+	if _, err := r.ReadFile("web", "", "nope.json", 1024); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("missing file: %v, want fs.ErrNotExist", err)
+	}
+	for _, name := range []string{"link.json", "rootfs", "rootfs/etc/os-release", ""} {
+		if _, err := r.ReadFile("web", "", name, 1024); err == nil || errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("ReadFile(%q): %v, want a refusal", name, err)
+		}
+	}
+	if _, err := r.ReadFile("web", "", "parameters.json", 4); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("over the limit: %v, want ErrTooLarge", err)
 	}
 }

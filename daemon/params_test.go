@@ -1,0 +1,137 @@
+package daemon
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// templateRepoWith makes a real git repository of the example template dir with extra files
+// written over it.
+func templateRepoWith(t *testing.T, dir string, extra map[string]string) string {
+	t.Helper()
+	src := filepath.Join(t.TempDir(), filepath.Base(dir))
+	if err := os.CopyFS(src, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	for name, content := range extra {
+		if err := os.WriteFile(filepath.Join(src, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return gitRepoFrom(t, src)
+}
+
+// addTemplate adds repo to the daemon's registry as name and returns the template.
+func addTemplate(t *testing.T, c *client, name, repo string) map[string]any {
+	t.Helper()
+	r := c.call("io.bitbuilder.Template.Add", fmt.Sprintf(`{"name":%q,"url":%q,"ref":"main"}`, name, repo))
+	if r.Error != "" {
+		t.Fatalf("Add %s: %s %v", name, r.Error, r.Parameters)
+	}
+	return r.Parameters["template"].(map[string]any)
+}
+
+// TestTemplateParameters checks, through the daemon's socket with real git template
+// repositories, that the Template API shows the parameters a template declares and that a
+// tenant's parameters are checked against its templates' on Create and Update: an unknown name,
+// a value of the wrong type and a missing required value are each refused with InvalidField
+// naming parameters.NAME, and change nothing.
+func TestTemplateParameters(t *testing.T) {
+	d := startDaemon(t)
+	c := dial(t, d.socket)
+	addTemplate(t, c, "net", gitRepoFrom(t, "../examples/templates/network"))
+	addTemplate(t, c, "tools", templateRepoWith(t, "../examples/templates/sysext", map[string]string{
+		"parameters.json": `{"GREETING":{"description":"what the tool says"},"COUNT":{"type":"integer","default":"3"}}`,
+	}))
+
+	// The declared parameters, in name order, with type, default, required and feature.
+	tmpl := c.call("io.bitbuilder.Template.Get", `{"name":"net"}`).Parameters["template"].(map[string]any)
+	params := map[string]map[string]any{}
+	var order []string
+	for _, p := range tmpl["parameters"].([]any) {
+		p := p.(map[string]any)
+		params[p["name"].(string)] = p
+		order = append(order, p["name"].(string))
+	}
+	if fmt.Sprint(order) != "[BRIDGE_STP PEER_ENDPOINT PEER_KEEPALIVE PEER_PUBLIC_KEY VXLAN_GROUP VXLAN_PORT WIREGUARD_PORT]" {
+		t.Errorf("parameters of net = %v", order)
+	}
+	if p := params["PEER_PUBLIC_KEY"]; p["type"] != "wireguard-key" || p["required"] != true || p["feature"] != "wireguard" || p["default"] != nil || p["description"] == "" {
+		t.Errorf("PEER_PUBLIC_KEY = %v", p)
+	}
+	if p := params["BRIDGE_STP"]; p["type"] != "boolean" || p["required"] != false || p["default"] != "no" || p["feature"] != nil {
+		t.Errorf("BRIDGE_STP = %v", p)
+	}
+	if p := params["VXLAN_PORT"]; p["type"] != "port" || p["default"] != "4789" || p["feature"] != "vxlan" {
+		t.Errorf("VXLAN_PORT = %v", p)
+	}
+	list := c.callMore("io.bitbuilder.Template.List", `{}`)
+	for _, r := range list {
+		if tp := r.Parameters["template"].(map[string]any); tp["name"] == "tools" && len(tp["parameters"].([]any)) != 2 {
+			t.Errorf("List: tools has parameters %v", tp["parameters"])
+		}
+	}
+
+	refused := func(call, params, field string) {
+		t.Helper()
+		r := c.call("io.bitbuilder.Tenant."+call, params)
+		wantError(t, r, "io.bitbuilder.Tenant.InvalidField", map[string]any{"field": field})
+		t.Logf("%s %s: %v", call, params, r.Parameters["reason"])
+	}
+	withNet := `"templates":[{"role":"network","name":"net","template":"net"}]`
+	refused("Create", `{"name":"a",`+withNet+`,"parameters":{"NOPE":"x"}}`, "parameters.NOPE")
+	refused("Create", `{"name":"a",`+withNet+`,"parameters":{"VXLAN_PORT":"99999"}}`, "parameters.VXLAN_PORT")
+	refused("Create", `{"name":"a",`+withNet+`,"networkFeatures":["wireguard"]}`, "parameters.PEER_ENDPOINT")
+	refused("Create", `{"name":"a",`+withNet+`,"networkFeatures":["wireguard"],"parameters":{"PEER_ENDPOINT":"192.0.2.1:51820"}}`, "parameters.PEER_PUBLIC_KEY")
+	// Without a network template of its own, a tenant gets the built-in one's parameters.
+	refused("Create", `{"name":"a","parameters":{"K":"v"}}`, "parameters.K")
+	// A sysext's own parameters: GREETING has no default.
+	refused("Create", `{"name":"a","templates":[{"role":"sysext","name":"tools","template":"tools"}]}`, "parameters.GREETING")
+	refused("Create", `{"name":"a","templates":[{"role":"sysext","name":"tools","template":"tools"}],"parameters":{"GREETING":"hi","COUNT":"many"}}`, "parameters.COUNT")
+	wantError(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"a"}`), "io.bitbuilder.Tenant.NoSuchTenant", nil)
+
+	// Accepted: declared, well-typed, required ones given (a wireguard-only one only with wireguard).
+	tenantOf(t, c.call("io.bitbuilder.Tenant.Create", `{"name":"a",`+withNet+`,"parameters":{"BRIDGE_STP":"yes","WIREGUARD_PORT":"51821"}}`))
+	tenantOf(t, c.call("io.bitbuilder.Tenant.Create", `{"name":"b","parameters":{"VXLAN_PORT":"4790"}}`))
+	tenantOf(t, c.call("io.bitbuilder.Tenant.Create", `{"name":"c","templates":[{"role":"sysext","name":"tools","template":"tools"}],"parameters":{"GREETING":"hi","VXLAN_PORT":"4790"}}`))
+
+	// Update: refused, and the tenant is as it was (same revision, same parameters).
+	before := tenantOf(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"a"}`))
+	refused("Update", `{"name":"a","parameters":{"BRIDGE_STP":"maybe"}}`, "parameters.BRIDGE_STP")
+	refused("Update", `{"name":"a","networkFeatures":["wireguard"]}`, "parameters.PEER_ENDPOINT")
+	refused("Update", `{"name":"b","templates":[{"role":"sysext","name":"tools","template":"tools"}]}`, "parameters.GREETING")
+	after := tenantOf(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"a"}`))
+	if after["revision"] != before["revision"] || fmt.Sprint(after["parameters"]) != fmt.Sprint(before["parameters"]) || fmt.Sprint(after["networkFeatures"]) != fmt.Sprint(before["networkFeatures"]) {
+		t.Errorf("a refused Update changed the tenant: %v -> %v", before, after)
+	}
+	up := tenantOf(t, c.call("io.bitbuilder.Tenant.Update", `{"name":"a","networkFeatures":["wireguard"],"parameters":{"PEER_ENDPOINT":"192.0.2.1:51820","PEER_PUBLIC_KEY":"`+testWGKey+`"}}`))
+	if up["parameters"].(map[string]any)["PEER_ENDPOINT"] != "192.0.2.1:51820" {
+		t.Errorf("Update = %v", up)
+	}
+}
+
+// testWGKey is a well-formed WireGuard public key (base64 of 32 bytes).
+const testWGKey = "q2LBd3a1k5cHFSR6xaV5fL1G8nP3Qh6n1pYcRm1Zr0E="
+
+// TestTemplateRules checks Template.Rules through the daemon's socket: the whole catalogue in
+// rule order, one rule by its id in any case, and NoSuchRule for an unknown id.
+func TestTemplateRules(t *testing.T) {
+	d := startDaemon(t)
+	c := dial(t, d.socket)
+	r := c.call("io.bitbuilder.Template.Rules", `{}`)
+	all, _ := r.Parameters["rules"].([]any)
+	if r.Error != "" || len(all) < 50 || all[0].(map[string]any)["id"] != "A1" {
+		t.Fatalf("Rules = %v %d rules", r.Error, len(all))
+	}
+	r = c.call("io.bitbuilder.Template.Rules", `{"rule":"c18"}`)
+	one, _ := r.Parameters["rules"].([]any)
+	if len(one) != 1 {
+		t.Fatalf("Rules(c18) = %v", r)
+	}
+	if rule := one[0].(map[string]any); rule["id"] != "C18" || rule["title"] == "" || rule["explanation"] == "" || fmt.Sprint(rule["severities"]) != "[error warning]" {
+		t.Errorf("C18 = %v", rule)
+	}
+	wantError(t, c.call("io.bitbuilder.Template.Rules", `{"rule":"Z9"}`), "io.bitbuilder.Template.NoSuchRule", map[string]any{"rule": "Z9"})
+}
