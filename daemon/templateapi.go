@@ -146,7 +146,7 @@ func (a *templateAPI) Add(ctx context.Context, c vtp.VarlinkCall, name string, u
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("template added", "template", name, "url", url, "commit", t.Commit)
+	logChange(ctx, a.log, "template added", "template", name, "url", url, "commit", t.Commit)
 	api := a.toAPI(ctx, t)
 	return c.ReplyAdd(ctx, nil, &api)
 }
@@ -162,7 +162,7 @@ func (a *templateAPI) Update(ctx context.Context, c vtp.VarlinkCall, name string
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("template updated", "template", name, "commit", t.Commit)
+	logChange(ctx, a.log, "template updated", "template", name, "commit", t.Commit)
 	api := a.toAPI(ctx, t)
 	return c.ReplyUpdate(ctx, nil, &api)
 }
@@ -172,7 +172,7 @@ func (a *templateAPI) Pin(ctx context.Context, c vtp.VarlinkCall, name string, c
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("template pinned", "template", name, "commit", t.Commit)
+	logChange(ctx, a.log, "template pinned", "template", name, "commit", t.Commit)
 	return c.ReplyPin(ctx, a.toAPI(ctx, t))
 }
 
@@ -224,7 +224,7 @@ func (a *templateAPI) Remove(ctx context.Context, c vtp.VarlinkCall, name string
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("template removed", "template", name)
+	logChange(ctx, a.log, "template removed", "template", name)
 	return c.ReplyRemove(ctx)
 }
 

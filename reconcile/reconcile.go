@@ -474,17 +474,7 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 	log := c.log.With("tenant", name, "revision", t.Revision)
 
 	if t.Deleting() {
-		var errs []error
-		for i := len(c.cfg.Steps) - 1; i >= 0; i-- {
-			s := c.cfg.Steps[i]
-			sctx, cancel := context.WithTimeout(ctx, c.cfg.StepTimeout)
-			err := s.Teardown(sctx, t)
-			cancel()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s teardown: %w", s.Name(), err))
-			}
-		}
-		if err := errors.Join(errs...); err != nil {
+		if err := TeardownSteps(ctx, c.cfg.Steps, t, c.cfg.StepTimeout); err != nil {
 			c.setStatus(ctx, t, tenant.PhaseDeleting, []tenant.Condition{{
 				Type: "Deleted", Status: "false", Reason: "TeardownFailed", Message: err.Error(),
 			}})
@@ -545,6 +535,23 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 	return res, errors.Join(errs...)
 }
 
+// TeardownSteps removes everything steps made for t, in reverse order, each step within
+// timeout, and returns every failure. It is what deleting a tenant does to the host, and what
+// bitbuilderd --cleanup does for each tenant.
+func TeardownSteps(ctx context.Context, steps []Step, t *tenant.Tenant, timeout time.Duration) error {
+	var errs []error
+	for i := len(steps) - 1; i >= 0; i-- {
+		s := steps[i]
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		err := s.Teardown(sctx, t)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s teardown: %w", s.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // awaitingAddress reports whether a running VM has no address yet.
 func awaitingAddress(statuses []tenant.MachineStatus) bool {
 	for _, st := range statuses {
@@ -583,11 +590,19 @@ func hasCondition(cs []tenant.Condition, typ string) bool {
 	return false
 }
 
+// ReasonRecordsOnly is the reason of a condition that says what the daemon was told not to
+// do (bitbuilderd --no-host: HostApplied=false): not a failure, so it does not degrade the phase.
+const ReasonRecordsOnly = "RecordsOnly"
+
 // phaseOf derives the phase: failed when a step errored and nothing is ready, degraded
-// when some condition is false, otherwise ready (or stopped when stopped is desired).
+// when some condition is false (except ReasonRecordsOnly), otherwise ready (or stopped when
+// stopped is desired).
 func phaseOf(t *tenant.Tenant, conds []tenant.Condition, failed bool) tenant.Phase {
 	anyTrue, anyFalse := false, false
 	for _, c := range conds {
+		if c.Reason == ReasonRecordsOnly {
+			continue
+		}
 		switch c.Status {
 		case "true":
 			anyTrue = true

@@ -44,7 +44,8 @@ func run(args []string) error {
 	fs.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory of the database and the tenants' trees")
 	fs.StringVar(&cfg.AdminGroup, "admin-group", daemon.DefaultAdminGroup, "group whose members may change things besides root")
 	indexRange := fs.String("index-range", "1-254", "range of tenant network indexes, MIN-MAX")
-	noHost := fs.Bool("no-host", false, "keep records only: change nothing on the host (no namespaces, links, units)")
+	noHost := fs.Bool("no-host", false, "keep records only: change nothing on the host (no namespaces, links, units); each tenant shows HostApplied=false")
+	cleanup := fs.Bool("cleanup", false, "remove from the host everything the daemon made there for the tenants of --state-dir (machines and their roots, units, networkd files, namespaces, links, trees, the boot registry), as deleting them would, keep their records, and exit; bitbuilderd must not be running")
 	var host daemon.HostConfig
 	fs.StringVar(&host.NetworkDir, "network-dir", "/run/systemd/network", "where rendered networkd files go")
 	fs.StringVar(&host.UnitDir, "unit-dir", "/run/systemd/system", "where tenants' units go")
@@ -129,9 +130,13 @@ func run(args []string) error {
 	if !*noHost {
 		cfg.Host = &host
 	}
+	cfg.RecordsOnly = *noHost
 
 	ctx, stop := signalContext()
 	defer stop()
+	if *cleanup {
+		return daemon.Cleanup(ctx, cfg)
+	}
 	return daemon.Run(ctx, cfg)
 }
 
