@@ -320,7 +320,7 @@ func (c *Controller) observe(ctx context.Context) {
 		err = c.cfg.Observer(ctx, ts)
 	}
 	if err != nil && ctx.Err() == nil {
-		c.log.Warn("observer failed", "err", err)
+		c.log.Warn("observer failed", "err", OneLine(err))
 	}
 }
 

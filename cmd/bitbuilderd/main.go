@@ -22,7 +22,8 @@ import (
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintln(os.Stderr, "bitbuilderd:", err)
+		// One line, like every log line: the parts of a joined error are separated by "; ".
+		fmt.Fprintln(os.Stderr, "bitbuilderd:", strings.ReplaceAll(err.Error(), "\n", "; "))
 		os.Exit(1)
 	}
 }
