@@ -203,7 +203,7 @@ func (pc *paramCache) forTenant(t *tenant.Tenant) ([]*templateParams, error) {
 	var out []*templateParams
 	seen := map[string]bool{}
 	hasNetwork := false
-	for _, u := range t.Templates {
+	for i, u := range t.Templates {
 		if u.Role == string(metadata.TypeNetwork) {
 			hasNetwork = true
 		}
@@ -213,7 +213,14 @@ func (pc *paramCache) forTenant(t *tenant.Tenant) ([]*templateParams, error) {
 		}
 		seen[key] = true
 		tp, err := pc.declared(u.Template, u.Commit)
-		if err != nil {
+		var fe *template.FieldError
+		switch {
+		case errors.Is(err, template.ErrNotFound):
+			return nil, &tenant.TemplateError{Template: u.Template, Err: err}
+		case errors.Is(err, template.ErrNoSuchRef) || errors.As(err, &fe):
+			return nil, &tenant.FieldError{Field: fmt.Sprintf("templates[%d].commit", i),
+				Reason: fmt.Sprintf("%q is not a commit the registry has of template %s: pin it first (template pin) or leave commit out", u.Commit, u.Template)}
+		case err != nil:
 			return nil, err
 		}
 		out = append(out, tp)

@@ -90,6 +90,8 @@ func TestTemplateParameters(t *testing.T) {
 	// A sysext's own parameters: GREETING has no default.
 	refused("Create", `{"name":"a","templates":[{"role":"sysext","name":"tools","template":"tools"}]}`, "parameters.GREETING")
 	refused("Create", `{"name":"a","templates":[{"role":"sysext","name":"tools","template":"tools"}],"parameters":{"GREETING":"hi","COUNT":"many"}}`, "parameters.COUNT")
+	// A commit the registry does not have cannot say what it declares.
+	refused("Create", `{"name":"a","templates":[{"role":"sysext","name":"t","template":"tools","commit":"0123456789012345678901234567890123456789"}]}`, "templates[0].commit")
 	wantError(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"a"}`), "io.bitbuilder.Tenant.NoSuchTenant", nil)
 
 	// Accepted: declared, well-typed, required ones given (a wireguard-only one only with wireguard).
