@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -136,4 +137,29 @@ func TestTemplateRules(t *testing.T) {
 		t.Errorf("C18 = %v", rule)
 	}
 	wantError(t, c.call("io.bitbuilder.Template.Rules", `{"rule":"Z9"}`), "io.bitbuilder.Template.NoSuchRule", map[string]any{"rule": "Z9"})
+}
+
+// TestBadParameterDeclarations checks that a template whose parameters.json tenants could not
+// use is refused when it is added (ValidationFailed with an X2 finding naming parameters.json)
+// and reported by Validate of a directory.
+func TestBadParameterDeclarations(t *testing.T) {
+	d := startDaemon(t)
+	c := dial(t, d.socket)
+	bad := map[string]string{"parameters.json": `{"PORT":{"type":"port","default":"0"}}`}
+	r := c.call("io.bitbuilder.Template.Add", fmt.Sprintf(`{"name":"bad","url":%q,"ref":"main"}`, templateRepoWith(t, "../examples/templates/sysext", bad)))
+	wantError(t, r, "io.bitbuilder.Template.ValidationFailed", nil)
+	if f := fmt.Sprint(r.Parameters["findings"]); !strings.Contains(f, "parameters.json") || !strings.Contains(f, "X2") {
+		t.Errorf("findings %s, want X2 on parameters.json", f)
+	}
+	dir := filepath.Join(t.TempDir(), "tools")
+	if err := os.CopyFS(dir, os.DirFS("../examples/templates/sysext")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "parameters.json"), []byte(`{"X":{"type":"colour"}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v := c.call("io.bitbuilder.Template.Validate", fmt.Sprintf(`{"path":%q}`, dir))
+	if v.Error != "" || v.Parameters["errors"] != 1.0 || !strings.Contains(fmt.Sprint(v.Parameters["findings"]), "colour") {
+		t.Errorf("Validate: %v %v", v.Error, v.Parameters)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	vtp "github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
+	"github.com/bitbuilder/bitbuilder/netconf"
 	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/template/metadata"
@@ -389,7 +390,23 @@ func validateDir(ctx context.Context, dir string, typ *string, opts validate.Opt
 		}
 		return verdict{}, err
 	}
+	v.report = withParameterFindings(dir, v.report)
 	return v, nil
+}
+
+// withParameterFindings adds to rep an X2 error when the template in dir has a parameters.json that
+// tenants could not use (the daemon reads it on every Create and Update of a tenant using the template).
+func withParameterFindings(dir string, rep validate.Report) validate.Report {
+	if _, err := netconf.LoadParameters(dir); err != nil {
+		msg := err.Error()
+		var te *netconf.TemplateError
+		if errors.As(err, &te) {
+			msg = te.Msg
+		}
+		return rep.With(validate.Finding{Rule: "X2", Severity: validate.SeverityError, Path: "parameters.json",
+			Message: "the declared parameters cannot be read: " + msg})
+	}
+	return rep
 }
 
 // Defaults of validations.
@@ -594,6 +611,7 @@ func registryValidator(artifactSources []string) func(ctx context.Context, dir, 
 		if err != nil {
 			return nil, err
 		}
+		rep = withParameterFindings(dir, rep)
 		var out []string
 		for _, f := range rep.Errors() {
 			out = append(out, formatFinding(f))

@@ -217,6 +217,25 @@ func ParseParameters(raw []byte) (map[string]Parameter, error) {
 	return t.Params, nil
 }
 
+// LoadParameters reads the parameters.json of the template checked out in dir as LoadDir does (treefile.ReadRoot:
+// no symlink followed, a regular file of at most MaxFileSize bytes) and parses it with ParseParameters. A template
+// without one declares none (nil, nil). Any template type may declare parameters this way.
+func LoadParameters(dir string) (map[string]Parameter, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, &TemplateError{File: ".", Msg: err.Error()}
+	}
+	defer root.Close()
+	raw, err := treefile.ReadRoot(root, "parameters.json", MaxFileSize)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	case err != nil:
+		return nil, &TemplateError{File: "parameters.json", Msg: err.Error()}
+	}
+	return ParseParameters(raw)
+}
+
 // TypeName is the parameter's type, ParamString when parameters.json gives none.
 func (p Parameter) TypeName() string { return p.typ() }
 

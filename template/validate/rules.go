@@ -135,7 +135,7 @@ var rules = []RuleInfo{
 	{"X1", sevEW, "files the validator must read can be inspected",
 		"A file the rules need (a release file, a certificate, the root's directories) is not a regular file, is larger than the read limit, cannot be read, or is a symlink loop or points out of the tree."},
 	{"X2", sevE, "template files the validator understands are well-formed",
-		"metadata.json (its schema), config/*.json, artifacts.json and config/nspawn-settings.conf are read by the daemon; the finding names the file and the problem."},
+		"metadata.json (its schema), config/*.json, artifacts.json, config/nspawn-settings.conf and parameters.json (the parameters tenants give; checked by the daemon) are read by the daemon; the finding names the file and the problem."},
 	{"X3", sevI, "a file is provided at materialization (artifacts.json)",
 		"The path is not in the repository but artifacts.json asks for a host file of the administrator's list there, so the rules that need it count it as present."},
 }
