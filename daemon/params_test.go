@@ -3,9 +3,15 @@ package daemon
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
+	"github.com/bitbuilder/bitbuilder/store"
+	"github.com/bitbuilder/bitbuilder/template"
+	"github.com/bitbuilder/bitbuilder/tenant"
 )
 
 // templateRepoWith makes a real git repository of the example template dir with extra files
@@ -161,5 +167,64 @@ func TestBadParameterDeclarations(t *testing.T) {
 	v := c.call("io.bitbuilder.Template.Validate", fmt.Sprintf(`{"path":%q}`, dir))
 	if v.Error != "" || v.Parameters["errors"] != 1.0 || !strings.Contains(fmt.Sprint(v.Parameters["findings"]), "colour") {
 		t.Errorf("Validate: %v %v", v.Error, v.Parameters)
+	}
+}
+
+// BenchmarkParameterCheck measures what checking parameters against the declared ones costs an
+// Update of a tenant's parameters on a real bbolt store (fsync off, so that the check is not lost
+// in disk time): the same updates with a checker (the daemon's, a registered network template with real git, its
+// declarations read once per commit) and without one (the baseline, measured in the same run).
+func BenchmarkParameterCheck(b *testing.B) {
+	testpolicy.RequireTool(b, "git")
+	dir := b.TempDir()
+	reg, err := template.New(template.Config{Dir: filepath.Join(dir, "templates")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer reg.Close()
+	repo := filepath.Join(dir, "net")
+	if err := os.CopyFS(repo, os.DirFS("../examples/templates/network")); err != nil {
+		b.Fatal(err)
+	}
+	for _, args := range [][]string{{"init", "-q", "-b", "main"}, {"add", "-A"}, {"-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "t"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("git %v: %v %s", args, err, out)
+		}
+	}
+	if _, err := reg.Add(b.Context(), "net", repo, "main", nil); err != nil {
+		b.Fatal(err)
+	}
+	for _, bc := range []struct {
+		name     string
+		resolver tenant.TemplateResolver
+	}{
+		{"unchecked", nil},
+		{"checked", templateResolver{reg: reg, params: newParamCache(reg)}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			st, err := store.Open(filepath.Join(b.TempDir(), "db"), store.Options{NoSync: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			svc, err := tenant.New(tenant.Config{Store: st, Templates: bc.resolver})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tmpl, _ := reg.Get("net")
+			if _, err := svc.Create(b.Context(), tenant.Spec{Name: "t",
+				Templates: []tenant.TemplateUse{{Role: "network", Name: "net", Template: "net", Commit: tmpl.Commit}}}); err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				p := map[string]string{"BRIDGE_STP": []string{"yes", "no"}[i%2], "VXLAN_PORT": "4790"}
+				if _, err := svc.Update(b.Context(), "t", 0, tenant.Changes{Parameters: &p}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
