@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/netip"
@@ -83,8 +84,14 @@ func run(args []string) error {
 	fs.IntVar(&cfg.TemplateLimits.MaxEntries, "template-max-entries", 2_000_000, "most files, symlinks and directories of a template checkout")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			usage(os.Stdout, fs)
+			return nil
+		}
+		// The flag package names flags with one dash; bitbuilderd documents them GNU-style.
+		return fmt.Errorf("%s (bitbuilderd --help lists the flags)", strings.Replace(err.Error(), " -", " --", 1))
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -139,6 +146,25 @@ func run(args []string) error {
 		return daemon.Cleanup(ctx, cfg)
 	}
 	return daemon.Run(ctx, cfg)
+}
+
+// usage prints the flags GNU-style (--name VALUE), as bitbuilderd takes them.
+func usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintln(w, "Usage: bitbuilderd [flags]")
+	fmt.Fprintln(w, "\nServes the io.bitbuilder.* Varlink interfaces and keeps every tenant's host state converged to its records.")
+	fmt.Fprintln(w, "\nFlags:")
+	fs.VisitAll(func(f *flag.Flag) {
+		name, help := flag.UnquoteUsage(f)
+		arg := "--" + f.Name
+		if name != "" {
+			arg += " " + strings.ToUpper(name)
+		}
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "[]" {
+			def = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  %s\n      %s%s\n", arg, help, def)
+	})
 }
 
 // sizeFlag parses a byte count, with an optional K, M or G suffix (powers of 1024, "KiB"
