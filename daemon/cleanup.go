@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/bitbuilder/bitbuilder/reconcile"
@@ -89,9 +89,8 @@ func Cleanup(ctx context.Context, cfg Config) error {
 		_ = os.Remove(dir) // only when empty
 	}
 	for _, sock := range []string{cfg.SocketPath, cfg.ReadOnlySocketPath} {
-		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
-			c.Close()
-			continue // a live socket is another daemon's
+		if listening(sock) {
+			continue // systemd's (socket activation) or another daemon's: never connected to, which would start one
 		}
 		if err := os.Remove(sock); err == nil {
 			log.Info("removed stale socket", "socket", sock)
@@ -103,4 +102,21 @@ func Cleanup(ctx context.Context, cfg Config) error {
 	}
 	log.Info("host cleaned up", "tenants", len(ts))
 	return nil
+}
+
+// listening reports whether some process listens on the unix socket at path, as the kernel lists
+// it (/proc/net/unix, flag __SO_ACCEPTCON), without connecting to it: a connection to a socket
+// systemd holds for bitbuilderd.socket would start the daemon.
+func listening(path string) bool {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return true // cannot tell: keep it
+	}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Fields(line)
+		if len(f) >= 8 && f[7] == path && f[3] == "00010000" {
+			return true
+		}
+	}
+	return false
 }
