@@ -83,3 +83,43 @@ func TestCleanup(t *testing.T) {
 		t.Errorf("after --cleanup the daemon lists %d tenants, want the 2 records", len(got))
 	}
 }
+
+// TestCleanupWithoutRecords: the state directory was removed before bitbuilderd --cleanup ran;
+// the tenant's namespace, links, networkd files and units are still found, by the marks the
+// daemon leaves (link aliases, file headers, unit manifests), and removed.
+func TestCleanupWithoutRecords(t *testing.T) {
+	d := startDaemon(t, "orphan", "--no-host=false")
+	h := d.h
+	cleanup := []string{bitbuilderd, "--cleanup", "--socket", d.socket, "--state-dir", d.stateDir}
+	t.Cleanup(func() {
+		_, _, _ = h.Run(context.Background(), "systemctl", "stop", d.unit)
+		_, _, _ = h.Run(context.Background(), cleanup...)
+	})
+	a := d.create(t, `{"name":"orphan-a"}`)
+	eventually(t, 60*time.Second, func() (bool, string) {
+		cs := conditions(t, d.tenantCall(t, asRoot, "Get", `{"name":"orphan-a"}`))
+		return cs["NetworkReady"].Status == "true" && cs["NetworkdConfigured"].Status == "true" && cs["UnitsInstalled"].Status == "true", fmt.Sprint(cs)
+	})
+	d.stop(t)
+	mustRun(t, h, "rm", "-rf", d.stateDir)
+	r := run(t, h, "", cleanup...)
+	if r.exit != 0 {
+		t.Fatalf("bitbuilderd --cleanup: %s", r)
+	}
+	t.Logf("bitbuilderd --cleanup:\n%s", r.stderr)
+	if out := mustRun(t, h, "ip", "netns", "list"); strings.Contains(out, "tenant-orphan-a") {
+		t.Errorf("namespace after --cleanup: %s", out)
+	}
+	if r := run(t, h, "", "ip", "link", "show", fmt.Sprintf("br-tenant-%d", a.NetworkIndex)); r.exit == 0 {
+		t.Errorf("bridge after --cleanup: %s", r.stdout)
+	}
+	if out := run(t, h, "", "sh", "-c", fmt.Sprintf("ls /run/systemd/network/ | grep '^50-bitbuilder-%d-'", a.NetworkIndex)).stdout; out != "" {
+		t.Errorf("networkd files after --cleanup: %s", out)
+	}
+	if out := run(t, h, "", "sh", "-c", `ls -a /run/systemd/system/ /run/systemd/system/.bitbuilder 2>/dev/null | grep orphan`).stdout; out != "" {
+		t.Errorf("units after --cleanup: %s", out)
+	}
+	if r := run(t, h, "", "test", "-e", d.stateDir); r.exit == 0 {
+		t.Errorf("--cleanup made the state directory %s", d.stateDir)
+	}
+}
