@@ -11,7 +11,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 GOTESTFLAGS ?=
 TEST_TIMEOUT ?= 60m
 
-.PHONY: all build run test deps check generate-check lint unit bench clean
+.PHONY: all build run run-records clean-host test deps check generate-check lint unit bench clean
 
 all: build
 
@@ -21,8 +21,20 @@ build:
 
 # The main job: bitbuilderd on its embedded defaults (socket /run/bitbuilder/io.bitbuilder,
 # state in /var/lib/bitbuilder). Use bbctl from another shell: ./bin/bbctl tenant list
+# It changes the host (namespaces, links, networkd files in /run/systemd/network, units in
+# /run/systemd/system, /etc/bitbuilder/boot-registry.json) and leaves them on Ctrl-C:
+# `make clean-host` removes them, `make run-records` changes nothing on the host.
 run: build
 	./bin/bitbuilderd
+
+# The daemon keeping records only (--no-host): every tenant shows HostApplied=false.
+run-records: build
+	./bin/bitbuilderd --no-host
+
+# Remove from the host what `make run` made there, as deleting each tenant would; the records
+# in /var/lib/bitbuilder stay (rm -rf it to forget them). The daemon must be stopped.
+clean-host: build
+	./bin/bitbuilderd --cleanup
 
 # Everything CI runs: host packages and the systemd 257 test host, static checks, then
 # every test (unit, root-only netlink tests, and the integration tests in the test host).

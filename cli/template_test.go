@@ -183,7 +183,8 @@ func TestNetworkCommands(t *testing.T) {
 	if r.code != ExitNotFound {
 		t.Errorf("get of no such tenant: exit %d, stderr %q", r.code, r.stderr)
 	}
-	mustRun(t, d.addr, "tenant", "create", "web", "--index", "9", "--network-features", "wireguard")
+	mustRun(t, d.addr, "tenant", "create", "web", "--index", "9", "--network-features", "wireguard",
+		"--param", "PEER_ENDPOINT=192.0.2.7:51820", "--param", "PEER_PUBLIC_KEY=q2LBd3a1k5cHFSR6xaV5fL1G8nP3Qh6n1pYcRm1Zr0E=")
 	var listed []vn.TenantNetwork
 	if err := json.Unmarshal([]byte(mustRun(t, d.addr, "network", "list", "--json")), &listed); err != nil || len(listed) != 1 || listed[0].Tenant != "web" {
 		t.Errorf("list: %+v, %v", listed, err)

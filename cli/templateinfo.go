@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -12,36 +11,9 @@ import (
 	vm "github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
 )
 
-// template params and template rules read what the daemon says about its templates and its
-// validator. They call the methods by name and decode the replies into the types below, not
-// through the generated bindings, because the daemon side (template parameters in
-// io.bitbuilder.Template's Template, the rule catalogue method) is added beside them:
-//
-//   - template params NAME reads io.bitbuilder.Template.Get(name) and expects the reply's
-//     template to carry "parameters": an array of templateParam. A reply without the field is a
-//     daemon that does not report parameters (an error that says so).
-//   - template rules [RULE] calls io.bitbuilder.Template.Rules() and expects {"rules": [...]},
-//     an array of ruleInfo in rule order (the validator's catalogue, template/validate.Rules,
-//     with an optional longer description).
-//
-// Once the IDL has them, the generated types can replace these.
-
-// templateParam is one parameter a template declares.
-type templateParam struct {
-	Name        string          `json:"name"`
-	Type        string          `json:"type"`
-	Default     json.RawMessage `json:"default,omitempty"`
-	Required    *bool           `json:"required,omitempty"`
-	Description string          `json:"description"`
-}
-
-// ruleInfo is one rule of the validator's catalogue.
-type ruleInfo struct {
-	ID          string   `json:"id"`
-	Severities  []string `json:"severities"`
-	Summary     string   `json:"summary"`
-	Description *string  `json:"description,omitempty"`
-}
+// template params and template rules read what the daemon says about its templates and its validator:
+// Template.Get's parameters (what the pinned commit's parameters.json declares) and Template.Rules (the
+// validator's catalogue, the same table its findings name).
 
 func templateInfoCommands() []*command {
 	return []*command{
@@ -57,20 +29,14 @@ parameter records.`,
 					if err != nil {
 						return err
 					}
-					const method = "io.bitbuilder.Template.Get"
-					var reply struct {
-						Template struct {
-							Name       string           `json:"name"`
-							Parameters *[]templateParam `json:"parameters"`
-						} `json:"template"`
+					t, err := vm.Get().Call(ctx, c, args[0])
+					if err != nil {
+						return e.wrap(err, "io.bitbuilder.Template.Get")
 					}
-					if err := c.Call(ctx, method, map[string]string{"name": args[0]}, &reply); err != nil {
-						return e.wrap(vm.Dispatch_Error(err), method)
+					params := t.Parameters
+					if params == nil {
+						params = []vm.Parameter{}
 					}
-					if reply.Template.Parameters == nil {
-						return fmt.Errorf("the daemon does not report template parameters (is it older than bbctl?)")
-					}
-					params := *reply.Template.Parameters
 					if e.g.json {
 						return printJSON(e.stdout(), params)
 					}
@@ -90,23 +56,21 @@ with its description. With --json an array of the rule records (with RULE: the r
 					if err != nil {
 						return err
 					}
-					const method = "io.bitbuilder.Template.Rules"
-					var reply struct {
-						Rules []ruleInfo `json:"rules"`
+					// Every rule, also for one: an unknown id gets the ids close to it.
+					rules, err := vm.Rules().Call(ctx, c, nil)
+					if err != nil {
+						return e.wrap(err, "io.bitbuilder.Template.Rules")
 					}
-					if err := c.Call(ctx, method, struct{}{}, &reply); err != nil {
-						return e.wrap(vm.Dispatch_Error(err), method)
-					}
-					if reply.Rules == nil {
-						reply.Rules = []ruleInfo{}
+					if rules == nil {
+						rules = []vm.Rule{}
 					}
 					if len(args) == 0 {
 						if e.g.json {
-							return printJSON(e.stdout(), reply.Rules)
+							return printJSON(e.stdout(), rules)
 						}
-						return printRules(e.stdout(), reply.Rules)
+						return printRules(e.stdout(), rules)
 					}
-					r, err := findRule(reply.Rules, args[0])
+					r, err := findRule(rules, args[0])
 					if err != nil {
 						return err
 					}
@@ -123,39 +87,36 @@ with its description. With --json an array of the rule records (with RULE: the r
 
 // findRule finds a rule by id, case-insensitively; an unknown id is NotFound, with the ids
 // close to it.
-func findRule(rules []ruleInfo, id string) (ruleInfo, error) {
+func findRule(rules []vm.Rule, id string) (vm.Rule, error) {
 	var ids []string
 	for _, r := range rules {
-		if strings.EqualFold(r.ID, id) {
+		if strings.EqualFold(r.Id, id) {
 			return r, nil
 		}
-		ids = append(ids, r.ID)
+		ids = append(ids, r.Id)
 	}
-	return ruleInfo{}, &localError{kind: ErrNotFound, name: "bbctl.NoSuchRule", params: map[string]any{"rule": id},
+	return vm.Rule{}, &localError{kind: ErrNotFound, name: "bbctl.NoSuchRule", params: map[string]any{"rule": id},
 		message: fmt.Sprintf("the validator has no rule %q%s (bbctl template rules lists them)", id,
 			didYouMean(strings.ToUpper(id), ids, func(s string) string { return s }))}
 }
 
-// paramDefault is how a parameter's default is shown: a string as it is, other JSON values as
-// JSON, "(required)" for a parameter without one that must be given.
-func paramDefault(p templateParam) string {
-	if len(p.Default) == 0 || string(p.Default) == "null" {
-		if p.Required == nil || *p.Required {
-			return "(required)"
-		}
-		return ""
+// paramDefault is how a parameter's default is shown: "(required)" for one a tenant must give, "" for one
+// without a default that only tenants with its network feature need.
+func paramDefault(p vm.Parameter) string {
+	switch {
+	case p.Default != nil && *p.Default == "":
+		return `""`
+	case p.Default != nil:
+		return *p.Default
+	case p.Required && p.Feature != nil:
+		return "(required with " + *p.Feature + ")"
+	case p.Required:
+		return "(required)"
 	}
-	var s string
-	if json.Unmarshal(p.Default, &s) == nil {
-		if s == "" {
-			return `""`
-		}
-		return s
-	}
-	return string(p.Default)
+	return ""
 }
 
-func printParams(w io.Writer, params []templateParam) error {
+func printParams(w io.Writer, params []vm.Parameter) error {
 	if len(params) == 0 {
 		_, err := fmt.Fprintln(w, "The template takes no parameters.")
 		return err
@@ -167,19 +128,19 @@ func printParams(w io.Writer, params []templateParam) error {
 	return tb.flush()
 }
 
-func printRules(w io.Writer, rules []ruleInfo) error {
+func printRules(w io.Writer, rules []vm.Rule) error {
 	tb := newTable(w, "RULE", "SEVERITY", "SUMMARY")
 	for _, r := range rules {
-		tb.row(r.ID, strings.Join(r.Severities, ","), r.Summary)
+		tb.row(r.Id, strings.Join(r.Severities, ","), r.Title)
 	}
 	return tb.flush()
 }
 
-func printRule(w io.Writer, r ruleInfo) {
-	kv(w, "Rule", r.ID)
+func printRule(w io.Writer, r vm.Rule) {
+	kv(w, "Rule", r.Id)
 	kv(w, "Severities", strings.Join(r.Severities, ", "))
-	kv(w, "Summary", r.Summary)
-	if d := deref(r.Description); d != "" {
+	kv(w, "Summary", r.Title)
+	if d := r.Explanation; d != "" {
 		fmt.Fprintf(w, "\n%s\n", strings.TrimSpace(d))
 	}
 	if slices.Contains(r.Severities, "error") {

@@ -59,7 +59,7 @@ func TestTenantRoundTrip(t *testing.T) {
 	}{
 		{"create with limits, templates and parameters",
 			[]string{"tenant", "create", "web", "--index", "7", "--cpus", "0.5", "--memory", "2G", "--storage", "20GiB",
-				"--template", "machine:web:debian-web", "--template", "sysext:tools:tools", "--param", "MTU=1400", "--network-features", "wireguard"},
+				"--template", "machine:web:debian-web", "--template", "sysext:tools:tools", "--param", "BRIDGE_STP=yes", "--network-features", "vxlan"},
 			0, `tenant "web" created: network index 7, desired state running, phase `,
 			func(t *testing.T) {
 				got := getTenant(t, d.addr, "web")
@@ -70,7 +70,7 @@ func TestTenantRoundTrip(t *testing.T) {
 					deref(got.Templates[0].Commit) != webCommit {
 					t.Errorf("templates %+v, want debian-web pinned to %s", got.Templates, webCommit)
 				}
-				if got.Parameters["MTU"] != "1400" || len(got.NetworkFeatures) != 1 || got.NetworkFeatures[0] != "wireguard" {
+				if got.Parameters["BRIDGE_STP"] != "yes" || len(got.NetworkFeatures) != 1 || got.NetworkFeatures[0] != "vxlan" {
 					t.Errorf("parameters %v, network features %v", got.Parameters, got.NetworkFeatures)
 				}
 			}},
@@ -89,7 +89,7 @@ func TestTenantRoundTrip(t *testing.T) {
 			}
 		}},
 		{"update changes only the limit given and merges parameters",
-			[]string{"tenant", "update", "web", "--memory", "4G", "--param", "MTU-", "--param", "ZONE=a", "--network-features", ""}, 0, `tenant "web" updated`,
+			[]string{"tenant", "update", "web", "--memory", "4G", "--param", "BRIDGE_STP-", "--param", "VXLAN_PORT=4790", "--network-features", ""}, 0, `tenant "web" updated`,
 			func(t *testing.T) {
 				if got := getTenant(t, d.addr, "web"); len(got.NetworkFeatures) != 0 {
 					t.Errorf("network features %v, want none", got.NetworkFeatures)
@@ -98,7 +98,7 @@ func TestTenantRoundTrip(t *testing.T) {
 				if got.Resources != (vt.Resources{Cpus: 0.5, MemoryBytes: 4 << 30, StorageBytes: 20 << 30}) {
 					t.Errorf("resources %+v", got.Resources)
 				}
-				if len(got.Parameters) != 1 || got.Parameters["ZONE"] != "a" {
+				if len(got.Parameters) != 1 || got.Parameters["VXLAN_PORT"] != "4790" {
 					t.Errorf("parameters %v", got.Parameters)
 				}
 				if len(got.Templates) != 2 {
@@ -182,8 +182,8 @@ func TestTenantTablesGolden(t *testing.T) {
 	addTemplate(t, d.addr, "base", "infrastructure")
 	// One tenant at a time, each left to settle, so that revisions are the same every run.
 	mustRun(t, d.addr, "tenant", "create", "web", "--cpus", "0.5", "--memory", "1536M", "--storage", "100G",
-		"--template", "machine:web:debian-web", "--template", "infrastructure:infra:base", "--param", "MTU=1400", "--param", "DNS=10.0.0.1",
-		"--network-features", "wireguard,vxlan")
+		"--template", "machine:web:debian-web", "--template", "infrastructure:infra:base", "--param", "VXLAN_PORT=4790", "--param", "BRIDGE_STP=yes",
+		"--network-features", "vxlan")
 	settle(t, d.addr, "web")
 	mustRun(t, d.addr, "tenant", "create", "cache", "--stopped", "--index", "20")
 	settle(t, d.addr, "cache")

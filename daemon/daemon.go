@@ -90,6 +90,10 @@ type Config struct {
 	// Host, when set, makes the daemon change the host: tenants' networks, template trees,
 	// units and the boot registry. Without it the daemon only keeps records (tests).
 	Host *HostConfig
+	// RecordsOnly says the administrator asked for records only (bitbuilderd --no-host, Host
+	// nil): the daemon says so at start and each tenant shows the condition HostApplied=false,
+	// reason RecordsOnly, instead of looking applied.
+	RecordsOnly bool
 	// Steps are extra reconciler steps, after the host steps (tests).
 	Steps []reconcile.Step
 	// Resync is how long a tenant goes at most without being compared with the host when nothing changed (default 10 min).
@@ -150,10 +154,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer reg.Close()
 
-	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax, Templates: newUserResolver(templateResolver{reg}, cfg.StateDir)})
+	params := newParamCache(reg)
+	svc, err := tenant.New(tenant.Config{Store: st, IndexMin: cfg.IndexMin, IndexMax: cfg.IndexMax,
+		Templates: newUserResolver(templateResolver{reg: reg, params: params}, cfg.StateDir)})
 	if err != nil {
 		return err
 	}
+
+	logSettings(log, cfg, svc)
 
 	netAPI := &networkAPI{tenants: svc, log: log, net: networkConfig(cfg.Host)}
 	gid := rpc.LookupGroup(cfg.AdminGroup)
@@ -197,8 +205,8 @@ func Run(ctx context.Context, cfg Config) error {
 			},
 			{
 				Dispatcher: iobitbuildertemplate.VarlinkNew(&templateAPI{
-					artifactSources: cfg.ArtifactSources,
-					reg:             reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "validate"), log: log,
+					artifactSources: cfg.ArtifactSources, params: params,
+					reg: reg, tenants: svc, scratch: filepath.Join(cfg.StateDir, "validate"), log: log,
 				}),
 				Methods: map[string]rpc.Method{
 					"Add":    {Access: rpc.Write},
@@ -207,6 +215,7 @@ func Run(ctx context.Context, cfg Config) error {
 					"Get":    {Access: rpc.Read},
 					"List":   {Access: rpc.Read, RequiresMore: true},
 					"Remove": {Access: rpc.Write},
+					"Rules":  {Access: rpc.Read},
 					// Validating a registered template only reads; validating a host path
 					// would let a caller probe paths it cannot read itself.
 					"Validate": {AccessFor: func(p json.RawMessage) rpc.Access {
@@ -254,6 +263,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return err
 		}
+	}
+	if cfg.Host == nil && cfg.RecordsOnly {
+		steps = append(steps, recordsOnlyStep{})
 	}
 	steps = append(steps, cfg.Steps...)
 
@@ -339,6 +351,42 @@ func Run(ctx context.Context, cfg Config) error {
 	stopServing()
 	wg.Wait()
 	return nil
+}
+
+// logSettings logs, at start, the version and the settings the daemon runs with, and what it
+// will do to the host.
+func logSettings(log *slog.Logger, cfg Config, svc *tenant.Service) {
+	lo, hi := svc.IndexRange()
+	ro := cfg.ReadOnlySocketPath
+	if cfg.NoReadOnlySocket {
+		ro = "none"
+	}
+	resync := cfg.Resync
+	if resync <= 0 {
+		resync = 10 * time.Minute
+	}
+	host := "applied"
+	if cfg.Host == nil {
+		host = "records only"
+	}
+	log.Info("starting bitbuilderd", "version", Version, "host", host, "stateDir", cfg.StateDir,
+		"socket", cfg.SocketPath, "roSocket", ro, "adminGroup", cfg.AdminGroup,
+		"indexRange", fmt.Sprintf("%d-%d", lo, hi), "resync", resync,
+		"maxConnections", orDefault(cfg.MaxConnections, DefaultMaxConnections),
+		"maxMessageSize", orDefault(cfg.MaxMessageSize, DefaultMaxMessageSize))
+	switch {
+	case cfg.Host != nil:
+		logHostChanges(log, *cfg.Host, cfg.StateDir)
+	case cfg.RecordsOnly:
+		log.Warn("records only (--no-host): nothing is applied to the host; each tenant shows the condition HostApplied=false, reason " + reconcile.ReasonRecordsOnly)
+	}
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // listeners returns the sockets to serve: the main one (0660, root and the admin group) and

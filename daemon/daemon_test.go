@@ -240,7 +240,7 @@ func TestTenantLifecycle(t *testing.T) {
 	d := startDaemon(t)
 	c := dial(t, d.socket)
 
-	a := tenantOf(t, c.call("io.bitbuilder.Tenant.Create", `{"name":"alpha","resources":{"cpus":2,"memoryBytes":2147483648,"storageBytes":10737418240},"parameters":{"PEER":"x"}}`))
+	a := tenantOf(t, c.call("io.bitbuilder.Tenant.Create", `{"name":"alpha","resources":{"cpus":2,"memoryBytes":2147483648,"storageBytes":10737418240},"parameters":{"BRIDGE_STP":"yes"}}`))
 	if a["networkIndex"] != 1.0 || a["phase"] != "pending" || a["desiredState"] != "running" {
 		t.Errorf("created tenant = %v", a)
 	}
@@ -258,7 +258,7 @@ func TestTenantLifecycle(t *testing.T) {
 	}
 
 	got := tenantOf(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"alpha"}`))
-	if got["resources"].(map[string]any)["cpus"] != 2.0 || got["parameters"].(map[string]any)["PEER"] != "x" {
+	if got["resources"].(map[string]any)["cpus"] != 2.0 || got["parameters"].(map[string]any)["BRIDGE_STP"] != "yes" {
 		t.Errorf("Get alpha = %v", got)
 	}
 	wantError(t, c.call("io.bitbuilder.Tenant.Get", `{"name":"nope"}`), "io.bitbuilder.Tenant.NoSuchTenant", map[string]any{"name": "nope"})

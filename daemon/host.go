@@ -46,9 +46,8 @@ type HostConfig struct {
 	NetnsViaSystemd bool
 }
 
-// setUpHost builds the reconciler's host steps, in set-up order: template trees, network,
-// units; and the boot registry observer.
-func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *template.Registry, log *slog.Logger) (*hostNetwork, []reconcile.Step, reconcile.Observer, error) {
+// setDefaults fills in the zero fields.
+func (hc *HostConfig) setDefaults(stateDir string) {
 	if hc.NetworkDir == "" {
 		hc.NetworkDir = "/run/systemd/network"
 	}
@@ -61,6 +60,24 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 	if hc.Units.StateDir == "" {
 		hc.Units.StateDir = stateDir
 	}
+}
+
+// logHostChanges says, once at start, what the daemon will make on the host and how to remove it.
+func logHostChanges(log *slog.Logger, hc HostConfig, stateDir string) {
+	hc.setDefaults(stateDir)
+	log.Warn("this daemon changes the host: for each tenant it creates a network namespace, bridge, veth and tunnel links, networkd files, units and machines; bitbuilderd --cleanup removes them all, --no-host keeps records only",
+		"namespaces", "tenant-<name>",
+		"links", "br-tenant-N, vh-tenant-N, vx-tenant-N, wg-tenant-N, vlan-tenant-N, vt-<machine> (alias "+netns.Mark("<tenant>")+")",
+		"networkFiles", filepath.Join(hc.NetworkDir, "50-bitbuilder-N-*, 10-bitbuilder-tap-*.network"),
+		"units", filepath.Join(hc.UnitDir, "tenant*@*, bitbuilder-*.slice, *.mount (listed in .bitbuilder/<tenant>.units)"),
+		"bootRegistry", hc.BootRegistry,
+		"trees", filepath.Join(stateDir, "tenants")+", "+filepath.Join(stateDir, "trees"))
+}
+
+// setUpHost builds the reconciler's host steps, in set-up order: template trees, network,
+// units; and the boot registry observer.
+func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *template.Registry, log *slog.Logger) (*hostNetwork, []reconcile.Step, reconcile.Observer, error) {
+	hc.setDefaults(stateDir)
 	tenantsDir := filepath.Join(stateDir, "tenants")
 	if err := os.MkdirAll(tenantsDir, 0o755); err != nil {
 		return nil, nil, nil, err
@@ -117,7 +134,6 @@ func setUpHost(hc HostConfig, stateDir string, indexMin, indexMax int, reg *temp
 		},
 		&reconcile.UsersStep{Host: hn.machines, Units: hc.Units, TenantsDir: tenantsDir, Log: log.With("component", "users")},
 	}
-	log.Info("host steps enabled", "networkDir", hc.NetworkDir, "unitDir", hc.UnitDir, "bootRegistry", hc.BootRegistry)
 	boot, prune := reconcile.BootRegistry(hc.BootRegistry, hc.Units, tenantsDir), reconcile.PruneSharedTrees(tenantsDir)
 	observer := func(ctx context.Context, ts []*tenant.Tenant) error {
 		return errors.Join(boot(ctx, ts), prune(ctx, ts))
@@ -154,3 +170,16 @@ func vmAddresses(ctx context.Context, tap, bridge string) ([]string, error) {
 	slices.Sort(out)
 	return out, nil
 }
+
+// recordsOnlyStep is the one reconciler step of a records-only daemon (--no-host): it changes
+// nothing and says so in each tenant's conditions.
+type recordsOnlyStep struct{}
+
+func (recordsOnlyStep) Name() string { return "HostApplied" }
+
+func (recordsOnlyStep) Ensure(context.Context, *tenant.Tenant) ([]tenant.Condition, error) {
+	return []tenant.Condition{{Type: "HostApplied", Status: "false", Reason: reconcile.ReasonRecordsOnly,
+		Message: "bitbuilderd runs with --no-host: the tenant is recorded, nothing of it is applied to this host"}}, nil
+}
+
+func (recordsOnlyStep) Teardown(context.Context, *tenant.Tenant) error { return nil }

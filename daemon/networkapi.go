@@ -167,7 +167,7 @@ func (a *networkAPI) AddPeer(ctx context.Context, c vn.VarlinkCall, name string,
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("wireguard peer added", "tenant", name, "peer", p.PublicKey)
+	logChange(ctx, a.log, "wireguard peer added", "tenant", name, "peer", p.PublicKey)
 	return c.ReplyAddPeer(ctx, a.describe(ctx, t))
 }
 
@@ -177,7 +177,7 @@ func (a *networkAPI) RemovePeer(ctx context.Context, c vn.VarlinkCall, name stri
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("wireguard peer removed", "tenant", name, "peer", publicKey)
+	logChange(ctx, a.log, "wireguard peer removed", "tenant", name, "peer", publicKey)
 	return c.ReplyRemovePeer(ctx, a.describe(ctx, t))
 }
 
@@ -207,7 +207,7 @@ func (a *networkAPI) rendered(ctx context.Context, c vn.VarlinkCall, name string
 		for _, r := range rs {
 			files = append(files, vn.File{Name: r.Name, Content: string(r.Content)})
 		}
-		a.log.Info("network applied", "tenant", name, "files", len(res.Files), "changed", res.Changed)
+		logChange(ctx, a.log, "network applied", "tenant", name, "files", len(res.Files), "changed", res.Changed)
 		return c.ReplyApply(ctx, files)
 	}
 	rs, err := a.host.files.Render(tm, in)

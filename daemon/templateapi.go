@@ -15,6 +15,7 @@ import (
 	"time"
 
 	vtp "github.com/bitbuilder/bitbuilder/api/iobitbuildertemplate"
+	"github.com/bitbuilder/bitbuilder/netconf"
 	"github.com/bitbuilder/bitbuilder/rpc"
 	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/template/metadata"
@@ -40,6 +41,28 @@ type templateAPI struct {
 	checkout func(ctx context.Context, name, commit, dir string) error
 	// artifactSources is the administrator's allow-list of host files (nil: the default).
 	artifactSources []string
+	// params reads what templates declare (nil: made on first use from reg).
+	params     *paramCache
+	paramsOnce sync.Once
+}
+
+// declared returns the parameters the pinned commit of t declares, for the API; a template
+// whose parameters cannot be read is logged and shows none.
+func (a *templateAPI) declared(t template.Template) []vtp.Parameter {
+	a.paramsOnce.Do(func() {
+		if a.params == nil {
+			a.params = newParamCache(a.reg)
+		}
+	})
+	ps, err := a.params.paramsOf(t)
+	if err != nil {
+		a.log.Warn("cannot read the parameters a template declares", "template", t.Name, "commit", t.Commit, "err", err)
+	}
+	out := make([]vtp.Parameter, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, vtp.Parameter{Name: p.Name, Type: p.Type, Default: p.Default, Description: p.Description, Required: p.Required, Feature: p.Feature})
+	}
+	return out
 }
 
 // templateUsers maps each template name to the tenants whose records use it, sorted:
@@ -62,7 +85,7 @@ func templateUsers(ctx context.Context, svc *tenant.Service) (map[string][]strin
 	return users, nil
 }
 
-func toTemplateAPI(t template.Template, users []string) vtp.Template {
+func toTemplateAPI(t template.Template, users []string, params []vtp.Parameter) vtp.Template {
 	prev := t.PreviousCommits
 	if prev == nil {
 		prev = []string{}
@@ -71,6 +94,7 @@ func toTemplateAPI(t template.Template, users []string) vtp.Template {
 		Name: t.Name, Url: t.URL, Ref: t.Ref, Commit: t.Commit, Type: string(t.Type), Version: t.Version,
 		PreviousCommits: prev, UsedBy: append([]string{}, users...),
 		AddedAt: t.AddedAt.UTC().Format(time.RFC3339Nano), UpdatedAt: t.UpdatedAt.UTC().Format(time.RFC3339Nano),
+		Parameters: params,
 	}
 }
 
@@ -81,7 +105,7 @@ func (a *templateAPI) toAPI(ctx context.Context, t template.Template) vtp.Templa
 	if err != nil {
 		a.log.Warn("cannot read the tenants that use a template", "template", t.Name, "err", err)
 	}
-	return toTemplateAPI(t, users[t.Name])
+	return toTemplateAPI(t, users[t.Name], a.declared(t))
 }
 
 // progressSender streams progress replies when the caller asked for more.
@@ -123,7 +147,7 @@ func (a *templateAPI) Add(ctx context.Context, c vtp.VarlinkCall, name string, u
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("template added", "template", name, "url", url, "commit", t.Commit)
+	logChange(ctx, a.log, "template added", "template", name, "url", url, "commit", t.Commit)
 	api := a.toAPI(ctx, t)
 	return c.ReplyAdd(ctx, nil, &api)
 }
@@ -139,7 +163,7 @@ func (a *templateAPI) Update(ctx context.Context, c vtp.VarlinkCall, name string
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("template updated", "template", name, "commit", t.Commit)
+	logChange(ctx, a.log, "template updated", "template", name, "commit", t.Commit)
 	api := a.toAPI(ctx, t)
 	return c.ReplyUpdate(ctx, nil, &api)
 }
@@ -149,7 +173,7 @@ func (a *templateAPI) Pin(ctx context.Context, c vtp.VarlinkCall, name string, c
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("template pinned", "template", name, "commit", t.Commit)
+	logChange(ctx, a.log, "template pinned", "template", name, "commit", t.Commit)
 	return c.ReplyPin(ctx, a.toAPI(ctx, t))
 }
 
@@ -162,7 +186,7 @@ func (a *templateAPI) Get(ctx context.Context, c vtp.VarlinkCall, name string) e
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	return c.ReplyGet(ctx, toTemplateAPI(t, users[t.Name]))
+	return c.ReplyGet(ctx, toTemplateAPI(t, users[t.Name], a.declared(t)))
 }
 
 func (a *templateAPI) List(ctx context.Context, c vtp.VarlinkCall) error {
@@ -176,7 +200,7 @@ func (a *templateAPI) List(ctx context.Context, c vtp.VarlinkCall) error {
 	}
 	for i, t := range ts {
 		c.Continues = i < len(ts)-1
-		if err := c.ReplyList(ctx, toTemplateAPI(t, users[t.Name])); err != nil {
+		if err := c.ReplyList(ctx, toTemplateAPI(t, users[t.Name], a.declared(t))); err != nil {
 			return err
 		}
 	}
@@ -201,7 +225,7 @@ func (a *templateAPI) Remove(ctx context.Context, c vtp.VarlinkCall, name string
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("template removed", "template", name)
+	logChange(ctx, a.log, "template removed", "template", name)
 	return c.ReplyRemove(ctx)
 }
 
@@ -366,7 +390,23 @@ func validateDir(ctx context.Context, dir string, typ *string, opts validate.Opt
 		}
 		return verdict{}, err
 	}
+	v.report = withParameterFindings(dir, v.report)
 	return v, nil
+}
+
+// withParameterFindings adds to rep an X2 error when the template in dir has a parameters.json that
+// tenants could not use (the daemon reads it on every Create and Update of a tenant using the template).
+func withParameterFindings(dir string, rep validate.Report) validate.Report {
+	if _, err := netconf.LoadParameters(dir); err != nil {
+		msg := err.Error()
+		var te *netconf.TemplateError
+		if errors.As(err, &te) {
+			msg = te.Msg
+		}
+		return rep.With(validate.Finding{Rule: "X2", Severity: validate.SeverityError, Path: "parameters.json",
+			Message: "the declared parameters cannot be read: " + msg})
+	}
+	return rep
 }
 
 // Defaults of validations.
@@ -571,6 +611,7 @@ func registryValidator(artifactSources []string) func(ctx context.Context, dir, 
 		if err != nil {
 			return nil, err
 		}
+		rep = withParameterFindings(dir, rep)
 		var out []string
 		for _, f := range rep.Errors() {
 			out = append(out, formatFinding(f))
@@ -612,6 +653,27 @@ func parseFinding(s string) vtp.Finding {
 	return vtp.Finding{Rule: rule, Severity: sev, Path: path, Message: msg}
 }
 
+// Rules returns the validator's rule catalogue (validate.Rules), or one rule of it.
+func (a *templateAPI) Rules(ctx context.Context, c vtp.VarlinkCall, rule *string) error {
+	rules := validate.Rules()
+	if rule != nil {
+		r, ok := validate.Rule(*rule)
+		if !ok {
+			return c.ReplyNoSuchRule(ctx, *rule)
+		}
+		rules = []validate.RuleInfo{r}
+	}
+	out := make([]vtp.Rule, 0, len(rules))
+	for _, r := range rules {
+		sev := make([]string, 0, len(r.Severities))
+		for _, s := range r.Severities {
+			sev = append(sev, string(s))
+		}
+		out = append(out, vtp.Rule{Id: r.ID, Severities: sev, Title: r.Title, Explanation: r.Explanation})
+	}
+	return c.ReplyRules(ctx, out)
+}
+
 // MachineInfo implements tenant.MachineInspector: what a pinned template says about the
 // machines made from it (its default memory is what it needs; a VM template needs a kernel
 // in disk-image/boot or an EFI loader in disk-image/efi).
@@ -645,7 +707,10 @@ func (r templateResolver) MachineInfo(_ context.Context, name, commit string) (t
 }
 
 // templateResolver pins tenants' template uses to the registry's commits.
-type templateResolver struct{ reg *template.Registry }
+type templateResolver struct {
+	reg    *template.Registry
+	params *paramCache
+}
 
 func (r templateResolver) Resolve(_ context.Context, name, role string) (string, error) {
 	t, err := r.reg.Get(name)

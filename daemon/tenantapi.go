@@ -185,7 +185,7 @@ func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, n
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("tenant created", "tenant", t.Name, "networkIndex", t.NetworkIndex, "revision", t.Revision)
+	logChange(ctx, a.log, "tenant created", "tenant", t.Name, "networkIndex", t.NetworkIndex, "revision", t.Revision)
 	return c.ReplyCreate(ctx, toAPI(t))
 }
 
@@ -300,7 +300,10 @@ func (a *tenantAPI) Update(ctx context.Context, c vt.VarlinkCall, name string, r
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("tenant updated", "tenant", t.Name, "revision", t.Revision)
+	logChange(ctx, a.log, "tenant updated", "tenant", t.Name, "revision", t.Revision, "changed", changedFields(map[string]bool{
+		"resources": resources != nil, "templates": templates != nil, "parameters": parameters != nil,
+		"networkFeatures": networkFeatures != nil, "machines": machines != nil,
+	}))
 	return c.ReplyUpdate(ctx, toAPI(t))
 }
 
@@ -313,7 +316,7 @@ func (a *tenantAPI) Delete(ctx context.Context, c vt.VarlinkCall, name string, r
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("tenant deletion requested", "tenant", t.Name, "revision", t.Revision)
+	logChange(ctx, a.log, "tenant deletion requested", "tenant", t.Name, "revision", t.Revision)
 	return c.ReplyDelete(ctx)
 }
 
@@ -322,6 +325,7 @@ func (a *tenantAPI) Start(ctx context.Context, c vt.VarlinkCall, name string) er
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
+	logChange(ctx, a.log, "tenant desired state set", "tenant", name, "desiredState", t.DesiredState, "revision", t.Revision)
 	return c.ReplyStart(ctx, toAPI(t))
 }
 
@@ -330,6 +334,7 @@ func (a *tenantAPI) Stop(ctx context.Context, c vt.VarlinkCall, name string) err
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
+	logChange(ctx, a.log, "tenant desired state set", "tenant", name, "desiredState", t.DesiredState, "revision", t.Revision)
 	return c.ReplyStop(ctx, toAPI(t))
 }
 
@@ -338,6 +343,7 @@ func (a *tenantAPI) StartMachine(ctx context.Context, c vt.VarlinkCall, name, ma
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
+	logChange(ctx, a.log, "machine desired state set", "tenant", name, "machine", machine, "desiredState", tenant.Running, "revision", t.Revision)
 	return c.ReplyStartMachine(ctx, toAPI(t))
 }
 
@@ -346,6 +352,7 @@ func (a *tenantAPI) StopMachine(ctx context.Context, c vt.VarlinkCall, name, mac
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
+	logChange(ctx, a.log, "machine desired state set", "tenant", name, "machine", machine, "desiredState", tenant.Stopped, "revision", t.Revision)
 	return c.ReplyStopMachine(ctx, toAPI(t))
 }
 
@@ -354,7 +361,7 @@ func (a *tenantAPI) RestartMachine(ctx context.Context, c vt.VarlinkCall, name, 
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("machine restart requested", "tenant", name, "machine", machine)
+	logChange(ctx, a.log, "machine restart requested", "tenant", name, "machine", machine)
 	return c.ReplyRestartMachine(ctx, toAPI(t))
 }
 

@@ -21,11 +21,11 @@ func TestBbctl(t *testing.T) {
 	}
 
 	// Created with bbctl, read with varlinkctl.
-	r := bbctl(asRoot, "--json", "tenant", "create", "cli-one", "--stopped", "--param", "K=v")
+	r := bbctl(asRoot, "--json", "tenant", "create", "cli-one", "--stopped", "--param", "BRIDGE_STP=yes")
 	var created tenant
 	r.decode(t, &created)
 	got := d.tenantCall(t, asRoot, "Get", `{"name":"cli-one"}`)
-	if !sameTenant(got, created) || got.DesiredState != "stopped" || got.Parameters["K"] != "v" {
+	if !sameTenant(got, created) || got.DesiredState != "stopped" || got.Parameters["BRIDGE_STP"] != "yes" {
 		t.Errorf("bbctl created %+v; varlinkctl reads %+v", created, got)
 	}
 

@@ -202,7 +202,7 @@ func TestRestart(t *testing.T) {
 	for _, name := range []string{"one", "two", "three", "four", "five"} {
 		d.create(t, `{"name":"`+name+`"}`)
 	}
-	d.tenantCall(t, asRoot, "Update", `{"name":"two","parameters":{"A":"b"}}`)
+	d.tenantCall(t, asRoot, "Update", `{"name":"two","parameters":{"BRIDGE_STP":"yes"}}`)
 	d.tenantCall(t, asRoot, "Stop", `{"name":"three"}`)
 	if r := d.call(t, asRoot, tenantIface+"Delete", `{"name":"four"}`); r.exit != 0 {
 		t.Fatalf("%v", r)
@@ -506,7 +506,15 @@ func TestWatchHangup(t *testing.T) {
 func TestStoppedWatcher(t *testing.T) {
 	const n = 100
 	d := startDaemon(t, "frozen")
-	d.create(t, `{"name":"big"}`)
+	// A tenant's parameters are those its templates declare: this template takes five strings.
+	installGit(t, d.h)
+	guest := "/srv/templates/frozen-big.git"
+	copyRepoIntoHost(t, d.h, sysextRepoWith(t, map[string]string{"parameters.json": `{"I":{},"A":{},"B":{},"C":{},"D":{}}`}), guest)
+	t.Cleanup(func() { _, _, _ = d.h.Run(context.Background(), "rm", "-rf", guest) })
+	if r := d.call(t, asRoot, "io.bitbuilder.Template.Add", `{"name":"big","url":"file://`+guest+`","ref":"main"}`, "--more"); r.exit != 0 {
+		t.Fatalf("Template.Add: %v", r)
+	}
+	d.create(t, `{"name":"big","templates":[{"role":"sysext","name":"big","template":"big"}],"parameters":{"I":"0","A":"","B":"","C":"","D":""}}`)
 	s := startStream(t, d.h, "varlinkctl", "call", "--more", "--json=short", d.socket, tenantIface+"Watch", "{}")
 	s.nextEvent(t)
 	if err := syscall.Kill(-s.cmd.Process.Pid, syscall.SIGSTOP); err != nil {

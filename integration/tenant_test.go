@@ -41,9 +41,9 @@ func TestCreate(t *testing.T) {
 		}
 	}
 
-	tn := d.create(t, `{"name":"delta","networkIndex":10,"desiredState":"stopped","parameters":{"MTU":"1400"},`+
+	tn := d.create(t, `{"name":"delta","networkIndex":10,"desiredState":"stopped","parameters":{"VXLAN_PORT":"4790"},`+
 		`"resources":{"cpus":0.5,"memoryBytes":536870912,"storageBytes":2147483648}}`)
-	if tn.NetworkIndex != 10 || tn.DesiredState != "stopped" || tn.Parameters["MTU"] != "1400" ||
+	if tn.NetworkIndex != 10 || tn.DesiredState != "stopped" || tn.Parameters["VXLAN_PORT"] != "4790" ||
 		tn.Resources.CPUs != 0.5 || tn.Resources.MemoryBytes != 512<<20 || tn.Resources.StorageBytes != 2<<30 {
 		t.Errorf("Create with every field: %+v", tn)
 	}
@@ -144,7 +144,7 @@ func TestUpdate(t *testing.T) {
 	for attempt := 1; ; attempt++ {
 		orig = d.tenantCall(t, asRoot, "Get", `{"name":"papa"}`)
 		r := d.call(t, asRoot, tenantIface+"Update", fmt.Sprintf(
-			`{"name":"papa","revision":%d,"resources":{"cpus":2,"memoryBytes":2147483648,"storageBytes":21474836480},"parameters":{"UPLINK":"eth0"}}`,
+			`{"name":"papa","revision":%d,"resources":{"cpus":2,"memoryBytes":2147483648,"storageBytes":21474836480},"parameters":{"VXLAN_GROUP":"239.0.0.2"}}`,
 			orig.Revision))
 		if r.exit == 0 {
 			var reply struct {
@@ -165,7 +165,7 @@ func TestUpdate(t *testing.T) {
 		t.Errorf("Update: revision %d -> %d, createRevision %d -> %d, index %d -> %d", orig.Revision, up.Revision,
 			orig.CreateRevision, up.CreateRevision, orig.NetworkIndex, up.NetworkIndex)
 	}
-	if up.Resources.CPUs != 2 || up.Resources.MemoryBytes != 2<<30 || up.Parameters["UPLINK"] != "eth0" {
+	if up.Resources.CPUs != 2 || up.Resources.MemoryBytes != 2<<30 || up.Parameters["VXLAN_GROUP"] != "239.0.0.2" {
 		t.Errorf("Update did not apply: %+v", up)
 	}
 	if got := d.tenantCall(t, asRoot, "Get", `{"name":"papa"}`); !sameTenant(got, up) {
@@ -173,18 +173,18 @@ func TestUpdate(t *testing.T) {
 	}
 
 	// The revision Create returned is stale now.
-	r := d.call(t, asRoot, tenantIface+"Update", fmt.Sprintf(`{"name":"papa","revision":%d,"parameters":{"UPLINK":"eth1"}}`, orig.Revision))
+	r := d.call(t, asRoot, tenantIface+"Update", fmt.Sprintf(`{"name":"papa","revision":%d,"parameters":{"VXLAN_GROUP":"239.0.0.3"}}`, orig.Revision))
 	p := r.wantError(t, tenantIface+"RevisionMismatch")
 	if actual, _ := p["actual"].(float64); p["name"] != "papa" || p["expected"] != float64(orig.Revision) || int64(actual) < up.Revision {
 		t.Errorf("RevisionMismatch parameters = %v, want expected %d, actual %d", p, orig.Revision, up.Revision)
 	}
-	if got := d.tenantCall(t, asRoot, "Get", `{"name":"papa"}`); got.Parameters["UPLINK"] != "eth0" || !sameTenant(got, up) {
+	if got := d.tenantCall(t, asRoot, "Get", `{"name":"papa"}`); got.Parameters["VXLAN_GROUP"] != "239.0.0.2" || !sameTenant(got, up) {
 		t.Errorf("a refused Update changed the tenant: %+v", got)
 	}
 
 	// Without a revision the update is unconditional; fields left out keep their value.
-	up2 := d.tenantCall(t, asRoot, "Update", `{"name":"papa","parameters":{"UPLINK":"eth2"}}`)
-	if up2.Revision <= up.Revision || up2.Parameters["UPLINK"] != "eth2" || up2.Resources != up.Resources {
+	up2 := d.tenantCall(t, asRoot, "Update", `{"name":"papa","parameters":{"VXLAN_GROUP":"239.0.0.4"}}`)
+	if up2.Revision <= up.Revision || up2.Parameters["VXLAN_GROUP"] != "239.0.0.4" || up2.Resources != up.Resources {
 		t.Errorf("unconditional Update: %+v", up2)
 	}
 	d.call(t, asRoot, tenantIface+"Update", `{"name":"nobody-here"}`).wantError(t, tenantIface+"NoSuchTenant")
@@ -286,7 +286,7 @@ func TestWatch(t *testing.T) {
 	// Then every change as it happens, with increasing revisions.
 	c := d.create(t, `{"name":"victor"}`)
 	stopped := d.tenantCall(t, asRoot, "Stop", `{"name":"tango"}`)
-	updated := d.tenantCall(t, asRoot, "Update", `{"name":"uniform","parameters":{"K":"v"}}`)
+	updated := d.tenantCall(t, asRoot, "Update", `{"name":"uniform","parameters":{"BRIDGE_STP":"yes"}}`)
 	want := []event{
 		{Type: "added", Name: "victor", Revision: c.Revision},
 		{Type: "modified", Name: "tango", Revision: stopped.Revision},
@@ -300,7 +300,7 @@ func TestWatch(t *testing.T) {
 	if ev := got[1]; ev.Tenant == nil || ev.Tenant.DesiredState != "stopped" {
 		t.Errorf("Stop's event carries %+v", ev.Tenant)
 	}
-	if ev := got[2]; ev.Tenant == nil || ev.Tenant.Parameters["K"] != "v" {
+	if ev := got[2]; ev.Tenant == nil || ev.Tenant.Parameters["BRIDGE_STP"] != "yes" {
 		t.Errorf("Update's event carries %+v", ev.Tenant)
 	}
 	s.kill()
@@ -459,6 +459,11 @@ func TestErrors(t *testing.T) {
 func TestParametersOmitted(t *testing.T) {
 	d := startDaemon(t, "omitted")
 	d.create(t, `{"name":"omega"}`)
+	// Let the reconciler record its status first, so that two reads in a row see one record.
+	eventually(t, 10*time.Second, func() (bool, string) {
+		got := d.tenantCall(t, asRoot, "Get", `{"name":"omega"}`)
+		return got.Phase != "pending", "phase " + got.Phase
+	})
 	call := func(stdin, method string, args ...string) result {
 		return run(t, d.h, stdin, append([]string{"varlinkctl", "call", "--json=short"}, append(args, d.socket, tenantIface+method)...)...)
 	}

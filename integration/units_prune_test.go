@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -9,7 +10,18 @@ import (
 )
 
 // sysextRepo makes a bare git repository of examples/templates/sysext (branch main) on this machine.
-func sysextRepo(t *testing.T) string { return exampleRepo(t, "sysext", nil) }
+func sysextRepo(t *testing.T) string { return sysextRepoWith(t, nil) }
+
+// sysextRepoWith is sysextRepo with extra files (name: content) at the template's root.
+func sysextRepoWith(t *testing.T, extra map[string]string) string {
+	return exampleRepo(t, "sysext", func(dir string) {
+		for name, content := range extra {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
 
 // TestUnitsPruned: a tenant updated to drop its sysext loses the extension's mount unit (file gone, mount
 // stopped), and deleting the tenant leaves none of its units in /run/systemd/system.

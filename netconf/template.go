@@ -139,12 +139,7 @@ func load(read func(name string) ([]byte, error), list func() ([]fs.DirEntry, er
 	case err != nil:
 		return nil, &TemplateError{File: "parameters.json", Msg: err.Error()}
 	default:
-		dec := json.NewDecoder(bytes.NewReader(raw))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&t.Params); err != nil {
-			return nil, &TemplateError{File: "parameters.json", Msg: err.Error()}
-		}
-		if err := t.checkParams(); err != nil {
+		if t.Params, err = ParseParameters(raw); err != nil {
 			return nil, err
 		}
 	}
@@ -202,6 +197,52 @@ func (m *Metadata) check() error {
 		return bad("requirements.systemd_version %q must be of the form \">=N\"", m.Requirements.SystemdVersion)
 	}
 	return nil
+}
+
+// ParseParameters reads a template's parameters.json as Load does: an object keyed by variable name, no unknown
+// fields, known types, defaults of their type. Errors are *TemplateError naming parameters.json.
+func ParseParameters(raw []byte) (map[string]Parameter, error) {
+	t := &Template{Params: map[string]Parameter{}}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&t.Params); err != nil {
+		return nil, &TemplateError{File: "parameters.json", Msg: err.Error()}
+	}
+	if t.Params == nil {
+		t.Params = map[string]Parameter{}
+	}
+	if err := t.checkParams(); err != nil {
+		return nil, err
+	}
+	return t.Params, nil
+}
+
+// LoadParameters reads the parameters.json of the template checked out in dir as LoadDir does (treefile.ReadRoot:
+// no symlink followed, a regular file of at most MaxFileSize bytes) and parses it with ParseParameters. A template
+// without one declares none (nil, nil). Any template type may declare parameters this way.
+func LoadParameters(dir string) (map[string]Parameter, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, &TemplateError{File: ".", Msg: err.Error()}
+	}
+	defer root.Close()
+	raw, err := treefile.ReadRoot(root, "parameters.json", MaxFileSize)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, nil
+	case err != nil:
+		return nil, &TemplateError{File: "parameters.json", Msg: err.Error()}
+	}
+	return ParseParameters(raw)
+}
+
+// TypeName is the parameter's type, ParamString when parameters.json gives none.
+func (p Parameter) TypeName() string { return p.typ() }
+
+// Check checks a value of the parameter called name as rendering does: the injection rules every value obeys and
+// the parameter's type. The error is a *ValueError.
+func (p Parameter) Check(name, value string) error {
+	return (&Template{Params: map[string]Parameter{name: p}}).validate(name, value)
 }
 
 func (t *Template) checkParams() error {

@@ -110,8 +110,9 @@ func (s *NetworkStep) Ensure(ctx context.Context, t *tenant.Tenant) ([]tenant.Co
 	return conds, retry
 }
 
-// fileFeature says which feature a template file belongs to, by its name.
-func fileFeature(name string) string {
+// FileFeature says which network feature a network template file belongs to, by its name ("" for files every
+// tenant gets): the reconciler leaves out the files of features a tenant does not have.
+func FileFeature(name string) string {
 	n := strings.ToLower(name)
 	switch {
 	case strings.Contains(n, "wireguard") || strings.Contains(n, "wg-"):
@@ -130,7 +131,7 @@ func Input(tm *netconf.Template, t *tenant.Tenant) netconf.Input {
 	in := netconf.Input{Tenant: t.Name, Index: t.NetworkIndex, Vars: map[string]string{}}
 	var kept []string
 	for _, f := range tm.Files {
-		if ft := fileFeature(f.Name); ft != "" && !t.HasFeature(ft) {
+		if ft := FileFeature(f.Name); ft != "" && !t.HasFeature(ft) {
 			in.Omit = append(in.Omit, f.Name)
 			continue
 		}

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -61,8 +62,12 @@ type Config struct {
 	StepTimeout time.Duration
 	// Poll is how soon a tenant whose machines are starting or stopping is looked at again
 	// even without an event (default 2 s).
-	Poll   time.Duration
-	Logger *slog.Logger
+	Poll time.Duration
+	// FailureSummary is how often a tenant that keeps failing for the same cause is logged
+	// again, with the number of failures since (default 10 min): the first failure of a cause
+	// is logged at once, its repeats only counted.
+	FailureSummary time.Duration
+	Logger         *slog.Logger
 }
 
 // Controller runs the loop.
@@ -83,6 +88,17 @@ type Controller struct {
 	due     dueHeap
 	dueAt   map[string]time.Time
 	nowFunc func() time.Time
+	// failing is each failing tenant's current cause of failure, for logging it once.
+	failing map[string]*failure
+}
+
+// failure is a tenant's current cause of failure and how often it repeated.
+type failure struct {
+	cause        string
+	first        time.Time
+	count        int // failures of this cause so far
+	logged       int // count when it was last logged
+	lastReported time.Time
 }
 
 // dueEntry is a tenant and when it is due.
@@ -152,6 +168,9 @@ func New(cfg Config) *Controller {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 2 * time.Second
 	}
+	if cfg.FailureSummary <= 0 {
+		cfg.FailureSummary = 10 * time.Minute
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -160,7 +179,7 @@ func New(cfg Config) *Controller {
 		queued: map[string]bool{}, active: map[string]bool{}, dirty: map[string]bool{},
 		failures: map[string]int{}, passes: map[string]int{},
 		queue: make(chan string, 1<<16), notify: make(chan struct{}, 1),
-		dueAt: map[string]time.Time{}, nowFunc: time.Now,
+		dueAt: map[string]time.Time{}, nowFunc: time.Now, failing: map[string]*failure{},
 	}
 }
 
@@ -301,7 +320,7 @@ func (c *Controller) observe(ctx context.Context) {
 		err = c.cfg.Observer(ctx, ts)
 	}
 	if err != nil && ctx.Err() == nil {
-		c.log.Warn("observer failed", "err", err)
+		c.log.Warn("observer failed", "err", OneLine(err))
 	}
 }
 
@@ -339,8 +358,8 @@ func (c *Controller) work(ctx context.Context) {
 			delay = res.RequeueAfter
 		}
 		c.mu.Unlock()
-		if err != nil && ctx.Err() == nil {
-			c.log.Warn("reconcile failed, will retry", "tenant", name, "retryIn", delay.Round(time.Millisecond), "err", err)
+		if ctx.Err() == nil {
+			c.logOutcome(name, err, delay)
 		}
 		switch {
 		case again:
@@ -353,6 +372,57 @@ func (c *Controller) work(ctx context.Context) {
 			})
 		}
 	}
+}
+
+// logOutcome logs a pass's failure once per cause: the first failure of a cause at once, its
+// repeats counted and summarized every FailureSummary, and the recovery (or a new cause) with
+// how often the previous cause repeated. Errors are logged on one line.
+func (c *Controller) logOutcome(name string, err error, retryIn time.Duration) {
+	now := c.nowFunc()
+	c.mu.Lock()
+	f := c.failing[name]
+	var summarize *failure
+	logNew := false
+	switch {
+	case err == nil:
+		if f != nil {
+			delete(c.failing, name)
+			summarize = f
+		}
+	case f != nil && f.cause == OneLine(err):
+		f.count++
+		if now.Sub(f.lastReported) >= c.cfg.FailureSummary {
+			cp := *f
+			summarize = &cp
+			f.logged, f.lastReported = f.count, now
+		}
+	default:
+		if f != nil {
+			summarize = f
+		}
+		c.failing[name] = &failure{cause: OneLine(err), first: now, count: 1, logged: 1, lastReported: now}
+		logNew = true
+	}
+	c.mu.Unlock()
+	switch {
+	case err == nil && summarize != nil:
+		c.log.Info("reconcile succeeded again", "tenant", name, "failures", summarize.count,
+			"failingFor", now.Sub(summarize.first).Round(time.Second), "lastErr", summarize.cause)
+	case err != nil && !logNew && summarize != nil:
+		c.log.Warn("reconcile still failing", "tenant", name, "failures", summarize.count,
+			"sinceLastLogged", summarize.count-summarize.logged, "failingFor", now.Sub(summarize.first).Round(time.Second),
+			"retryIn", retryIn.Round(time.Millisecond), "err", summarize.cause)
+	case logNew:
+		if summarize != nil && summarize.count > 1 {
+			c.log.Info("reconcile failure changed cause", "tenant", name, "failures", summarize.count, "lastErr", summarize.cause)
+		}
+		c.log.Warn("reconcile failed, will retry", "tenant", name, "retryIn", retryIn.Round(time.Millisecond), "err", OneLine(err))
+	}
+}
+
+// OneLine is err's message on one line: the parts of a joined error are separated by "; ".
+func OneLine(err error) string {
+	return strings.NewReplacer("\r\n", "; ", "\n", "; ", "\r", "; ").Replace(err.Error())
 }
 
 // backoff is MinBackoff * 2^(n-1), capped, with up to 10% jitter.
@@ -404,17 +474,7 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 	log := c.log.With("tenant", name, "revision", t.Revision)
 
 	if t.Deleting() {
-		var errs []error
-		for i := len(c.cfg.Steps) - 1; i >= 0; i-- {
-			s := c.cfg.Steps[i]
-			sctx, cancel := context.WithTimeout(ctx, c.cfg.StepTimeout)
-			err := s.Teardown(sctx, t)
-			cancel()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s teardown: %w", s.Name(), err))
-			}
-		}
-		if err := errors.Join(errs...); err != nil {
+		if err := TeardownSteps(ctx, c.cfg.Steps, t, c.cfg.StepTimeout); err != nil {
 			c.setStatus(ctx, t, tenant.PhaseDeleting, []tenant.Condition{{
 				Type: "Deleted", Status: "false", Reason: "TeardownFailed", Message: err.Error(),
 			}})
@@ -475,6 +535,23 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 	return res, errors.Join(errs...)
 }
 
+// TeardownSteps removes everything steps made for t, in reverse order, each step within
+// timeout, and returns every failure. It is what deleting a tenant does to the host, and what
+// bitbuilderd --cleanup does for each tenant.
+func TeardownSteps(ctx context.Context, steps []Step, t *tenant.Tenant, timeout time.Duration) error {
+	var errs []error
+	for i := len(steps) - 1; i >= 0; i-- {
+		s := steps[i]
+		sctx, cancel := context.WithTimeout(ctx, timeout)
+		err := s.Teardown(sctx, t)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s teardown: %w", s.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // awaitingAddress reports whether a running VM has no address yet.
 func awaitingAddress(statuses []tenant.MachineStatus) bool {
 	for _, st := range statuses {
@@ -513,11 +590,19 @@ func hasCondition(cs []tenant.Condition, typ string) bool {
 	return false
 }
 
+// ReasonRecordsOnly is the reason of a condition that says what the daemon was told not to
+// do (bitbuilderd --no-host: HostApplied=false): not a failure, so it does not degrade the phase.
+const ReasonRecordsOnly = "RecordsOnly"
+
 // phaseOf derives the phase: failed when a step errored and nothing is ready, degraded
-// when some condition is false, otherwise ready (or stopped when stopped is desired).
+// when some condition is false (except ReasonRecordsOnly), otherwise ready (or stopped when
+// stopped is desired).
 func phaseOf(t *tenant.Tenant, conds []tenant.Condition, failed bool) tenant.Phase {
 	anyTrue, anyFalse := false, false
 	for _, c := range conds {
+		if c.Reason == ReasonRecordsOnly {
+			continue
+		}
 		switch c.Status {
 		case "true":
 			anyTrue = true

@@ -82,6 +82,12 @@ type env struct {
 
 func start(t *testing.T, resync time.Duration) *env {
 	t.Helper()
+	return startLogged(t, resync, slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// startLogged is start with the controller logging to log.
+func startLogged(t *testing.T, resync time.Duration, log *slog.Logger) *env {
+	t.Helper()
 	st, err := store.Open(filepath.Join(t.TempDir(), "db"), store.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
@@ -95,7 +101,7 @@ func start(t *testing.T, resync time.Duration) *env {
 	e.ctl = New(Config{
 		Tenants: svc, Store: st, Steps: []Step{e.host},
 		Resync: resync, MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger: log,
 		Observer: func(_ context.Context, ts []*tenant.Tenant) error {
 			var names []string
 			for _, t := range ts {

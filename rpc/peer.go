@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"errors"
 	"net"
 	"slices"
@@ -16,6 +17,14 @@ type Peer struct {
 	PID      int32
 	// Groups are the peer's supplementary groups (SO_PEERGROUPS).
 	Groups []uint32
+}
+
+type peerKey struct{}
+
+// PeerOf returns the peer whose call ctx serves: handlers use it to say who changed what.
+func PeerOf(ctx context.Context) (Peer, bool) {
+	p, ok := ctx.Value(peerKey{}).(Peer)
+	return p, ok
 }
 
 // privileged reports whether the peer may call Write methods: root, or a member (primary or

@@ -558,7 +558,7 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 	if call.Oneway {
 		ctx = onewayCtx
 	}
-	return s.svc.HandleMessage(ctx, w, normalized)
+	return s.svc.HandleMessage(context.WithValue(ctx, peerKey{}, peer), w, normalized)
 }
 
 func writeReply(w *connWriter, ctx context.Context, name string, params any) error {

@@ -338,6 +338,11 @@ func (s *Service) Create(ctx context.Context, spec Spec) (*Tenant, error) {
 	if err := validateMachines(ctx, t, s.inspector()); err != nil {
 		return nil, err
 	}
+	if pc := s.parameterChecker(); pc != nil {
+		if err := pc.CheckParameters(ctx, t); err != nil {
+			return nil, err
+		}
+	}
 	claims, claimNames := s.claimOps(ctx, nil, t)
 
 	// Claim an index and the name in one commit. When the index was picked automatically
@@ -616,6 +621,13 @@ func (s *Service) Update(ctx context.Context, name string, expect uint64, c Chan
 				return err
 			}
 		}
+		if pc := s.parameterChecker(); pc != nil && (c.Parameters != nil || c.Templates != nil || c.NetworkFeatures != nil) {
+			// The parameters are checked against what the templates the tenant will have declare
+			// (which values are required can depend on its network features).
+			if err := pc.CheckParameters(ctx, t); err != nil {
+				return err
+			}
+		}
 		return nil
 	})
 }
@@ -669,6 +681,20 @@ func (s *Service) Finalize(ctx context.Context, t *Tenant) error {
 		s.mu.Unlock()
 	}
 	return err
+}
+
+// ParameterChecker checks a tenant's parameters against the parameters its templates declare
+// (unknown names, values of the wrong type, missing required values). A TemplateResolver may
+// implement it; without one parameters are checked only for their form. The error names the
+// parameter as a *FieldError of field "parameters.NAME".
+type ParameterChecker interface {
+	CheckParameters(ctx context.Context, t *Tenant) error
+}
+
+// parameterChecker returns the template resolver as a ParameterChecker, if it is one.
+func (s *Service) parameterChecker() ParameterChecker {
+	pc, _ := s.cfg.Templates.(ParameterChecker)
+	return pc
 }
 
 // inspector returns the template resolver as a MachineInspector, if it is one.

@@ -14,16 +14,35 @@ import (
 
 // A template in the registry.
 type Template struct {
-	Name            string   `json:"name"`
-	Url             string   `json:"url"`
-	Ref             string   `json:"ref"`
-	Commit          string   `json:"commit"`
-	Type            string   `json:"type"`
-	Version         string   `json:"version"`
-	PreviousCommits []string `json:"previousCommits"`
-	UsedBy          []string `json:"usedBy"`
-	AddedAt         string   `json:"addedAt"`
-	UpdatedAt       string   `json:"updatedAt"`
+	Name            string      `json:"name"`
+	Url             string      `json:"url"`
+	Ref             string      `json:"ref"`
+	Commit          string      `json:"commit"`
+	Type            string      `json:"type"`
+	Version         string      `json:"version"`
+	PreviousCommits []string    `json:"previousCommits"`
+	UsedBy          []string    `json:"usedBy"`
+	AddedAt         string      `json:"addedAt"`
+	UpdatedAt       string      `json:"updatedAt"`
+	Parameters      []Parameter `json:"parameters"`
+}
+
+// A parameter a template declares.
+type Parameter struct {
+	Name        string  `json:"name"`
+	Type        string  `json:"type"`
+	Default     *string `json:"default,omitempty"`
+	Description string  `json:"description"`
+	Required    bool    `json:"required"`
+	Feature     *string `json:"feature,omitempty"`
+}
+
+// A rule of the template validator (the rule a Finding names).
+type Rule struct {
+	Id          string   `json:"id"`
+	Severities  []string `json:"severities"`
+	Title       string   `json:"title"`
+	Explanation string   `json:"explanation"`
 }
 
 // Progress of a long fetch.
@@ -40,6 +59,17 @@ type Finding struct {
 	Severity string `json:"severity"`
 	Path     string `json:"path"`
 	Message  string `json:"message"`
+}
+
+// The validator has no rule of that id.
+type NoSuchRule struct {
+	Rule string `json:"rule"`
+}
+
+func (e NoSuchRule) Error() string {
+	s := "io.bitbuilder.Template.NoSuchRule"
+	s += fmt.Sprintf("(Rule: %v)", e.Rule)
+	return s
 }
 
 // No template of that name is in the registry.
@@ -163,6 +193,17 @@ func (e StorageFailure) Error() string {
 func Dispatch_Error(err error) error {
 	if e, ok := err.(*varlink.Error); ok {
 		switch e.Name {
+		case "io.bitbuilder.Template.NoSuchRule":
+			errorRawParameters := e.Parameters.(*json.RawMessage)
+			if errorRawParameters == nil {
+				return e
+			}
+			var param NoSuchRule
+			err := json.Unmarshal(*errorRawParameters, &param)
+			if err != nil {
+				return e
+			}
+			return &param
 		case "io.bitbuilder.Template.NoSuchTemplate":
 			errorRawParameters := e.Parameters.(*json.RawMessage)
 			if errorRawParameters == nil {
@@ -739,6 +780,66 @@ func (m Validate_methods) Upgrade(ctx context.Context, c *varlink.Connection, na
 	}, nil
 }
 
+// Returns the validator's rule catalogue in rule order, or only the rule named.
+type Rules_methods struct{}
+
+func Rules() Rules_methods { return Rules_methods{} }
+
+func (m Rules_methods) Call(ctx context.Context, c *varlink.Connection, rule_in_ *string) (rules_out_ []Rule, err_ error) {
+	receive, err_ := m.Send(ctx, c, 0, rule_in_)
+	if err_ != nil {
+		return
+	}
+	rules_out_, _, err_ = receive(ctx)
+	return
+}
+
+func (m Rules_methods) Send(ctx context.Context, c *varlink.Connection, flags uint64, rule_in_ *string) (func(ctx context.Context) ([]Rule, uint64, error), error) {
+	var in struct {
+		Rule *string `json:"rule,omitempty"`
+	}
+	in.Rule = rule_in_
+	receive, err := c.Send(ctx, "io.bitbuilder.Template.Rules", in, flags)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (rules_out_ []Rule, flags uint64, err error) {
+		var out struct {
+			Rules []Rule `json:"rules"`
+		}
+		flags, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		rules_out_ = []Rule(out.Rules)
+		return
+	}, nil
+}
+
+func (m Rules_methods) Upgrade(ctx context.Context, c *varlink.Connection, rule_in_ *string) (func(ctx context.Context) (rules_out_ []Rule, flags uint64, conn varlink.ReadWriterContext, err_ error), error) {
+	var in struct {
+		Rule *string `json:"rule,omitempty"`
+	}
+	in.Rule = rule_in_
+	receive, err := c.Upgrade(ctx, "io.bitbuilder.Template.Rules", in)
+	if err != nil {
+		return nil, err
+	}
+	return func(context.Context) (rules_out_ []Rule, flags uint64, conn varlink.ReadWriterContext, err error) {
+		var out struct {
+			Rules []Rule `json:"rules"`
+		}
+		flags, conn, err = receive(ctx, &out)
+		if err != nil {
+			err = Dispatch_Error(err)
+			return
+		}
+		rules_out_ = []Rule(out.Rules)
+		return
+	}, nil
+}
+
 // Generated service interface with all methods
 
 type iobitbuildertemplateInterface interface {
@@ -749,6 +850,7 @@ type iobitbuildertemplateInterface interface {
 	List(ctx context.Context, c VarlinkCall) error
 	Remove(ctx context.Context, c VarlinkCall, name_ string) error
 	Validate(ctx context.Context, c VarlinkCall, name_ *string, path_ *string, type_ *string, base_ *string, architecture_ *string) error
+	Rules(ctx context.Context, c VarlinkCall, rule_ *string) error
 }
 
 // Generated service object with all methods
@@ -756,6 +858,13 @@ type iobitbuildertemplateInterface interface {
 type VarlinkCall struct{ varlink.Call }
 
 // Generated reply methods for all varlink errors
+
+// The validator has no rule of that id.
+func (c *VarlinkCall) ReplyNoSuchRule(ctx context.Context, rule_ string) error {
+	var out NoSuchRule
+	out.Rule = rule_
+	return c.ReplyError(ctx, "io.bitbuilder.Template.NoSuchRule", &out)
+}
 
 // No template of that name is in the registry.
 func (c *VarlinkCall) ReplyNoSuchTemplate(ctx context.Context, name_ string) error {
@@ -901,6 +1010,14 @@ func (c *VarlinkCall) ReplyValidate(ctx context.Context, findings_ []Finding, er
 	return c.Reply(ctx, &out)
 }
 
+func (c *VarlinkCall) ReplyRules(ctx context.Context, rules_ []Rule) error {
+	var out struct {
+		Rules []Rule `json:"rules"`
+	}
+	out.Rules = []Rule(rules_)
+	return c.Reply(ctx, &out)
+}
+
 // Generated dummy implementations for all varlink methods
 
 // [Supports 'more' flag]
@@ -939,6 +1056,11 @@ func (s *VarlinkInterface) Remove(ctx context.Context, c VarlinkCall, name_ stri
 // Validates a pinned template or a directory on the host against the UAPI rules.
 func (s *VarlinkInterface) Validate(ctx context.Context, c VarlinkCall, name_ *string, path_ *string, type_ *string, base_ *string, architecture_ *string) error {
 	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Template.Validate")
+}
+
+// Returns the validator's rule catalogue in rule order, or only the rule named.
+func (s *VarlinkInterface) Rules(ctx context.Context, c VarlinkCall, rule_ *string) error {
+	return c.ReplyMethodNotImplemented(ctx, "io.bitbuilder.Template.Rules")
 }
 
 // Generated method call dispatcher
@@ -1015,6 +1137,16 @@ func (s *VarlinkInterface) VarlinkDispatch(ctx context.Context, call varlink.Cal
 		}
 		return s.iobitbuildertemplateInterface.Validate(ctx, VarlinkCall{call}, in.Name, in.Path, in.Type, in.Base, in.Architecture)
 
+	case "Rules":
+		var in struct {
+			Rule *string `json:"rule,omitempty"`
+		}
+		err := call.GetParameters(&in)
+		if err != nil {
+			return call.ReplyInvalidParameter(ctx, "parameters")
+		}
+		return s.iobitbuildertemplateInterface.Rules(ctx, VarlinkCall{call}, in.Rule)
+
 	default:
 		return call.ReplyMethodNotFound(ctx, methodname)
 	}
@@ -1053,7 +1185,40 @@ type Template (
   # When the template was added, RFC 3339.
   addedAt: string,
   # When the pin last moved, RFC 3339.
-  updatedAt: string
+  updatedAt: string,
+  # The parameters the pinned commit declares (its parameters.json), in name order; a tenant's
+  # parameters are checked against those of its templates.
+  parameters: []Parameter
+)
+
+# A parameter a template declares.
+type Parameter (
+  # The name, as a tenant's parameters give it.
+  name: string,
+  # string, wireguard-key, endpoint, cidr-list, keepalive, port, ipv4, integer or boolean.
+  type: string,
+  # The value a tenant that gives none gets; null when there is no default.
+  default: ?string,
+  # What the parameter is for.
+  description: string,
+  # Whether a tenant must give a value: there is no default (and, for a network template,
+  # a file uses it).
+  required: bool,
+  # For a network template: the network feature (wireguard, vxlan, vlan) whose files alone use
+  # the parameter, so that only tenants with that feature need it; null when every tenant does.
+  feature: ?string
+)
+
+# A rule of the template validator (the rule a Finding names).
+type Rule (
+  # The stable id, e.g. C18.
+  id: string,
+  # The severities its findings can have, most severe first: error, warning, info.
+  severities: []string,
+  # What the rule requires, in one line.
+  title: string,
+  # Why the rule exists and how to satisfy it.
+  explanation: string
 )
 
 # Progress of a long fetch.
@@ -1165,6 +1330,18 @@ method Validate(
   # With base: why or why not.
   compatibilityReason: ?string
 )
+
+# Returns the validator's rule catalogue in rule order, or only the rule named.
+method Rules(
+  # A rule id (case-insensitive); every rule when null.
+  rule: ?string
+) -> (
+  # The rules.
+  rules: []Rule
+)
+
+# The validator has no rule of that id.
+error NoSuchRule (rule: string)
 
 # No template of that name is in the registry.
 error NoSuchTemplate (name: string)

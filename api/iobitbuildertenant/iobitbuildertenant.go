@@ -1915,7 +1915,8 @@ type Tenant (
   resources: Resources,
   # Templates the tenant is built from, pinned to commits.
   templates: []TemplateUse,
-  # Parameters for the ${VAR} references in the tenant's network template.
+  # Values of the parameters its templates declare (Template.parameters), e.g. the ${VAR}
+  # references of its network template.
   parameters: [string]string,
   # Optional network links the tenant has besides its bridge: wireguard, vxlan, vlan.
   networkFeatures: []string,
@@ -1966,7 +1967,9 @@ method Create(
   resources: ?Resources,
   # Templates to build the tenant from.
   templates: ?[]TemplateUse,
-  # Parameters for the network template.
+  # Values of the parameters the templates declare (Template.parameters; without a network
+  # template, the built-in one's): an unknown name, a value of the wrong type or a missing
+  # required value is InvalidField naming parameters.NAME.
   parameters: ?[string]string,
   # Optional network links: wireguard, vxlan, vlan.
   networkFeatures: ?[]string,
@@ -2006,7 +2009,8 @@ method Update(
   resources: ?Resources,
   # New templates.
   templates: ?[]TemplateUse,
-  # New network parameters.
+  # New parameter values, replacing all (checked as Create checks them, against the templates
+  # the tenant will have).
   parameters: ?[string]string,
   # New optional network links.
   networkFeatures: ?[]string,

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net/netip"
@@ -22,10 +23,8 @@ import (
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return // -h, --help: the usage was printed; asking for it is no error
-		}
-		fmt.Fprintln(os.Stderr, "bitbuilderd:", err)
+		// One line, like every log line: the parts of a joined error are separated by "; ".
+		fmt.Fprintln(os.Stderr, "bitbuilderd:", strings.ReplaceAll(err.Error(), "\n", "; "))
 		os.Exit(1)
 	}
 }
@@ -47,7 +46,8 @@ func run(args []string) error {
 	fs.StringVar(&cfg.StateDir, "state-dir", daemon.DefaultStateDir, "directory of the database and the tenants' trees")
 	fs.StringVar(&cfg.AdminGroup, "admin-group", daemon.DefaultAdminGroup, "group whose members may change things besides root")
 	indexRange := fs.String("index-range", "1-254", "range of tenant network indexes, MIN-MAX")
-	noHost := fs.Bool("no-host", false, "keep records only: change nothing on the host (no namespaces, links, units)")
+	noHost := fs.Bool("no-host", false, "keep records only: change nothing on the host (no namespaces, links, units); each tenant shows HostApplied=false")
+	cleanup := fs.Bool("cleanup", false, "remove from the host everything the daemon made there for the tenants of --state-dir (machines and their roots, units, networkd files, namespaces, links, trees, the boot registry), as deleting them would, keep their records, and exit; bitbuilderd must not be running")
 	var host daemon.HostConfig
 	fs.StringVar(&host.NetworkDir, "network-dir", "/run/systemd/network", "where rendered networkd files go")
 	fs.StringVar(&host.UnitDir, "unit-dir", "/run/systemd/system", "where tenants' units go")
@@ -85,8 +85,14 @@ func run(args []string) error {
 	fs.IntVar(&cfg.TemplateLimits.MaxEntries, "template-max-entries", 2_000_000, "most files, symlinks and directories of a template checkout")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	version := fs.Bool("version", false, "print the version and exit")
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			usage(os.Stdout, fs)
+			return nil
+		}
+		// The flag package names flags with one dash; bitbuilderd documents them GNU-style.
+		return fmt.Errorf("%s (bitbuilderd --help lists the flags)", strings.Replace(err.Error(), " -", " --", 1))
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
@@ -133,10 +139,33 @@ func run(args []string) error {
 	if !*noHost {
 		cfg.Host = &host
 	}
+	cfg.RecordsOnly = *noHost
 
 	ctx, stop := signalContext()
 	defer stop()
+	if *cleanup {
+		return daemon.Cleanup(ctx, cfg)
+	}
 	return daemon.Run(ctx, cfg)
+}
+
+// usage prints the flags GNU-style (--name VALUE), as bitbuilderd takes them.
+func usage(w io.Writer, fs *flag.FlagSet) {
+	fmt.Fprintln(w, "Usage: bitbuilderd [flags]")
+	fmt.Fprintln(w, "\nServes the io.bitbuilder.* Varlink interfaces and keeps every tenant's host state converged to its records.")
+	fmt.Fprintln(w, "\nFlags:")
+	fs.VisitAll(func(f *flag.Flag) {
+		name, help := flag.UnquoteUsage(f)
+		arg := "--" + f.Name
+		if name != "" {
+			arg += " " + strings.ToUpper(name)
+		}
+		def := ""
+		if f.DefValue != "" && f.DefValue != "false" && f.DefValue != "0" && f.DefValue != "0s" && f.DefValue != "[]" {
+			def = fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(w, "  %s\n      %s%s\n", arg, help, def)
+	})
 }
 
 // sizeFlag parses a byte count, with an optional K, M or G suffix (powers of 1024, "KiB"

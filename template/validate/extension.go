@@ -218,7 +218,7 @@ func checkExtensionContent(ctx context.Context, r *root, c *collector, class Cla
 	hasHierarchy := false
 	for _, e := range ents {
 		n := e.Name()
-		if template && (n == "metadata.json" || n == ArtifactsFile) {
+		if template && (n == "metadata.json" || n == ArtifactsFile || isGitFile(n)) {
 			continue
 		}
 		if slices.Contains(tops, n) && e.IsDir() {
@@ -289,4 +289,14 @@ func checkExtensionEntry(r *root, c *collector, class Class, base *root, rel str
 		}
 	}
 	return nil
+}
+
+// isGitFile reports whether a top-level name of a template working copy is Git's own (.git, a directory or a
+// worktree's file, .gitignore, .gitattributes, .gitmodules): not content, and never part of a checkout.
+func isGitFile(name string) bool {
+	switch name {
+	case ".git", ".gitignore", ".gitattributes", ".gitmodules":
+		return true
+	}
+	return false
 }

@@ -43,6 +43,14 @@ type Report struct {
 	Findings []Finding `json:"findings"`
 }
 
+// With returns the report with more findings (found by a checker outside this package, such as the daemon's
+// check of parameters.json), in the report's order.
+func (r Report) With(more ...Finding) Report {
+	fs := append(slices.Clone(r.Findings), more...)
+	sortFindings(fs)
+	return Report{Findings: slices.Compact(fs)}
+}
+
 // HasErrors reports whether the report has at least one finding of severity error.
 func (r Report) HasErrors() bool {
 	return slices.ContainsFunc(r.Findings, func(f Finding) bool { return f.Severity == SeverityError })

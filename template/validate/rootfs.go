@@ -175,12 +175,17 @@ func checkRootLayout(r *root, c *collector, opts Options) {
 	for _, d := range rootDirs {
 		res, fi, err := r.lstat(d.path)
 		switch {
+		case err != nil && opts.materialized:
+			// Git cannot carry an empty directory: the materializer creates it.
 		case err != nil:
 			c.warnf(d.rule, d.path, "missing; create the directory with mode %04o", modeOctal(d.mode))
+		case !fi.IsDir() && opts.materialized:
+			c.errorf(d.rule, d.path, "not a directory: the materializer must create a directory with mode %04o here and refuses the tree; remove the file or symlink", modeOctal(d.mode))
 		case !fi.IsDir():
 			c.warnf(d.rule, d.path, "not a directory; make it a directory with mode %04o", modeOctal(d.mode))
 		default:
-			if permBits(fi.Mode()) != d.mode {
+			// The materializer sets a layout directory's mode; Git does not record directory modes.
+			if permBits(fi.Mode()) != d.mode && !opts.materialized {
 				c.warnf(d.rule, d.path, "mode %04o; use %04o", modeOctal(permBits(fi.Mode())), modeOctal(d.mode))
 			}
 			if d.empty {

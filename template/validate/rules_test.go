@@ -33,9 +33,9 @@ func TestEveryRuleIsTested(t *testing.T) {
 	}
 	for _, r := range rules {
 		if !expected[r.ID] {
-			t.Errorf("rule %s (%s) is not the expected finding of any test case", r.ID, r.Summary)
+			t.Errorf("rule %s (%s) is not the expected finding of any test case", r.ID, r.Title)
 		}
-		if len(r.Severities) == 0 || r.Summary == "" {
+		if len(r.Severities) == 0 || r.Title == "" || r.Explanation == "" {
 			t.Errorf("rule %s: incomplete entry", r.ID)
 		}
 	}

@@ -48,6 +48,10 @@ type Options struct {
 	ArtifactSources []string
 
 	base *baseInfo // the parsed BaseRoot, set by withDefaults
+	// materialized says the root is part of a template checkout, whose layout directories (RequiredDirs) the
+	// materializer creates with their modes: Git cannot carry empty directories nor directory modes, so their
+	// absence or mode is no finding. Set by Tree.
+	materialized bool
 }
 
 type baseInfo struct {
@@ -88,6 +92,7 @@ func Tree(ctx context.Context, dir string, kind Kind, opts Options) (Report, err
 		return Report{}, err
 	}
 	opts = opts.withDefaults()
+	opts.materialized = true
 	c := &collector{}
 	arts, err := readArtifacts(r, c, opts.ArtifactSources)
 	if err != nil {
