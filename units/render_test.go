@@ -85,7 +85,8 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
-// TestRenderUnitSet checks which units a tenant gets and that mount units are named after their Where=.
+// TestRenderUnitSet checks which units a tenant gets (and that a mount unit, should one come back, is named
+// after its Where=).
 func TestRenderUnitSet(t *testing.T) {
 	tests := []struct {
 		tenant Tenant
@@ -93,9 +94,9 @@ func TestRenderUnitSet(t *testing.T) {
 	}{
 		{Tenant{Name: "a", NetworkIndex: 1}, []string{"tenant@a.service", "netns-tenant@a.service", "tenant-network@a.service"}},
 		{Tenant{Name: "a-b", NetworkIndex: 1, Infra: true}, []string{`tenant@a\x2db.service`, `netns-tenant@a\x2db.service`, `tenant-network@a\x2db.service`, `tenant-infra@a\x2db.service`}},
+		// Extensions are handed to the machines (package reconcile): no host mount unit for them.
 		{Tenant{Name: "a", NetworkIndex: 1, Sysext: []string{"x"}, Confext: []string{"y"}}, []string{
-			"tenant@a.service", "netns-tenant@a.service", "tenant-network@a.service",
-			"var-lib-bitbuilder-tenants-a-merged-usr.mount", "var-lib-bitbuilder-tenants-a-merged-etc.mount"}},
+			"tenant@a.service", "netns-tenant@a.service", "tenant-network@a.service"}},
 	}
 	for _, tt := range tests {
 		units, err := Render(tt.tenant, Config{})
