@@ -15,7 +15,6 @@ import (
 	"sync"
 
 	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
-	"github.com/bitbuilder/bitbuilder/internal/treefile"
 	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/template/validate"
 	"github.com/bitbuilder/bitbuilder/tenant"
@@ -142,7 +141,7 @@ func unsafeImageName(name string) string {
 func baseKey(root string) string {
 	h := sha256.New()
 	for _, p := range []string{"etc/os-release", "usr/lib/os-release"} {
-		if b, err := treefile.Read(root, p, 64<<10); err == nil {
+		if b, err := machines.ReadTemplateFile(root, p, 64<<10); err == nil && b != nil {
 			h.Write([]byte(p + "\x00"))
 			h.Write(b)
 			break
