@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 	"github.com/bitbuilder/bitbuilder/machines"
@@ -235,7 +236,9 @@ func (d extensionDirs) writeState(st extState) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.WriteFile(filepath.Join(d.dir, extensionStateFile), append(b, '\n'), atomicfile.Options{})
+	// Not durable: after a crash of the host a stale state only makes the next pass rebuild what it records
+	// (a tree it does not know is retired and made again), and every container merges anew after a reboot.
+	return atomicfile.WriteFile(filepath.Join(d.dir, extensionStateFile), append(b, '\n'), atomicfile.Options{NotDurable: true})
 }
 
 // classHash is what a machine's directory of class holds, as one string: image@commit, sorted; "" when empty.
@@ -254,11 +257,11 @@ func classHash(st extState, class string) string {
 // with root (the machine's own root file system), each at its pinned commit: a new or changed one is made in
 // .staging and renamed into place, the tree it replaces and trees no longer wanted are moved to .retired (the
 // machine may still have them merged). An extension not checked out yet keeps what the machine has of it.
-// Refusals are added to p. It returns the state after the change.
-func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d extensionDirs, root string) (extState, error) {
+// Refusals are added to p. It returns the state after the change and whether it changed (the caller writes it).
+func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d extensionDirs, root string) (extState, bool, error) {
 	for _, dir := range []string{d.sysext, d.confext} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return extState{}, err
+			return extState{}, false, err
 		}
 	}
 	st := d.readState()
@@ -300,7 +303,7 @@ func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d e
 	for _, class := range []string{machines.ClassSysext, machines.ClassConfext} {
 		ents, err := os.ReadDir(d.classDir(class))
 		if err != nil {
-			return st, err
+			return st, changed, err
 		}
 		for _, e := range ents {
 			k := class + "/" + e.Name()
@@ -316,6 +319,7 @@ func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d e
 		for k := range st.Have {
 			if strings.HasPrefix(k, class+"/") && !slices.ContainsFunc(ents, func(e fs.DirEntry) bool { return class+"/"+e.Name() == k }) {
 				delete(st.Have, k) // recorded but gone
+				changed = true
 			}
 		}
 	}
@@ -341,12 +345,7 @@ func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d e
 		st.Have[k] = x.use.Commit
 		changed = true
 	}
-	if changed {
-		if err := d.writeState(st); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return st, errors.Join(errs...)
+	return st, changed, errors.Join(errs...)
 }
 
 // clearRetired removes the trees syncExtensions retired, once no machine can have them merged.
@@ -361,13 +360,18 @@ func (s *MachinesStep) extensionsStopped(ctx context.Context, p *extensionPass, 
 		return
 	}
 	p.machines++
-	st, err := s.syncExtensions(ctx, p, d, root)
+	st, changed, err := s.syncExtensions(ctx, p, d, root)
+	if st.Leader != 0 || len(st.Merged) > 0 {
+		st.Leader, st.Merged = 0, nil // a new boot merges anew
+		changed = true
+	}
+	if changed {
+		if werr := d.writeState(st); werr != nil {
+			err = errors.Join(err, werr)
+		}
+	}
 	if err == nil {
 		err = d.clearRetired()
-	}
-	if err == nil && (st.Leader != 0 || len(st.Merged) > 0) {
-		st.Leader, st.Merged = 0, nil // a new boot merges anew
-		err = d.writeState(st)
 	}
 	if err != nil {
 		p.failed = append(p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
@@ -397,15 +401,18 @@ func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, 
 		}
 		return
 	}
-	st, err := s.syncExtensions(ctx, p, d, root)
+	st, changed, err := s.syncExtensions(ctx, p, d, root)
 	if err != nil {
+		if changed {
+			_ = d.writeState(st)
+		}
 		p.failed = append(p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
 		return
 	}
 	if st.Merged == nil {
 		st.Merged = map[string]string{}
 	}
-	refreshed := false
+	refreshed := changed
 	for _, class := range []string{machines.ClassSysext, machines.ClassConfext} {
 		h := classHash(st, class)
 		need := h != st.Merged[class]
@@ -421,11 +428,15 @@ func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, 
 				return machines.RefreshExtensions(ctx, "", pid, class)
 			}
 		}
+		start := time.Now()
 		if err := refresh(ctx, leader, class); err != nil {
+			if refreshed {
+				_ = d.writeState(st)
+			}
 			p.failed = append(p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
 			return
 		}
-		s.log().Info("extensions merged anew in the machine", "tenant", d.tenantNm, "machine", d.machine, "class", class, "extensions", h)
+		s.log().Info("extensions merged anew in the machine", "tenant", d.tenantNm, "machine", d.machine, "class", class, "extensions", h, "took", time.Since(start).Round(time.Millisecond))
 		st.Merged[class] = h
 		refreshed = true
 	}
