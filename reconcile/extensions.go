@@ -60,14 +60,61 @@ type extState struct {
 	Merged map[string]string `json:"merged,omitempty"`
 }
 
-// extensionPass gathers what one reconcile pass of a tenant did with its extensions, for its conditions.
+// extensionPass gathers what one reconcile pass of a tenant did with its extensions, for its conditions. The
+// work on running containers is queued (later) and done after the machines loop, a few containers at once
+// (run): each container's refresh is its own processes in its own namespaces.
 type extensionPass struct {
+	mu       sync.Mutex
+	jobs     []func()
 	exts     []extension
 	refused  []string // incompatible extensions, "<ext> for machine <m>: <reason>"
 	failed   []string
 	pending  []string
 	merged   int // running containers whose merge is current
 	machines int
+}
+
+// note appends msg to the list at *list (once), under the pass's lock.
+func (p *extensionPass) note(list *[]string, msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	*list = appendOnce(*list, msg)
+}
+
+func (p *extensionPass) count(n *int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	*n++
+}
+
+// later queues job for run.
+func (p *extensionPass) later(job func()) {
+	if p != nil {
+		p.jobs = append(p.jobs, job)
+	}
+}
+
+// refreshParallel is how many containers of one tenant merge anew at once.
+const refreshParallel = 4
+
+// run does the queued jobs, refreshParallel at a time, and returns when all are done.
+func (p *extensionPass) run() {
+	if p == nil {
+		return
+	}
+	sem := make(chan struct{}, refreshParallel)
+	var wg sync.WaitGroup
+	for _, job := range p.jobs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			job()
+		}()
+	}
+	wg.Wait()
+	p.jobs = nil
 }
 
 // extensionChecker caches compatibility verdicts: the same extension commit against the same base os-release
@@ -277,10 +324,10 @@ func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d e
 				}
 			}
 		case x.refused != "":
-			p.refused = appendOnce(p.refused, fmt.Sprintf("%s: %s", x, x.refused))
+			p.note(&p.refused, fmt.Sprintf("%s: %s", x, x.refused))
 		default:
 			if v := s.extChecker.check(ctx, x, root); !v.ok {
-				p.refused = appendOnce(p.refused, fmt.Sprintf("%s for machine %s: %s", x, d.machine, v.reason))
+				p.note(&p.refused, fmt.Sprintf("%s for machine %s: %s", x, d.machine, v.reason))
 				continue
 			}
 			want[x.key()] = x
@@ -359,7 +406,7 @@ func (s *MachinesStep) extensionsStopped(ctx context.Context, p *extensionPass, 
 	if p == nil {
 		return
 	}
-	p.machines++
+	p.count(&p.machines)
 	st, changed, err := s.syncExtensions(ctx, p, d, root)
 	if st.Leader != 0 || len(st.Merged) > 0 {
 		st.Leader, st.Merged = 0, nil // a new boot merges anew
@@ -374,7 +421,7 @@ func (s *MachinesStep) extensionsStopped(ctx context.Context, p *extensionPass, 
 		err = d.clearRetired()
 	}
 	if err != nil {
-		p.failed = append(p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
+		p.note(&p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
 	}
 }
 
@@ -387,15 +434,15 @@ func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, 
 	if p == nil {
 		return
 	}
-	p.machines++
+	p.count(&p.machines)
 	if vm {
 		st := d.readState()
 		for _, x := range p.exts {
 			if x.ready && x.refused == "" && st.Have[x.key()] != x.use.Commit {
 				if v := s.extChecker.check(ctx, x, root); v.ok {
-					p.pending = append(p.pending, fmt.Sprintf("VM %s gets %s at its next start", d.machine, x))
+					p.note(&p.pending, fmt.Sprintf("VM %s gets %s at its next start", d.machine, x))
 				} else {
-					p.refused = appendOnce(p.refused, fmt.Sprintf("%s for machine %s: %s", x, d.machine, v.reason))
+					p.note(&p.refused, fmt.Sprintf("%s for machine %s: %s", x, d.machine, v.reason))
 				}
 			}
 		}
@@ -406,7 +453,7 @@ func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, 
 		if changed {
 			_ = d.writeState(st)
 		}
-		p.failed = append(p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
+		p.note(&p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
 		return
 	}
 	if st.Merged == nil {
@@ -433,7 +480,7 @@ func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, 
 			if refreshed {
 				_ = d.writeState(st)
 			}
-			p.failed = append(p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
+			p.note(&p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
 			return
 		}
 		s.log().Info("extensions merged anew in the machine", "tenant", d.tenantNm, "machine", d.machine, "class", class, "extensions", h, "took", time.Since(start).Round(time.Millisecond))
@@ -446,15 +493,15 @@ func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, 
 	}
 	if refreshed {
 		if err := d.writeState(st); err != nil {
-			p.failed = append(p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
+			p.note(&p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
 			return
 		}
 	}
 	if err := d.clearRetired(); err != nil {
-		p.failed = append(p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
+		p.note(&p.failed, fmt.Sprintf("machine %s: %v", d.machine, err))
 		return
 	}
-	p.merged++
+	p.count(&p.merged)
 }
 
 // pruneExtensionCheckouts removes the tenant's checkouts of extension uses it no longer has (the machines'
@@ -498,6 +545,11 @@ func (p *extensionPass) conditions() []tenant.Condition {
 	if p == nil || len(p.exts) == 0 && len(p.failed) == 0 {
 		return nil
 	}
+	// Sorted: machines are done in parallel, and the same outcome must give the same condition (a status that
+	// changes text on every pass would be written on every pass).
+	slices.Sort(p.refused)
+	slices.Sort(p.failed)
+	slices.Sort(p.pending)
 	var out []tenant.Condition
 	if len(p.refused) > 0 {
 		out = append(out, cond("ExtensionsCompatible", false, "Incompatible", "refused before anything was handed to a machine: "+strings.Join(p.refused, "; ")))
@@ -510,7 +562,7 @@ func (p *extensionPass) conditions() []tenant.Condition {
 	case len(p.pending) > 0:
 		out = append(out, tenant.Condition{Type: "ExtensionsApplied", Status: "unknown", Reason: "PendingRestart", Message: strings.Join(p.pending, "; ")})
 	default:
-		out = append(out, cond("ExtensionsApplied", true, "Merged", fmt.Sprintf("merged in %d running containers; stopped machines merge them when they start", p.merged)))
+		out = append(out, cond("ExtensionsApplied", true, "Merged", fmt.Sprintf("merged in %d running containers; a container merges them when it starts", p.merged)))
 	}
 	return out
 }

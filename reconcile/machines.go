@@ -140,6 +140,7 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 		}
 		statuses = append(statuses, st)
 	}
+	ep.run() // the running containers' extensions, a few at once
 	// Machines that left the record: stop them, remove their unit and their directory.
 	pruned := false
 	for _, old := range t.MachineStatus {
@@ -254,7 +255,8 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 	case us.Active == "active" && registered:
 		observe()
 		st.State = tenant.MachineRunning
-		s.extensionsRunning(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root, m.Kind == tenant.VM, info.Leader)
+		leader, vm := info.Leader, m.Kind == tenant.VM
+		ep.later(func() { s.extensionsRunning(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root, vm, leader) })
 		if m.Kind == tenant.VM {
 			tap, _, err := s.plugTap(ctx, t, m, full, info.Leader)
 			if err != nil {
