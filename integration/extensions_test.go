@@ -146,11 +146,9 @@ func TestExtensionsContainers(t *testing.T) {
 		}
 	}
 
-	templates := func(sysexts ...string) string {
+	templates := func(extensions ...string) string {
 		ts := []string{`{"role":"container","name":"deb","template":"deb"}`}
-		for _, s := range sysexts {
-			ts = append(ts, s)
-		}
+		ts = append(ts, extensions...)
 		return "[" + strings.Join(ts, ",") + "]"
 	}
 	bbxAt := func(commit string) string {
