@@ -307,3 +307,98 @@ func TestExtensionsStep(t *testing.T) {
 		t.Errorf("a tenant without extensions: conditions %+v", cs)
 	}
 }
+
+// TestExtensionsVMAndFailures: a VM gets its compatible extensions in its directories before it starts and is
+// never refreshed or restarted for a change while it runs (the change is pending until its next start); a
+// container whose refresh fails (no systemd-sysext in it) reports ExtensionsApplied=false naming it and is asked
+// again on the next pass.
+func TestExtensionsVMAndFailures(t *testing.T) {
+	ctx := t.Context()
+	state := t.TempDir()
+	cfg := units.Config{StateDir: state}
+	tenantsDir := filepath.Join(state, "tenants")
+	host := &pidHost{fakeMachineHost: newFakeMachineHost(), leaders: map[string]int{"t-vm": 300, "t-c": 400}}
+	var refreshed []string
+	fail := true
+	step := &MachinesStep{
+		Host: host, Units: cfg, TenantsDir: tenantsDir, UnitDir: t.TempDir(),
+		RefreshExtensions: func(_ context.Context, pid int, class string) error {
+			refreshed = append(refreshed, fmt.Sprintf("%d %s", pid, class))
+			if fail {
+				return fmt.Errorf("%w: systemd-%s: No such file or directory", machines.ErrNoExtensionTool, class)
+			}
+			return nil
+		},
+		Prepare: func(_ context.Context, dir, commit string, copies []machines.Copy) error {
+			writeTree(t, copies[0].Dst, extFile{path: "etc/os-release", content: "ID=debian\nVERSION_ID=13\n"})
+			if len(copies) > 1 {
+				writeTree(t, copies[1].Dst, extFile{path: "vmlinuz", content: "k"})
+			}
+			return os.WriteFile(filepath.Join(dir, "commit"), []byte(commit+"\n"), 0o644)
+		},
+	}
+	c1, c2 := strings.Repeat("1", 40), strings.Repeat("2", 40)
+	vmUse := tenant.TemplateUse{Role: "machine", Name: "vmt", Template: "vmt", Commit: c1}
+	ctUse := tenant.TemplateUse{Role: "container", Name: "deb", Template: "deb", Commit: c1}
+	for _, u := range []tenant.TemplateUse{vmUse, ctUse} {
+		dir := TemplateDir(tenantsDir, "t", u)
+		writeTree(t, dir, extFile{path: "disk-image/rootfs/x", content: "x"}, extFile{path: "disk-image/boot/x", content: "x"}, extFile{path: "rootfs/x", content: "x"})
+		os.WriteFile(dir+".commit", []byte(c1+"\n"), 0o644)
+	}
+	tools := tenant.TemplateUse{Role: "sysext", Name: "tools", Template: "tools", Commit: c1}
+	extCheckout(t, tenantsDir, "t", tools, "tools", sysextRelease("tools", "ID=_any\n"), extFile{path: "usr/bin/x", content: "v1"})
+	tn := &tenant.Tenant{Name: "t", NetworkIndex: 1, DesiredState: tenant.Running,
+		Templates: []tenant.TemplateUse{vmUse, ctUse, tools},
+		Machines: []tenant.Machine{
+			{Name: "vm", Kind: tenant.VM, Template: "vmt", DesiredState: tenant.Running},
+			{Name: "c", Kind: tenant.Container, Template: "deb", DesiredState: tenant.Running},
+		}}
+	pass := func() []tenant.Condition {
+		t.Helper()
+		cs, sts, _ := step.EnsureStatus(ctx, tn)
+		tn.MachineStatus = sts
+		return cs
+	}
+	vmBin := filepath.Join(cfg.MachinePaths("t", "vm").Sysext, "tools", "usr", "bin", "x")
+	pass()
+	if b, err := os.ReadFile(vmBin); err != nil || string(b) != "v1" {
+		t.Fatalf("the VM's sysext before it started: %q %v", b, err)
+	}
+	host.settle()
+	cs := pass()
+	if c := condOf(cs, "ExtensionsApplied"); c.Status != "false" || !strings.Contains(c.Message, "machine c") || !strings.Contains(c.Message, "no systemd-sysext") {
+		t.Errorf("ExtensionsApplied with a failing refresh: %+v", c)
+	}
+	if len(refreshed) != 1 || refreshed[0] != "400 sysext" {
+		t.Errorf("refreshes %v: want the container's only, never the VM's", refreshed)
+	}
+	// Asked again on the next pass; once it works, the condition clears.
+	fail, refreshed = false, nil
+	cs = pass()
+	if len(refreshed) != 1 || condOf(cs, "ExtensionsApplied").Status != "true" {
+		t.Errorf("after the refresh works: refreshes %v, %+v", refreshed, condOf(cs, "ExtensionsApplied"))
+	}
+
+	// A pin change while the VM runs: its directory is left alone and the change is pending; not restarted.
+	tools.Commit = c2
+	tn.Templates[2] = tools
+	extCheckout(t, tenantsDir, "t", tools, "tools", sysextRelease("tools", "ID=_any\n"), extFile{path: "usr/bin/x", content: "v2"})
+	starts := len(host.starts)
+	cs = pass()
+	if b, _ := os.ReadFile(vmBin); string(b) != "v1" {
+		t.Errorf("the running VM's directory changed under it: %q", b)
+	}
+	if c := condOf(cs, "ExtensionsApplied"); c.Status != "unknown" || c.Reason != "PendingRestart" || !strings.Contains(c.Message, "VM vm gets sysext tools") {
+		t.Errorf("ExtensionsApplied while the VM waits: %+v", c)
+	}
+	if len(host.starts) != starts {
+		t.Errorf("machines started again: %v", host.starts[starts:])
+	}
+	// At its next start it gets the new commit.
+	host.Stop(ctx, units.MachineUnit("t", "vm"), true)
+	host.registered["t-vm"] = false
+	pass()
+	if b, _ := os.ReadFile(vmBin); string(b) != "v2" {
+		t.Errorf("the VM did not get the new commit at its start: %q", b)
+	}
+}
