@@ -118,7 +118,7 @@ func TestExtensionsContainers(t *testing.T) {
 		[]repoFile{{path: rel + "bbx", content: "ID=debian\nVERSION_ID=13\n"}, {path: "usr/bin/bbx-hello", content: "#!/bin/sh\necho bbx v1\n", exec: true}, {path: "opt/bbx/VERSION", content: "v1\n"}},
 		[]repoFile{{path: rel + "bbx", content: "ID=debian\nVERSION_ID=13\nEXTENSION_RELOAD_MANAGER=1\n"}, {path: "usr/bin/bbx-hello", content: "#!/bin/sh\necho bbx v2\n", exec: true}, {path: "opt/bbx/VERSION", content: "v2\n"}})
 	addTemplateRepo(t, d, bbx, "bbx", "sysext")
-	bbc, _ := extensionRepo(t, "confext", "bbc", []repoFile{{path: "etc/extension-release.d/extension-release.bbc", content: "ID=_any\n"}, {path: "etc/bbc/tenant.conf", content: "tenant=ea\n"}})
+	bbc, bbcCommits := extensionRepo(t, "confext", "bbc", []repoFile{{path: "etc/extension-release.d/extension-release.bbc", content: "ID=_any\n"}, {path: "etc/bbc/tenant.conf", content: "tenant=ea\n"}})
 	addTemplateRepo(t, d, bbc, "bbc", "confext")
 	// Registered (nothing is wrong with them on their own) but refused for a Debian 13 machine, or by policy.
 	fedora, _ := extensionRepo(t, "sysext", "bbf", []repoFile{{path: rel + "bbf", content: "ID=fedora\nVERSION_ID=41\n"}, {path: "usr/bin/bbf", content: "f\n"}})
@@ -175,6 +175,12 @@ func TestExtensionsContainers(t *testing.T) {
 	if c := conditions(t, a)["ExtensionsCompatible"]; c.Status != "true" {
 		t.Errorf("ExtensionsCompatible: %+v", c)
 	}
+	if got := strings.Join(web.Status.Extensions, " "); got != "sysext/bbx@"+bbxCommits[0]+" confext/bbc@"+bbcCommits[0] {
+		t.Errorf("Tenant.Get shows ea-web's extensions as %q", got)
+	}
+	if len(app.Status.Extensions) != 0 {
+		t.Errorf("eb-app has extensions %v", app.Status.Extensions)
+	}
 
 	// The tenant's container sees the sysext under /usr and /opt, the confext under /etc.
 	checks := []struct{ args []string }{{[]string{"bbx-hello"}}, {[]string{"cat", "/opt/bbx/VERSION"}}, {[]string{"cat", "/etc/bbc/tenant.conf"}}}
@@ -221,7 +227,12 @@ func TestExtensionsContainers(t *testing.T) {
 	if strings.Join(after, ",") != strings.Join(before, ",") || hostMounts != 0 {
 		t.Errorf("mounts after the pin change: in ea-web %v (before %v), on the host %d", after, before, hostMounts)
 	}
-	a = extensionsApplied("merged")
+	// The pass's status follows the merge.
+	eventually(t, 30*time.Second, func() (bool, string) {
+		a = d.tenantCall(t, asRoot, "Get", `{"name":"ea"}`)
+		got := machineOf(t, a, "web").Status.Extensions
+		return len(got) == 2 && got[0] == "sysext/bbx@"+bbxCommits[1], fmt.Sprintf("Tenant.Get shows ea-web's extensions as %v", got)
+	})
 	if w := machineOf(t, a, "web"); w.Status.Leader != web.Status.Leader || showUnit(t, h, web.Status.Unit, "InvocationID")["InvocationID"] != invocation {
 		t.Errorf("ea-web was restarted by the pin change: leader %d -> %d", web.Status.Leader, w.Status.Leader)
 	}

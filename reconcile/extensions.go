@@ -395,6 +395,26 @@ func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d e
 	return st, changed, errors.Join(errs...)
 }
 
+// handedOver lists what the machine's extension directories hold, as class/image@commit: sysexts first, each
+// class by image name (MachineStatus.Extensions).
+func (d extensionDirs) handedOver() []string {
+	st := d.readState()
+	var out []string
+	for k, c := range st.Have {
+		out = append(out, k+"@"+c)
+	}
+	slices.SortFunc(out, func(a, b string) int {
+		if ca, cb := strings.HasPrefix(a, "sysext/"), strings.HasPrefix(b, "sysext/"); ca != cb {
+			if ca {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(a, b)
+	})
+	return out
+}
+
 // clearRetired removes the trees syncExtensions retired, once no machine can have them merged.
 func (d extensionDirs) clearRetired() error {
 	return machines.RemoveTree(filepath.Join(d.dir, ".retired"))

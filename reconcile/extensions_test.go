@@ -231,6 +231,9 @@ func TestExtensionsStep(t *testing.T) {
 	if c := condOf(cs, "ExtensionsApplied"); c.Status != "true" || !strings.Contains(c.Message, "2 running containers") {
 		t.Errorf("ExtensionsApplied: %+v", c)
 	}
+	if got, want := tn.StatusOf("web").Extensions, []string{"sysext/bb-tools@" + c1, "confext/conf@" + c1}; !slices.Equal(got, want) {
+		t.Errorf("web's status lists extensions %v, want %v", got, want)
+	}
 
 	// A pin change swaps the content and refreshes the sysexts only; the old tree is gone afterwards.
 	tools.Commit = c2

@@ -141,6 +141,12 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 		statuses = append(statuses, st)
 	}
 	ep.run() // the running containers' extensions, a few at once
+	for i := range statuses {
+		if t.MachineOf(statuses[i].Name) != nil {
+			mp := s.Units.MachinePaths(t.Name, statuses[i].Name)
+			statuses[i].Extensions = machineExtensionDirs(mp, t.Name, statuses[i].Name).handedOver()
+		}
+	}
 	// Machines that left the record: stop them, remove their unit and their directory.
 	pruned := false
 	for _, old := range t.MachineStatus {
