@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -100,6 +101,10 @@ func machineStatusToAPI(st *tenant.MachineStatus) *vt.MachineStatus {
 	if st.Leader != 0 {
 		l := int64(st.Leader)
 		out.Leader = &l
+	}
+	if len(st.Extensions) > 0 {
+		exts := slices.Clone(st.Extensions)
+		out.Extensions = &exts
 	}
 	return out
 }

@@ -439,6 +439,7 @@ type machine struct {
 		Commit            string   `json:"commit"`
 		RestartGeneration int64    `json:"restartGeneration"`
 		Message           string   `json:"message"`
+		Extensions        []string `json:"extensions"`
 	} `json:"status"`
 }
 

@@ -66,6 +66,11 @@ type MachinesStep struct {
 	// StopTimeout bounds the wait for a machine to stop at deletion (default 2 min).
 	StopTimeout time.Duration
 	Log         *slog.Logger
+	// RefreshExtensions has the running container whose leader is pid merge its extensions of class
+	// ("sysext" or "confext") anew (default machines.RefreshExtensions, see extensions.go).
+	RefreshExtensions func(ctx context.Context, pid int, class string) error
+
+	extChecker extensionChecker
 }
 
 // Name implements Step.
@@ -104,8 +109,20 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 	if t.HasInfra() {
 		infraConds = s.ensureInfraTap(ctx, t)
 	}
+	ep := &extensionPass{exts: tenantExtensions(s.TenantsDir, t)}
+	if t.HasInfra() && s.Host != nil {
+		_, running, err := s.Host.Machine(ctx, units.InfraMachineName(t.Name))
+		if err == nil {
+			s.infraExtensions(ctx, ep, t, running)
+		}
+	}
+	defer func() {
+		if err := pruneExtensionCheckouts(s.TenantsDir, t); err != nil {
+			s.log().Warn("removing checkouts of dropped extensions failed", "tenant", t.Name, "err", err)
+		}
+	}()
 	if len(t.Machines) == 0 && len(t.MachineStatus) == 0 {
-		return infraConds, nil, nil
+		return append(infraConds, ep.conditions()...), nil, nil
 	}
 	if s.Host == nil {
 		return []tenant.Condition{cond("MachinesReady", false, "NoSystemBus", "machines need systemd and systemd-machined on the system bus, and there is none")}, nil, nil
@@ -113,7 +130,7 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 	var errs []error
 	statuses := make([]tenant.MachineStatus, 0, len(t.Machines))
 	for i := range t.Machines {
-		st, err := s.ensureMachine(ctx, t, &t.Machines[i])
+		st, err := s.ensureMachine(ctx, t, &t.Machines[i], ep)
 		if errors.Is(err, machines.ErrNoBus) {
 			return []tenant.Condition{cond("MachinesReady", false, "NoSystemBus", err.Error())}, nil, nil
 		}
@@ -122,6 +139,13 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 			st.State, st.Message = tenant.MachineFailed, err.Error()
 		}
 		statuses = append(statuses, st)
+	}
+	ep.run() // the running containers' extensions, a few at once
+	for i := range statuses {
+		if t.MachineOf(statuses[i].Name) != nil {
+			mp := s.Units.MachinePaths(t.Name, statuses[i].Name)
+			statuses[i].Extensions = machineExtensionDirs(mp, t.Name, statuses[i].Name).handedOver()
+		}
 	}
 	// Machines that left the record: stop them, remove their unit and their directory.
 	pruned := false
@@ -172,11 +196,12 @@ func (s *MachinesStep) EnsureStatus(ctx context.Context, t *tenant.Tenant) ([]te
 	default:
 		c = cond("MachinesReady", true, "AsDesired", fmt.Sprintf("%d machines as desired", len(statuses)))
 	}
-	return append(append(conds, c), infraConds...), statuses, errors.Join(errs...)
+	conds = append(append(conds, c), infraConds...)
+	return append(conds, ep.conditions()...), statuses, errors.Join(errs...)
 }
 
 // ensureMachine makes one machine match its record and returns its observed state.
-func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *tenant.Machine) (tenant.MachineStatus, error) {
+func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *tenant.Machine, ep *extensionPass) (tenant.MachineStatus, error) {
 	unit := units.MachineUnit(t.Name, m.Name)
 	full := tenant.MachineName(t.Name, m.Name)
 	mp := s.Units.MachinePaths(t.Name, m.Name)
@@ -214,6 +239,9 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 			st.State = tenant.MachineStopping
 		default:
 			st.State = tenant.MachineStopped
+			if machines.RootCommit(mp.Dir) != "" {
+				s.extensionsStopped(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root)
+			}
 		}
 		return st, nil
 	}
@@ -233,6 +261,8 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 	case us.Active == "active" && registered:
 		observe()
 		st.State = tenant.MachineRunning
+		leader, vm := info.Leader, m.Kind == tenant.VM
+		ep.later(func() { s.extensionsRunning(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root, vm, leader) })
 		if m.Kind == tenant.VM {
 			tap, _, err := s.plugTap(ctx, t, m, full, info.Leader)
 			if err != nil {
@@ -262,6 +292,9 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 		return st, err
 	}
 	st.Commit = machines.RootCommit(mp.Dir)
+	// The extension directories exist before the unit starts (nspawn and vmspawn bind them), holding the
+	// extensions compatible with the root just made.
+	s.extensionsStopped(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root)
 	if m.Kind == tenant.VM {
 		if tap, ok := units.TapName(full); ok {
 			if err := s.ensureTapFile(ctx, t, m, tap); err != nil {

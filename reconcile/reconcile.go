@@ -495,6 +495,7 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 	var statuses []tenant.MachineStatus
 	for _, s := range c.cfg.Steps {
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.StepTimeout)
+		stepStart := time.Now()
 		var cs []tenant.Condition
 		var err error
 		if ss, ok := s.(StatusStep); ok {
@@ -510,6 +511,7 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 			err = fmt.Errorf("step did not finish within %v: %w", c.cfg.StepTimeout, sctx.Err())
 		}
 		cancel()
+		log.Debug("step done", "step", s.Name(), "took", time.Since(stepStart).Round(time.Microsecond))
 		conds = append(conds, cs...)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", s.Name(), err))

@@ -28,9 +28,9 @@ func unitFiles(t *testing.T, dir string) []string {
 	return names
 }
 
-// TestUnitsStepPrunesDroppedUnits: a unit the tenant's render no longer has (a dropped sysext's
-// mount) is removed and stopped, units of a tenant whose name is a prefix of another's are left
-// alone, and Teardown leaves nothing of the tenant.
+// TestUnitsStepPrunesDroppedUnits: a unit the tenant's render no longer has (a dropped machine's unit; the
+// extension overlay mount an older version rendered) is removed, a pruned mount is stopped, units of a tenant
+// whose name is a prefix of another's are left alone, and Teardown leaves nothing of the tenant.
 func TestUnitsStepPrunesDroppedUnits(t *testing.T) {
 	dir := t.TempDir()
 	cfg := units.Config{StateDir: t.TempDir()}
@@ -40,11 +40,25 @@ func TestUnitsStepPrunesDroppedUnits(t *testing.T) {
 		Stop:   func(_ context.Context, u string) error { stopped = append(stopped, u); return nil },
 	}
 	a := &tenant.Tenant{Name: "a", NetworkIndex: 1, DesiredState: tenant.Running, Templates: []tenant.TemplateUse{
-		{Role: "sysext", Name: "tools", Template: "tools"}, {Role: "confext", Name: "conf", Template: "conf"},
-	}}
+		{Role: "sysext", Name: "tools", Template: "tools"}, {Role: "container", Name: "deb", Template: "deb"},
+	}, Machines: []tenant.Machine{{Name: "web", Kind: tenant.Container, Template: "deb"}, {Name: "db", Kind: tenant.Container, Template: "deb"}}}
 	ab := &tenant.Tenant{Name: "a-b", NetworkIndex: 2, DesiredState: tenant.Running, Templates: []tenant.TemplateUse{
 		{Role: "sysext", Name: "tools", Template: "tools"},
 	}}
+	// What an older version left: the sysext overlay mount of a, listed in a's manifest.
+	oldMount, err := units.MountUnitName(filepath.Join(cfg.TenantPaths("a").Dir, "merged", "usr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, ManifestDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, oldMount), []byte("[Mount]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ManifestDir, "a.units"), []byte(oldMount+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tn := range []*tenant.Tenant{a, ab} {
 		if _, err := s.Ensure(t.Context(), tn); err != nil {
 			t.Fatal(err)
@@ -62,32 +76,30 @@ func TestUnitsStepPrunesDroppedUnits(t *testing.T) {
 		return n
 	}
 	abUnits := render(ab)
-	mountOf := func(tn *tenant.Tenant, merged string) string {
-		n, err := units.MountUnitName(filepath.Join(cfg.TenantPaths(tn.Name).Dir, "merged", merged))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return n
+	got := unitFiles(t, dir)
+	if slices.Contains(got, oldMount) || !slices.Equal(stopped, []string{oldMount}) {
+		t.Errorf("the old overlay mount unit %s: files %v, stopped %v; want it removed and stopped", oldMount, got, stopped)
 	}
-	usrMount, etcMount := mountOf(a, "usr"), mountOf(a, "etc")
-	if got := unitFiles(t, dir); !slices.Contains(got, usrMount) || !slices.Contains(got, etcMount) {
-		t.Fatalf("mount units %s, %s not written: %v", usrMount, etcMount, got)
+	dbUnit := units.MachineUnit("a", "db")
+	if !slices.Contains(got, dbUnit) {
+		t.Fatalf("machine unit %s not written: %v", dbUnit, got)
 	}
 
-	// Drop the sysext: its mount unit goes and is stopped; the confext's stays; a-b is untouched.
-	a.Templates = a.Templates[1:]
+	// Drop machine db: its unit goes (the machines step stops it); a-b is untouched.
+	stopped = nil
+	a.Machines = a.Machines[:1]
 	if _, err := s.Ensure(t.Context(), a); err != nil {
 		t.Fatal(err)
 	}
-	got := unitFiles(t, dir)
-	if slices.Contains(got, usrMount) {
-		t.Errorf("the dropped sysext's mount unit %s is still there: %v", usrMount, got)
+	got = unitFiles(t, dir)
+	if slices.Contains(got, dbUnit) {
+		t.Errorf("the dropped machine's unit %s is still there: %v", dbUnit, got)
 	}
-	if !slices.Contains(got, etcMount) {
-		t.Errorf("the confext's mount unit %s was removed", etcMount)
+	if !slices.Contains(got, units.MachineUnit("a", "web")) {
+		t.Errorf("machine web's unit was removed: %v", got)
 	}
-	if !slices.Equal(stopped, []string{usrMount}) {
-		t.Errorf("stopped %v, want [%s]", stopped, usrMount)
+	if len(stopped) != 0 {
+		t.Errorf("stopped %v: only mounts are stopped by the units step", stopped)
 	}
 	for _, n := range abUnits {
 		if !slices.Contains(got, n) {
@@ -95,14 +107,13 @@ func TestUnitsStepPrunesDroppedUnits(t *testing.T) {
 		}
 	}
 	// A second pass prunes nothing more and stops nothing.
-	stopped = nil
 	if _, err := s.Ensure(t.Context(), a); err != nil || len(stopped) != 0 {
 		t.Fatalf("second pass: %v, stopped %v", err, stopped)
 	}
 
-	// Teardown of a with its record emptied of extensions still removes the confext's mount unit
-	// (the manifest knows it), and leaves a-b's units and manifest.
-	a.Templates = nil
+	// Teardown of a with its record emptied still removes its units (the manifest knows them), and leaves
+	// a-b's units and manifest.
+	a.Templates, a.Machines = nil, nil
 	if err := s.Teardown(t.Context(), a); err != nil {
 		t.Fatal(err)
 	}
@@ -112,9 +123,6 @@ func TestUnitsStepPrunesDroppedUnits(t *testing.T) {
 	slices.Sort(want)
 	if !slices.Equal(got, want) {
 		t.Errorf("after teardown of a: %v, want only a-b's %v", got, want)
-	}
-	if !slices.Contains(stopped, etcMount) {
-		t.Errorf("teardown did not stop %s: %v", etcMount, stopped)
 	}
 	if _, err := os.Stat(filepath.Join(dir, ManifestDir, "a.units")); !os.IsNotExist(err) {
 		t.Errorf("manifest of a left behind: %v", err)

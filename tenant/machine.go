@@ -100,6 +100,9 @@ type MachineStatus struct {
 	Repaired string `json:"-"`
 	// Since is when State last changed.
 	Since time.Time `json:"since"`
+	// Extensions are the extensions handed to the machine, "class/image@commit", sorted (the reconciler's
+	// extension step; none when it has none).
+	Extensions []string `json:"extensions,omitempty"`
 }
 
 // MachineName is the name systemd-machined knows machine m of tenant t by.

@@ -763,7 +763,8 @@ func machineStatusEqual(a, b []MachineStatus) bool {
 	return slices.EqualFunc(a, b, func(x, y MachineStatus) bool {
 		return x.Name == y.Name && x.State == y.State && x.Class == y.Class && x.Leader == y.Leader &&
 			slices.Equal(x.Addresses, y.Addresses) && x.Unit == y.Unit && x.UnitState == y.UnitState &&
-			x.Commit == y.Commit && x.RestartGeneration == y.RestartGeneration && x.Message == y.Message && x.Since.Equal(y.Since)
+			x.Commit == y.Commit && x.RestartGeneration == y.RestartGeneration && x.Message == y.Message && x.Since.Equal(y.Since) &&
+			slices.Equal(x.Extensions, y.Extensions)
 	})
 }
 

@@ -24,8 +24,12 @@
 //	tenant-network@E.service  oneshot: io.bitbuilder.Network.Apply for T; Requires netns-tenant@E
 //	tenant-infra@E.service    Type=notify systemd-vmspawn of D/infra/rootfs as machine T-infra; BindsTo tenant@E;
 //	                          Restart=always (only when the tenant has an infrastructure VM)
-//	<D/merged/usr>.mount      read-only overlay: T's sysexts over the host's /usr (only with sysexts)
-//	<D/merged/etc>.mount      read-only overlay: T's confexts over an empty directory (only with confexts)
+//	bitbuilder-E.slice        the slice of T's machines, with T's limits (only with machines)
+//	tenant-machine@<E-m>.service  one per machine m: systemd-nspawn or systemd-vmspawn of its own root
+//
+// No unit mounts extensions: each machine gets the tenant's extensions compatible with it in its own directories,
+// bound read-only to its /run/extensions and /run/confexts, and its own systemd-sysext/confext merges them
+// (ARCHITECTURE.md, "Extensions").
 //
 // The generator also links multi-user.target.wants/tenant@E.service for tenants whose desired state is running.
 //
@@ -53,8 +57,8 @@
 //     (vmspawn has --network-tap; the daemon's networkd files put the vt-* tap on br-tenant-N) and --setenv= is
 //     replaced by --set-credential=bitbuilder.tenant:T. The seed bound the host-wide /usr/lib/extensions into
 //     every tenant's VM; now only the tenant's own extension trees are bound, read-only, to /run/extensions and
-//     /run/confexts, where the guest's systemd-sysext/confext find and check them against the guest's
-//     os-release. The rootfs path is the tenant's pinned tree under the daemon's state directory
+//     /run/confexts (the infrastructure VM's own directories, D/infra-extensions/{sysext,confext}, holding the
+//     extensions compatible with its os-release), where the guest's systemd-sysext/confext merge them. The rootfs path is the tenant's pinned tree under the daemon's state directory
 //     (/var/lib/tenants/ in the seed was no directory of ours), with RequiresMountsFor= since /var may be a
 //     separate mount. The machine is named T-infra (DESIGN.md: machines are <tenant>-<name>), which limits
 //     tenants with an infrastructure VM to 58-character names (machine names are at most 64). Restart=always is
@@ -63,7 +67,8 @@
 //     passes the guest's READY=1 on (over AF_VSOCK), so the unit is active when the infrastructure VM has booted;
 //     TimeoutStartSec=10min because that takes 90-130 s under TCG (testenv.md), more than the default 90 s. A host
 //     without /dev/vhost-vsock never gets READY=1: give vmspawn --notify-ready=no there (Config.VMSpawnArgs).
-//   - The overlay mounts were wrong in four ways. (1) lowerdir=/usr:EXT put the host's /usr on top (the leftmost
+//   - The seed's overlay mounts are gone (the daemon hands extensions to the machines instead). They were wrong in
+//     four ways, fixed first, before they were dropped. (1) lowerdir=/usr:EXT put the host's /usr on top (the leftmost
 //     lowerdir is the top layer), so an extension could not override anything; the extensions are now on top.
 //     (2) EXT was the directory holding the extension trees, whose usr/ would have appeared as /usr/usr; each
 //     extension's usr/ (sysext) or etc/ (confext) is now its own layer. (3) The upperdir was the mount point

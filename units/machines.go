@@ -63,6 +63,12 @@ type MachinePaths struct {
 	Settings string
 	// Credentials holds files a VM gets as systemd credentials (its template's cloud-init user-data, meta-data).
 	Credentials string
+	// Sysext and Confext hold the extensions handed to the machine, one directory per extension named after its
+	// image (the name its release file carries), bound read-only to the machine's /run/extensions and
+	// /run/confexts, where its own systemd-sysext and systemd-confext merge them. The daemon fills them with the
+	// tenant's extensions that are compatible with the machine (package reconcile).
+	Sysext  string
+	Confext string
 }
 
 // MachinePaths returns the layout of machine m of tenant t.
@@ -74,6 +80,8 @@ func (c Config) MachinePaths(tenant, machine string) MachinePaths {
 		Boot:        dir + "/boot",
 		Settings:    dir + "/" + MachineName(tenant, machine) + ".nspawn",
 		Credentials: dir + "/credentials",
+		Sysext:      dir + "/extensions/sysext",
+		Confext:     dir + "/extensions/confext",
 	}
 }
 
@@ -193,6 +201,10 @@ func (r *renderer) renderMachine(m Machine, names unitNames) {
 			"--network-bridge="+bridge,
 			"--notify-ready=yes",
 			"--settings=yes",
+			// Always bound (empty when the tenant has no extension), so that a change of the extensions
+			// needs no restart: the daemon has the container's systemd-sysext/confext merge them anew.
+			"--bind-ro="+mp.Sysext+":/run/extensions",
+			"--bind-ro="+mp.Confext+":/run/confexts",
 		)
 	} else {
 		argv := []string{
@@ -215,6 +227,14 @@ func (r *renderer) renderMachine(m Machine, names unitNames) {
 		if m.MemoryBytes > 0 {
 			argv = append(argv, "--ram="+strconv.FormatInt(m.MemoryBytes, 10))
 		}
+		// A VM gets its extension directories (virtiofs) only when the tenant has extensions of the class: each
+		// bind is a virtiofsd of its own. The guest's systemd-sysext/confext merge them at boot.
+		if len(t.Sysext) > 0 {
+			argv = append(argv, "--bind-ro="+mp.Sysext+":/run/extensions")
+		}
+		if len(t.Confext) > 0 {
+			argv = append(argv, "--bind-ro="+mp.Confext+":/run/confexts")
+		}
 		argv = append(argv, m.VMArgs...)
 		argv = append(argv, r.cfg.VMSpawnArgs...)
 		r.kv("Type", "notify")
@@ -228,7 +248,7 @@ func (r *renderer) renderMachine(m Machine, names unitNames) {
 }
 
 // unitNames are the names of one tenant's units.
-type unitNames struct{ tenant, netns, network, infra, slice, sysext, confext string }
+type unitNames struct{ tenant, netns, network, infra, slice string }
 
 // vmProperties writes Config.VMUnitProperties (checked by withDefaults).
 func (r *renderer) vmProperties() {

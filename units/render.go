@@ -33,8 +33,8 @@ type Config struct {
 	// StateDir is the daemon's state directory; a tenant's pinned trees live in StateDir/tenants/<name>
 	// (see Paths). Default /var/lib/bitbuilder.
 	StateDir string `json:"stateDir,omitempty"`
-	// LibexecDir holds BitBuilder's private files; its subdirectory "empty" (an empty directory shipped by the
-	// package) is the bottom layer of every confext overlay. Default /usr/lib/bitbuilder.
+	// LibexecDir holds BitBuilder's private files (the package ships an empty directory "empty" there, once the
+	// bottom layer of the boot-time confext overlays, which no unit mounts any more). Default /usr/lib/bitbuilder.
 	LibexecDir string `json:"libexecDir,omitempty"`
 	// Socket is the daemon's Varlink socket. Default /run/bitbuilder/io.bitbuilder.
 	Socket string `json:"socket,omitempty"`
@@ -148,14 +148,16 @@ type Paths struct {
 	Dir string
 	// InfraRoot is the infrastructure VM's root file system: Dir/infra/rootfs.
 	InfraRoot string
-	// SysextDir and ConfextDir hold one directory per extension: Dir/extensions/{sysext,confext}/<extension>,
-	// each with its usr/ (sysext) or etc/ (confext) tree.
+	// SysextDir and ConfextDir hold the tenant's checkouts of its extension templates, one directory per
+	// template: Dir/extensions/{sysext,confext}/<template>. No machine sees them: each machine gets the ones
+	// compatible with it in its own directories (MachinePaths.Sysext, MachinePaths.Confext).
 	SysextDir  string
 	ConfextDir string
-	// MergedUsr and MergedEtc are the mount points of the read-only overlays: the tenant's sysexts over the
-	// host's /usr, and its confexts over an empty directory.
-	MergedUsr string
-	MergedEtc string
+	// InfraSysext and InfraConfext are the infrastructure VM's extension directories, bound read-only to its
+	// /run/extensions and /run/confexts: Dir/infra-extensions/{sysext,confext} (not below Dir/infra, the
+	// template's checkout, which a new pin replaces).
+	InfraSysext  string
+	InfraConfext string
 }
 
 // TenantPaths returns the layout of tenant name's directory. It does not check the name.
@@ -166,12 +168,12 @@ func (c Config) TenantPaths(name string) Paths {
 	}
 	dir := sd + "/tenants/" + name
 	return Paths{
-		Dir:        dir,
-		InfraRoot:  dir + "/infra/rootfs",
-		SysextDir:  dir + "/extensions/sysext",
-		ConfextDir: dir + "/extensions/confext",
-		MergedUsr:  dir + "/merged/usr",
-		MergedEtc:  dir + "/merged/etc",
+		Dir:          dir,
+		InfraRoot:    dir + "/infra/rootfs",
+		SysextDir:    dir + "/extensions/sysext",
+		ConfextDir:   dir + "/extensions/confext",
+		InfraSysext:  dir + "/infra-extensions/sysext",
+		InfraConfext: dir + "/infra-extensions/confext",
 	}
 }
 
@@ -238,7 +240,7 @@ func (t Tenant) Check() error {
 }
 
 // Render returns the units of tenant t, in a fixed order: tenant@, netns-tenant@, tenant-network@, then
-// tenant-infra@ if t.Infra, then the sysext and confext .mount units if t has such extensions. It is the one
+// tenant-infra@ if t.Infra, then the tenant's slice and machine units if it has machines. It is the one
 // rendering code path of BitBuilder: the boot generator writes its result into the generator directory, and
 // the daemon may write the same units into /run/systemd/system. Bad input returns an error and no units.
 func Render(t Tenant, cfg Config) ([]Unit, error) {
@@ -271,7 +273,6 @@ type renderer struct {
 func (r *renderer) render() ([]Unit, error) {
 	t := r.t
 	names := unitNames{}
-	var err error
 	instance := "@" + Escape(t.Name) + ".service"
 	// tenant-network@ is the longest of the four template names.
 	if n := len("tenant-network") + len(instance); n > unitNameMax {
@@ -287,16 +288,6 @@ func (r *renderer) render() ([]Unit, error) {
 			return nil, fmt.Errorf("%w: unit %s is %d bytes long (systemd allows %d)", ErrNameTooLong, n, len(n), unitNameMax)
 		}
 	}
-	if len(t.Sysext) > 0 {
-		if names.sysext, err = MountUnitName(r.p.MergedUsr); err != nil {
-			return nil, err
-		}
-	}
-	if len(t.Confext) > 0 {
-		if names.confext, err = MountUnitName(r.p.MergedEtc); err != nil {
-			return nil, err
-		}
-	}
 	units := make([]Unit, 0, 6)
 	add := func(name string) { units = append(units, Unit{Name: name, Content: r.take()}) }
 
@@ -310,11 +301,6 @@ func (r *renderer) render() ([]Unit, error) {
 	r.kv("After", r.cfg.SocketUnit)
 	r.kv("Requires", names.netns, " ", names.network)
 	r.kv("After", names.netns, " ", names.network)
-	if names.sysext != "" || names.confext != "" {
-		mounts := strings.TrimSpace(names.sysext + " " + names.confext)
-		r.kv("Requires", mounts)
-		r.kv("After", mounts)
-	}
 	if t.Infra {
 		r.kv("Wants", names.infra)
 	}
@@ -368,12 +354,10 @@ func (r *renderer) render() ([]Unit, error) {
 		}
 		mountsFor := r.p.InfraRoot
 		if len(t.Sysext) > 0 {
-			argv = append(argv, "--bind-ro="+r.p.SysextDir+":/run/extensions")
-			mountsFor += " " + r.p.SysextDir
+			argv = append(argv, "--bind-ro="+r.p.InfraSysext+":/run/extensions")
 		}
 		if len(t.Confext) > 0 {
-			argv = append(argv, "--bind-ro="+r.p.ConfextDir+":/run/confexts")
-			mountsFor += " " + r.p.ConfextDir
+			argv = append(argv, "--bind-ro="+r.p.InfraConfext+":/run/confexts")
 		}
 		argv = append(argv, r.cfg.VMSpawnArgs...)
 		r.header()
@@ -394,24 +378,6 @@ func (r *renderer) render() ([]Unit, error) {
 		add(names.infra)
 	}
 
-	if len(t.Sysext) > 0 {
-		lower := make([]string, 0, len(t.Sysext)+1)
-		for i := len(t.Sysext) - 1; i >= 0; i-- {
-			lower = append(lower, r.p.SysextDir+"/"+t.Sysext[i]+"/usr")
-		}
-		lower = append(lower, "/usr")
-		r.mount(names.tenant, "System extensions of BitBuilder tenant "+t.Name, r.p.MergedUsr, "ro,nodev", lower, r.p.SysextDir+" /usr")
-		add(names.sysext)
-	}
-	if len(t.Confext) > 0 {
-		lower := make([]string, 0, len(t.Confext)+1)
-		for i := len(t.Confext) - 1; i >= 0; i-- {
-			lower = append(lower, r.p.ConfextDir+"/"+t.Confext[i]+"/etc")
-		}
-		lower = append(lower, r.cfg.LibexecDir+"/empty")
-		r.mount(names.tenant, "Configuration extensions of BitBuilder tenant "+t.Name, r.p.MergedEtc, "ro,nodev,nosuid,noexec", lower, r.p.ConfextDir+" "+r.cfg.LibexecDir)
-		add(names.confext)
-	}
 	if len(t.Machines) > 0 {
 		r.renderSlice(names.tenant)
 		add(names.slice)
@@ -421,20 +387,6 @@ func (r *renderer) render() ([]Unit, error) {
 		}
 	}
 	return units, nil
-}
-
-// mount writes a read-only overlay mount unit: lower is top layer first, as overlayfs wants it.
-func (r *renderer) mount(tenantUnit, desc, where, flags string, lower []string, mountsFor string) {
-	r.header()
-	r.section("Unit")
-	r.kv("Description", desc)
-	r.kv("Before", tenantUnit)
-	r.kv("RequiresMountsFor", mountsFor)
-	r.section("Mount")
-	r.kv("What", "overlay")
-	r.kv("Where", where)
-	r.kv("Type", "overlay")
-	r.kv("Options", flags, ",lowerdir=", strings.Join(lower, ":"))
 }
 
 func (r *renderer) header() {

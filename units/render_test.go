@@ -85,7 +85,8 @@ func TestRenderGolden(t *testing.T) {
 	}
 }
 
-// TestRenderUnitSet checks which units a tenant gets and that mount units are named after their Where=.
+// TestRenderUnitSet checks which units a tenant gets (and that a mount unit, should one come back, is named
+// after its Where=).
 func TestRenderUnitSet(t *testing.T) {
 	tests := []struct {
 		tenant Tenant
@@ -93,9 +94,9 @@ func TestRenderUnitSet(t *testing.T) {
 	}{
 		{Tenant{Name: "a", NetworkIndex: 1}, []string{"tenant@a.service", "netns-tenant@a.service", "tenant-network@a.service"}},
 		{Tenant{Name: "a-b", NetworkIndex: 1, Infra: true}, []string{`tenant@a\x2db.service`, `netns-tenant@a\x2db.service`, `tenant-network@a\x2db.service`, `tenant-infra@a\x2db.service`}},
+		// Extensions are handed to the machines (package reconcile): no host mount unit for them.
 		{Tenant{Name: "a", NetworkIndex: 1, Sysext: []string{"x"}, Confext: []string{"y"}}, []string{
-			"tenant@a.service", "netns-tenant@a.service", "tenant-network@a.service",
-			"var-lib-bitbuilder-tenants-a-merged-usr.mount", "var-lib-bitbuilder-tenants-a-merged-etc.mount"}},
+			"tenant@a.service", "netns-tenant@a.service", "tenant-network@a.service"}},
 	}
 	for _, tt := range tests {
 		units, err := Render(tt.tenant, Config{})
@@ -177,6 +178,43 @@ func TestRenderRejects(t *testing.T) {
 	} {
 		if _, err := Render(tn, Config{}); err != nil {
 			t.Errorf("Render(%q): %v", tn.Name, err)
+		}
+	}
+}
+
+// TestRenderExtensionBinds: a container's unit always binds its own extension directories to /run/extensions and
+// /run/confexts (so a change of the tenant's extensions needs no restart); a VM's only when the tenant has
+// extensions of the class (each bind is a virtiofsd); the infrastructure VM binds its own directories.
+func TestRenderExtensionBinds(t *testing.T) {
+	cfg := Config{}
+	mp := cfg.MachinePaths("a", "c")
+	vp := cfg.MachinePaths("a", "v")
+	sysBind, confBind := "--bind-ro="+mp.Sysext+":/run/extensions", "--bind-ro="+mp.Confext+":/run/confexts"
+	vmSys, vmConf := "--bind-ro="+vp.Sysext+":/run/extensions", "--bind-ro="+vp.Confext+":/run/confexts"
+	infraSys := "--bind-ro=" + cfg.TenantPaths("a").InfraSysext + ":/run/extensions"
+	for _, tt := range []struct {
+		sysext, confext []string
+		want, notWant   []string
+	}{
+		{nil, nil, []string{sysBind, confBind}, []string{vmSys, vmConf, infraSys}},
+		{[]string{"x"}, nil, []string{sysBind, confBind, vmSys, infraSys}, []string{vmConf}},
+		{nil, []string{"y"}, []string{sysBind, confBind, vmConf}, []string{vmSys, infraSys}},
+	} {
+		us, err := Render(Tenant{Name: "a", NetworkIndex: 1, Infra: true, Sysext: tt.sysext, Confext: tt.confext,
+			Machines: []Machine{{Name: "c", Kind: KindContainer}, {Name: "v", Kind: KindVM}}}, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := string(concat(us))
+		for _, w := range tt.want {
+			if !strings.Contains(all, w) {
+				t.Errorf("sysext %v confext %v: no %s", tt.sysext, tt.confext, w)
+			}
+		}
+		for _, w := range tt.notWant {
+			if strings.Contains(all, w) {
+				t.Errorf("sysext %v confext %v: has %s", tt.sysext, tt.confext, w)
+			}
 		}
 	}
 }

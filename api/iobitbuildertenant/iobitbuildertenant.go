@@ -71,6 +71,7 @@ type MachineStatus struct {
 	RestartGeneration int64        `json:"restartGeneration"`
 	Message           *string      `json:"message,omitempty"`
 	Since             string       `json:"since"`
+	Extensions        *[]string    `json:"extensions,omitempty"`
 }
 
 // A machine of a tenant.
@@ -1868,7 +1869,10 @@ type MachineStatus (
   # Why the machine is failed or cannot start.
   message: ?string,
   # When the state last changed, RFC 3339.
-  since: string
+  since: string,
+  # The extensions handed to the machine, as class/image@commit (for example sysext/tools@<commit>), in the order
+  # its systemd-sysext/confext merges them; a running container has them merged. Null when it has none.
+  extensions: ?[]string
 )
 
 # A machine of a tenant.

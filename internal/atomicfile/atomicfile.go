@@ -20,6 +20,10 @@ type Options struct {
 	// Chown, when set, is called with the temporary file's path before it is renamed, for example to give the file
 	// its owner.
 	Chown func(tmp string) error
+	// NotDurable skips both fsyncs: the replacement is still atomic (a reader sees the old file or the new one),
+	// but a crash of the machine may bring the old file back. Only for files that are recomputed when they are
+	// stale, such as a cache of what the host holds.
+	NotDurable bool
 }
 
 // WriteFile replaces path with data atomically and durably (see the package doc). The directory must exist. An
@@ -55,14 +59,19 @@ func WriteFile(path string, data []byte, opts Options) (err error) {
 			return fmt.Errorf("chown %s: %w", tmp, err)
 		}
 	}
-	if err = f.Sync(); err != nil {
-		return err
+	if !opts.NotDurable {
+		if err = f.Sync(); err != nil {
+			return err
+		}
 	}
 	if err = f.Close(); err != nil {
 		return err
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return err
+	}
+	if opts.NotDurable {
+		return nil
 	}
 	return SyncDir(dir)
 }

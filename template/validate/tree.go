@@ -202,3 +202,14 @@ func checkNetwork(ctx context.Context, r *root, c *collector) error {
 		return nil
 	}, func(rel string, err error) { c.warnf("X1", rel, "cannot inspect: %s", fileError(err)) })
 }
+
+// ImageName is the image name of an extension template's checkout dir, as Tree uses it: metadata.json's
+// template.name, else the directory's name. Its release file must be extension-release.<ImageName>, and the
+// directory a machine's systemd-sysext/confext finds it in must carry this name.
+func ImageName(dir string) string {
+	r, err := openRoot(dir)
+	if err != nil {
+		return path.Base(strings.TrimSuffix(dir, "/"))
+	}
+	return templateName(r, dir)
+}
