@@ -286,9 +286,34 @@ func startDaemonIn(t testing.TB, h *testhost.Host, name string, args ...string) 
 			t.Logf("journal of %s:\n%s", d.unit, h.JournalTail(ctx, 40, "-u", d.unit))
 		}
 		_, _, _ = h.Run(ctx, "systemctl", "reset-failed", d.unit)
+		if d.changesHost() {
+			// What the daemon made on the host (namespaces, links, units, machines) goes with it, also when the
+			// test failed half-way: the host is shared, and a tenant left behind holds its network index there.
+			cctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+			defer cancel()
+			cmd := append([]string{bitbuilderd, "--socket", d.socket, "--state-dir", d.stateDir}, d.args...)
+			if out, errOut, err := h.Run(cctx, append(cmd, "--cleanup")...); err != nil {
+				t.Errorf("bitbuilderd --cleanup of %s: %v\n%s%s", d.unit, err, out, errOut)
+			}
+		}
 		_, _, _ = h.Run(ctx, "rm", "-rf", d.stateDir, filepath.Dir(d.socket))
 	})
 	return d
+}
+
+// changesHost reports whether the daemon applies its tenants to the host: the last --no-host on its command line
+// (start passes --no-host first) is false.
+func (d *daemon) changesHost() bool {
+	host := false
+	for _, a := range d.args {
+		switch a {
+		case "--no-host", "--no-host=true":
+			host = false
+		case "--no-host=false":
+			host = true
+		}
+	}
+	return host
 }
 
 // start runs the daemon as a transient Type=notify service: systemd-run returns once systemd
