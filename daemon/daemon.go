@@ -132,7 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	dbPath := filepath.Join(cfg.StateDir, "bitbuilder.db")
-	st, err := store.Open(dbPath, store.Options{Timeout: cfg.StoreTimeout, NoSync: cfg.NoSync, Logger: log, MaxBatchDelay: 2 * time.Millisecond})
+	st, err := store.Open(dbPath, store.Options{Timeout: cfg.StoreTimeout, NoSync: cfg.NoSync, Logger: log})
 	if err != nil {
 		return fmt.Errorf("open state database: %w", err)
 	}

@@ -19,11 +19,11 @@ import (
 
 // Defaults for zero Options fields.
 const (
-	DefaultTimeout       = 5 * time.Second
-	DefaultLogRetention  = 10000
-	DefaultMaxBatchSize  = 256
-	DefaultWatchBuffer   = 1024
-	DefaultMaxBatchDelay = 500 * time.Microsecond
+	DefaultTimeout      = 5 * time.Second
+	DefaultLogRetention = 10000
+	DefaultMaxBatchSize = 256
+	DefaultWatchBuffer  = 1024
+	DefaultDeferDelay   = 20 * time.Millisecond
 )
 
 // Options configures Open. The zero value is a good production default.
@@ -44,17 +44,15 @@ type Options struct {
 	NoSync bool
 
 	// MaxBatchSize caps how many concurrent Commit calls share one
-	// transaction (group commit). Zero means DefaultMaxBatchSize; 1 turns
-	// group commit off.
+	// transaction (group commit): the Commit calls that arrive while a
+	// transaction runs and syncs make the next one, up to this many. Zero
+	// means DefaultMaxBatchSize; 1 turns group commit off.
 	MaxBatchSize int
 
-	// MaxBatchDelay is how long the committer may wait for Commit calls to
-	// join a batch. It waits only under concurrency: when the previous batch
-	// had N > 1 callers, it waits until N have arrived or the delay is over,
-	// so the callers answered by one transaction share the next instead of
-	// the first of them getting a transaction of its own. A lone client
-	// never waits. Zero means DefaultMaxBatchDelay; negative never waits.
-	MaxBatchDelay time.Duration
+	// DeferDelay is how long deferred writes (Defer) wait for a Commit to
+	// ride along with before they get a transaction of their own. Zero means
+	// DefaultDeferDelay.
+	DeferDelay time.Duration
 
 	// WatchBuffer is how many events a watcher may hold for a slow consumer
 	// before its channel is closed with ErrWatchOverflow: new events that
@@ -86,7 +84,7 @@ type Bolt struct {
 	log         *slog.Logger
 	retention   uint64
 	maxBatch    int
-	batchDelay  time.Duration
+	deferDelay  time.Duration
 	watchBuffer int
 
 	reqs    chan *commitReq
@@ -97,10 +95,20 @@ type Bolt struct {
 	closed bool
 	wg     sync.WaitGroup // watchers
 
-	rev     atomic.Uint64         // revision of the last acknowledged commit
-	batches atomic.Uint64         // transactions run by the committer
-	failed  atomic.Pointer[error] // set when a write transaction failed
-	hub     hub
+	// deferred writes (Defer), in arrival order, indexed by kind NUL name
+	dmu    sync.Mutex
+	dqueue []*commitReq
+	dindex map[string]int
+	dkick  chan struct{} // capacity 1: the deferred queue became non-empty
+
+	rev     atomic.Uint64 // revision of the last acknowledged commit
+	batches atomic.Uint64 // transactions run by the committer
+	// the committer's figures (Stats)
+	commits, deferredN, coalesced atomic.Uint64
+	maxSeen, waitNs, busyNs       atomic.Int64
+	gathered                      atomic.Int64          // Commit calls in the committer's next batch (tests)
+	failed                        atomic.Pointer[error] // set when a write transaction failed
+	hub                           hub
 }
 
 var _ Store = (*Bolt)(nil)
@@ -125,8 +133,8 @@ func Open(path string, opts Options) (*Bolt, error) {
 	if opts.MaxBatchSize <= 0 {
 		opts.MaxBatchSize = DefaultMaxBatchSize
 	}
-	if opts.MaxBatchDelay == 0 {
-		opts.MaxBatchDelay = DefaultMaxBatchDelay
+	if opts.DeferDelay <= 0 {
+		opts.DeferDelay = DefaultDeferDelay
 	}
 	if opts.WatchBuffer <= 0 {
 		opts.WatchBuffer = DefaultWatchBuffer
@@ -152,7 +160,9 @@ func Open(path string, opts Options) (*Bolt, error) {
 		log:         opts.Logger.With("store", path),
 		retention:   opts.LogRetention,
 		maxBatch:    opts.MaxBatchSize,
-		batchDelay:  opts.MaxBatchDelay,
+		deferDelay:  opts.DeferDelay,
+		dkick:       make(chan struct{}, 1),
+		dindex:      make(map[string]int),
 		watchBuffer: opts.WatchBuffer,
 		reqs:        make(chan *commitReq, opts.MaxBatchSize),
 		closing:     make(chan struct{}),
