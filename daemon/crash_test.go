@@ -131,6 +131,18 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	}
 	d := startDaemonIn(t, t.TempDir(), state)
 	verify(t, d.socket, acked, rounds)
+	// Statuses are not made durable before any reply: those a crash lost are written again by
+	// the first reconcile pass after the start, so every tenant leaves pending.
+	c := dial(t, d.socket)
+	waitFor(t, func() bool {
+		for name := range acked {
+			r := c.call("io.bitbuilder.Tenant.Get", `{"name":"`+name+`"}`)
+			if r.Error != "" || r.Parameters["tenant"].(map[string]any)["phase"] != "ready" {
+				return false
+			}
+		}
+		return true
+	}, "every acknowledged tenant's status after the restart")
 	t.Logf("%d acknowledged creates survived %d SIGKILLs", len(acked), rounds)
 	if len(acked) < rounds {
 		t.Errorf("only %d creates were acknowledged in %d rounds: the test did not exercise much", len(acked), rounds)

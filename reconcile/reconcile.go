@@ -469,7 +469,9 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 		// A VM's address comes from the bridge's DHCP leases, which no event reports.
 		res.RequeueAfter = 5 * c.cfg.Poll
 	}
-	if _, err := c.cfg.Tenants.SetFullStatus(ctx, t.Name, phase, conds, statuses, max(t.Generation, 1)); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
+	// The status is not waited for: it rides along with the next durable commit (one sync per
+	// client change, not two), and after a crash the first pass writes it again.
+	if err := c.cfg.Tenants.QueueStatus(ctx, t, phase, conds, statuses, max(t.Generation, 1)); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
 		c.log.Warn("recording tenant status failed", "tenant", t.Name, "err", err)
 	}
 	return res, errors.Join(errs...)
