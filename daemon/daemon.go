@@ -237,10 +237,6 @@ func Run(ctx context.Context, cfg Config) error {
 
 	// Everything is set up before the first call can arrive: after Serve starts, READY=1
 	// follows at once, so a client answered by the daemon finds the unit active.
-	ts, _, err := svc.List(ctx)
-	if err != nil {
-		return err
-	}
 	svcMin, svcMax := svc.IndexRange()
 	var steps []reconcile.Step
 	var observer reconcile.Observer
@@ -316,11 +312,17 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 	}
 
-	status := fmt.Sprintf("Serving %d tenants", len(ts))
-	notify(log, "READY=1\nSTATUS="+status)
-	log.Info("ready", "tenants", len(ts), "revision", st.Revision())
+	notify(log, "READY=1\nSTATUS=Serving")
 	if cfg.Ready != nil {
 		close(cfg.Ready)
+	}
+	// Counted after serving, and without decoding a record: start-up does not wait on the
+	// number of tenants.
+	if n, err := st.Count(ctx, tenant.KindTenant); err == nil {
+		notify(log, fmt.Sprintf("STATUS=Serving %d tenants", n))
+		log.Info("ready", "tenants", n, "revision", st.Revision())
+	} else {
+		log.Warn("counting tenants failed", "err", err)
 	}
 
 	select {

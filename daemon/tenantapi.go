@@ -184,7 +184,9 @@ func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, n
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	a.log.Info("tenant created", "tenant", t.Name, "networkIndex", t.NetworkIndex, "revision", t.Revision)
+	// Debug, not info: a line per create cost more than the create's own CPU under load;
+	// Watch reports every create.
+	a.log.Debug("tenant created", "tenant", t.Name, "networkIndex", t.NetworkIndex, "revision", t.Revision)
 	return c.ReplyCreate(ctx, toAPI(t))
 }
 

@@ -186,12 +186,13 @@ func (c *Controller) Enqueue(name string) {
 
 // Run reconciles until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	ts, rev, err := c.cfg.Tenants.List(ctx)
+	// Names only: each tenant's record is decoded once, by its pass.
+	recs, rev, err := c.cfg.Tenants.Records(ctx)
 	if err != nil {
 		return err
 	}
-	for _, t := range ts {
-		c.Enqueue(t.Name)
+	for _, r := range recs {
+		c.Enqueue(r.Name)
 	}
 	c.observe(ctx)
 

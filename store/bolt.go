@@ -328,6 +328,24 @@ func (b *Bolt) List(ctx context.Context, kind string) ([]Record, uint64, error) 
 	return recs, rev, nil
 }
 
+// Count returns how many records kind has, without reading their values.
+func (b *Bolt) Count(ctx context.Context, kind string) (int, error) {
+	if err := validKind(kind); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	err := b.view(func(tx *bolt.Tx) error {
+		if kb := tx.Bucket(bucketKinds).Bucket([]byte(kind)); kb != nil {
+			n = kb.Stats().KeyN
+		}
+		return nil
+	})
+	return n, err
+}
+
 // Revision returns the revision of the last acknowledged Commit.
 func (b *Bolt) Revision() uint64 { return b.rev.Load() }
 
