@@ -21,7 +21,7 @@ import (
 // notifications not yet read, as a dump lags changes made right after it.
 type hostRoutes struct {
 	mu      sync.Mutex
-	state   int // followIdle, followLoading, followReady
+	state   int              // followIdle, followLoading, followReady
 	routes  map[routeKey]int // -> link index
 	addrs   map[addrKey]bool
 	deleted map[any]bool // deletions seen while loading

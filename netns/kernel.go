@@ -352,7 +352,7 @@ func (k *Kernel) readHost(hs *handles, obs *Observed, overlaps []netip.Prefix) e
 		}
 		for ak := range addrs {
 			if relevant(ak.p) {
-				addrHits = append(addrHits, entry{ak.p, ak.link})
+				addrHits = append(addrHits, entry(ak))
 			}
 		}
 	}) {

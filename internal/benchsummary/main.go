@@ -38,9 +38,8 @@ var goals = []goal{
 	{re(`^BenchmarkStartup10k$`), "first-list-ratio", true, 2},
 	{re(`^BenchmarkListStreaming$`), "ratio", true, 1.5},
 	{re(`^BenchmarkGetRoundTrip$`), "p50-ratio", true, 3},
-	{re(`^BenchmarkNetworkSetup`), "ratio-to-ip-batch", true, 1.2},
-	{re(`^BenchmarkNetworkSetup`), "flatness", true, 1.3},
-	{re(`^BenchmarkTemplateAddRootFS`), "ratio-to-git-clone", true, 1.5},
+	{re(`^BenchmarkTenants/tenants=1000$`), "setup-ratio", true, 1.2},
+	{re(`^BenchmarkTenants/tenants=1000$`), "flatness", true, 1.3},
 }
 
 // isRatio says whether a metric unit is a ratio the table should show.
