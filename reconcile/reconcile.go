@@ -10,6 +10,7 @@ package reconcile
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,9 @@ type Controller struct {
 	due     dueHeap
 	dueAt   map[string]time.Time
 	nowFunc func() time.Time
+	// read is the Generation of the record each tenant's latest pass started from: a change
+	// that leaves it (a status write) needs no pass.
+	read map[string]int64
 }
 
 // dueEntry is a tenant and when it is due.
@@ -160,7 +164,7 @@ func New(cfg Config) *Controller {
 		queued: map[string]bool{}, active: map[string]bool{}, dirty: map[string]bool{},
 		failures: map[string]int{}, passes: map[string]int{},
 		queue: make(chan string, 1<<16), notify: make(chan struct{}, 1),
-		dueAt: map[string]time.Time{}, nowFunc: time.Now,
+		dueAt: map[string]time.Time{}, nowFunc: time.Now, read: map[string]int64{},
 	}
 }
 
@@ -241,10 +245,31 @@ func (c *Controller) watch(ctx context.Context, rev uint64) {
 		}
 		for ev := range ch {
 			rev = ev.Revision
-			c.Enqueue(ev.Name)
+			if !c.statusOnly(ev) {
+				c.Enqueue(ev.Name)
+			}
 			c.signalObserver() // coalesced; the observer writes only what changed
 		}
 	}
+}
+
+// statusOnly reports whether ev is a write that left the tenant's Generation where its latest
+// pass read it: a status write (the passes' own, most of all), which another pass would only
+// compute again. Only the generation is decoded.
+func (c *Controller) statusOnly(ev store.Event) bool {
+	if ev.Type != store.EventPut {
+		return false
+	}
+	c.mu.Lock()
+	g, ok := c.read[ev.Name]
+	c.mu.Unlock()
+	if !ok {
+		return false
+	}
+	var v struct {
+		Generation int64 `json:"generation"`
+	}
+	return json.Unmarshal(ev.Value, &v) == nil && v.Generation == g
 }
 
 func (c *Controller) signalObserver() {
@@ -397,11 +422,17 @@ type Result struct {
 func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error) {
 	t, err := c.cfg.Tenants.Get(ctx, name)
 	if errors.Is(err, tenant.ErrNotFound) {
+		c.mu.Lock()
+		delete(c.read, name)
+		c.mu.Unlock()
 		return Result{Gone: true}, nil // finalized: nothing left to do
 	}
 	if err != nil {
 		return Result{}, err
 	}
+	c.mu.Lock()
+	c.read[name] = t.Generation
+	c.mu.Unlock()
 	log := c.log.With("tenant", name, "revision", t.Revision)
 
 	if t.Deleting() {
