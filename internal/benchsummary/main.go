@@ -40,6 +40,7 @@ var goals = []goal{
 	{re(`^BenchmarkGetRoundTrip$`), "p50-ratio", true, 3},
 	{re(`^BenchmarkTenants/tenants=1000$`), "setup-ratio", true, 1.2},
 	{re(`^BenchmarkTenants/tenants=1000$`), "flatness", true, 1.3},
+	{re(`^BenchmarkAddRootFS$`), "add/git-ratio", true, 1.5},
 }
 
 // isRatio says whether a metric unit is a ratio the table should show.
