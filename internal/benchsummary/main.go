@@ -45,7 +45,7 @@ var goals = []goal{
 
 // isRatio says whether a metric unit is a ratio the table should show.
 func isRatio(unit string) bool {
-	return strings.Contains(unit, "ratio") || strings.HasPrefix(unit, "x_") || unit == "flatness"
+	return strings.Contains(unit, "ratio") || strings.HasPrefix(unit, "x_") || strings.HasSuffix(unit, "flatness")
 }
 
 type key struct{ pkg, bench, metric string }
