@@ -117,6 +117,11 @@ func (b *Bolt) Defer(kind, name string, merge Merge) error {
 	if err := b.failure(); err != nil {
 		return err
 	}
+	select {
+	case <-b.closing:
+		return ErrClosed
+	default:
+	}
 	k := kind + "\x00" + name
 	b.dmu.Lock()
 	defer b.dmu.Unlock()

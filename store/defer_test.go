@@ -115,6 +115,12 @@ func TestDeferAlone(t *testing.T) {
 	if r, err := s.Get(t.Context(), "st", "b"); err != nil || string(r.Value) != "2" {
 		t.Fatalf("deferred write pending at Close: %q, %v", r.Value, err)
 	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Defer("st", "c", setTo("3")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Defer after Close: %v, want ErrClosed", err)
+	}
 	if err := s.Defer("", "b", setTo("2")); !errors.Is(err, ErrInvalid) {
 		t.Errorf("Defer with an empty kind: %v", err)
 	}
