@@ -132,7 +132,9 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	dbPath := filepath.Join(cfg.StateDir, "bitbuilder.db")
-	st, err := store.Open(dbPath, store.Options{Timeout: cfg.StoreTimeout, NoSync: cfg.NoSync, Logger: log})
+	// Callers come back through the socket and the request path: a longer round trip than in
+	// process, so the committer waits a little longer for them (store.Options.GatherWait).
+	st, err := store.Open(dbPath, store.Options{Timeout: cfg.StoreTimeout, NoSync: cfg.NoSync, Logger: log, GatherWait: 2 * time.Millisecond})
 	if err != nil {
 		return fmt.Errorf("open state database: %w", err)
 	}

@@ -24,6 +24,7 @@ const (
 	DefaultMaxBatchSize = 256
 	DefaultWatchBuffer  = 1024
 	DefaultDeferDelay   = 20 * time.Millisecond
+	DefaultGatherWait   = time.Millisecond
 )
 
 // Options configures Open. The zero value is a good production default.
@@ -48,6 +49,14 @@ type Options struct {
 	// transaction runs and syncs make the next one, up to this many. Zero
 	// means DefaultMaxBatchSize; 1 turns group commit off.
 	MaxBatchSize int
+
+	// GatherWait is how long the committer waits, after a transaction of N > 1
+	// Commit calls, for N callers to be back before it starts the next one:
+	// the callers it answered come back one by one, and the first of them
+	// should not get a transaction (and two syncs) of its own. Callers that
+	// arrive meanwhile all join; a lone client never waits. Zero means
+	// DefaultGatherWait; negative never waits.
+	GatherWait time.Duration
 
 	// DeferDelay is how long deferred writes (Defer) wait for a Commit to
 	// ride along with before they get a transaction of their own. Zero means
@@ -85,6 +94,7 @@ type Bolt struct {
 	retention   uint64
 	maxBatch    int
 	deferDelay  time.Duration
+	gatherWait  time.Duration
 	watchBuffer int
 
 	reqs    chan *commitReq
@@ -133,6 +143,9 @@ func Open(path string, opts Options) (*Bolt, error) {
 	if opts.MaxBatchSize <= 0 {
 		opts.MaxBatchSize = DefaultMaxBatchSize
 	}
+	if opts.GatherWait == 0 {
+		opts.GatherWait = DefaultGatherWait
+	}
 	if opts.DeferDelay <= 0 {
 		opts.DeferDelay = DefaultDeferDelay
 	}
@@ -161,6 +174,7 @@ func Open(path string, opts Options) (*Bolt, error) {
 		retention:   opts.LogRetention,
 		maxBatch:    opts.MaxBatchSize,
 		deferDelay:  opts.DeferDelay,
+		gatherWait:  opts.GatherWait,
 		dkick:       make(chan struct{}, 1),
 		dindex:      make(map[string]int),
 		watchBuffer: opts.WatchBuffer,

@@ -188,10 +188,10 @@ func (b *Bolt) Stats() Stats {
 
 // commitLoop is the single writer. It gathers the waiting Commit calls into
 // the next batch while the current batch's transaction runs (and syncs) on
-// another goroutine, and starts the next transaction as soon as the current
-// one is done: callers that arrive during a sync share the next transaction,
-// however many they are (up to MaxBatchSize), and a lone caller never waits
-// for company. Deferred writes ride along with the next batch, or get a
+// another goroutine, and starts the next transaction once that one is done
+// and the callers it answered are back (at most GatherWait): callers that
+// arrive meanwhile share the next transaction, however many they are (up to
+// MaxBatchSize), and a lone caller never waits for company. Deferred writes ride along with the next batch, or get a
 // transaction of their own once DeferDelay has passed without callers.
 func (b *Bolt) commitLoop() {
 	defer close(b.stopped)
@@ -202,20 +202,35 @@ func (b *Bolt) commitLoop() {
 		timer   = time.NewTimer(time.Hour)
 		timerOn bool
 		due     bool // deferred writes have waited DeferDelay
+		// The callers answered by the last transaction come back one by one, each a
+		// round trip later: the next transaction waits for as many (or GatherWait), so
+		// that they share it instead of the first of them taking one of its own. It takes
+		// every caller waiting then, however many.
+		inFlight  int // callers of the running transaction
+		expect    int // callers expected back before the next transaction starts
+		gather    = time.NewTimer(time.Hour)
+		gatherOn  bool
+		gatherEnd bool // GatherWait passed
 	)
 	timer.Stop()
+	gather.Stop()
 	defer timer.Stop()
+	defer gather.Stop()
 	for {
-		if !running && (len(next) > 0 || due && b.hasDeferred()) {
+		if !running && (len(next) >= expect || gatherEnd) && (len(next) > 0 || due && b.hasDeferred()) {
 			batch, defs := next, b.takeDeferred()
 			next = make([]*commitReq, 0, b.maxBatch)
 			b.gathered.Store(0)
-			due = false
+			due, expect, gatherEnd = false, 0, false
 			if timerOn {
 				timer.Stop()
 				timerOn = false
 			}
-			running = true
+			if gatherOn {
+				gather.Stop()
+				gatherOn = false
+			}
+			running, inFlight = true, len(batch)
 			go func() {
 				b.runBatch(batch, defs)
 				done <- struct{}{}
@@ -241,6 +256,13 @@ func (b *Bolt) commitLoop() {
 			b.gathered.Store(int64(len(next)))
 		case <-done:
 			running = false
+			if inFlight > 1 && b.gatherWait > 0 {
+				expect, gatherEnd = min(inFlight, b.maxBatch), false
+				gather.Reset(b.gatherWait)
+				gatherOn = true
+			}
+		case <-gather.C:
+			gatherOn, gatherEnd = false, true
 		case <-b.dkick:
 			if !timerOn {
 				timer.Reset(b.deferDelay)
