@@ -230,6 +230,13 @@ func (b *Bolt) commitLoop() {
 				gather.Stop()
 				gatherOn = false
 			}
+			if len(batch) <= 1 && len(b.reqs) == 0 {
+				// A lone caller: handing its transaction to another goroutine
+				// costs it two wake-ups; anyone arriving during the sync waits
+				// in the channel and joins the next batch just the same.
+				b.runBatch(batch, defs)
+				continue
+			}
 			running, inFlight = true, len(batch)
 			go func() {
 				b.runBatch(batch, defs)
