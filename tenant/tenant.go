@@ -735,9 +735,9 @@ type statusDeferrer interface {
 // again from the host. A pass that started before the tenant was marked for deletion does not
 // write over it (the deletion path records its own status).
 //
-// t is the record the pass worked from; it must not change afterwards. When the record is
-// still at t's revision, the status is applied to t itself, so the pass decodes the record
-// only once.
+// t is the record the pass worked from. The new value for the record at t's revision is made
+// here, outside the store's transaction; only when the record moved meanwhile is it decoded
+// again there and the status merged into it. So a pass decodes its record once.
 func (s *Service) QueueStatus(ctx context.Context, t *Tenant, phase Phase, conds []Condition, machines []MachineStatus, observed int64) error {
 	d, ok := s.cfg.Store.(statusDeferrer)
 	if !ok {
@@ -746,25 +746,28 @@ func (s *Service) QueueStatus(ctx context.Context, t *Tenant, phase Phase, conds
 	}
 	now := s.cfg.Now().UTC()
 	conds, machines = slices.Clone(conds), slices.Clone(machines)
-	return d.Defer(KindTenant, t.Name, func(cur []byte, modRev uint64) ([]byte, error) {
-		if cur == nil {
-			return nil, nil // finalized meanwhile
-		}
-		var next Tenant
-		if modRev == t.Revision {
-			next = *t
-		} else {
-			dec, err := Decode(cur, modRev, 0)
-			if err != nil {
-				return nil, err
-			}
-			next = *dec
-		}
+	// The value for the record as the pass read it is made here, outside the committer's
+	// transaction, which then only hands it over (nil: nothing changed).
+	merged := func(next Tenant) []byte {
 		if next.Deleting() && phase != PhaseDeleting || !applyStatus(&next, phase, conds, machines, observed, now) {
-			return nil, nil
+			return nil
 		}
 		next.UpdatedAt = now
-		return encode(&next), nil
+		return encode(&next)
+	}
+	ready := merged(*t)
+	return d.Defer(KindTenant, t.Name, func(cur []byte, modRev uint64) ([]byte, error) {
+		switch {
+		case cur == nil:
+			return nil, nil // finalized meanwhile
+		case modRev == t.Revision:
+			return ready, nil
+		}
+		dec, err := Decode(cur, modRev, 0)
+		if err != nil {
+			return nil, err
+		}
+		return merged(*dec), nil
 	})
 }
 
