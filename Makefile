@@ -60,8 +60,12 @@ lint:
 unit:
 	$(GO) test -short -count=1 ./...
 
+# Every benchmark, then one table of each ratio against its goal (internal/benchsummary).
+# BENCH_COUNT runs each benchmark that many times (min/median/max); BENCH selects them.
+BENCH       ?= .
+BENCH_COUNT ?= 1
 bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./...
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime 2s -count $(BENCH_COUNT) ./... 2>&1 | $(GO) run ./internal/benchsummary
 
 clean:
 	rm -rf bin dist

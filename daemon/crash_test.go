@@ -131,6 +131,28 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	}
 	d := startDaemonIn(t, t.TempDir(), state)
 	verify(t, d.socket, acked, rounds)
+	// Statuses are not made durable before any reply: those a crash lost are written again by
+	// the first reconcile pass after the start, so every tenant leaves pending.
+	c := dial(t, d.socket)
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
+		ready := map[string]bool{}
+		for _, r := range c.callMore("io.bitbuilder.Tenant.List", `{}`) {
+			tn := r.Parameters["tenant"].(map[string]any)
+			ready[tn["name"].(string)] = tn["phase"] == "ready"
+		}
+		missing := 0
+		for name := range acked {
+			if !ready[name] {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d acknowledged tenants have no status a minute after the restart", missing)
+		}
+	}
 	t.Logf("%d acknowledged creates survived %d SIGKILLs", len(acked), rounds)
 	if len(acked) < rounds {
 		t.Errorf("only %d creates were acknowledged in %d rounds: the test did not exercise much", len(acked), rounds)

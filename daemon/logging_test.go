@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // logCapture is a slog handler that keeps every record (attributes flattened to key=value).
@@ -116,5 +117,29 @@ func TestHostChangesLogged(t *testing.T) {
 	}
 	if strings.Count(out, "\n") != 1 {
 		t.Errorf("host notice is not one line:\n%s", out)
+	}
+}
+
+// TestChangeLinesBudget: a flood of changes gets changeLinesBurst info lines at once, then one per
+// 1/changeLinesPerSecond; the first line after a refusal counts the changes that were not logged.
+func TestChangeLinesBudget(t *testing.T) {
+	var b budget
+	now := time.Unix(1000, 0)
+	for i := range changeLinesBurst {
+		if ok, skipped := b.take(now); !ok || skipped != 0 {
+			t.Fatalf("line %d of the burst: ok %v, skipped %d", i, ok, skipped)
+		}
+	}
+	for range 7 {
+		if ok, _ := b.take(now); ok {
+			t.Fatal("a line past the burst was given")
+		}
+	}
+	if ok, _ := b.take(now.Add(time.Second / (2 * changeLinesPerSecond))); ok {
+		t.Fatal("a line was given before a token was due")
+	}
+	ok, skipped := b.take(now.Add(time.Second / changeLinesPerSecond))
+	if !ok || skipped != 8 {
+		t.Errorf("after 1/rate s: ok %v, skipped %d, want true, 8", ok, skipped)
 	}
 }

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +41,12 @@ type Kernel struct {
 
 	mu     sync.Mutex
 	shared bool // NetnsDir made a shared mount point
+
+	routes hostRoutes // the host's routes and addresses, followed once read
 }
+
+// Close stops following the host's routes and addresses.
+func (k *Kernel) Close() { k.routes.close() }
 
 // NewKernel returns the real Host.
 func NewKernel(cfg KernelConfig) *Kernel {
@@ -219,7 +225,7 @@ func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
 		}
 	}
 	if len(q.Conflicts) > 0 || q.Uplink {
-		if err := readHost(h.host, &obs, q.Conflicts); err != nil {
+		if err := k.readHost(h, &obs, q.Conflicts); err != nil {
 			return obs, err
 		}
 	}
@@ -307,7 +313,10 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	return netip.PrefixFrom(a, ones), true
 }
 
-func readHost(h *netlink.Handle, obs *Observed, overlaps []netip.Prefix) error {
+// readHost reads the host's routes and addresses that overlap overlaps, and its default route's
+// link, from what hostRoutes follows, or with a dump until that is synced.
+func (k *Kernel) readHost(hs *handles, obs *Observed, overlaps []netip.Prefix) error {
+	h := hs.host
 	relevant := func(p netip.Prefix) bool {
 		for _, o := range overlaps {
 			if p.Bits() > 0 && p.Masked().Overlaps(o) {
@@ -332,6 +341,54 @@ func readHost(h *netlink.Handle, obs *Observed, overlaps []netip.Prefix) error {
 		}
 		names[index] = v
 		return v[0], v[1]
+	}
+	type entry struct {
+		p    netip.Prefix
+		link int
+	}
+	var routeHits, addrHits []entry
+	defaultLink, defaultPrio := 0, -1
+	if k.routes.snapshot(hs, func(routes map[routeKey]int, addrs map[addrKey]bool) {
+		for rk, link := range routes {
+			switch {
+			case !rk.dst.IsValid():
+				if defaultPrio < 0 || rk.prio < defaultPrio || rk.prio == defaultPrio && link < defaultLink {
+					defaultLink, defaultPrio = link, rk.prio
+				}
+			case relevant(rk.dst):
+				routeHits = append(routeHits, entry{rk.dst, link})
+			}
+		}
+		for ak := range addrs {
+			if relevant(ak.p) {
+				addrHits = append(addrHits, entry(ak))
+			}
+		}
+	}) {
+		// Names are resolved outside the lock, and only of the entries that matter; the order
+		// is the dump's (by prefix), not the map's.
+		byPrefix := func(a, b entry) int {
+			if c := a.p.Addr().Compare(b.p.Addr()); c != 0 {
+				return c
+			}
+			return cmp.Or(a.p.Bits()-b.p.Bits(), a.link-b.link)
+		}
+		slices.SortFunc(routeHits, byPrefix)
+		slices.SortFunc(addrHits, byPrefix)
+		// An entry whose link is gone is a notification not read yet (a route or address
+		// cannot outlive its link): it is left out.
+		obs.DefaultLink, _ = on(defaultLink)
+		for _, e := range routeHits {
+			if name, alias := on(e.link); name != "" || e.link == 0 {
+				obs.Routes = append(obs.Routes, HostRoute{Prefix: e.p, Link: name, Alias: alias})
+			}
+		}
+		for _, e := range addrHits {
+			if name, alias := on(e.link); name != "" || e.link == 0 {
+				obs.Addrs = append(obs.Addrs, HostRoute{Prefix: e.p, Link: name, Alias: alias})
+			}
+		}
+		return nil
 	}
 	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {

@@ -71,6 +71,7 @@ func newTestEnv(t testing.TB, mod func(*Config)) *testEnv {
 	}
 	hostPath := filepath.Join("/run/netns", e.host)
 	e.k = NewKernel(KernelConfig{HostNetns: hostPath})
+	t.Cleanup(e.k.Close) // before the namespaces are removed: its subscription holds the host one
 	inNetns(t, hostPath, func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
 	})
@@ -613,3 +614,50 @@ func TestKernelConcurrentTenants(t *testing.T) {
 		t.Errorf("host links after teardown: %d, want %d", got, linksBefore)
 	}
 }
+
+// Once the host's routes and addresses are followed, a conflict check reads them from memory:
+// routes and addresses added and removed afterwards reach it through netlink notifications, and
+// a tenant is refused, then accepted, as with a dump.
+func TestKernelFollowsHostRoutes(t *testing.T) {
+	e := newTestEnv(t, nil)
+	ctx := t.Context()
+	must(t, firstErr(e.m.Ensure(ctx, Spec{Tenant: "first", Index: 41})))
+	if !e.k.routes.synced() {
+		t.Fatal("the host's routes are not followed after a tenant's creation")
+	}
+	h := hostHandle(t, e.cfg.HostNetns)
+	up, err := h.LinkByName("bbt-up0")
+	must(t, err)
+	route := &netlink.Route{LinkIndex: up.Attrs().Index, Dst: ipNet(netip.MustParsePrefix("10.42.0.0/16")), Table: unix.RT_TABLE_MAIN}
+	addr := &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.43.0.9/16"))}
+	must(t, h.RouteAdd(route))
+	must(t, h.AddrAdd(up, addr))
+	conflicts := func(index int) []error {
+		s := Spec{Tenant: fmt.Sprint("t", index), Index: index}
+		obs, err := e.k.Observe(ctx, e.m.query(s, true))
+		must(t, err)
+		return e.m.conflicts(s, obs)
+	}
+	eventually := func(what string, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out: %s", what)
+			}
+		}
+	}
+	eventually("the added route and address seen", func() bool { return len(conflicts(42)) > 0 && len(conflicts(43)) > 0 })
+	var ce *ConflictError
+	if _, err := e.m.Ensure(ctx, Spec{Tenant: "second", Index: 42}); !errors.As(err, &ce) || ce.Link != "bbt-up0" {
+		t.Fatalf("Ensure over a followed foreign route: %v, want a ConflictError naming bbt-up0", err)
+	}
+	must(t, h.RouteDel(route))
+	must(t, h.AddrDel(up, addr))
+	eventually("the removed route and address gone", func() bool { return len(conflicts(42)) == 0 && len(conflicts(43)) == 0 })
+	must(t, firstErr(e.m.Ensure(ctx, Spec{Tenant: "second", Index: 42})))
+	if !e.k.routes.synced() {
+		t.Error("the follower went stale")
+	}
+}
+
+func firstErr[T any](_ T, err error) error { return err }

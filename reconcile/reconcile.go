@@ -10,6 +10,7 @@ package reconcile
 import (
 	"container/heap"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -88,6 +89,9 @@ type Controller struct {
 	due     dueHeap
 	dueAt   map[string]time.Time
 	nowFunc func() time.Time
+	// read is the Generation of the record each tenant's latest pass started from: a change
+	// that leaves it (a status write) needs no pass.
+	read map[string]int64
 	// failing is each failing tenant's current cause of failure, for logging it once.
 	failing map[string]*failure
 }
@@ -179,7 +183,7 @@ func New(cfg Config) *Controller {
 		queued: map[string]bool{}, active: map[string]bool{}, dirty: map[string]bool{},
 		failures: map[string]int{}, passes: map[string]int{},
 		queue: make(chan string, 1<<16), notify: make(chan struct{}, 1),
-		dueAt: map[string]time.Time{}, nowFunc: time.Now, failing: map[string]*failure{},
+		dueAt: map[string]time.Time{}, nowFunc: time.Now, failing: map[string]*failure{}, read: map[string]int64{},
 	}
 }
 
@@ -205,12 +209,13 @@ func (c *Controller) Enqueue(name string) {
 
 // Run reconciles until ctx ends.
 func (c *Controller) Run(ctx context.Context) error {
-	ts, rev, err := c.cfg.Tenants.List(ctx)
+	// Names only: each tenant's record is decoded once, by its pass.
+	recs, rev, err := c.cfg.Tenants.Records(ctx)
 	if err != nil {
 		return err
 	}
-	for _, t := range ts {
-		c.Enqueue(t.Name)
+	for _, r := range recs {
+		c.Enqueue(r.Name)
 	}
 	c.observe(ctx)
 
@@ -259,10 +264,31 @@ func (c *Controller) watch(ctx context.Context, rev uint64) {
 		}
 		for ev := range ch {
 			rev = ev.Revision
-			c.Enqueue(ev.Name)
+			if !c.statusOnly(ev) {
+				c.Enqueue(ev.Name)
+			}
 			c.signalObserver() // coalesced; the observer writes only what changed
 		}
 	}
+}
+
+// statusOnly reports whether ev is a write that left the tenant's Generation where its latest
+// pass read it: a status write (the passes' own, most of all), which another pass would only
+// compute again. Only the generation is decoded.
+func (c *Controller) statusOnly(ev store.Event) bool {
+	if ev.Type != store.EventPut {
+		return false
+	}
+	c.mu.Lock()
+	g, ok := c.read[ev.Name]
+	c.mu.Unlock()
+	if !ok {
+		return false
+	}
+	var v struct {
+		Generation int64 `json:"generation"`
+	}
+	return json.Unmarshal(ev.Value, &v) == nil && v.Generation == g
 }
 
 func (c *Controller) signalObserver() {
@@ -466,11 +492,17 @@ type Result struct {
 func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error) {
 	t, err := c.cfg.Tenants.Get(ctx, name)
 	if errors.Is(err, tenant.ErrNotFound) {
+		c.mu.Lock()
+		delete(c.read, name)
+		c.mu.Unlock()
 		return Result{Gone: true}, nil // finalized: nothing left to do
 	}
 	if err != nil {
 		return Result{}, err
 	}
+	c.mu.Lock()
+	c.read[name] = t.Generation
+	c.mu.Unlock()
 	log := c.log.With("tenant", name, "revision", t.Revision)
 
 	if t.Deleting() {
@@ -531,7 +563,9 @@ func (c *Controller) Reconcile(ctx context.Context, name string) (Result, error)
 		// A VM's address comes from the bridge's DHCP leases, which no event reports.
 		res.RequeueAfter = 5 * c.cfg.Poll
 	}
-	if _, err := c.cfg.Tenants.SetFullStatus(ctx, t.Name, phase, conds, statuses, max(t.Generation, 1)); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
+	// The status is not waited for: it rides along with the next durable commit (one sync per
+	// client change, not two), and after a crash the first pass writes it again.
+	if err := c.cfg.Tenants.QueueStatus(ctx, t, phase, conds, statuses, max(t.Generation, 1)); err != nil && ctx.Err() == nil && !errors.Is(err, tenant.ErrNotFound) {
 		c.log.Warn("recording tenant status failed", "tenant", t.Name, "err", err)
 	}
 	return res, errors.Join(errs...)

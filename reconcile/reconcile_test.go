@@ -210,12 +210,12 @@ func TestResyncRestoresWhatWasRemoved(t *testing.T) {
 			if _, err := e.svc.Create(ctx, tenant.Spec{Name: "a"}); err != nil {
 				t.Fatal(err)
 			}
-			// Settled: ready, and the pass that followed the status write has run.
+			// Settled: ready (a status write causes no pass).
 			eventually(t, "settled", func() bool {
 				got, _ := e.svc.Get(ctx, "a")
 				e.host.mu.Lock()
 				defer e.host.mu.Unlock()
-				return got.Phase == tenant.PhaseReady && e.host.calls >= 2
+				return got.Phase == tenant.PhaseReady && e.host.calls >= 1
 			})
 			before, _ := e.svc.Get(ctx, "a")
 			e.host.removeBehindBack("a")
@@ -279,4 +279,23 @@ func TestBackoff(t *testing.T) {
 		}
 		prev = d
 	}
+}
+
+// A pass's own status write does not cause another pass (it would compute the same status);
+// a change of what the tenant should be does.
+func TestStatusWriteCausesNoPass(t *testing.T) {
+	e := start(t, time.Hour)
+	ctx := t.Context()
+	if _, err := e.svc.Create(ctx, tenant.Spec{Name: "a"}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "ready", func() bool { got, _ := e.svc.Get(ctx, "a"); return got.Phase == tenant.PhaseReady })
+	time.Sleep(200 * time.Millisecond)
+	if n := e.ctl.Passes("a"); n != 1 {
+		t.Fatalf("%d passes after a create and its status write, want 1", n)
+	}
+	if _, err := e.svc.Update(ctx, "a", 0, tenant.Changes{Parameters: &map[string]string{"K": "v"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a pass for the update", func() bool { return e.ctl.Passes("a") == 2 })
 }

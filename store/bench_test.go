@@ -62,14 +62,7 @@ func BenchmarkCommit(b *testing.B) {
 	for _, clients := range []int{1, 32} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			dir := b.TempDir()
-			opts := Options{}
-			if d := os.Getenv("STORE_BENCH_BATCH_DELAY"); d != "" { // for tuning
-				var err error
-				if opts.MaxBatchDelay, err = time.ParseDuration(d); err != nil {
-					b.Fatal(err)
-				}
-			}
-			s, err := Open(filepath.Join(dir, "state.db"), opts)
+			s, err := Open(filepath.Join(dir, "state.db"), Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -77,7 +70,7 @@ func BenchmarkCommit(b *testing.B) {
 			base := newFsyncer(b, dir)
 			value := make([]byte, 100)
 			ctx := context.Background()
-			batches0 := s.batches.Load()
+			st0 := s.Stats()
 			block := 64 * clients // commits per block
 			var (
 				done    int
@@ -124,7 +117,9 @@ func BenchmarkCommit(b *testing.B) {
 			b.ReportMetric(commits, "commits/s")
 			b.ReportMetric(base.rate(), "fsyncs/s")
 			b.ReportMetric(commits/base.rate(), "x_fsync")
-			b.ReportMetric(float64(b.N)/float64(s.batches.Load()-batches0), "commits/batch")
+			st := s.Stats()
+			b.ReportMetric(float64(st.Commits-st0.Commits)/float64(st.Transactions-st0.Transactions), "commits/batch")
+			b.ReportMetric(float64((st.Wait-st0.Wait).Microseconds())/float64(st.Commits-st0.Commits), "wait-us/commit")
 			if raw != nil {
 				b.ReportMetric(commits/raw.rate(), "x_bbolt")
 			}

@@ -19,11 +19,12 @@ import (
 
 // Defaults for zero Options fields.
 const (
-	DefaultTimeout       = 5 * time.Second
-	DefaultLogRetention  = 10000
-	DefaultMaxBatchSize  = 256
-	DefaultWatchBuffer   = 1024
-	DefaultMaxBatchDelay = 500 * time.Microsecond
+	DefaultTimeout      = 5 * time.Second
+	DefaultLogRetention = 10000
+	DefaultMaxBatchSize = 256
+	DefaultWatchBuffer  = 1024
+	DefaultDeferDelay   = 20 * time.Millisecond
+	DefaultGatherWait   = time.Millisecond
 )
 
 // Options configures Open. The zero value is a good production default.
@@ -44,17 +45,23 @@ type Options struct {
 	NoSync bool
 
 	// MaxBatchSize caps how many concurrent Commit calls share one
-	// transaction (group commit). Zero means DefaultMaxBatchSize; 1 turns
-	// group commit off.
+	// transaction (group commit): the Commit calls that arrive while a
+	// transaction runs and syncs make the next one, up to this many. Zero
+	// means DefaultMaxBatchSize; 1 turns group commit off.
 	MaxBatchSize int
 
-	// MaxBatchDelay is how long the committer may wait for Commit calls to
-	// join a batch. It waits only under concurrency: when the previous batch
-	// had N > 1 callers, it waits until N have arrived or the delay is over,
-	// so the callers answered by one transaction share the next instead of
-	// the first of them getting a transaction of its own. A lone client
-	// never waits. Zero means DefaultMaxBatchDelay; negative never waits.
-	MaxBatchDelay time.Duration
+	// GatherWait is how long the committer waits, after a transaction of N > 1
+	// Commit calls, for N callers to be back before it starts the next one:
+	// the callers it answered come back one by one, and the first of them
+	// should not get a transaction (and two syncs) of its own. Callers that
+	// arrive meanwhile all join; a lone client never waits. Zero means
+	// DefaultGatherWait; negative never waits.
+	GatherWait time.Duration
+
+	// DeferDelay is how long deferred writes (Defer) wait for a Commit to
+	// ride along with before they get a transaction of their own. Zero means
+	// DefaultDeferDelay.
+	DeferDelay time.Duration
 
 	// WatchBuffer is how many events a watcher may hold for a slow consumer
 	// before its channel is closed with ErrWatchOverflow: new events that
@@ -86,7 +93,8 @@ type Bolt struct {
 	log         *slog.Logger
 	retention   uint64
 	maxBatch    int
-	batchDelay  time.Duration
+	deferDelay  time.Duration
+	gatherWait  time.Duration
 	watchBuffer int
 
 	reqs    chan *commitReq
@@ -97,10 +105,20 @@ type Bolt struct {
 	closed bool
 	wg     sync.WaitGroup // watchers
 
-	rev     atomic.Uint64         // revision of the last acknowledged commit
-	batches atomic.Uint64         // transactions run by the committer
-	failed  atomic.Pointer[error] // set when a write transaction failed
-	hub     hub
+	// deferred writes (Defer), in arrival order, indexed by kind NUL name
+	dmu    sync.Mutex
+	dqueue []*commitReq
+	dindex map[string]int
+	dkick  chan struct{} // capacity 1: the deferred queue became non-empty
+
+	rev     atomic.Uint64 // revision of the last acknowledged commit
+	batches atomic.Uint64 // transactions run by the committer
+	// the committer's figures (Stats)
+	commits, deferredN, coalesced atomic.Uint64
+	maxSeen, waitNs, busyNs       atomic.Int64
+	gathered                      atomic.Int64          // Commit calls in the committer's next batch (tests)
+	failed                        atomic.Pointer[error] // set when a write transaction failed
+	hub                           hub
 }
 
 var _ Store = (*Bolt)(nil)
@@ -125,8 +143,11 @@ func Open(path string, opts Options) (*Bolt, error) {
 	if opts.MaxBatchSize <= 0 {
 		opts.MaxBatchSize = DefaultMaxBatchSize
 	}
-	if opts.MaxBatchDelay == 0 {
-		opts.MaxBatchDelay = DefaultMaxBatchDelay
+	if opts.GatherWait == 0 {
+		opts.GatherWait = DefaultGatherWait
+	}
+	if opts.DeferDelay <= 0 {
+		opts.DeferDelay = DefaultDeferDelay
 	}
 	if opts.WatchBuffer <= 0 {
 		opts.WatchBuffer = DefaultWatchBuffer
@@ -152,7 +173,10 @@ func Open(path string, opts Options) (*Bolt, error) {
 		log:         opts.Logger.With("store", path),
 		retention:   opts.LogRetention,
 		maxBatch:    opts.MaxBatchSize,
-		batchDelay:  opts.MaxBatchDelay,
+		deferDelay:  opts.DeferDelay,
+		gatherWait:  opts.GatherWait,
+		dkick:       make(chan struct{}, 1),
+		dindex:      make(map[string]int),
 		watchBuffer: opts.WatchBuffer,
 		reqs:        make(chan *commitReq, opts.MaxBatchSize),
 		closing:     make(chan struct{}),
@@ -316,6 +340,24 @@ func (b *Bolt) List(ctx context.Context, kind string) ([]Record, uint64, error) 
 		return nil, 0, err
 	}
 	return recs, rev, nil
+}
+
+// Count returns how many records kind has, without reading their values.
+func (b *Bolt) Count(ctx context.Context, kind string) (int, error) {
+	if err := validKind(kind); err != nil {
+		return 0, err
+	}
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	err := b.view(func(tx *bolt.Tx) error {
+		if kb := tx.Bucket(bucketKinds).Bucket([]byte(kind)); kb != nil {
+			n = kb.Stats().KeyN
+		}
+		return nil
+	})
+	return n, err
 }
 
 // Revision returns the revision of the last acknowledged Commit.

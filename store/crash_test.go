@@ -28,7 +28,10 @@ func crashValue(name string, size int) []byte {
 
 // TestCrashRecovery SIGKILLs a child process that commits from many
 // goroutines at random moments, then checks that every commit the child saw
-// acknowledged survived intact and that the file passes Check.
+// acknowledged survived intact and that the file passes Check. The child
+// also makes deferred writes (Defer) of counters and watches them: a value a
+// watcher saw must have survived too (a deferred write is visible only once
+// it is durable).
 func TestCrashRecovery(t *testing.T) {
 	if spec := os.Getenv(crashChildEnv); spec != "" {
 		runCrashChild(spec)
@@ -56,8 +59,8 @@ func TestCrashRecovery(t *testing.T) {
 			switch f[1] {
 			case "rec":
 				acked[f[2]] = v
-			case "cnt":
-				counters[f[2]] = max(counters[f[2]], v)
+			case "cnt", "st":
+				counters[f[1]+"/"+f[2]] = max(counters[f[1]+"/"+f[2]], v)
 			}
 			n++
 		}
@@ -69,6 +72,15 @@ func TestCrashRecovery(t *testing.T) {
 	}
 	if len(acked) == 0 {
 		t.Fatal("the child acknowledged nothing")
+	}
+	seen := 0
+	for key := range counters {
+		if strings.HasPrefix(key, "st/") {
+			seen++
+		}
+	}
+	if seen == 0 {
+		t.Fatal("the child's watcher saw no deferred write")
 	}
 }
 
@@ -150,14 +162,15 @@ func verifyCrash(t *testing.T, path string, round int, acked, counters map[strin
 			t.Fatalf("round %d: record revision %d beyond store revision %d", round, rev, s.Revision())
 		}
 	}
-	for name, v := range counters {
-		r, err := s.Get(ctx, "cnt", name)
+	for key, v := range counters {
+		kind, name, _ := strings.Cut(key, "/")
+		r, err := s.Get(ctx, kind, name)
 		if err != nil {
-			t.Fatalf("round %d: counter %s: %v", round, name, err)
+			t.Fatalf("round %d: counter %s: %v", round, key, err)
 		}
 		got, _ := strconv.ParseUint(string(r.Value), 10, 64)
 		if got < v {
-			t.Fatalf("round %d: counter %s is %d, acknowledged %d", round, name, got, v)
+			t.Fatalf("round %d: counter %s is %d, acknowledged (or seen by Watch) %d", round, key, got, v)
 		}
 	}
 }
@@ -181,6 +194,30 @@ func runCrashChild(spec string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var wg sync.WaitGroup
+	// Deferred writes of counters, and a watcher that reports each value it sees.
+	watch, err := s.Watch(ctx, "st", s.Revision())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "crash child: watch:", err)
+		os.Exit(3)
+	}
+	wg.Go(func() {
+		for ev := range watch {
+			ack("ACK st %s %s\n", ev.Name, ev.Value)
+		}
+	})
+	for g := range 4 {
+		wg.Go(func() {
+			name := fmt.Sprintf("r%d-d%d", round, g)
+			for i := 1; ctx.Err() == nil; i++ {
+				v := []byte(strconv.Itoa(i))
+				if err := s.Defer("st", name, func([]byte, uint64) ([]byte, error) { return v, nil }); err != nil {
+					fmt.Fprintln(os.Stderr, "crash child: defer:", err)
+					os.Exit(3)
+				}
+				time.Sleep(time.Duration(rand.IntN(500)) * time.Microsecond)
+			}
+		})
+	}
 	for g := range 16 {
 		wg.Go(func() {
 			cnt := fmt.Sprintf("r%d-g%d", round, g)

@@ -371,7 +371,7 @@ func TestGroupCommitIsolation(t *testing.T) {
 		}
 		wg.Go(func() { revs[i], errs[i] = s.Commit(ctx, ops...) })
 	}
-	waitFor(t, "63 queued callers", func() bool { return len(s.reqs) == n })
+	waitFor(t, "63 queued callers", func() bool { return len(s.reqs)+int(s.gathered.Load()) == n })
 	before := s.batches.Load()
 	s.hub.mu.Unlock()
 	unlocked = true

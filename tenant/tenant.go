@@ -721,24 +721,86 @@ func (s *Service) SetFullStatus(ctx context.Context, name string, phase Phase, c
 		return nil, err
 	}
 	now := s.cfg.Now().UTC()
-	merged := MergeConditions(t.Conditions, conds, now)
-	if t.Phase == phase && conditionsEqual(t.Conditions, merged) && (machines == nil || machineStatusEqual(t.MachineStatus, MergeMachineStatus(t.MachineStatus, machines, now))) &&
-		observed <= t.ObservedGeneration {
+	if probe := *t; !applyStatus(&probe, phase, conds, machines, observed, now) {
 		return t, nil
 	}
 	return s.change(ctx, name, 0, false, func(cur *Tenant) error {
-		if observed > cur.ObservedGeneration {
-			cur.ObservedGeneration = observed
-		}
-		if cur.Deleting() && phase != PhaseDeleting {
-			phase = PhaseDeleting
-		}
-		cur.Phase = phase
-		cur.Conditions = MergeConditions(cur.Conditions, conds, s.cfg.Now().UTC())
-		if machines != nil {
-			cur.MachineStatus = MergeMachineStatus(cur.MachineStatus, machines, s.cfg.Now().UTC())
-		}
+		applyStatus(cur, phase, conds, machines, observed, now)
 		return nil
+	})
+}
+
+// applyStatus records a status in t (see SetFullStatus) and reports whether that changed t.
+// It replaces t's slices rather than changing them in place.
+func applyStatus(t *Tenant, phase Phase, conds []Condition, machines []MachineStatus, observed int64, now time.Time) bool {
+	if t.Deleting() && phase != PhaseDeleting {
+		phase = PhaseDeleting
+	}
+	merged := MergeConditions(t.Conditions, conds, now)
+	var ms []MachineStatus
+	if machines != nil {
+		ms = MergeMachineStatus(t.MachineStatus, machines, now)
+	}
+	if t.Phase == phase && conditionsEqual(t.Conditions, merged) && (machines == nil || machineStatusEqual(t.MachineStatus, ms)) &&
+		observed <= t.ObservedGeneration {
+		return false
+	}
+	if observed > t.ObservedGeneration {
+		t.ObservedGeneration = observed
+	}
+	t.Phase, t.Conditions = phase, merged
+	if machines != nil {
+		t.MachineStatus = ms
+	}
+	return true
+}
+
+// statusDeferrer is a store that takes writes no caller waits for (store.Bolt).
+type statusDeferrer interface {
+	Defer(kind, name string, merge store.Merge) error
+}
+
+// QueueStatus records the status a reconcile pass of t observed (as SetFullStatus does) without
+// waiting for it to be durable, when the store can defer writes: the write is coalesced with
+// later ones of the same tenant and rides along with the next transaction of client commits
+// (store.Bolt.Defer), so it costs no sync of its own and never holds up a client. Nothing is
+// acknowledged by it: a crash may lose it, and the first pass after a start writes the status
+// again from the host. A pass that started before the tenant was marked for deletion does not
+// write over it (the deletion path records its own status).
+//
+// t is the record the pass worked from. The new value for the record at t's revision is made
+// here, outside the store's transaction; only when the record moved meanwhile is it decoded
+// again there and the status merged into it. So a pass decodes its record once.
+func (s *Service) QueueStatus(ctx context.Context, t *Tenant, phase Phase, conds []Condition, machines []MachineStatus, observed int64) error {
+	d, ok := s.cfg.Store.(statusDeferrer)
+	if !ok {
+		_, err := s.SetFullStatus(ctx, t.Name, phase, conds, machines, observed)
+		return err
+	}
+	now := s.cfg.Now().UTC()
+	conds, machines = slices.Clone(conds), slices.Clone(machines)
+	// The value for the record as the pass read it is made here, outside the committer's
+	// transaction, which then only hands it over (nil: nothing changed).
+	merged := func(next Tenant) []byte {
+		if next.Deleting() && phase != PhaseDeleting || !applyStatus(&next, phase, conds, machines, observed, now) {
+			return nil
+		}
+		next.UpdatedAt = now
+		return encode(&next)
+	}
+	ready := merged(*t)
+	return d.Defer(KindTenant, t.Name, func(cur []byte, modRev uint64) ([]byte, error) {
+		switch {
+		case cur == nil:
+			return nil, nil // finalized meanwhile
+		case modRev == t.Revision:
+			return ready, nil
+		}
+		dec, err := Decode(cur, modRev, 0)
+		if err != nil {
+			return nil, err
+		}
+		return merged(*dec), nil
 	})
 }
 

@@ -72,6 +72,8 @@ var rules = map[string]rule{
 	// Tests of the whole system may use any package; no package may import them.
 	"integration/...":  {project: []string{"..."}},
 	"internal/deptest": {},
+	// internal/benchsummary (make bench's table) is a command on the standard library alone.
+	"internal/benchsummary": {external: []string{}},
 	// The one atomic, durable file write; any package may use it.
 	"internal/atomicfile": {external: []string{}},
 	// The one rule for tests that need root, the test host, a tool or a kernel feature; every
