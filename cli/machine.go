@@ -202,24 +202,9 @@ first address and how long it has been in that state. With --json an array of th
 as Tenant.Get returns them, each with its tenant's name added as "tenant".`,
 			setup: func(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 				return func(ctx context.Context, e *env, args []string) error {
-					var ts []vt.Tenant
-					if len(args) == 0 {
-						var err error
-						if ts, err = e.listTenants(ctx); err != nil {
-							return err
-						}
-					} else {
-						c, err := e.connect(ctx)
-						if err != nil {
-							return err
-						}
-						for _, name := range args {
-							t, err := vt.Get().Call(ctx, c, name)
-							if err != nil {
-								return e.wrap(err, "io.bitbuilder.Tenant.Get")
-							}
-							ts = append(ts, t)
-						}
+					ts, err := e.tenantsNamed(ctx, args)
+					if err != nil {
+						return err
 					}
 					ms := machineEntries(ts)
 					if e.g.json {

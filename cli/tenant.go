@@ -626,6 +626,26 @@ func printReplies(w io.Writer, replies []any) error {
 	return printJSON(w, out)
 }
 
+// tenantsNamed is every tenant (Tenant.List) when names is empty, else the tenants named, in that order.
+func (e *env) tenantsNamed(ctx context.Context, names []string) ([]vt.Tenant, error) {
+	if len(names) == 0 {
+		return e.listTenants(ctx)
+	}
+	c, err := e.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var ts []vt.Tenant
+	for _, name := range names {
+		t, err := vt.Get().Call(ctx, c, name)
+		if err != nil {
+			return nil, e.wrap(err, "io.bitbuilder.Tenant.Get")
+		}
+		ts = append(ts, t)
+	}
+	return ts, nil
+}
+
 // listTenants collects the replies of Tenant.List; no tenants is an empty list.
 func (e *env) listTenants(ctx context.Context) ([]vt.Tenant, error) {
 	c, err := e.connect(ctx)

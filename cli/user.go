@@ -120,24 +120,9 @@ func readKeyFile(path string) ([]string, error) {
 
 // userList is tenant user list.
 func userList(ctx context.Context, e *env, args []string) error {
-	var ts []vt.Tenant
-	if len(args) == 0 {
-		var err error
-		if ts, err = e.listTenants(ctx); err != nil {
-			return err
-		}
-	} else {
-		c, err := e.connect(ctx)
-		if err != nil {
-			return err
-		}
-		for _, name := range args {
-			t, err := vt.Get().Call(ctx, c, name)
-			if err != nil {
-				return e.wrap(err, "io.bitbuilder.Tenant.Get")
-			}
-			ts = append(ts, t)
-		}
+	ts, err := e.tenantsNamed(ctx, args)
+	if err != nil {
+		return err
 	}
 	us := []userEntry{}
 	for _, t := range ts {

@@ -95,49 +95,7 @@ func rootfsRepo(b *testing.B) (string, int64) {
 // largest file.
 func BenchmarkAddRootFS(b *testing.B) {
 	src, largest := rootfsRepo(b)
-	url := "file://" + src
-	var addTotal, gitTotal, addCPU, gitCPU time.Duration
-	i := 0
-	for b.Loop() {
-		i++
-		work := b.TempDir()
-		runGit := func() {
-			cpu := cpuTime()
-			start := time.Now()
-			bare := filepath.Join(work, "clone.git")
-			gitCmd(b, work, "clone", "-q", "--bare", "--no-local", url, bare)
-			tree := filepath.Join(work, "tree")
-			os.MkdirAll(tree, 0o755)
-			gitCmd(b, work, "--git-dir="+bare, "--work-tree="+tree, "checkout", "-q", "-f", "main", "--", ".")
-			gitTotal += time.Since(start)
-			gitCPU += cpuTime() - cpu
-		}
-		runAdd := func() {
-			r, err := New(Config{Dir: filepath.Join(work, "cache")})
-			if err != nil {
-				b.Fatal(err)
-			}
-			cpu := cpuTime()
-			start := time.Now()
-			if _, err := r.Add(b.Context(), "rootfs", url, "", nil); err != nil {
-				b.Fatal(err)
-			}
-			addTotal += time.Since(start)
-			r.Close()
-			addCPU += cpuTime() - cpu
-		}
-		if i%2 == 0 {
-			runGit()
-			runAdd()
-		} else {
-			runAdd()
-			runGit()
-		}
-	}
-	b.ReportMetric(float64(addTotal.Milliseconds())/float64(i), "add-ms/op")
-	b.ReportMetric(float64(gitTotal.Milliseconds())/float64(i), "git-ms/op")
-	b.ReportMetric(float64(addTotal)/float64(gitTotal), "add/git-ratio")
-	b.ReportMetric(float64(addCPU)/float64(gitCPU), "add/git-cpu-ratio")
+	benchAddVsGit(b, "rootfs", src)
 	b.ReportMetric(float64(peakRSS(b))/(1<<20), "peak-rss-MiB")
 	b.ReportMetric(float64(largest)/(1<<20), "largest-file-MiB")
 }
