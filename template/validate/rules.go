@@ -20,7 +20,6 @@ var (
 	sevI   = []Severity{SeverityInfo}
 	sevEW  = []Severity{SeverityError, SeverityWarning}
 	sevEI  = []Severity{SeverityError, SeverityInfo}
-	sevWI  = []Severity{SeverityWarning, SeverityInfo}
 	sevEWI = []Severity{SeverityError, SeverityWarning, SeverityInfo}
 )
 
