@@ -15,27 +15,25 @@ import (
 )
 
 // loopHost boots a test host of its own for t, like the package host (binaries bound in, admin group and user),
-// that may use this machine's loop devices: /dev/loop-control and the /dev/loopN nodes that exist are bound in and
-// allowed to its cgroup, as systemd-dissect needs them to read a disk image (the package host has none).
+// that may use loop devices, as systemd-dissect needs them to read a disk image (the package host has none):
+// this machine's /dev/loop-control is bound in, block devices of the loop major are allowed to the host's cgroup,
+// and the host gets /dev/loop0-63 nodes of its own (its /dev is nspawn's tmpfs: no node appears there when the
+// kernel adds a loop device, and systemd-dissect removes the device it used when it is done).
 func loopHost(t *testing.T, name string) *testhost.Host {
 	t.Helper()
 	testpolicy.Short(t, "boots a systemd test host")
 	_, err := os.Stat("/dev/loop-control")
 	testpolicy.RequireNoError(t, err, "loop devices (/dev/loop-control) for systemd-dissect")
-	loops, _ := filepath.Glob("/dev/loop[0-9]*")
-	testpolicy.Requiref(t, len(loops) > 0, "no /dev/loopN node on this machine")
 	opts := shared.Options
 	opts.Name = name
 	opts.Binds = slices.Clone(shared.Options.Binds)
 	opts.NspawnArgs = append(slices.Clone(shared.Options.NspawnArgs), "--bind=/dev/loop-control",
 		"--property=DeviceAllow=/dev/loop-control rw", "--property=DeviceAllow=block-loop rw")
-	for _, l := range loops {
-		opts.NspawnArgs = append(opts.NspawnArgs, "--bind="+l)
-	}
 	h := testhost.Start(t, opts)
 	if err := setup(h); err != nil {
 		t.Fatalf("setting up the test host: %v", err)
 	}
+	mustRun(t, h, "sh", "-ec", "for i in $(seq 0 63); do [ -e /dev/loop$i ] || mknod -m 0660 /dev/loop$i b 7 $i; done")
 	return h
 }
 
@@ -165,5 +163,65 @@ func TestExtensionImages(t *testing.T) {
 	})
 	if r := run(t, h, "", "test", "-e", tenantDir); r.exit == 0 {
 		t.Errorf("%s left after delete", tenantDir)
+	}
+}
+
+// TestExtensionImageBounds runs machines.InspectImage and ExtractImage (through testdata/extractimage) with the
+// test host's systemd-dissect v257 on real images: a good image is extracted (usr/ and opt/ only, not the
+// file system's lost+found), one with more entries or bytes than allowed is refused with ErrImageTooLarge and
+// leaves nothing in the target, a file that is no disk image and an image without a release of the class are
+// refused, naming why.
+func TestExtensionImageBounds(t *testing.T) {
+	h := loopHost(t, "extimgb")
+	rel := "usr/lib/extension-release.d/extension-release."
+	images := map[string][]byte{
+		"good":    ext4Image(t, []repoFile{{path: rel + "bbi", content: "ID=_any\n"}, {path: "usr/share/bbi/big", content: strings.Repeat("x", 64<<10)}, {path: "opt/bbi/v", content: "1\n"}}),
+		"garbage": []byte(strings.Repeat("not an image\n", 1<<12)),
+	}
+	for name, b := range images {
+		if err := h.MkdirAll("/srv/"+name, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		// Named as systemd-dissect expects: it reads the release file of the image's own name (bbi).
+		if err := h.WriteFile("/srv/"+name+"/bbi.sysext.raw", b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name, img string
+		args      []string
+		exit      int
+		want      string
+	}{
+		{"good", "good", nil, 0, "integrity: no Verity, unsigned\nextracted\n"},
+		{"too many entries", "good", []string{"-max-entries", "5"}, 2, "entries, more than 5"},
+		{"too many bytes", "good", []string{"-max-bytes", "4096"}, 2, "bytes in /usr and /opt, more than 4096"},
+		{"not a disk image", "garbage", nil, 1, "systemd-dissect bbi.sysext.raw"},
+		{"no release of the class", "good", []string{"-class", "confext"}, 1, "no confext extension-release file in the image (rule D26)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := "/srv/out-" + strings.ReplaceAll(tc.name, " ", "-")
+			mustRun(t, h, "mkdir", "-p", dst)
+			r := run(t, h, "", append(append([]string{extractimage}, tc.args...), "/srv/"+tc.img+"/bbi.sysext.raw", dst)...)
+			if r.exit != tc.exit || !strings.Contains(r.stdout+r.stderr, tc.want) {
+				t.Fatalf("extractimage: %v, want exit %d and %q", r, tc.exit, tc.want)
+			}
+			got := mustRun(t, h, "sh", "-c", "cd "+dst+" && find . | sort")
+			want := ".\n"
+			if tc.exit == 0 {
+				want = ".\n./opt\n./opt/bbi\n./opt/bbi/v\n./usr\n./usr/lib\n./usr/lib/extension-release.d\n./usr/lib/extension-release.d/extension-release.bbi\n./usr/share\n./usr/share/bbi\n./usr/share/bbi/big\n"
+			}
+			if got != want {
+				t.Errorf("%s holds:\n%s\nwant:\n%s", dst, got, want)
+			}
+		})
+	}
+	// The release file must be named after the image: the same image under another name has none.
+	mustRun(t, h, "cp", "/srv/good/bbi.sysext.raw", "/srv/good/other.sysext.raw")
+	if r := run(t, h, "", extractimage, "/srv/good/other.sysext.raw", "/srv/out-other"); r.exit != 1 || !strings.Contains(r.stderr, "rule D26") {
+		t.Errorf("an image whose release file is named for another image: %v", r)
+	}
+	if n := strings.Count(mustRun(t, h, "cat", "/proc/self/mountinfo"), "/srv/"); n != 0 {
+		t.Errorf("%d mounts under /srv left on the host", n)
 	}
 }
