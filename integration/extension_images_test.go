@@ -156,6 +156,29 @@ func TestExtensionImages(t *testing.T) {
 		t.Error("ia-web has a file of the refused image")
 	}
 
+	// A file that is no disk image: the checkout fails naming the image, nothing of it reaches the machine, and
+	// the machine keeps the extensions it has.
+	garbage, _ := extensionRepo(t, "sysext", "bbg", []repoFile{{path: "bbg.sysext.raw", content: strings.Repeat("not an image\n", 1<<12)}})
+	addTemplateRepo(t, d, garbage, "bbg", "sysext")
+	d.tenantCall(t, asRoot, "Update", `{"name":"ia","templates":[{"role":"container","name":"deb","template":"deb"},{"role":"sysext","name":"img","template":"bbi"},{"role":"sysext","name":"junk","template":"bbg"}]}`)
+	eventually(t, time.Minute, func() (bool, string) {
+		c := conditions(t, d.tenantCall(t, asRoot, "Get", `{"name":"ia"}`))["TemplatesMaterialized"]
+		ok := c.Status == "false" && strings.Contains(c.Message, `sysext "junk"`) && strings.Contains(c.Message, "disk image bbg.sysext.raw: systemd-dissect bbg.sysext.raw")
+		if ok {
+			t.Logf("TemplatesMaterialized: %s", c.Message)
+		}
+		return ok, fmt.Sprintf("%+v", c)
+	})
+	if r := run(t, h, "", "test", "-e", tenantDir+"/extensions/sysext/junk"); r.exit == 0 {
+		t.Errorf("the failed checkout of junk is left in %s", tenantDir)
+	}
+	if r := inMachine(t, d, web.Status.Leader, "ls", "/run/extensions"); strings.TrimSpace(r.stdout) != "bbi" {
+		t.Errorf("/run/extensions in ia-web: %q, want bbi only", r.stdout)
+	}
+	if r := inMachine(t, d, web.Status.Leader, "cat", "/usr/share/bbi/hello"); r.stdout != "from the image\n" {
+		t.Errorf("ia-web lost bbi: %v", r)
+	}
+
 	d.call(t, asRoot, "io.bitbuilder.Tenant.Delete", `{"name":"ia"}`)
 	eventually(t, 2*time.Minute, func() (bool, string) {
 		r := d.call(t, asRoot, "io.bitbuilder.Tenant.Get", `{"name":"ia"}`)

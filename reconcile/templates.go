@@ -140,6 +140,7 @@ func (s *TemplatesStep) checkout(ctx context.Context, u tenant.TemplateUse, dir 
 		}
 		if u.Role == machines.ClassSysext || u.Role == machines.ClassConfext {
 			if err := s.extractImage(ctx, u, dir); err != nil {
+				machines.RemoveTree(dir) // no half-extracted checkout is left; the next pass tries anew
 				return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
 			}
 		}
