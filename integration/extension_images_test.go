@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func loopHost(t *testing.T, name string) *testhost.Host {
 
 // ext4Image makes a plain ext4 file system image (no partition table, which systemd-dissect takes as the root
 // file system) holding files, with this machine's mkfs.ext4 -d, and returns its bytes.
-func ext4Image(t *testing.T, files []repoFile) []byte {
+func ext4Image(t *testing.T, files []repoFile, prepare ...func(dir string) error) []byte {
 	t.Helper()
 	mkfs := testpolicy.RequireTool(t, "mkfs.ext4")
 	dir, img := filepath.Join(t.TempDir(), "tree"), filepath.Join(t.TempDir(), "img.raw")
@@ -53,6 +54,11 @@ func ext4Image(t *testing.T, files []repoFile) []byte {
 			mode = 0o755
 		}
 		if err := os.WriteFile(p, []byte(f.content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range prepare {
+		if err := f(dir); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -200,6 +206,17 @@ func TestExtensionImageBounds(t *testing.T) {
 	images := map[string][]byte{
 		"good":    ext4Image(t, []repoFile{{path: rel + "bbi", content: "ID=_any\n"}, {path: "usr/share/bbi/big", content: strings.Repeat("x", 64<<10)}, {path: "opt/bbi/v", content: "1\n"}}),
 		"garbage": []byte(strings.Repeat("not an image\n", 1<<12)),
+		// A setuid file of another owner (extracted as root's, without the bit), and one with a FIFO (refused).
+		"setuid": ext4Image(t, []repoFile{{path: rel + "bbi", content: "ID=_any\n"}, {path: "usr/bin/suid", content: "x\n"}}, func(dir string) error {
+			p := filepath.Join(dir, "usr/bin/suid")
+			if err := os.Chown(p, 1234, 1234); err != nil {
+				return err
+			}
+			return os.Chmod(p, 0o4755|os.ModeSetuid)
+		}),
+		"fifo": ext4Image(t, []repoFile{{path: rel + "bbi", content: "ID=_any\n"}}, func(dir string) error {
+			return syscall.Mkfifo(filepath.Join(dir, "usr/lib/pipe"), 0o644)
+		}),
 	}
 	for name, b := range images {
 		if err := h.MkdirAll("/srv/"+name, 0o755); err != nil {
@@ -220,6 +237,8 @@ func TestExtensionImageBounds(t *testing.T) {
 		{"too many entries", "good", []string{"-max-entries", "5"}, 2, "entries, more than 5"},
 		{"too many bytes", "good", []string{"-max-bytes", "4096"}, 2, "bytes in /usr and /opt, more than 4096"},
 		{"not a disk image", "garbage", nil, 1, "systemd-dissect bbi.sysext.raw"},
+		{"setuid file of another owner", "setuid", nil, 0, "extracted"},
+		{"FIFO", "fifo", nil, 1, "the image holds usr/lib/pipe, a device node, FIFO or socket (rule C21)"},
 		{"no release of the class", "good", []string{"-class", "confext"}, 1, "no confext extension-release file in the image (rule D26)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -231,7 +250,12 @@ func TestExtensionImageBounds(t *testing.T) {
 			}
 			got := mustRun(t, h, "sh", "-c", "cd "+dst+" && find . | sort")
 			want := ".\n"
-			if tc.exit == 0 {
+			if tc.img == "setuid" {
+				want = ".\n./usr\n./usr/bin\n./usr/bin/suid\n./usr/lib\n./usr/lib/extension-release.d\n./usr/lib/extension-release.d/extension-release.bbi\n"
+				if got := mustRun(t, h, "stat", "-c", "%a %u %g", dst+"/usr/bin/suid"); got != "755 0 0\n" {
+					t.Errorf("the extracted setuid file: mode, owner, group %q, want 755 0 0", got)
+				}
+			} else if tc.exit == 0 {
 				want = ".\n./opt\n./opt/bbi\n./opt/bbi/v\n./usr\n./usr/lib\n./usr/lib/extension-release.d\n./usr/lib/extension-release.d/extension-release.bbi\n./usr/share\n./usr/share/bbi\n./usr/share/bbi/big\n"
 			}
 			if got != want {

@@ -176,18 +176,11 @@ func ExtractImage(ctx context.Context, dissect, img, dst, class string, lim Imag
 	}
 	var total int64
 	for _, d := range copied {
-		err := filepath.WalkDir(d, func(_ string, e fs.DirEntry, err error) error {
+		err := filepath.WalkDir(d, func(p string, e fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
-			if e.Type().IsRegular() {
-				fi, err := e.Info()
-				if err != nil {
-					return err
-				}
-				total += fi.Size()
-			}
-			return nil
+			return normalizeImageEntry(p, e, dst, &total)
 		})
 		if err != nil {
 			return err
@@ -195,6 +188,40 @@ func ExtractImage(ctx context.Context, dissect, img, dst, class string, lim Imag
 	}
 	if lim.MaxBytes > 0 && total > lim.MaxBytes {
 		return fmt.Errorf("%w: %s holds %d bytes in /%s, more than %d", ErrImageTooLarge, filepath.Base(img), total, strings.Join(ExtensionHierarchies(class), " and /"), lim.MaxBytes)
+	}
+	return nil
+}
+
+// normalizeImageEntry makes one extracted entry what a Git checkout could hold, and adds a file's size to
+// *total: it belongs to root (an image carries any owner, and a host user who owned an inode could change what
+// the machines get through their hard links), loses its setuid and setgid bits (the tree lies on the host, where
+// a setuid file of an untrusted template must not be runnable; in a user-namespaced container such a file
+// belongs to nobody anyway), and is a regular file, a directory or a symlink: a device node, FIFO or socket is
+// refused (rule C21), naming it.
+func normalizeImageEntry(p string, e fs.DirEntry, dst string, total *int64) error {
+	t := e.Type()
+	if t&(fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0 {
+		rel, _ := filepath.Rel(dst, p)
+		return fmt.Errorf("the image holds %s, a device node, FIFO or socket (rule C21): an extension carries files, directories and symlinks only", rel)
+	}
+	if err := os.Lchown(p, 0, 0); err != nil {
+		return err
+	}
+	if t&fs.ModeSymlink != 0 {
+		return nil
+	}
+	fi, err := os.Lstat(p)
+	if err != nil {
+		return err
+	}
+	if fi.Mode()&(fs.ModeSetuid|fs.ModeSetgid) != 0 {
+		// After the chown: chown clears the bits of a regular file itself, but not always those of a directory.
+		if err := os.Chmod(p, fi.Mode()&^(fs.ModeSetuid|fs.ModeSetgid)); err != nil {
+			return err
+		}
+	}
+	if fi.Mode().IsRegular() {
+		*total += fi.Size()
 	}
 	return nil
 }
