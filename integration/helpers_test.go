@@ -30,6 +30,7 @@ const (
 	guestExamples = "/opt/bitbuilder/examples"
 	bitbuilderd   = guestBin + "/bitbuilderd"
 	idleconns     = guestBin + "/idleconns"
+	extractimage  = guestBin + "/extractimage"
 
 	// adminGroup is the group bitbuilderd lets change things (its default --admin-group).
 	adminGroup = "bitbuilder"
@@ -129,7 +130,7 @@ var (
 // buildBinaries builds the binaries into binDir, once for every host (they see it through the bind mount).
 func buildBinaries() error {
 	buildOnce.Do(func() {
-		pkgs := []string{"../cmd/bitbuilderd", "./testdata/idleconns"}
+		pkgs := []string{"../cmd/bitbuilderd", "./testdata/idleconns", "./testdata/extractimage"}
 		if buildErr = goBuild(pkgs...); buildErr != nil {
 			return
 		}

@@ -40,6 +40,9 @@ type extension struct {
 	src   string // the tenant's checkout
 	image string // the image name: metadata.json's template.name, the name of its release file
 	ready bool   // checked out at the pinned commit
+	// disk is what systemd-dissect reported of the disk image the checkout was extracted from (rule D39), nil
+	// for a tree template.
+	disk *machines.ImageInfo
 	// refused says why no machine gets it whatever its base (an image name clash, an unsafe name).
 	refused string
 }
@@ -47,6 +50,9 @@ type extension struct {
 func (x extension) key() string { return x.class + "/" + x.image }
 
 func (x extension) String() string {
+	if x.disk != nil {
+		return fmt.Sprintf("%s %s (template %s at %.12s, disk image %s)", x.class, x.use.Name, x.use.Template, x.use.Commit, x.disk.Name)
+	}
 	return fmt.Sprintf("%s %s (template %s at %.12s)", x.class, x.use.Name, x.use.Template, x.use.Commit)
 }
 
@@ -142,6 +148,9 @@ func tenantExtensions(tenantsDir string, t *tenant.Tenant) []extension {
 		if b, err := os.ReadFile(src + ".commit"); err == nil && u.Commit != "" && strings.TrimSpace(string(b)) == u.Commit {
 			x.ready = true
 			x.image = validate.ImageName(src)
+			if info, ok := machines.ReadImageInfo(src); ok {
+				x.disk = &info
+			}
 		}
 		out = append(out, x)
 	}
@@ -233,7 +242,15 @@ func (c *extensionChecker) check(ctx context.Context, x extension, root string) 
 	if hit {
 		return v
 	}
-	ok, reason, err := CheckExtension(ctx, x.src, x.class, root)
+	var ok bool
+	var reason string
+	var err error
+	if x.disk != nil {
+		reason = machines.CheckExtensionImage(*x.disk, x.class)
+	}
+	if reason == "" {
+		ok, reason, err = CheckExtension(ctx, x.src, x.class, root)
+	}
 	if err != nil {
 		return verdict{false, "cannot validate: " + err.Error()} // not cached: may be transient
 	}
@@ -535,7 +552,7 @@ func pruneExtensionCheckouts(tenantsDir string, t *tenant.Tenant) error {
 			continue
 		}
 		for _, e := range ents {
-			name := strings.TrimSuffix(e.Name(), ".commit")
+			name := strings.TrimSuffix(strings.TrimSuffix(e.Name(), ".commit"), ".image.json")
 			if strings.HasPrefix(name, ".") || slices.ContainsFunc(t.Templates, func(u tenant.TemplateUse) bool { return u.Role == class && u.Name == name }) {
 				continue
 			}
@@ -574,7 +591,17 @@ func (p *extensionPass) conditions() []tenant.Condition {
 	if len(p.refused) > 0 {
 		out = append(out, cond("ExtensionsCompatible", false, "Incompatible", "refused before anything was handed to a machine: "+strings.Join(p.refused, "; ")))
 	} else {
-		out = append(out, cond("ExtensionsCompatible", true, "Compatible", fmt.Sprintf("%d extensions compatible with the %d machines they are for", len(p.exts), p.machines)))
+		msg := fmt.Sprintf("%d extensions compatible with the %d machines they are for", len(p.exts), p.machines)
+		var disks []string
+		for _, x := range p.exts {
+			if x.disk != nil {
+				disks = append(disks, fmt.Sprintf("%s (%s)", x.disk.Name, x.disk.Integrity()))
+			}
+		}
+		if len(disks) > 0 {
+			msg += "; from disk images, read with systemd-dissect: " + strings.Join(disks, ", ")
+		}
+		out = append(out, cond("ExtensionsCompatible", true, "Compatible", msg))
 	}
 	switch {
 	case len(p.failed) > 0:

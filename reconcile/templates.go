@@ -2,6 +2,7 @@ package reconcile
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 	"github.com/bitbuilder/bitbuilder/machines"
 	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/template/validate"
@@ -39,6 +41,12 @@ type TemplatesStep struct {
 	// ArtifactSources are the host files a template's artifacts.json may ask for; nil means
 	// validate.DefaultArtifactSources.
 	ArtifactSources []string
+
+	// Dissect is the path of systemd-dissect ("" for machines.Dissect), ImageLimits bound what an extension
+	// template's disk image may extract to (zero fields: the registry's default checkout limits, 2,000,000
+	// entries and 4 GiB).
+	Dissect     string
+	ImageLimits machines.ImageLimits
 
 	// locks serialises the checkouts of one shared tree by tenants reconciled in parallel.
 	locks sync.Map // path -> *sync.Mutex
@@ -116,6 +124,7 @@ func (s *TemplatesStep) checkout(ctx context.Context, u tenant.TemplateUse, dir 
 			}
 		}
 		os.Remove(marker)
+		os.Remove(machines.ImageInfoFile(dir))
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 			return err
 		}
@@ -128,6 +137,12 @@ func (s *TemplatesStep) checkout(ctx context.Context, u tenant.TemplateUse, dir 
 		}
 		if err := copyArtifacts(dir, s.ArtifactSources); err != nil {
 			return fmt.Errorf("%s %q: %w", u.Role, u.Name, err)
+		}
+		if u.Role == machines.ClassSysext || u.Role == machines.ClassConfext {
+			if err := s.extractImage(ctx, u, dir); err != nil {
+				machines.RemoveTree(dir) // no half-extracted checkout is left; the next pass tries anew
+				return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
+			}
 		}
 		return os.WriteFile(marker, []byte(u.Commit+"\n"), 0o644)
 	}
@@ -240,4 +255,42 @@ func (s *TemplatesStep) Teardown(_ context.Context, t *tenant.Tenant) error {
 		return fmt.Errorf("refusing to remove the directory of tenant %q", t.Name)
 	}
 	return machines.RemoveTree(filepath.Join(s.TenantsDir, t.Name))
+}
+
+// extractImage turns the checkout at dir of an extension template that holds a disk image (rule D39) into the
+// tree the rest of the pipeline handles: systemd-dissect reports what the image is (recorded beside the checkout,
+// machines.ImageInfoFile), its usr/ and opt/ (or etc/) are copied out read-only, bounded by s.ImageLimits, and the
+// image file is removed from the checkout. The extracted files are then checked like any extension tree
+// (CheckExtension) before they reach a machine. A checkout without an image is left as it is.
+func (s *TemplatesStep) extractImage(ctx context.Context, u tenant.TemplateUse, dir string) error {
+	file := validate.ImageFile(dir)
+	if file == "" {
+		return nil
+	}
+	if want := validate.ImageName(dir) + "." + u.Role + ".raw"; file != want {
+		return fmt.Errorf("disk image %s: rule D39: an image template's image is named %s, after the template", file, want)
+	}
+	img := filepath.Join(dir, file)
+	info, err := machines.InspectImage(ctx, s.Dissect, img)
+	if err != nil {
+		return fmt.Errorf("disk image %s: %w", file, err)
+	}
+	lim := s.ImageLimits
+	if lim.MaxEntries <= 0 {
+		lim.MaxEntries = 2_000_000
+	}
+	if lim.MaxBytes <= 0 {
+		lim.MaxBytes = 4 << 30
+	}
+	if err := machines.ExtractImage(ctx, s.Dissect, img, dir, u.Role, lim); err != nil {
+		return fmt.Errorf("disk image %s: %w", file, err)
+	}
+	if err := os.Remove(img); err != nil {
+		return err
+	}
+	b, err := json.Marshal(info)
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(machines.ImageInfoFile(dir), append(b, '\n'), atomicfile.Options{NotDurable: true})
 }

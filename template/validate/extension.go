@@ -147,6 +147,9 @@ func findExtensionRelease(r *root, c *collector, class Class, name string) strin
 
 func checkExtension(ctx context.Context, r *root, c *collector, class Class, name string, opts Options, template bool) error {
 	name = trimImageSuffix(name)
+	if template && checkImageTemplate(r, c, class, name) {
+		return nil
+	}
 	if why := invalidImageName(name); why != "" {
 		c.errorf("D28", ".", "invalid image name %q: %s; systemd ignores the image", name, why)
 	}
@@ -299,4 +302,56 @@ func isGitFile(name string) bool {
 		return true
 	}
 	return false
+}
+
+// ImageFile returns the file name of the disk image an extension template's tree at dir holds instead of a tree
+// (a regular *.raw file at its top), or "".
+func ImageFile(dir string) string {
+	r, err := openRoot(dir)
+	if err != nil {
+		return ""
+	}
+	if imgs := topImages(r); len(imgs) > 0 {
+		return imgs[0]
+	}
+	return ""
+}
+
+func topImages(r *root) []string {
+	ents, err := r.readDirResolved(".")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".raw") && e.Type().IsRegular() {
+			out = append(out, e.Name())
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// checkImageTemplate applies rule D39 to an extension template that holds a disk image at its top instead of a
+// tree, and reports whether it does. The image's release and files cannot be read here (that needs a loop
+// device): they are checked, by the same rules, on the files the daemon extracts from the image with
+// systemd-dissect before they reach a machine.
+func checkImageTemplate(r *root, c *collector, class Class, name string) bool {
+	imgs := topImages(r)
+	if len(imgs) == 0 {
+		return false
+	}
+	if len(imgs) > 1 {
+		c.errorf("D39", imgs[1], "an extension template holds one disk image, not %d (%s): keep one", len(imgs), strings.Join(imgs, ", "))
+	}
+	for _, top := range classTop(class) {
+		if r.exists(top) {
+			c.errorf("D39", top, "an extension template holds either a disk image (%s) or a tree, not both: remove %s/ or the image", imgs[0], top)
+		}
+	}
+	if want := name + "." + string(class) + ".raw"; imgs[0] != want {
+		c.errorf("D39", imgs[0], "name the image %s, after the template (metadata.json template.name): a machine gets it under that name, and its release file must be extension-release.%s", want, name)
+	}
+	c.infof("D39", imgs[0], "a disk-image %s: its release, Verity and signature are read with systemd-dissect, and its files checked by rules D26-D36 and DC, when it is extracted for a machine", class)
+	return true
 }

@@ -15,12 +15,12 @@ type RuleInfo struct {
 }
 
 var (
-	sevE  = []Severity{SeverityError}
-	sevW  = []Severity{SeverityWarning}
-	sevI  = []Severity{SeverityInfo}
-	sevEW = []Severity{SeverityError, SeverityWarning}
-	sevEI = []Severity{SeverityError, SeverityInfo}
-	sevWI = []Severity{SeverityWarning, SeverityInfo}
+	sevE   = []Severity{SeverityError}
+	sevW   = []Severity{SeverityWarning}
+	sevI   = []Severity{SeverityInfo}
+	sevEW  = []Severity{SeverityError, SeverityWarning}
+	sevEI  = []Severity{SeverityError, SeverityInfo}
+	sevEWI = []Severity{SeverityError, SeverityWarning, SeverityInfo}
 )
 
 // rules is the catalogue, in rule order: the one table both the validator's findings and the CLI's
@@ -102,8 +102,8 @@ var rules = []RuleInfo{
 		"systemd looks for sysexts in /etc/extensions, /run/extensions and /var/lib/extensions, and for confexts in /run/confexts, /var/lib/confexts, /usr/local/lib/confexts and /usr/lib/confexts; elsewhere they are never merged."},
 	{"D38", sevE, "mutable directories have their hierarchy's mode",
 		"/var/lib/extensions.mutable/{usr,opt,etc} must have the mode of the hierarchy they make writable, or the merge fails."},
-	{"D39", sevWI, "disk-image extensions are NAME[_VERSION].{sysext,confext}.raw",
-		"systemd finds raw images by these suffixes, and the version follows '_'."},
+	{"D39", sevEWI, "disk-image extensions are NAME[_VERSION].{sysext,confext}.raw; an image template is one NAME.{sysext,confext}.raw",
+		"systemd finds raw images by these suffixes, and the version follows '_'. An extension template may hold, instead of a tree, exactly one image named after the template (metadata.json template.name), with no usr/, opt/ or etc/ beside it; its release, Verity and signature are read with systemd-dissect, and its files checked by the other D rules, when it is extracted for a machine."},
 	{"DC", sevE, "the extension is compatible with the base root and target architecture (systemd-sysext v257)",
 		"Checked only with a base: systemd-sysext's v257 algorithm (scope, ARCHITECTURE, ID/ID_LIKE, levels, VERSION_ID) would skip this extension on that base. The message names the step that fails."},
 	{"E40", sevEW, "VOA verifiers are in the four load paths (not /run/voa in an image)",

@@ -165,6 +165,7 @@ func TestTreeKinds(t *testing.T) {
 		file("config/homed-config.json", `{}`),
 	}
 	sysext := append([]node{file("metadata.json", `{"template":{"type":"sysext","name":"tools","version":"1"}}`)}, goodSysext("tools")...)
+	sysextImage := []node{file("metadata.json", `{"template":{"type":"sysext","name":"tools","version":"1"}}`)}
 	tests := []struct {
 		name  string
 		kind  Kind
@@ -189,6 +190,11 @@ func TestTreeKinds(t *testing.T) {
 		{name: "homed no skeleton", kind: KindHomed, nodes: homed, rm: []string{"home-skeleton"}, rule: "X2", sev: SeverityError},
 		{name: "sysext named by metadata.json", kind: KindSysext, nodes: sysext},
 		{name: "sysext other name", kind: KindSysext, nodes: append(sysext, file("metadata.json", `{"template":{"type":"sysext","name":"other","version":"1"}}`)), rule: "D27", sev: SeverityError},
+		{name: "sysext image", kind: KindSysext, nodes: append(sysextImage, file("tools.sysext.raw", "x")), rule: "D39", sev: SeverityInfo},
+		{name: "D39 image not named after the template", kind: KindSysext, nodes: append(sysextImage, file("other.sysext.raw", "x")), rule: "D39", sev: SeverityError},
+		{name: "D39 image of the other class", kind: KindSysext, nodes: append(sysextImage, file("tools.confext.raw", "x")), rule: "D39", sev: SeverityError},
+		{name: "D39 two images", kind: KindSysext, nodes: append(sysextImage, file("tools.sysext.raw", "x"), file("tools_2.sysext.raw", "x")), rule: "D39", sev: SeverityError},
+		{name: "D39 image and tree", kind: KindSysext, nodes: append(sysext, file("tools.sysext.raw", "x")), rule: "D39", sev: SeverityError},
 		{name: "network", kind: KindNetwork, nodes: []node{file("br.netdev", "[NetDev]\n"), fifo("x")}, rule: "C21", sev: SeverityWarning},
 		{name: "bad artifacts", kind: KindHomed, nodes: append(homed, file(ArtifactsFile, "[")), rule: "X2", sev: SeverityError},
 	}
