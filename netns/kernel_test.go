@@ -496,6 +496,9 @@ func TestKernelRefusesForeign(t *testing.T) {
 		must(t, err)
 		must(t, h.AddrAdd(up, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.5.0.77/16"))}))
 		defer h.AddrDel(up, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.5.0.77/16"))})
+		// The host's addresses are followed through netlink notifications (the "link" case started
+		// following them): the check sees the address once its notification is read.
+		waitFor(t, "the added address seen", func() bool { return len(e.conflicts(t, spec)) > 0 })
 		_, err = e.m.Ensure(ctx, spec)
 		var ce *ConflictError
 		if !errors.As(err, &ce) || ce.Link != "bbt-up0" {
@@ -632,20 +635,8 @@ func TestKernelFollowsHostRoutes(t *testing.T) {
 	addr := &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.43.0.9/16"))}
 	must(t, h.RouteAdd(route))
 	must(t, h.AddrAdd(up, addr))
-	conflicts := func(index int) []error {
-		s := Spec{Tenant: fmt.Sprint("t", index), Index: index}
-		obs, err := e.k.Observe(ctx, e.m.query(s, true))
-		must(t, err)
-		return e.m.conflicts(s, obs)
-	}
-	eventually := func(what string, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out: %s", what)
-			}
-		}
-	}
+	conflicts := func(index int) []error { return e.conflicts(t, Spec{Tenant: fmt.Sprint("t", index), Index: index}) }
+	eventually := func(what string, cond func() bool) { t.Helper(); waitFor(t, what, cond) }
 	eventually("the added route and address seen", func() bool { return len(conflicts(42)) > 0 && len(conflicts(43)) > 0 })
 	var ce *ConflictError
 	if _, err := e.m.Ensure(ctx, Spec{Tenant: "second", Index: 42}); !errors.As(err, &ce) || ce.Link != "bbt-up0" {
@@ -661,3 +652,21 @@ func TestKernelFollowsHostRoutes(t *testing.T) {
 }
 
 func firstErr[T any](_ T, err error) error { return err }
+
+// conflicts is what the conflict check before creating spec's links finds on the host now.
+func (e *testEnv) conflicts(t *testing.T, spec Spec) []error {
+	t.Helper()
+	obs, err := e.k.Observe(t.Context(), e.m.query(spec, true))
+	must(t, err)
+	return e.m.conflicts(spec, obs)
+}
+
+// waitFor polls cond every 5 ms until it holds, failing t after 5 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out: %s", what)
+		}
+	}
+}
