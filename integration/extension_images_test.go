@@ -272,3 +272,136 @@ func TestExtensionImageBounds(t *testing.T) {
 		t.Errorf("%d mounts under /srv left on the host", n)
 	}
 }
+
+// withFiles returns a bare repository holding the branch main of the bare repository base with files added in
+// one more commit.
+func withFiles(t *testing.T, base string, files map[string][]byte) string {
+	t.Helper()
+	git := testpolicy.RequireTool(t, "git")
+	work, bare := filepath.Join(t.TempDir(), "work"), filepath.Join(t.TempDir(), "repo.git")
+	g := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(git, append([]string{"-c", "user.name=t", "-c", "user.email=t@example.org"}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	g("clone", "-q", "-b", "main", base, work)
+	for p, b := range files {
+		p = filepath.Join(work, p)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g("-C", work, "add", "-A")
+	g("-C", work, "commit", "-q", "-m", "extension images")
+	g("clone", "-q", "--bare", work, bare)
+	return bare
+}
+
+// TestTemplateExtensionImages: disk images in a container template's own extensions/ (NAME.sysext.raw) are
+// inspected with the test host's systemd-dissect, extracted once per template commit beside the shared tree,
+// checked against each machine's own root and handed over to the machines made from that template only: the
+// file from the image is visible inside the tenant's container. An image whose release does not match the base,
+// in another template, is refused naming the image and the rule, with nothing handed over; an image of the
+// template with the name of one of the tenant's own extensions is refused, and the machine keeps the tenant's.
+// Template.Add refuses anything in extensions/ that is not such an image (rule D39).
+func TestTemplateExtensionImages(t *testing.T) {
+	h := loopHost(t, "tplimg")
+	d := startDaemonIn(t, h, "tplimg", "--no-host=false", "--resync=5s")
+	rel := "usr/lib/extension-release.d/extension-release."
+	good := ext4Image(t, []repoFile{{path: rel + "bbt", content: "ID=debian\nVERSION_ID=13\n"}, {path: "usr/share/bbt/hello", content: "from the template's image\n"}})
+	bad := ext4Image(t, []repoFile{{path: rel + "bbx", content: "ID=fedora\nVERSION_ID=41\n"}, {path: "usr/share/bbx/hello", content: "wrong base\n"}})
+	base := containerTemplate(t)
+	_, goodCommit, _ := addTemplateRepo(t, d, withFiles(t, base, map[string][]byte{"extensions/bbt.sysext.raw": good}), "debimg", "container")
+	addTemplateRepo(t, d, withFiles(t, base, map[string][]byte{"extensions/bbx.sysext.raw": bad}), "debbad", "container")
+
+	// Refused at Template.Add: a file in extensions/ that is not NAME.sysext.raw or NAME.confext.raw.
+	junk := withFiles(t, base, map[string][]byte{"extensions/notes.txt": []byte("not an image\n")})
+	guest := "/srv/templates/tplimg-junk.git"
+	copyRepoIntoHost(t, h, junk, guest)
+	if r := varlinkctl(t, h, asRoot, "call", "--more", "--json=short", d.socket, "io.bitbuilder.Template.Add", `{"name":"junk","url":"file://`+guest+`","ref":"main"}`); r.exit == 0 ||
+		!strings.Contains(r.stdout+r.stderr, "D39") || !strings.Contains(r.stdout+r.stderr, "extensions/notes.txt") {
+		t.Errorf("Template.Add of a template with extensions/notes.txt: want ValidationFailed naming D39 and the file, got %v", r)
+	}
+
+	d.create(t, `{"name":"ta","templates":[{"role":"container","name":"img","template":"debimg"}],"machines":[{"name":"web","kind":"container","template":"img"}]}`)
+	waitRunning(t, d, "ta")
+	var a tenant
+	eventually(t, machineBootTimeout, func() (bool, string) {
+		a = d.tenantCall(t, asRoot, "Get", `{"name":"ta"}`)
+		cs := conditions(t, a)
+		return cs["ExtensionsApplied"].Status == "true" && strings.Contains(cs["ExtensionsApplied"].Message, "merged in 1 running containers"), fmt.Sprintf("conditions %v", cs)
+	})
+	if c := conditions(t, a)["ExtensionsCompatible"]; c.Status != "true" || !strings.Contains(c.Message, "bbt.sysext.raw (no Verity, unsigned) of container template debimg") {
+		t.Errorf("ExtensionsCompatible: %+v, want compatible, naming the template's image and its integrity", c)
+	}
+	t.Logf("ExtensionsCompatible: %s", conditions(t, a)["ExtensionsCompatible"].Message)
+	web := machineOf(t, a, "web")
+	if got := strings.Join(web.Status.Extensions, " "); got != "sysext/bbt@"+goodCommit {
+		t.Errorf("ta-web's extensions: %q, want sysext/bbt@%s", got, goodCommit)
+	}
+	if r := inMachine(t, d, web.Status.Leader, "cat", "/usr/share/bbt/hello"); r.exit != 0 || r.stdout != "from the template's image\n" {
+		t.Errorf("in ta-web, cat /usr/share/bbt/hello: %v", r)
+	}
+	// Extracted once per template commit, beside the shared tree; the machine's copy is hard-linked from there.
+	cache := d.stateDir + "/trees/debimg/" + goodCommit + ".extensions/sysext/bbt/usr/share/bbt/hello"
+	handed := d.stateDir + "/tenants/ta/machines/web/extensions/sysext/bbt/usr/share/bbt/hello"
+	if a, b := run(t, h, "", "stat", "-c", "%i", cache), run(t, h, "", "stat", "-c", "%i", handed); a.exit != 0 || b.exit != 0 || a.stdout != b.stdout {
+		t.Errorf("the cache %s and the handed-over %s are not one file: %v %v", cache, handed, a, b)
+	}
+	if n := strings.Count(mustRun(t, h, "cat", "/proc/self/mountinfo"), d.stateDir+"/trees"); n != 0 {
+		t.Errorf("%d mounts under the shared trees on the host", n)
+	}
+
+	// A machine of the other template: its image does not match the base and is refused, naming image and
+	// rule; nothing of it is handed over. web does not get it either (it is not made from that template).
+	d.tenantCall(t, asRoot, "Update", `{"name":"ta","templates":[{"role":"container","name":"img","template":"debimg"},{"role":"container","name":"bad","template":"debbad"}],`+
+		`"machines":[{"name":"web","kind":"container","template":"img"},{"name":"other","kind":"container","template":"bad"}]}`)
+	var other machine
+	eventually(t, machineBootTimeout, func() (bool, string) {
+		a = d.tenantCall(t, asRoot, "Get", `{"name":"ta"}`)
+		c := conditions(t, a)["ExtensionsCompatible"]
+		other = machineOf(t, a, "other")
+		ok := c.Status == "false" && strings.Contains(c.Message, "disk image extensions/bbx.sysext.raw of container template debbad") &&
+			strings.Contains(c.Message, "for machine other") && strings.Contains(c.Message, "DC") &&
+			strings.Contains(c.Message, "ID=fedora matches neither the base's ID=debian") && other.Status != nil && other.Status.State == "running" && other.Status.Leader > 0
+		return ok, fmt.Sprintf("%+v, other %+v", c, other.Status)
+	})
+	t.Logf("ExtensionsCompatible: %s", conditions(t, a)["ExtensionsCompatible"].Message)
+	if len(other.Status.Extensions) != 0 {
+		t.Errorf("ta-other was handed %v", other.Status.Extensions)
+	}
+	if r := inMachine(t, d, other.Status.Leader, "ls", "-A", "/run/extensions"); r.exit != 0 || strings.TrimSpace(r.stdout) != "" {
+		t.Errorf("/run/extensions in ta-other: %v, want it empty", r)
+	}
+	if r := inMachine(t, d, other.Status.Leader, "test", "-e", "/usr/share/bbx/hello"); r.exit == 0 {
+		t.Error("ta-other has a file of the refused image")
+	}
+	if r := inMachine(t, d, web.Status.Leader, "ls", "/run/extensions"); strings.TrimSpace(r.stdout) != "bbt" {
+		t.Errorf("/run/extensions in ta-web: %q, want bbt only", r.stdout)
+	}
+
+	// The tenant's own sysext named like the template's image: the template's is refused, web keeps the tenant's.
+	own, _ := extensionRepo(t, "sysext", "bbt", []repoFile{{path: rel + "bbt", content: "ID=debian\nVERSION_ID=13\n"}, {path: "usr/share/bbt/hello", content: "from the tenant\n"}})
+	addTemplateRepo(t, d, own, "bbt", "sysext")
+	d.tenantCall(t, asRoot, "Update", `{"name":"ta","templates":[{"role":"container","name":"img","template":"debimg"},{"role":"sysext","name":"own","template":"bbt"}],`+
+		`"machines":[{"name":"web","kind":"container","template":"img"}]}`)
+	eventually(t, machineBootTimeout, func() (bool, string) {
+		a = d.tenantCall(t, asRoot, "Get", `{"name":"ta"}`)
+		c := conditions(t, a)["ExtensionsCompatible"]
+		r := inMachine(t, d, web.Status.Leader, "cat", "/usr/share/bbt/hello")
+		ok := c.Status == "false" && strings.Contains(c.Message, "disk image extensions/bbt.sysext.raw of container template debimg") &&
+			strings.Contains(c.Message, "is also the image of the tenant's") && r.stdout == "from the tenant\n"
+		return ok, fmt.Sprintf("%+v; in web: %v", c, r)
+	})
+	t.Logf("ExtensionsCompatible: %s", conditions(t, a)["ExtensionsCompatible"].Message)
+
+	d.call(t, asRoot, "io.bitbuilder.Tenant.Delete", `{"name":"ta"}`)
+	eventually(t, 2*time.Minute, func() (bool, string) {
+		r := d.call(t, asRoot, "io.bitbuilder.Tenant.Get", `{"name":"ta"}`)
+		return strings.Contains(r.stdout+r.stderr, "NoSuchTenant"), r.String()
+	})
+}

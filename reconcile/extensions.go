@@ -45,11 +45,17 @@ type extension struct {
 	disk *machines.ImageInfo
 	// refused says why no machine gets it whatever its base (an image name clash, an unsafe name).
 	refused string
+	// file is, for an image of a container or machine template's extensions/ (use is then that template's use),
+	// the image's file name there; "" for the tenant's own extensions.
+	file string
 }
 
 func (x extension) key() string { return x.class + "/" + x.image }
 
 func (x extension) String() string {
+	if x.file != "" {
+		return fmt.Sprintf("%s %s (disk image extensions/%s of %s template %s at %.12s)", x.class, x.image, x.file, x.use.Role, x.use.Template, x.use.Commit)
+	}
 	if x.disk != nil {
 		return fmt.Sprintf("%s %s (template %s at %.12s, disk image %s)", x.class, x.use.Name, x.use.Template, x.use.Commit, x.disk.Name)
 	}
@@ -78,6 +84,9 @@ type extensionPass struct {
 	pending  []string
 	merged   int // running containers whose merge is current
 	machines int
+	// fromTemplates are the machine templates' images that reached at least one machine, as named in
+	// ExtensionsCompatible.
+	fromTemplates []string
 }
 
 // note appends msg to the list at *list (once), under the pass's lock.
@@ -179,19 +188,67 @@ func tenantExtensions(tenantsDir string, t *tenant.Tenant) []extension {
 	return out
 }
 
-// unsafeImageName says why name cannot be a directory name in a machine's extension directory, or "".
-func unsafeImageName(name string) string {
-	if name == "" || name[0] == '.' || len(name) > 255 {
-		return "must be 1 to 255 characters and not start with \".\""
+// templateExtensions lists the images of the extensions/ directory of the container or machine template use u,
+// as extracted once per template commit beside its shared tree (TemplateImagesDir): extensions of the machines
+// made from that template only, sysexts first, each class by image name. None while the tree is not checked out
+// at u's pin.
+func templateExtensions(tenantsDir, tn string, u *tenant.TemplateUse) []extension {
+	if u == nil || u.Commit == "" {
+		return nil
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_.+-", c) >= 0) {
-			return fmt.Sprintf("has the character %q (allowed: A-Z, a-z, 0-9, _, ., +, -)", c)
+	tree := TemplateDir(tenantsDir, tn, *u)
+	if b, err := os.ReadFile(tree + ".commit"); err != nil || strings.TrimSpace(string(b)) != u.Commit {
+		return nil
+	}
+	var out []extension
+	for _, class := range []string{machines.ClassSysext, machines.ClassConfext} {
+		dir := filepath.Join(TemplateImagesDir(tree), class)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+				continue
+			}
+			src := filepath.Join(dir, e.Name())
+			x := extension{class: class, use: *u, src: src, image: e.Name(), ready: true, file: e.Name() + "." + class + ".raw"}
+			if info, ok := machines.ReadImageInfo(src); ok {
+				x.disk = &info
+			}
+			if why := unsafeImageName(x.image); why != "" {
+				x.refused = fmt.Sprintf("image name %q %s", x.image, why)
+			}
+			out = append(out, x)
 		}
 	}
-	return ""
+	return out
 }
+
+// machineExtensions is what one machine is offered: the tenant's extensions, then the images of its own
+// template (own). An image of the template whose class and name are those of one of the tenant's extensions is
+// refused: a machine has one extension of a name, and the tenant's own is the one it keeps.
+func machineExtensions(tenantExts, own []extension) []extension {
+	if len(own) == 0 {
+		return tenantExts
+	}
+	out := slices.Clone(tenantExts)
+	for _, x := range own {
+		if x.refused == "" {
+			for _, y := range tenantExts {
+				if y.ready && y.key() == x.key() {
+					x.refused = fmt.Sprintf("image name %q is also the image of the tenant's %s: a machine can have only one %s of that name, and keeps the tenant's", x.image, y, x.class)
+					break
+				}
+			}
+		}
+		out = append(out, x)
+	}
+	return out
+}
+
+// unsafeImageName says why name cannot be a directory name in a machine's extension directory, or "".
+func unsafeImageName(name string) string { return validate.MachineImageName(name) }
 
 // baseKey identifies a machine root's os-release for the verdict cache: the bytes of its os-release (etc/ first,
 // as systemd reads it) and whether it is an initrd.
@@ -322,7 +379,7 @@ func classHash(st extState, class string) string {
 // .staging and renamed into place, the tree it replaces and trees no longer wanted are moved to .retired (the
 // machine may still have them merged). An extension not checked out yet keeps what the machine has of it.
 // Refusals are added to p. It returns the state after the change and whether it changed (the caller writes it).
-func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d extensionDirs, root string) (extState, bool, error) {
+func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d extensionDirs, root string, exts []extension) (extState, bool, error) {
 	for _, dir := range []string{d.sysext, d.confext} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return extState{}, false, err
@@ -331,7 +388,7 @@ func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d e
 	st := d.readState()
 	want := map[string]extension{}
 	keep := map[string]bool{}
-	for _, x := range p.exts {
+	for _, x := range exts {
 		switch {
 		case !x.ready:
 			// Not checked out at its pin yet (or the checkout failed): the machine keeps what it has of the use.
@@ -346,6 +403,13 @@ func (s *MachinesStep) syncExtensions(ctx context.Context, p *extensionPass, d e
 			if v := s.extChecker.check(ctx, x, root); !v.ok {
 				p.note(&p.refused, fmt.Sprintf("%s for machine %s: %s", x, d.machine, v.reason))
 				continue
+			}
+			if x.file != "" {
+				name := x.file
+				if x.disk != nil {
+					name += " (" + x.disk.Integrity() + ")"
+				}
+				p.note(&p.fromTemplates, fmt.Sprintf("%s of %s template %s", name, x.use.Role, x.use.Template))
 			}
 			want[x.key()] = x
 		}
@@ -439,12 +503,12 @@ func (d extensionDirs) clearRetired() error {
 
 // extensionsStopped brings a machine's extension directories up to date while it is not running (before it
 // starts): nothing can have the old trees merged, so they are removed at once.
-func (s *MachinesStep) extensionsStopped(ctx context.Context, p *extensionPass, d extensionDirs, root string) {
+func (s *MachinesStep) extensionsStopped(ctx context.Context, p *extensionPass, d extensionDirs, root string, own []extension) {
 	if p == nil {
 		return
 	}
 	p.count(&p.machines)
-	st, changed, err := s.syncExtensions(ctx, p, d, root)
+	st, changed, err := s.syncExtensions(ctx, p, d, root, machineExtensions(p.exts, own))
 	if st.Leader != 0 || len(st.Merged) > 0 {
 		st.Leader, st.Merged = 0, nil // a new boot merges anew
 		changed = true
@@ -467,14 +531,18 @@ func (s *MachinesStep) extensionsStopped(ctx context.Context, p *extensionPass, 
 // non-empty ones after a new boot); the retired trees are removed once it did. A VM is left alone (there is no
 // channel into the guest to have it merge anew, and its directories are virtiofs shares that must not change
 // under its merge): a change is noted as pending until its next start.
-func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, d extensionDirs, root string, vm bool, leader int) {
+func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, d extensionDirs, root string, own []extension, vm bool, leader int) {
 	if p == nil {
 		return
 	}
 	p.count(&p.machines)
+	exts := machineExtensions(p.exts, own)
 	if vm {
 		st := d.readState()
-		for _, x := range p.exts {
+		for _, x := range exts {
+			if x.ready && x.refused != "" {
+				p.note(&p.refused, fmt.Sprintf("%s for machine %s: %s", x, d.machine, x.refused))
+			}
 			if x.ready && x.refused == "" && st.Have[x.key()] != x.use.Commit {
 				if v := s.extChecker.check(ctx, x, root); v.ok {
 					p.note(&p.pending, fmt.Sprintf("VM %s gets %s at its next start", d.machine, x))
@@ -485,7 +553,7 @@ func (s *MachinesStep) extensionsRunning(ctx context.Context, p *extensionPass, 
 		}
 		return
 	}
-	st, changed, err := s.syncExtensions(ctx, p, d, root)
+	st, changed, err := s.syncExtensions(ctx, p, d, root, exts)
 	if err != nil {
 		if changed {
 			_ = d.writeState(st)
@@ -570,16 +638,16 @@ func (s *MachinesStep) infraExtensions(ctx context.Context, p *extensionPass, t 
 	tp := s.Units.TenantPaths(t.Name)
 	d := extensionDirs{dir: filepath.Dir(tp.InfraSysext), sysext: tp.InfraSysext, confext: tp.InfraConfext, machine: tenant.InfraMachine, tenantNm: t.Name}
 	if running {
-		s.extensionsRunning(ctx, p, d, tp.InfraRoot, true, 0)
+		s.extensionsRunning(ctx, p, d, tp.InfraRoot, nil, true, 0)
 		return
 	}
-	s.extensionsStopped(ctx, p, d, tp.InfraRoot)
+	s.extensionsStopped(ctx, p, d, tp.InfraRoot, nil)
 }
 
 // conditions are the pass's ExtensionsCompatible and ExtensionsApplied conditions (none for a tenant that has no
 // extension and had none).
 func (p *extensionPass) conditions() []tenant.Condition {
-	if p == nil || len(p.exts) == 0 && len(p.failed) == 0 {
+	if p == nil || len(p.exts) == 0 && len(p.failed) == 0 && len(p.refused) == 0 && len(p.fromTemplates) == 0 {
 		return nil
 	}
 	// Sorted: machines are done in parallel, and the same outcome must give the same condition (a status that
@@ -587,11 +655,12 @@ func (p *extensionPass) conditions() []tenant.Condition {
 	slices.Sort(p.refused)
 	slices.Sort(p.failed)
 	slices.Sort(p.pending)
+	slices.Sort(p.fromTemplates)
 	var out []tenant.Condition
 	if len(p.refused) > 0 {
 		out = append(out, cond("ExtensionsCompatible", false, "Incompatible", "refused before anything was handed to a machine: "+strings.Join(p.refused, "; ")))
 	} else {
-		msg := fmt.Sprintf("%d extensions compatible with the %d machines they are for", len(p.exts), p.machines)
+		msg := fmt.Sprintf("%d extensions compatible with the %d machines they are for", len(p.exts)+len(p.fromTemplates), p.machines)
 		var disks []string
 		for _, x := range p.exts {
 			if x.disk != nil {
@@ -600,6 +669,9 @@ func (p *extensionPass) conditions() []tenant.Condition {
 		}
 		if len(disks) > 0 {
 			msg += "; from disk images, read with systemd-dissect: " + strings.Join(disks, ", ")
+		}
+		if len(p.fromTemplates) > 0 {
+			msg += "; from the machines' own templates, read with systemd-dissect: " + strings.Join(p.fromTemplates, ", ")
 		}
 		out = append(out, cond("ExtensionsCompatible", true, "Compatible", msg))
 	}

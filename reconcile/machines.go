@@ -240,7 +240,7 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 		default:
 			st.State = tenant.MachineStopped
 			if machines.RootCommit(mp.Dir) != "" {
-				s.extensionsStopped(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root)
+				s.extensionsStopped(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root, templateExtensions(s.TenantsDir, t.Name, useOf(t, m)))
 			}
 		}
 		return st, nil
@@ -262,7 +262,10 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 		observe()
 		st.State = tenant.MachineRunning
 		leader, vm := info.Leader, m.Kind == tenant.VM
-		ep.later(func() { s.extensionsRunning(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root, vm, leader) })
+		own := templateExtensions(s.TenantsDir, t.Name, useOf(t, m))
+		ep.later(func() {
+			s.extensionsRunning(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root, own, vm, leader)
+		})
 		if m.Kind == tenant.VM {
 			tap, _, err := s.plugTap(ctx, t, m, full, info.Leader)
 			if err != nil {
@@ -294,7 +297,7 @@ func (s *MachinesStep) ensureMachine(ctx context.Context, t *tenant.Tenant, m *t
 	st.Commit = machines.RootCommit(mp.Dir)
 	// The extension directories exist before the unit starts (nspawn and vmspawn bind them), holding the
 	// extensions compatible with the root just made.
-	s.extensionsStopped(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root)
+	s.extensionsStopped(ctx, ep, machineExtensionDirs(mp, t.Name, m.Name), mp.Root, templateExtensions(s.TenantsDir, t.Name, useOf(t, m)))
 	if m.Kind == tenant.VM {
 		if tap, ok := units.TapName(full); ok {
 			if err := s.ensureTapFile(ctx, t, m, tap); err != nil {

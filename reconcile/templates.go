@@ -120,11 +120,26 @@ func (s *TemplatesStep) checkout(ctx context.Context, u tenant.TemplateUse, dir 
 		marker := dir + ".commit"
 		if b, err := os.ReadFile(marker); err == nil && strings.TrimSpace(string(b)) == u.Commit {
 			if _, err := os.Lstat(dir); err == nil {
+				if u.Role != "container" && u.Role != "machine" {
+					return nil
+				}
+				// A tree checked out by a version that did not extract its images gets them now.
+				if _, err := os.Lstat(TemplateImagesDir(dir)); err == nil {
+					return nil
+				}
+				if err := s.extractTemplateImages(ctx, dir); err != nil {
+					return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
+				}
 				return nil
 			}
 		}
 		os.Remove(marker)
 		os.Remove(machines.ImageInfoFile(dir))
+		if u.Role == "container" || u.Role == "machine" {
+			if err := machines.RemoveTree(TemplateImagesDir(dir)); err != nil {
+				return err
+			}
+		}
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 			return err
 		}
@@ -141,6 +156,12 @@ func (s *TemplatesStep) checkout(ctx context.Context, u tenant.TemplateUse, dir 
 		if u.Role == machines.ClassSysext || u.Role == machines.ClassConfext {
 			if err := s.extractImage(ctx, u, dir); err != nil {
 				machines.RemoveTree(dir) // no half-extracted checkout is left; the next pass tries anew
+				return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
+			}
+		}
+		if u.Role == "container" || u.Role == "machine" {
+			if err := s.extractTemplateImages(ctx, dir); err != nil {
+				machines.RemoveTree(dir)
 				return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
 			}
 		}
@@ -176,7 +197,7 @@ func PruneSharedTrees(tenantsDir string) Observer {
 				continue
 			}
 			for _, c := range commits {
-				dir := filepath.Join(shared, tpl.Name(), strings.TrimSuffix(c.Name(), ".commit"))
+				dir := filepath.Join(shared, tpl.Name(), strings.TrimSuffix(strings.TrimSuffix(c.Name(), ".commit"), imagesSuffix))
 				// Checkouts in progress (hidden temporary names) and trees made in the last minute
 				// (for a tenant newer than the list this observer was given) are left alone.
 				if keep[dir] || strings.HasPrefix(c.Name(), ".") || !c.IsDir() && !strings.HasSuffix(c.Name(), ".commit") {
@@ -186,6 +207,9 @@ func PruneSharedTrees(tenantsDir string) Observer {
 					continue
 				}
 				os.Remove(dir + ".commit")
+				if err := machines.RemoveTree(TemplateImagesDir(dir)); err != nil {
+					errs = append(errs, err)
+				}
 				if err := machines.RemoveTree(dir); err != nil {
 					errs = append(errs, err)
 				}
@@ -275,14 +299,7 @@ func (s *TemplatesStep) extractImage(ctx context.Context, u tenant.TemplateUse, 
 	if err != nil {
 		return fmt.Errorf("disk image %s: %w", file, err)
 	}
-	lim := s.ImageLimits
-	if lim.MaxEntries <= 0 {
-		lim.MaxEntries = 2_000_000
-	}
-	if lim.MaxBytes <= 0 {
-		lim.MaxBytes = 4 << 30
-	}
-	if err := machines.ExtractImage(ctx, s.Dissect, img, dir, u.Role, lim); err != nil {
+	if err := machines.ExtractImage(ctx, s.Dissect, img, dir, u.Role, s.imageLimits()); err != nil {
 		return fmt.Errorf("disk image %s: %w", file, err)
 	}
 	if err := os.Remove(img); err != nil {
@@ -293,4 +310,73 @@ func (s *TemplatesStep) extractImage(ctx context.Context, u tenant.TemplateUse, 
 		return err
 	}
 	return atomicfile.WriteFile(machines.ImageInfoFile(dir), append(b, '\n'), atomicfile.Options{NotDurable: true})
+}
+
+func (s *TemplatesStep) imageLimits() machines.ImageLimits {
+	lim := s.ImageLimits
+	if lim.MaxEntries <= 0 {
+		lim.MaxEntries = 2_000_000
+	}
+	if lim.MaxBytes <= 0 {
+		lim.MaxBytes = 4 << 30
+	}
+	return lim
+}
+
+// imagesSuffix names the directory beside a shared container or machine template tree that holds what was
+// extracted from the template's extensions/ images (TemplateImagesDir).
+const imagesSuffix = ".extensions"
+
+// TemplateImagesDir is where the disk images of the container or machine template checked out at tree
+// (extensions/NAME.sysext.raw, NAME.confext.raw) are extracted, once per template commit for every tenant and
+// machine: <tree>.extensions/{sysext,confext}/NAME, with NAME.image.json beside each (what systemd-dissect
+// reported). Absent when the template has no images.
+func TemplateImagesDir(tree string) string { return tree + imagesSuffix }
+
+// extractTemplateImages extracts each disk image of the extensions/ directory of the container or machine
+// template checked out at tree into TemplateImagesDir(tree), as extractImage does for an extension template:
+// systemd-dissect reports it, its usr/ and opt/ (or etc/) are copied out, bounded by s.ImageLimits per image. It
+// is made under a temporary name and renamed into place, so a failure leaves nothing. Anything in extensions/
+// that is not NAME.sysext.raw or NAME.confext.raw (rule D39; Template.Add refused it already) fails the checkout.
+func (s *TemplatesStep) extractTemplateImages(ctx context.Context, tree string) error {
+	imgs, err := validate.TemplateImages(tree)
+	if err != nil || len(imgs) == 0 {
+		return err
+	}
+	tmp, err := os.MkdirTemp(filepath.Dir(tree), "."+filepath.Base(tree)+imagesSuffix+"-")
+	if err != nil {
+		return err
+	}
+	done := false
+	defer func() {
+		if !done {
+			machines.RemoveTree(tmp)
+		}
+	}()
+	for _, img := range imgs {
+		file := filepath.Join(tree, "extensions", img.File)
+		dst := filepath.Join(tmp, img.Class, img.Name)
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+		info, err := machines.InspectImage(ctx, s.Dissect, file)
+		if err != nil {
+			return fmt.Errorf("disk image extensions/%s: %w", img.File, err)
+		}
+		if err := machines.ExtractImage(ctx, s.Dissect, file, dst, img.Class, s.imageLimits()); err != nil {
+			return fmt.Errorf("disk image extensions/%s: %w", img.File, err)
+		}
+		b, err := json.Marshal(info)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(machines.ImageInfoFile(dst), append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	if err := os.Rename(tmp, TemplateImagesDir(tree)); err != nil {
+		return err
+	}
+	done = true
+	return nil
 }

@@ -52,12 +52,17 @@ func TestSharedTrees(t *testing.T) {
 	past := time.Now().Add(-time.Hour)
 	os.Chtimes(old, past, past)
 	os.Chtimes(TemplateDir(tenantsDir, "b", b.Templates[0]), past, past)
+	// What was extracted from the template's extensions/ images goes with its tree.
+	writeTree(t, TemplateImagesDir(old), extFile{path: "sysext/dev/usr/x", content: "x"})
 	prune := PruneSharedTrees(tenantsDir)
 	if err := prune(ctx, []*tenant.Tenant{a, b}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(old); err != nil {
 		t.Fatalf("a tree still pinned was pruned: %v", err)
+	}
+	if _, err := os.Stat(TemplateImagesDir(old)); err != nil {
+		t.Fatalf("the images of a tree still pinned were pruned: %v", err)
 	}
 	if err := prune(ctx, []*tenant.Tenant{b}); err != nil {
 		t.Fatal(err)
@@ -67,6 +72,9 @@ func TestSharedTrees(t *testing.T) {
 	}
 	if _, err := os.Stat(old + ".commit"); !os.IsNotExist(err) {
 		t.Fatalf("its marker was kept: %v", err)
+	}
+	if _, err := os.Stat(TemplateImagesDir(old)); !os.IsNotExist(err) {
+		t.Fatalf("its extracted images were kept: %v", err)
 	}
 	if _, err := os.Stat(TemplateDir(tenantsDir, "b", b.Templates[0])); err != nil {
 		t.Fatalf("b's tree was pruned: %v", err)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bitbuilder/bitbuilder/internal/atomicfile"
 	"github.com/bitbuilder/bitbuilder/machines"
+	"github.com/bitbuilder/bitbuilder/template/validate"
 	"github.com/bitbuilder/bitbuilder/tenant"
 	"github.com/bitbuilder/bitbuilder/units"
 )
@@ -39,6 +40,12 @@ func UnitsTenant(t *tenant.Tenant, tenantsDir string) units.Tenant {
 				ud, _ := machines.ReadTemplateFile(dir, "config/cloud-init/user-data", 1<<20)
 				md, _ := machines.ReadTemplateFile(dir, "config/cloud-init/meta-data", 1<<20)
 				um.CloudInit = ud != nil && md != nil
+				if imgs, err := validate.TemplateImages(dir); err == nil {
+					for _, img := range imgs {
+						um.ImageSysext = um.ImageSysext || img.Class == machines.ClassSysext
+						um.ImageConfext = um.ImageConfext || img.Class == machines.ClassConfext
+					}
+				}
 			}
 		}
 		u.Machines = append(u.Machines, um)

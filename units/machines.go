@@ -35,6 +35,10 @@ type Machine struct {
 	// CloudInit says the VM's template has cloud-init user-data and meta-data: they are passed to the guest as
 	// the credentials bitbuilder.cloud-init.user-data and bitbuilder.cloud-init.meta-data.
 	CloudInit bool `json:"cloudInit,omitempty"`
+	// ImageSysext and ImageConfext say the VM's template carries disk-image extensions of the class in its
+	// extensions/: the VM gets that extension directory even when the tenant has no extension of the class.
+	ImageSysext  bool `json:"imageSysext,omitempty"`
+	ImageConfext bool `json:"imageConfext,omitempty"`
 }
 
 // MachineName is the name systemd-machined knows machine m of tenant t by.
@@ -227,12 +231,13 @@ func (r *renderer) renderMachine(m Machine, names unitNames) {
 		if m.MemoryBytes > 0 {
 			argv = append(argv, "--ram="+strconv.FormatInt(m.MemoryBytes, 10))
 		}
-		// A VM gets its extension directories (virtiofs) only when the tenant has extensions of the class: each
+		// A VM gets its extension directories (virtiofs) only when the tenant or its template (disk images in
+		// its extensions/) has extensions of the class: each
 		// bind is a virtiofsd of its own. The guest's systemd-sysext/confext merge them at boot.
-		if len(t.Sysext) > 0 {
+		if len(t.Sysext) > 0 || m.ImageSysext {
 			argv = append(argv, "--bind-ro="+mp.Sysext+":/run/extensions")
 		}
-		if len(t.Confext) > 0 {
+		if len(t.Confext) > 0 || m.ImageConfext {
 			argv = append(argv, "--bind-ro="+mp.Confext+":/run/confexts")
 		}
 		argv = append(argv, m.VMArgs...)

@@ -184,7 +184,8 @@ func TestRenderRejects(t *testing.T) {
 
 // TestRenderExtensionBinds: a container's unit always binds its own extension directories to /run/extensions and
 // /run/confexts (so a change of the tenant's extensions needs no restart); a VM's only when the tenant has
-// extensions of the class (each bind is a virtiofsd); the infrastructure VM binds its own directories.
+// extensions of the class or its template carries disk images of it (each bind is a virtiofsd); the
+// infrastructure VM binds its own directories.
 func TestRenderExtensionBinds(t *testing.T) {
 	cfg := Config{}
 	mp := cfg.MachinePaths("a", "c")
@@ -195,13 +196,16 @@ func TestRenderExtensionBinds(t *testing.T) {
 	for _, tt := range []struct {
 		sysext, confext []string
 		want, notWant   []string
+		imgSys, imgConf bool // the VM's template has disk images of the class in its extensions/
 	}{
-		{nil, nil, []string{sysBind, confBind}, []string{vmSys, vmConf, infraSys}},
-		{[]string{"x"}, nil, []string{sysBind, confBind, vmSys, infraSys}, []string{vmConf}},
-		{nil, []string{"y"}, []string{sysBind, confBind, vmConf}, []string{vmSys, infraSys}},
+		{nil, nil, []string{sysBind, confBind}, []string{vmSys, vmConf, infraSys}, false, false},
+		{[]string{"x"}, nil, []string{sysBind, confBind, vmSys, infraSys}, []string{vmConf}, false, false},
+		{nil, []string{"y"}, []string{sysBind, confBind, vmConf}, []string{vmSys, infraSys}, false, false},
+		{nil, nil, []string{vmSys}, []string{vmConf, infraSys}, true, false},
+		{nil, nil, []string{vmConf}, []string{vmSys, infraSys}, false, true},
 	} {
 		us, err := Render(Tenant{Name: "a", NetworkIndex: 1, Infra: true, Sysext: tt.sysext, Confext: tt.confext,
-			Machines: []Machine{{Name: "c", Kind: KindContainer}, {Name: "v", Kind: KindVM}}}, cfg)
+			Machines: []Machine{{Name: "c", Kind: KindContainer}, {Name: "v", Kind: KindVM, ImageSysext: tt.imgSys, ImageConfext: tt.imgConf}}}, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -103,8 +103,12 @@ func Tree(ctx context.Context, dir string, kind Kind, opts Options) (Report, err
 		o := opts
 		o.Bootable = kind == KindInfrastructure || containerBoots(r, c)
 		err = checkSubRoot(ctx, r, c, "rootfs", o, arts)
+		if kind == KindContainer {
+			checkTemplateImages(r, c)
+		}
 	case KindMachine:
 		err = checkMachine(ctx, r, c, opts, arts)
+		checkTemplateImages(r, c)
 	case KindHomed:
 		err = checkHomed(ctx, r, c)
 	case KindNetwork:

@@ -195,6 +195,13 @@ func TestTreeKinds(t *testing.T) {
 		{name: "D39 image of the other class", kind: KindSysext, nodes: append(sysextImage, file("tools.confext.raw", "x")), rule: "D39", sev: SeverityError},
 		{name: "D39 two images", kind: KindSysext, nodes: append(sysextImage, file("tools.sysext.raw", "x"), file("tools_2.sysext.raw", "x")), rule: "D39", sev: SeverityError},
 		{name: "D39 image and tree", kind: KindSysext, nodes: append(sysext, file("tools.sysext.raw", "x")), rule: "D39", sev: SeverityError},
+		{name: "container with template images", kind: KindContainer, nodes: append(container, file("extensions/dev.sysext.raw", "x"), file("extensions/mon.confext.raw", "x")), rule: "D39", sev: SeverityInfo},
+		{name: "D39 container extensions/ holds another file", kind: KindContainer, nodes: append(container, file("extensions/notes.txt", "x")), rule: "D39", sev: SeverityError},
+		{name: "D39 container extensions/ holds a bare .raw", kind: KindContainer, nodes: append(container, file("extensions/dev.raw", "x")), rule: "D39", sev: SeverityError},
+		{name: "D39 container extensions/ holds a directory", kind: KindContainer, nodes: append(container, file("extensions/dev.sysext.raw/x", "x")), rule: "D39", sev: SeverityError},
+		{name: "D39 container extensions/ holds a symlink", kind: KindContainer, nodes: append(container, link("extensions/dev.sysext.raw", "/etc/passwd")), rule: "D39", sev: SeverityError},
+		{name: "D39 container extensions is a file", kind: KindContainer, nodes: append(container, file("extensions", "x")), rule: "D39", sev: SeverityError},
+		{name: "D28 container image name", kind: KindContainer, nodes: append(container, file("extensions/a b.sysext.raw", "x")), rule: "D28", sev: SeverityError},
 		{name: "network", kind: KindNetwork, nodes: []node{file("br.netdev", "[NetDev]\n"), fifo("x")}, rule: "C21", sev: SeverityWarning},
 		{name: "bad artifacts", kind: KindHomed, nodes: append(homed, file(ArtifactsFile, "[")), rule: "X2", sev: SeverityError},
 	}
@@ -215,6 +222,16 @@ func TestTreeKinds(t *testing.T) {
 			}
 			checkFindings(t, rep, tc.rule, tc.sev, "D26")
 		})
+	}
+	// TemplateImages, what the daemon extracts, agrees with the validator.
+	tpl := t.TempDir()
+	build(t, tpl, append(container, file("extensions/mon.confext.raw", "x"), file("extensions/dev.sysext.raw", "x"))...)
+	if imgs, err := TemplateImages(tpl); err != nil || len(imgs) != 2 || imgs[0] != (TemplateImage{File: "dev.sysext.raw", Name: "dev", Class: "sysext"}) || imgs[1] != (TemplateImage{File: "mon.confext.raw", Name: "mon", Class: "confext"}) {
+		t.Errorf("TemplateImages = %v, %v", imgs, err)
+	}
+	build(t, tpl, file("extensions/notes.txt", "x"))
+	if _, err := TemplateImages(tpl); err == nil || !strings.Contains(err.Error(), "extensions/notes.txt: rule D39") {
+		t.Errorf("TemplateImages with extensions/notes.txt: err = %v", err)
 	}
 	if _, err := Tree(t.Context(), t.TempDir(), "vm", Options{}); !errors.Is(err, ErrUnknownKind) {
 		t.Errorf("unknown kind: err = %v", err)
