@@ -172,6 +172,8 @@ func fromCall(err error, method, address string) error {
 		return remote(ErrNotFound, tn+"NoSuchTenant", e, "tenant %q not found", e.Name)
 	case *vt.NoSuchMachine:
 		return remote(ErrNotFound, tn+"NoSuchMachine", e, "tenant %q has no machine %q", e.Name, e.Machine)
+	case *vt.NoSuchUser:
+		return remote(ErrNotFound, tn+"NoSuchUser", e, "tenant %q has no user %q", e.Name, e.User)
 	case *vt.MachineNameInUse:
 		return remote(ErrConflict, tn+"MachineNameInUse", e, "invalid %s: the machine name %q is used by tenant %q", flagForField(e.Field), e.MachineName, e.Tenant)
 	case *vt.TenantExists:
@@ -198,6 +200,8 @@ func fromCall(err error, method, address string) error {
 	// io.bitbuilder.Template
 	case *vm.NoSuchTemplate:
 		return remote(ErrNotFound, tm+"NoSuchTemplate", e, "template %q not found", e.Name)
+	case *vm.NoSuchRule:
+		return remote(ErrNotFound, tm+"NoSuchRule", e, "the validator has no rule %q (bbctl template rules lists them)", e.Rule)
 	case *vm.TemplateExists:
 		return remote(ErrConflict, tm+"TemplateExists", e, "template %q exists already", e.Name)
 	case *vm.InvalidName:

@@ -80,7 +80,7 @@ func userAdd(fs *flag.FlagSet) func(context.Context, *env, []string) error {
 		}
 		t, err := vt.AddUser().Call(ctx, c, args[0], args[1], *template, &all)
 		if err != nil {
-			return e.userError(err, "io.bitbuilder.Tenant.AddUser")
+			return e.wrap(err, "io.bitbuilder.Tenant.AddUser")
 		}
 		if e.g.json {
 			return printJSON(e.stdout(), t)
@@ -151,7 +151,7 @@ func userRemove(ctx context.Context, e *env, args []string) error {
 	for _, u := range args[1:] {
 		t, err := vt.RemoveUser().Call(ctx, c, args[0], u)
 		if err != nil {
-			f.add(e.userError(err, "io.bitbuilder.Tenant.RemoveUser"))
+			f.add(e.wrap(err, "io.bitbuilder.Tenant.RemoveUser"))
 			continue
 		}
 		last = &t
@@ -165,13 +165,4 @@ func userRemove(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	return f.err()
-}
-
-// userError is env.wrap with io.bitbuilder.Tenant.NoSuchUser as a not-found error.
-func (e *env) userError(err error, method string) error {
-	var nu *vt.NoSuchUser
-	if errors.As(err, &nu) {
-		return remote(ErrNotFound, "io.bitbuilder.Tenant.NoSuchUser", nu, "tenant %q has no user %q", nu.Name, nu.User)
-	}
-	return e.wrap(err, method)
 }
