@@ -44,19 +44,7 @@ func ext4Image(t *testing.T, files []repoFile, prepare ...func(dir string) error
 	t.Helper()
 	mkfs := testpolicy.RequireTool(t, "mkfs.ext4")
 	dir, img := filepath.Join(t.TempDir(), "tree"), filepath.Join(t.TempDir(), "img.raw")
-	for _, f := range files {
-		p := filepath.Join(dir, f.path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		mode := os.FileMode(0o644)
-		if f.exec {
-			mode = 0o755
-		}
-		if err := os.WriteFile(p, []byte(f.content), mode); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, dir, files)
 	for _, f := range prepare {
 		if err := f(dir); err != nil {
 			t.Fatal(err)

@@ -20,6 +20,24 @@ type repoFile struct {
 	exec          bool
 }
 
+// writeFiles writes files below dir (0755 for an executable, else 0644), making their directories.
+func writeFiles(t testing.TB, dir string, files []repoFile) {
+	t.Helper()
+	for _, f := range files {
+		p := filepath.Join(dir, f.path)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		mode := os.FileMode(0o644)
+		if f.exec {
+			mode = 0o755
+		}
+		if err := os.WriteFile(p, []byte(f.content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // extensionRepo makes a bare git repository (branch main) on this machine with one commit per element of
 // commits (each the whole tree of that commit, with metadata.json of an extension template of class typ named
 // name), and returns it with the commits' hashes, oldest first.
@@ -43,19 +61,7 @@ func extensionRepo(t testing.TB, typ, name string, commits ...[]repoFile) (strin
 	md := fmt.Sprintf(`{"template":{"type":%q,"version":"1.0.0","name":%q,"description":"A test %s."},"requirements":{"systemd_version":">=257","features":[%q]}}`+"\n", typ, name, typ, typ)
 	for i, files := range commits {
 		g("rm", "-rq", "--ignore-unmatch", ".")
-		for _, f := range append(files, repoFile{path: "metadata.json", content: md}) {
-			p := filepath.Join(work, f.path)
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			mode := os.FileMode(0o644)
-			if f.exec {
-				mode = 0o755
-			}
-			if err := os.WriteFile(p, []byte(f.content), mode); err != nil {
-				t.Fatal(err)
-			}
-		}
+		writeFiles(t, work, append(files, repoFile{path: "metadata.json", content: md}))
 		g("add", "-A")
 		g("commit", "-q", "-m", fmt.Sprintf("%s %d", name, i+1))
 		hashes = append(hashes, g("rev-parse", "HEAD"))

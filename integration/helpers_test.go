@@ -683,6 +683,13 @@ func (s *stream) kill() {
 // the last attempt said.
 func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 	t.Helper()
+	poll(t, timeout, 50*time.Millisecond, cond, nil)
+}
+
+// poll calls cond every interval until it holds or timeout passes, then fails t with what the last attempt said
+// and, when explain is not nil, explain's text.
+func poll(t testing.TB, timeout, interval time.Duration, cond func() (bool, string), explain func() string) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, msg := cond()
@@ -690,9 +697,12 @@ func eventually(t testing.TB, timeout time.Duration, cond func() (bool, string))
 			return
 		}
 		if time.Now().After(deadline) {
+			if explain != nil {
+				msg += "\n" + explain()
+			}
 			t.Fatalf("after %v: %s", timeout, msg)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(interval)
 	}
 }
 

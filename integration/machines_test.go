@@ -342,15 +342,5 @@ func TestMachinesNoBus(t *testing.T) {
 // eventuallyExplained is eventually with explain's text added to the failure.
 func eventuallyExplained(t testing.TB, timeout time.Duration, cond func() (bool, string), explain func() string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s\n%s", timeout, msg, explain())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	poll(t, timeout, 50*time.Millisecond, cond, explain)
 }

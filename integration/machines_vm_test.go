@@ -36,17 +36,7 @@ var vmDaemonArgs = []string{
 // run every 50 ms would take CPU time from QEMU's emulation.
 func eventuallyEvery(t testing.TB, timeout, interval time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, msg := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, msg)
-		}
-		time.Sleep(interval)
-	}
+	poll(t, timeout, interval, cond, nil)
 }
 
 // linkStatus is the part of `networkctl --json=short status LINK` the test reads.
