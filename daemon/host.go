@@ -69,7 +69,7 @@ func logHostChanges(log *slog.Logger, hc HostConfig, stateDir string) {
 		"namespaces", "tenant-<name>",
 		"links", "br-tenant-N, vh-tenant-N, vx-tenant-N, wg-tenant-N, vlan-tenant-N, vt-<machine> (alias "+netns.Mark("<tenant>")+")",
 		"networkFiles", filepath.Join(hc.NetworkDir, "50-bitbuilder-N-*, 10-bitbuilder-tap-*.network"),
-		"units", filepath.Join(hc.UnitDir, "tenant*@*, bitbuilder-*.slice, *.mount (listed in .bitbuilder/<tenant>.units)"),
+		"units", filepath.Join(hc.UnitDir, "tenant*@*, bitbuilder-*.slice (listed in .bitbuilder/<tenant>.units)"),
 		"bootRegistry", hc.BootRegistry,
 		"trees", filepath.Join(stateDir, "tenants")+", "+filepath.Join(stateDir, "trees"))
 }

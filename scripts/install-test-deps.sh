@@ -13,8 +13,8 @@ fi
 
 # Tools the tests run on the host itself (zsh and fish check the completion scripts bbctl
 # generates; dbus-daemon serves a private bus to the host prober tests; systemd-boot-efi gives
-# the machine template's ESP its systemd-boot).
-packages=(git jq iproute2 busybox-static util-linux dbus zsh fish systemd-boot-efi)
+# the machine template's ESP its systemd-boot; e2fsprogs' mkfs.ext4 builds the extension disk images).
+packages=(git jq iproute2 busybox-static util-linux dbus zsh fish systemd-boot-efi e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
