@@ -274,8 +274,8 @@ func BenchmarkDurableCreate(b *testing.B) {
 					defer wg.Done()
 					c := dial(b, d.socket)
 					for i := range per {
-						if r := c.call("io.bitbuilder.Tenant.Create", fmt.Sprintf(`{"name":"c%d-%d-%d"}`, clients, g, i)); r.Error != "" {
-							b.Errorf("create: %v", r)
+						if e, p, err := c.callLean("io.bitbuilder.Tenant.Create", fmt.Sprintf(`{"name":"c%d-%d-%d"}`, clients, g, i)); e != "" || err != nil {
+							b.Errorf("create: %s %s %v", e, p, err)
 							return
 						}
 					}

@@ -83,14 +83,14 @@ func daemonCPU(b *testing.B, clients int) {
 		}
 		conns[i] = &client{t: b, conn: c, r: bufio.NewReader(c)}
 	}
-	run := func(per int, req func(g, i int) string) {
+	run := func(per int, req func(g, i int) (string, string)) {
 		var wg sync.WaitGroup
 		for g, c := range conns {
 			wg.Go(func() {
 				for i := range per {
-					c.send(req(g, i))
-					if r, err := c.read(); err != nil || r.Error != "" {
-						b.Errorf("call: %v %v", r, err)
+					method, params := req(g, i)
+					if e, p, err := c.callLean(method, params); e != "" || err != nil {
+						b.Errorf("call: %s %s %v", e, p, err)
 						return
 					}
 				}
@@ -101,12 +101,12 @@ func daemonCPU(b *testing.B, clients int) {
 	b.ResetTimer()
 	c0 := quiet(b, pid)
 	per := (n + clients - 1) / clients
-	run(per, func(g, i int) string {
-		return fmt.Sprintf(`{"method":"io.bitbuilder.Tenant.Create","parameters":{"name":"c-%d-%d"}}`, g, i)
+	run(per, func(g, i int) (string, string) {
+		return "io.bitbuilder.Tenant.Create", fmt.Sprintf(`{"name":"c-%d-%d"}`, g, i)
 	})
 	c1 := quiet(b, pid)
-	run(4*per, func(g, i int) string {
-		return fmt.Sprintf(`{"method":"io.bitbuilder.Tenant.Get","parameters":{"name":"c-%d-%d"}}`, g, i%per)
+	run(4*per, func(g, i int) (string, string) {
+		return "io.bitbuilder.Tenant.Get", fmt.Sprintf(`{"name":"c-%d-%d"}`, g, i%per)
 	})
 	c2 := procCPU(b, pid)
 	b.StopTimer()
