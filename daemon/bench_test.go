@@ -149,11 +149,15 @@ func BenchmarkListStreaming(b *testing.B) {
 		t0 := time.Now()
 		c.conn.Write(req)
 		for i := 0; ; i++ {
-			line, err := c.r.ReadBytes(0)
+			// A client that reads the stream as it comes: each reply in place in the
+			// reader's buffer (replies are shorter than it), its end checked for the
+			// continues flag the daemon writes last. Were the flag elsewhere, the stream
+			// would seem to end after its first reply and the count below fail.
+			line, err := c.r.ReadSlice(0)
 			if err != nil {
 				b.Fatal(err)
 			}
-			if !bytes.Contains(line, []byte(`"continues":true`)) {
+			if !bytes.HasSuffix(line, []byte(`,"continues":true}`+"\x00")) {
 				if i != n-1 {
 					b.Fatalf("stream ended after %d replies", i+1)
 				}

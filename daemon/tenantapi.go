@@ -240,16 +240,18 @@ func writeRaw(ctx context.Context, c vt.VarlinkCall, raw []byte, continues bool)
 	if c.IsOneway() {
 		return nil
 	}
-	msg := make([]byte, 0, len(raw)+32)
-	msg = append(msg, `{"parameters":`...)
-	msg = append(msg, raw...)
+	end := replyEnd
 	if continues {
-		msg = append(msg, `,"continues":true`...)
+		end = replyEndContinues
 	}
-	msg = append(msg, '}', 0)
-	_, err := c.Conn.Write(ctx, msg)
-	return err
+	return rpc.WriteReply(ctx, c.Conn, replyStart, raw, end)
 }
+
+var (
+	replyStart        = []byte(`{"parameters":`)
+	replyEnd          = []byte("}\x00")
+	replyEndContinues = []byte(`,"continues":true}` + "\x00")
+)
 
 func (a *tenantAPI) List(ctx context.Context, c vt.VarlinkCall) error {
 	recs, _, err := a.svc.Records(ctx)
