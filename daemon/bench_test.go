@@ -339,6 +339,7 @@ func BenchmarkStartup10k(b *testing.B) {
 	d := startDaemonIn(b, dir, state, func(c *Config) { c.NoSync = true; c.IndexMax = 60000 })
 	populate(b, d.socket, n)
 	d.stop(b)
+	log := childLog(b, "bitbuilderd")
 	var start, version, firstList, warmList []time.Duration
 	var rss []int
 	b.ResetTimer()
@@ -352,7 +353,7 @@ func BenchmarkStartup10k(b *testing.B) {
 		sock := filepath.Join(dir, fmt.Sprintf("s%d", i))
 		cmd := exec.Command(bin, "--state-dir", state, "--socket", sock, "--no-ro-socket", "--no-host",
 			"--index-range", "1-60000", "--admin-group", "root", "--log-level", "warn")
-		cmd.Stderr = os.Stderr
+		cmd.Stderr = log
 		t0 = time.Now()
 		if err := cmd.Start(); err != nil {
 			b.Fatal(err)

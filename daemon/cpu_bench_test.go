@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +15,36 @@ import (
 	"testing"
 	"time"
 )
+
+// childLog returns a writer for a child process's log that the benchmark shows only when it
+// fails: written to the benchmark's output, a log line would split its result line, and
+// `make bench`'s summary would lose the figures.
+func childLog(b *testing.B, name string) io.Writer {
+	var buf lockedBuffer
+	b.Cleanup(func() {
+		if b.Failed() {
+			b.Logf("%s's log:\n%s", name, buf.String())
+		}
+	})
+	return &buf
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
 
 // procCPU returns the user+system CPU time of process pid so far (/proc/<pid>/stat).
 func procCPU(b *testing.B, pid int) time.Duration {
@@ -62,7 +94,7 @@ func daemonCPU(b *testing.B, clients int) {
 	sock := filepath.Join(dir, "sock")
 	cmd := exec.Command(bin, "--state-dir", filepath.Join(dir, "state"), "--socket", sock, "--no-ro-socket", "--no-host",
 		"--index-range", "1-60000", "--admin-group", "root", "--log-level", "warn")
-	cmd.Stderr = os.Stderr
+	cmd.Stderr = childLog(b, "bitbuilderd")
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}

@@ -43,6 +43,19 @@ var goals = []goal{
 	{re(`^BenchmarkAddRootFS$`), "add/git-ratio", true, 1.5},
 }
 
+// isCount says whether s is a benchmark's iteration count.
+func isCount(s string) bool {
+	_, err := strconv.Atoi(s)
+	return err == nil
+}
+
+// continuation says whether line carries a split benchmark line's figures: an iteration count
+// and value-unit pairs, indented.
+func continuation(line string) bool {
+	f := strings.Fields(line)
+	return len(line) > 0 && (line[0] == ' ' || line[0] == '\t') && len(f) >= 3 && isCount(f[0])
+}
+
 // isRatio says whether a metric unit is a ratio the table should show.
 func isRatio(unit string) bool {
 	return strings.Contains(unit, "ratio") || strings.HasPrefix(unit, "x_") || strings.HasSuffix(unit, "flatness")
@@ -51,23 +64,43 @@ func isRatio(unit string) bool {
 type key struct{ pkg, bench, metric string }
 
 func main() {
+	failed, err := summarize(os.Stdin, os.Stdout)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchsummary:", err)
+		os.Exit(2)
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+// summarize copies `go test -bench` output from in to out, then writes the table; it says
+// whether a test failed.
+func summarize(in io.Reader, out io.Writer) (failed bool, err error) {
 	values := map[key][]float64{}
 	var order []key
-	failed := false
 	pkg := ""
-	sc := bufio.NewScanner(os.Stdin)
+	pending := "" // a benchmark whose figures have not come yet
+	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		fmt.Println(line)
+		fmt.Fprintln(out, line)
 		switch {
 		case strings.HasPrefix(line, "pkg: "):
 			pkg = strings.TrimPrefix(line, "pkg: ")
 		case strings.HasPrefix(line, "FAIL") || strings.HasPrefix(line, "--- FAIL"):
 			failed = true
-		case strings.HasPrefix(line, "Benchmark"):
+		case strings.HasPrefix(line, "Benchmark") || pending != "" && continuation(line):
 			f := strings.Fields(line)
-			if len(f) < 4 {
+			if !strings.HasPrefix(line, "Benchmark") {
+				// The figures of a benchmark whose line something else (a child
+				// process's log) split: they follow on a line of their own.
+				f = append([]string{pending}, f...)
+			}
+			pending = ""
+			if len(f) < 4 || !isCount(f[1]) {
+				pending = f[0]
 				continue
 			}
 			name := f[0]
@@ -91,12 +124,11 @@ func main() {
 		}
 	}
 	if err := sc.Err(); err != nil && err != io.EOF {
-		fmt.Fprintln(os.Stderr, "benchsummary:", err)
-		os.Exit(2)
+		return false, err
 	}
-	fmt.Println()
-	fmt.Println("Summary: each ratio over the runs (min / median / max), against its goal")
-	fmt.Printf("%-52s %-20s %5s %9s %9s %9s %8s %s\n", "benchmark", "ratio", "runs", "min", "median", "max", "goal", "")
+	fmt.Fprintln(out)
+	fmt.Fprintln(out, "Summary: each ratio over the runs (min / median / max), against its goal")
+	fmt.Fprintf(out, "%-52s %-20s %5s %9s %9s %9s %8s %s\n", "benchmark", "ratio", "runs", "min", "median", "max", "goal", "")
 	missed := 0
 	for _, k := range order {
 		vs := slices.Clone(values[k])
@@ -123,10 +155,8 @@ func main() {
 			}
 		}
 		name := strings.TrimPrefix(k.pkg, "github.com/bitbuilder/bitbuilder/") + " " + strings.TrimPrefix(k.bench, "Benchmark")
-		fmt.Printf("%-52s %-20s %5d %9.3g %9.3g %9.3g %8s %s\n", name, k.metric, len(vs), vs[0], med, vs[len(vs)-1], g, verdict)
+		fmt.Fprintf(out, "%-52s %-20s %5d %9.3g %9.3g %9.3g %8s %s\n", name, k.metric, len(vs), vs[0], med, vs[len(vs)-1], g, verdict)
 	}
-	fmt.Printf("%d goals missed\n", missed)
-	if failed {
-		os.Exit(1)
-	}
+	fmt.Fprintf(out, "%d goals missed\n", missed)
+	return failed, nil
 }
