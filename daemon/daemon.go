@@ -170,6 +170,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if gid < 0 {
 		log.Warn("admin group does not exist; only root may change things", "group", cfg.AdminGroup)
 	}
+	tapi := &tenantAPI{svc: svc, store: st, log: log}
 	srv, err := rpc.New(rpc.Config{
 		Vendor:               "BitBuilder",
 		Product:              "bitbuilderd",
@@ -186,7 +187,7 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger:               log,
 		Interfaces: []rpc.Interface{
 			{
-				Dispatcher: iobitbuildertenant.VarlinkNew(&tenantAPI{svc: svc, store: st, log: log}),
+				Dispatcher: iobitbuildertenant.VarlinkNew(tapi),
 				Methods: map[string]rpc.Method{
 					"Create": {Access: rpc.Write},
 					"Get":    {Access: rpc.Read},
@@ -333,6 +334,13 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Ready != nil {
 		close(cfg.Ready)
 	}
+	// The reply cache is filled behind the listener, so that the first List after a start
+	// does not decode and encode every record.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tapi.warm(serveCtx)
+	}()
 	// Counted after serving, and without decoding a record: start-up does not wait on the
 	// number of tenants.
 	if n, err := st.Count(ctx, tenant.KindTenant); err == nil {

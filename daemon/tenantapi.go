@@ -229,9 +229,26 @@ func (a *tenantAPI) encoded(r store.Record) ([]byte, error) {
 	if a.listCache == nil {
 		a.listCache = map[string]cachedTenant{}
 	}
-	a.listCache[r.Name] = cachedTenant{revision: r.ModRevision, raw: raw}
+	if ct, ok := a.listCache[r.Name]; !ok || ct.revision < r.ModRevision {
+		a.listCache[r.Name] = cachedTenant{revision: r.ModRevision, raw: raw}
+	}
 	a.mu.Unlock()
 	return raw, nil
+}
+
+// warm fills the reply cache from the records as they are at start-up, so that the first List
+// after a start is not the one that decodes and encodes every record. It goes through them in
+// reverse name order: a List that comes meanwhile encodes from the front, and the two meet
+// without encoding a record twice. An entry is never replaced by an older revision's. It
+// stops when ctx ends.
+func (a *tenantAPI) warm(ctx context.Context) {
+	recs, _, err := a.svc.Records(ctx)
+	if err != nil {
+		return
+	}
+	for i := len(recs) - 1; i >= 0 && ctx.Err() == nil; i-- {
+		a.encoded(recs[i])
+	}
 }
 
 // writeRaw frames a reply whose parameters are already encoded by json.Marshal, without
