@@ -41,6 +41,7 @@ var goals = []goal{
 	{re(`^BenchmarkTenants/tenants=1000$`), "setup-ratio", true, 1.2},
 	{re(`^BenchmarkTenants/tenants=1000$`), "flatness", true, 1.3},
 	{re(`^BenchmarkAddRootFS$`), "add/git-ratio", true, 1.5},
+	{re(`^BenchmarkRootFS50k$`), "x-walk", true, 3},
 }
 
 // isCount says whether s is a benchmark's iteration count.

@@ -2,15 +2,15 @@ package validate
 
 import (
 	"io/fs"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 )
 
 // BenchmarkRootFS50k validates a root file system of 50,000 files and, in the same loop, walks the same tree
-// with filepath.WalkDir and an os.Lstat of every entry (the least any checker of every file must do). It
-// reports the validation's time per op and its ratio to the walk ("x-walk"; goal: at most 3).
+// with filepath.WalkDir, reading each directory and each entry's type as the validator's walk does (neither
+// stats an entry it only classifies by type). It reports the validation's time per op and its ratio to the
+// walk ("x-walk"; goal: at most 3).
 func BenchmarkRootFS50k(b *testing.B) {
 	dir := memTempDir(b)
 	build(b, dir, goodRoot()...)
@@ -22,13 +22,11 @@ func BenchmarkRootFS50k(b *testing.B) {
 	for b.Loop() {
 		start := time.Now()
 		entries = 0
-		err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
 			if err != nil {
 				return err
 			}
-			if _, err := os.Lstat(p); err != nil {
-				return err
-			}
+			_ = d.Type()
 			entries++
 			return nil
 		})
