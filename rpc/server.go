@@ -29,7 +29,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -121,22 +120,24 @@ type Config struct {
 // Server serves Varlink on listeners. One Server may serve several listeners (Serve,
 // ServeReadOnly); its limits hold over all of them together.
 type Server struct {
-	cfg       Config
-	svc       *varlink.Service
-	ifaces    map[string]*servedInterface
-	log       *slog.Logger
-	admission admission
-	buf       budget
-	logLimit  logLimiter
-	refused   atomic.Int64 // connections refused at accept (tests)
-	calls     atomic.Int64 // calls handled (tests)
+	cfg         Config
+	svc         *varlink.Service
+	ifaces      map[string]*servedInterface
+	log         *slog.Logger
+	admission   admission
+	buf         budget
+	logLimit    logLimiter
+	serviceCall *serviceCall
+	refused     atomic.Int64 // connections refused at accept (tests)
+	calls       atomic.Int64 // calls handled (tests)
 }
 
 type servedInterface struct {
-	idl     *idl.IDL
-	aliases map[string]*idl.Type
-	methods map[string]*idl.Method
-	policy  map[string]Method
+	idl      *idl.IDL
+	aliases  map[string]*idl.Type
+	methods  map[string]*idl.Method
+	policy   map[string]Method
+	dispatch dispatcher
 }
 
 // New checks the configuration and builds a Server.
@@ -154,7 +155,11 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger}
+	sc, err := newServiceCall()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger, serviceCall: sc}
 	s.admission.perUID = map[uint32]int{}
 	s.buf.limit = int64(cfg.MaxBufferedBytes)
 	s.buf.reserve = int64(CallCost(cfg.MaxMessageSize))
@@ -163,7 +168,8 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("rpc: parse IDL of %s: %w", iface.Dispatcher.VarlinkGetName(), err)
 		}
-		si := &servedInterface{idl: parsed, aliases: map[string]*idl.Type{}, methods: map[string]*idl.Method{}, policy: iface.Methods}
+		si := &servedInterface{idl: parsed, aliases: map[string]*idl.Type{}, methods: map[string]*idl.Method{}, policy: iface.Methods,
+			dispatch: iface.Dispatcher}
 		for _, a := range parsed.Aliases {
 			si.aliases[a.Name] = a.Type
 		}
@@ -329,8 +335,9 @@ func (s *Server) serveConn(srvCtx context.Context, c *conn) {
 			return
 		}
 		// While the call runs, decoding it and encoding its reply make copies of about its
-		// size (the library's copy of the parameters, the decoded values, the reply, which
-		// may repeat them): charge them too, so that the budget bounds them as well.
+		// size (the decoded values, the reply, which may repeat them, and for
+		// org.varlink.service the library's copy of the parameters): charge them too, so
+		// that the budget bounds them as well.
 		extra := dispatchCopies * len(r.data)
 		if !c.chargeRunning(extra) {
 			s.logClient(slog.LevelWarn, "closing connection", "uid", peer.UID, "pid", peer.PID, "reason", errOverBudget.Error())
@@ -418,66 +425,15 @@ func (w *connWriter) ReadBytes(context.Context, byte) ([]byte, error) {
 	return nil, errors.New("rpc: handlers cannot read from the connection")
 }
 
-// envelope is a call as the protocol defines it.
-type envelope struct {
-	Method     string          `json:"method"`
-	Parameters json.RawMessage `json:"parameters,omitempty"`
-	More       bool            `json:"more,omitempty"`
-	Oneway     bool            `json:"oneway,omitempty"`
-	Upgrade    bool            `json:"upgrade,omitempty"`
-}
-
-// paramsOf returns the value of a call's "parameters" as a slice of data, which must be a
-// valid JSON object; nil when there is none. Keys match as encoding/json matches them to
-// struct fields (ignoring case), the last one winning.
-func paramsOf(data []byte) []byte {
-	w := walker{b: data}
-	if w.next() != '{' {
-		return nil
-	}
-	w.i++
-	if w.next() == '}' {
-		return nil
-	}
-	var params []byte
-	for {
-		raw, escaped, err := w.key()
-		if err != nil {
-			return nil
-		}
-		w.next() // to the value's first byte
-		start := w.i
-		if w.skip() != nil {
-			return nil
-		}
-		if strings.EqualFold(text(raw, escaped), "parameters") {
-			params = data[start:w.i]
-		}
-		switch w.next() {
-		case ',':
-			w.i++
-		case '}':
-			return params
-		default:
-			return nil
-		}
-	}
-}
-
 // handle checks one call and dispatches it. An error closes the connection.
 func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer, readOnly bool, data []byte) error {
-	// Decode all but the parameters, which stay a slice of data: a message may be 8 MiB,
-	// and a decoded copy would be held beside it, outside the buffer budget.
-	var head struct {
-		Method  string `json:"method"`
-		More    bool   `json:"more"`
-		Oneway  bool   `json:"oneway"`
-		Upgrade bool   `json:"upgrade"`
-	}
-	if err := json.Unmarshal(data, &head); err != nil {
+	// One pass over the message checks its syntax and reads all but the parameters, which
+	// stay a slice of data: a message may be 8 MiB, and a decoded copy would be held beside
+	// it, outside the buffer budget.
+	call, err := parseCall(data)
+	if err != nil {
 		return fmt.Errorf("malformed call: %w", err)
 	}
-	call := envelope{Method: head.Method, Parameters: paramsOf(data), More: head.More, Oneway: head.Oneway, Upgrade: head.Upgrade}
 	reply := func(name string, params any) error {
 		if call.Oneway {
 			return nil
@@ -493,7 +449,7 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 	if call.Oneway && call.More {
 		return reply("org.varlink.service.InvalidParameter", map[string]string{"parameter": "more"})
 	}
-	params := bytes.TrimSpace(call.Parameters)
+	params := call.Params
 	if len(params) == 0 || bytes.Equal(params, []byte("null")) {
 		params = []byte("{}")
 	}
@@ -517,8 +473,9 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 			return reply("org.varlink.service.InterfaceNotFound", map[string]string{"interface": *in.Interface})
 		}
 	}
+	var si *servedInterface
 	if ifaceName != "org.varlink.service" {
-		si := s.ifaces[ifaceName]
+		si = s.ifaces[ifaceName]
 		if si == nil {
 			return reply("org.varlink.service.InterfaceNotFound", map[string]string{"interface": ifaceName})
 		}
@@ -546,19 +503,28 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 			return reply("org.varlink.service.ExpectedMore", struct{}{})
 		}
 	}
-	// Re-encode the call only when its parameters had to be normalized to {}.
-	normalized := data
-	if len(call.Parameters) == 0 || !bytes.Equal(bytes.TrimSpace(call.Parameters), params) {
-		call.Parameters = params
-		var err error
-		if normalized, err = json.Marshal(call); err != nil {
-			return err
-		}
-	}
 	if call.Oneway {
 		ctx = onewayCtx
 	}
-	return s.svc.HandleMessage(context.WithValue(ctx, peerKey{}, peer), w, normalized)
+	ctx = context.WithValue(ctx, peerKey{}, peer)
+	if si != nil {
+		// The checked call goes to the interface's dispatch as the library would pass it,
+		// without the library decoding the message again.
+		return si.dispatch.VarlinkDispatch(ctx, s.serviceCall.call(w, &data, &call, params), methodName)
+	}
+	// org.varlink.service is the library's own: it gets the message, re-encoded only when
+	// its parameters had to be normalized to {}.
+	if !bytes.Equal(call.Params, params) {
+		if data, err = json.Marshal(struct {
+			Method     string          `json:"method"`
+			Parameters json.RawMessage `json:"parameters"`
+			More       bool            `json:"more,omitempty"`
+			Oneway     bool            `json:"oneway,omitempty"`
+		}{call.Method, params, call.More, call.Oneway}); err != nil {
+			return err
+		}
+	}
+	return s.svc.HandleMessage(ctx, w, data)
 }
 
 func writeReply(w *connWriter, ctx context.Context, name string, params any) error {
