@@ -235,21 +235,29 @@ func (a *tenantAPI) encoded(r store.Record) ([]byte, error) {
 }
 
 // writeRaw frames a reply whose parameters are already encoded by json.Marshal, without
-// having the library validate and copy them again.
+// having the library validate and copy them again. The connection's writer buffers the
+// reply's parts, so they are not copied into a message of their own either.
 func writeRaw(ctx context.Context, c vt.VarlinkCall, raw []byte, continues bool) error {
 	if c.IsOneway() {
 		return nil
 	}
-	msg := make([]byte, 0, len(raw)+32)
-	msg = append(msg, `{"parameters":`...)
-	msg = append(msg, raw...)
+	end := replyEnd
 	if continues {
-		msg = append(msg, `,"continues":true`...)
+		end = replyContinues
 	}
-	msg = append(msg, '}', 0)
-	_, err := c.Conn.Write(ctx, msg)
-	return err
+	for _, part := range [][]byte{replyStart, raw, end} {
+		if _, err := c.Conn.Write(ctx, part); err != nil {
+			return err
+		}
+	}
+	return nil
 }
+
+var (
+	replyStart     = []byte(`{"parameters":`)
+	replyEnd       = []byte("}\x00")
+	replyContinues = []byte(`,"continues":true}` + "\x00")
+)
 
 func (a *tenantAPI) List(ctx context.Context, c vt.VarlinkCall) error {
 	recs, _, err := a.svc.Records(ctx)

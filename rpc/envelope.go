@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"reflect"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/varlink/go/varlink"
 )
@@ -83,8 +84,9 @@ func stringValue(raw []byte, escaped bool) string {
 // match ignoring case and the last of repeated keys wins; null leaves a field as it was; a
 // value of the wrong type for method, more, oneway or upgrade, or a message that is not an
 // object (null aside, which is an empty call), is an error. Unknown keys are skipped. The
-// parameters' value may be of any type; the caller checks it.
-func parseCall(data []byte) (callHead, error) {
+// parameters' value may be of any type; the caller checks it. A method written as a key of
+// names (without escapes) is that key's value, so a served method's name costs nothing.
+func parseCall(data []byte, names map[string]string) (callHead, error) {
 	var h callHead
 	w := walker{b: data}
 	switch w.next() {
@@ -129,7 +131,11 @@ func parseCall(data []byte) (callHead, error) {
 		case key == keyMethod && c == '"':
 			var s []byte
 			if s, escaped, err = w.str(); err == nil {
-				h.Method = stringValue(s, escaped)
+				if name, ok := names[string(s)]; ok && !escaped {
+					h.Method = name
+				} else {
+					h.Method = stringValue(s, escaped)
+				}
 			}
 		case key != keyMethod && (c == 't' || c == 'f'):
 			v := c == 't'
@@ -184,55 +190,50 @@ type dispatcher interface {
 	VarlinkDispatch(ctx context.Context, c varlink.Call, methodname string) error
 }
 
-// serviceCall builds the library's decoded call (varlink.Call.In) from a parsed envelope,
-// so that a checked call goes to the interface's generated dispatch without the library
-// decoding the message again. Its type is unexported, its fields are not: New makes it
-// with reflect once the library's layout is checked.
+// serviceCall is the library's decoded call, the struct varlink.Call.In points to. Its
+// type is unexported, its fields are not: the server makes its own of the same layout
+// (checked against the library's by checkServiceCall in New), so that a checked call goes
+// to the interface's generated dispatch without the library decoding the message again.
 type serviceCall struct {
-	typ                                   reflect.Type // the struct varlink.Call.In points to
-	in                                    int          // the index of In in varlink.Call
-	method, params, more, oneway, upgrade int          // field indexes in typ
+	Method     string
+	Parameters *json.RawMessage
+	More       bool
+	Oneway     bool
+	Upgrade    bool
 }
 
-func newServiceCall() (*serviceCall, error) {
-	ct := reflect.TypeFor[varlink.Call]()
-	f, ok := ct.FieldByName("In")
-	if !ok || f.Type.Kind() != reflect.Pointer || f.Type.Elem().Kind() != reflect.Struct {
-		return nil, errors.New("rpc: varlink.Call has no In field pointing to a struct")
+// checkServiceCall checks that varlink.Call.In points to a struct of serviceCall's layout:
+// the same fields, of the same types, at the same offsets.
+func checkServiceCall() error {
+	f, ok := reflect.TypeFor[varlink.Call]().FieldByName("In")
+	if !ok || f.Type.Kind() != reflect.Pointer {
+		return errors.New("rpc: varlink.Call has no In field of pointer type")
 	}
-	sc := &serviceCall{typ: f.Type.Elem(), in: f.Index[0]}
-	for _, want := range []struct {
-		name string
-		typ  reflect.Type
-		at   *int
-	}{
-		{"Method", reflect.TypeFor[string](), &sc.method},
-		{"Parameters", reflect.TypeFor[*json.RawMessage](), &sc.params},
-		{"More", reflect.TypeFor[bool](), &sc.more},
-		{"Oneway", reflect.TypeFor[bool](), &sc.oneway},
-		{"Upgrade", reflect.TypeFor[bool](), &sc.upgrade},
-	} {
-		sf, ok := sc.typ.FieldByName(want.name)
-		if !ok || sf.Type != want.typ || len(sf.Index) != 1 {
-			return nil, fmt.Errorf("rpc: varlink.Call.In has no field %s of type %s", want.name, want.typ)
+	lib, own := f.Type.Elem(), reflect.TypeFor[serviceCall]()
+	if lib.Kind() != reflect.Struct || lib.NumField() != own.NumField() || lib.Size() != own.Size() || lib.Align() != own.Align() {
+		return fmt.Errorf("rpc: varlink.Call.In is a %s, not of serviceCall's layout", lib)
+	}
+	for i := range own.NumField() {
+		l, o := lib.Field(i), own.Field(i)
+		if l.Name != o.Name || l.Type != o.Type || l.Offset != o.Offset {
+			return fmt.Errorf("rpc: varlink.Call.In's field %d is %s %s at %d, not %s %s at %d", i, l.Name, l.Type, l.Offset, o.Name, o.Type, o.Offset)
 		}
-		*want.at = sf.Index[0]
 	}
-	return sc, nil
+	return nil
 }
 
-// call returns the varlink.Call the library would make of a message whose envelope is h
-// and parameters params (normalized: a JSON object), writing its replies to w.
-func (sc *serviceCall) call(w varlink.ReadWriterContext, data *[]byte, h *callHead, params []byte) varlink.Call {
-	in := reflect.New(sc.typ)
-	v := in.Elem()
-	v.Field(sc.method).SetString(h.Method)
-	raw := json.RawMessage(params)
-	v.Field(sc.params).Set(reflect.ValueOf(&raw))
-	v.Field(sc.more).SetBool(h.More)
-	v.Field(sc.oneway).SetBool(h.Oneway)
-	v.Field(sc.upgrade).SetBool(h.Upgrade)
-	c := varlink.Call{Conn: w, Request: data}
-	reflect.ValueOf(&c).Elem().Field(sc.in).Set(in)
+// libraryCall returns the varlink.Call the library would make of a message data whose
+// envelope is h and whose parameters are params (normalized: a JSON object), its replies
+// written to w. It costs one allocation.
+func libraryCall(w varlink.ReadWriterContext, data []byte, h *callHead, params []byte) varlink.Call {
+	m := &struct {
+		in      serviceCall
+		params  json.RawMessage
+		request []byte
+	}{params: params, request: data}
+	m.in = serviceCall{Method: h.Method, Parameters: &m.params, More: h.More, Oneway: h.Oneway, Upgrade: h.Upgrade}
+	c := varlink.Call{Conn: w, Request: &m.request}
+	// The types are the same but for their names (checkServiceCall).
+	*(*unsafe.Pointer)(unsafe.Pointer(&c.In)) = unsafe.Pointer(&m.in)
 	return c
 }

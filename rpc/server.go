@@ -127,9 +127,9 @@ type Server struct {
 	admission   admission
 	buf         budget
 	logLimit    logLimiter
-	serviceCall *serviceCall
-	refused     atomic.Int64 // connections refused at accept (tests)
-	calls       atomic.Int64 // calls handled (tests)
+	methodNames map[string]string // the full names of the served methods, each one string
+	refused     atomic.Int64      // connections refused at accept (tests)
+	calls       atomic.Int64      // calls handled (tests)
 }
 
 type servedInterface struct {
@@ -155,11 +155,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc, err := newServiceCall()
-	if err != nil {
+	if err := checkServiceCall(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger, serviceCall: sc}
+	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger,
+		methodNames: map[string]string{}}
+	for _, m := range []string{"GetInfo", "GetInterfaceDescription"} {
+		s.methodNames["org.varlink.service."+m] = "org.varlink.service." + m
+	}
 	s.admission.perUID = map[uint32]int{}
 	s.buf.limit = int64(cfg.MaxBufferedBytes)
 	s.buf.reserve = int64(CallCost(cfg.MaxMessageSize))
@@ -175,6 +178,7 @@ func New(cfg Config) (*Server, error) {
 		}
 		for _, m := range parsed.Methods {
 			si.methods[m.Name] = m
+			s.methodNames[parsed.Name+"."+m.Name] = parsed.Name + "." + m.Name
 		}
 		for name := range iface.Methods {
 			if si.methods[name] == nil {
@@ -290,7 +294,9 @@ func (s *Server) admitConn(nc net.Conn, readOnly bool) *conn {
 		nc.Close()
 		return nil
 	}
-	return &conn{s: s, nc: uc, raw: raw, peer: peer, readOnly: readOnly, wake: make(chan struct{}, 1), idleSince: time.Now()}
+	c := &conn{s: s, nc: uc, raw: raw, peer: peer, readOnly: readOnly, wake: make(chan struct{}, 1), idleSince: time.Now()}
+	c.readNow = c.readReady
+	return c
 }
 
 func (s *Server) serveConn(srvCtx context.Context, c *conn) {
@@ -299,6 +305,9 @@ func (s *Server) serveConn(srvCtx context.Context, c *conn) {
 	// reply run under it, so a stream to a vanished client stops at once. Oneway calls run
 	// under srvCtx: nobody waits for them, but they must still happen.
 	connCtx, cancel := context.WithCancel(srvCtx)
+	// Handlers find the peer in their context (PeerOf).
+	callCtx := context.WithValue(connCtx, peerKey{}, peer)
+	onewayCtx := context.WithValue(srvCtx, peerKey{}, peer)
 	stop := context.AfterFunc(srvCtx, func() { c.nc.Close() })
 	reqs := make(chan request, 8)
 	readerDone := make(chan struct{})
@@ -344,7 +353,7 @@ func (s *Server) serveConn(srvCtx context.Context, c *conn) {
 			c.answered(r.charged, 0)
 			return
 		}
-		err := s.handle(connCtx, srvCtx, w, peer, c.readOnly, r.data)
+		err := s.handle(callCtx, onewayCtx, w, peer, c.readOnly, r.data)
 		if err == nil {
 			err = w.flush()
 		}
@@ -425,12 +434,13 @@ func (w *connWriter) ReadBytes(context.Context, byte) ([]byte, error) {
 	return nil, errors.New("rpc: handlers cannot read from the connection")
 }
 
-// handle checks one call and dispatches it. An error closes the connection.
+// handle checks one call and dispatches it, under ctx, or onewayCtx for a oneway call (both
+// carry the peer). An error closes the connection.
 func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer, readOnly bool, data []byte) error {
 	// One pass over the message checks its syntax and reads all but the parameters, which
 	// stay a slice of data: a message may be 8 MiB, and a decoded copy would be held beside
 	// it, outside the buffer budget.
-	call, err := parseCall(data)
+	call, err := parseCall(data, s.methodNames)
 	if err != nil {
 		return fmt.Errorf("malformed call: %w", err)
 	}
@@ -506,11 +516,10 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 	if call.Oneway {
 		ctx = onewayCtx
 	}
-	ctx = context.WithValue(ctx, peerKey{}, peer)
 	if si != nil {
 		// The checked call goes to the interface's dispatch as the library would pass it,
 		// without the library decoding the message again.
-		return si.dispatch.VarlinkDispatch(ctx, s.serviceCall.call(w, &data, &call, params), methodName)
+		return si.dispatch.VarlinkDispatch(ctx, libraryCall(w, data, &call, params), methodName)
 	}
 	// org.varlink.service is the library's own: it gets the message, re-encoded only when
 	// its parameters had to be normalized to {}.
