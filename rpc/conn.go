@@ -22,6 +22,9 @@ type conn struct {
 	peer     Peer
 	readOnly bool
 	wake     chan struct{} // a call was answered (capacity 1)
+	// Calls run under callCtx (the connection's, with the peer), oneway calls under
+	// onewayCtx (the server's, with the peer). Set before the reader starts.
+	callCtx, onewayCtx context.Context
 
 	mu          sync.Mutex
 	pending     int           // calls read and not yet answered
@@ -32,6 +35,9 @@ type conn struct {
 	msgDeadline time.Time     // when that time runs out, while the reader waits
 	idleSince   time.Time     // when the last call was answered (or the connection accepted)
 	armed       time.Time     // the read deadline set; zero for none
+
+	// The writer of the calls the reader serves itself (serveHere).
+	quickW connWriter
 
 	// What readReady read, for read (the reader goroutine's only).
 	readNow func(fd uintptr) bool
@@ -45,6 +51,8 @@ type request struct {
 	data    []byte
 	charged int // bytes of the budget this message holds until its call returns
 	err     error
+	head    callHead // the parsed envelope, when parsed
+	parsed  bool
 }
 
 // chunks are the buffers reads go into; a connection holds one only while it copies the
@@ -192,9 +200,26 @@ func (c *conn) readLoop(ctx context.Context, cancel context.CancelFunc, out chan
 		timedOutInMessage := c.partial
 		c.partial = f.partial != nil
 		c.pending += len(msgs)
+		idle := c.pending == len(msgs) // no call queued or running before these
 		c.mu.Unlock()
 
 		for _, m := range msgs {
+			if idle {
+				// The call loop is idle: a Quick call is served here, without handing it on.
+				h, perr := parseCall(m.data, c.s.methodNames)
+				if perr == nil && c.s.quick[h.Method] {
+					if err := c.serveHere(m, &h); err != nil {
+						select {
+						case out <- request{err: err}:
+						case <-ctx.Done():
+						}
+						return
+					}
+					continue
+				}
+				m.head, m.parsed = h, perr == nil
+				idle = false
+			}
 			select {
 			case out <- m:
 			case <-ctx.Done():
@@ -228,6 +253,29 @@ func (c *conn) readLoop(ctx context.Context, cancel context.CancelFunc, out chan
 			return
 		}
 	}
+}
+
+// serveHere serves a Quick call in the reader, as the call loop would; an error ends the
+// connection.
+func (c *conn) serveHere(m request, h *callHead) error {
+	extra := dispatchCopies * len(m.data)
+	if !c.chargeRunning(extra) {
+		c.answered(m.charged, 0)
+		return errOverBudget
+	}
+	w := &c.quickW
+	err := c.s.handleCall(c.callCtx, c.onewayCtx, w, c.peer, c.readOnly, m.data, h)
+	if err == nil {
+		err = w.flush()
+	}
+	c.s.calls.Add(1)
+	c.s.servedHere.Add(1)
+	c.answered(m.charged, extra)
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		// The client hung up before its reply: as when the reader finds it gone.
+		err = fmt.Errorf("%w (%w)", io.EOF, err)
+	}
+	return err
 }
 
 // read waits until the connection is readable, then reads one chunk into a pooled buffer

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/varlink/go/varlink"
 )
@@ -261,5 +262,58 @@ func TestDispatchAsTheLibrary(t *testing.T) {
 		if len(viaServer) != 1 || !strings.Contains(viaServer[0], `params="{}"`) || string(w.buf) != "{\"parameters\":{}}\x00" {
 			t.Errorf("%s: dispatched %q, replied %q", msg, viaServer, w.buf)
 		}
+	}
+}
+
+// TestQuickCallsKeepOrder: Quick calls the reader serves itself and calls the call loop
+// serves, pipelined on one connection, are answered in order (a Quick call behind a slow
+// one waits for it), a oneway Quick call is not answered, and a malformed message after
+// them still closes the connection once the calls before it are answered.
+func TestQuickCallsKeepOrder(t *testing.T) {
+	s := startServer(t, Config{})
+	c := dialTest(t, s.socket)
+	var msgs []string
+	for _, m := range []string{
+		`{"method":"org.example.limits.Echo","parameters":{"n":1}}`,
+		`{"method":"org.example.limits.Sleep","parameters":{"ms":50}}`,
+		`{"method":"org.example.limits.Echo","parameters":{"n":2}}`,
+		`{"method":"org.example.limits.Echo","parameters":{"n":3},"oneway":true}`,
+		`{"method":"org.example.limits.Get","parameters":{}}`,
+		`{"method":"org.example.limits.Echo","parameters":{"n":"four"}}`,
+		`{"method":"org.example.limits.Echo","parameters":{"n":5}}`,
+	} {
+		msgs = append(msgs, m+"\x00")
+	}
+	before := s.servedHere.Load()
+	if _, err := c.conn.Write([]byte(strings.Join(msgs, "") + `{"method":` + "\x00")); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for {
+		r, err := c.read(10 * time.Second)
+		if err != nil {
+			break
+		}
+		got = append(got, fmt.Sprintf("%s%v", r.Error, r.Parameters))
+	}
+	want := []string{"map[n:1]", "map[ok:true]", "map[n:2]", "map[ok:true]",
+		"org.varlink.service.InvalidParametermap[parameter:n]", "map[n:5]"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("replies %q, want %q", got, want)
+	}
+	if s.servedHere.Load() == before {
+		t.Error("no Quick call was served by the reader")
+	}
+
+	// One at a time, every Quick call is the reader's.
+	before = s.servedHere.Load()
+	c = dialTest(t, s.socket)
+	for i := range 10 {
+		if r := c.mustCall("org.example.limits.Echo", fmt.Sprintf(`{"n":%d}`, i)); r.Parameters["n"] != float64(i) {
+			t.Fatalf("Echo %d: %v", i, r)
+		}
+	}
+	if n := s.servedHere.Load() - before; n != 10 {
+		t.Errorf("the reader served %d of 10 Quick calls made one at a time", n)
 	}
 }

@@ -57,6 +57,12 @@ type Method struct {
 	AccessFor func(params json.RawMessage) Access
 	// RequiresMore makes calls without the more flag fail with ExpectedMore.
 	RequiresMore bool
+	// Quick methods answer at once, waiting on nothing but local reads (a Get from the
+	// store). The connection's reader serves such a call itself when no other call of the
+	// connection is queued or running, which saves handing it to the call loop (a
+	// goroutine wake-up per call). While it runs the connection is not read: no read-ahead,
+	// and a hang-up is noticed when it returns.
+	Quick bool
 }
 
 // Interface is a Varlink interface served by the Server.
@@ -128,8 +134,10 @@ type Server struct {
 	buf         budget
 	logLimit    logLimiter
 	methodNames map[string]string // the full names of the served methods, each one string
+	quick       map[string]bool   // the full names of the Quick methods
 	refused     atomic.Int64      // connections refused at accept (tests)
 	calls       atomic.Int64      // calls handled (tests)
+	servedHere  atomic.Int64      // Quick calls the reader served itself (tests)
 }
 
 type servedInterface struct {
@@ -159,7 +167,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger,
-		methodNames: map[string]string{}}
+		methodNames: map[string]string{}, quick: map[string]bool{}}
 	for _, m := range []string{"GetInfo", "GetInterfaceDescription"} {
 		s.methodNames["org.varlink.service."+m] = "org.varlink.service." + m
 	}
@@ -180,9 +188,12 @@ func New(cfg Config) (*Server, error) {
 			si.methods[m.Name] = m
 			s.methodNames[parsed.Name+"."+m.Name] = parsed.Name + "." + m.Name
 		}
-		for name := range iface.Methods {
+		for name, m := range iface.Methods {
 			if si.methods[name] == nil {
 				return nil, fmt.Errorf("rpc: policy for %s.%s, which the IDL does not have", parsed.Name, name)
+			}
+			if m.Quick {
+				s.quick[parsed.Name+"."+name] = true
 			}
 		}
 		if err := svc.RegisterInterface(iface.Dispatcher); err != nil {
@@ -296,6 +307,7 @@ func (s *Server) admitConn(nc net.Conn, readOnly bool) *conn {
 	}
 	c := &conn{s: s, nc: uc, raw: raw, peer: peer, readOnly: readOnly, wake: make(chan struct{}, 1), idleSince: time.Now()}
 	c.readNow = c.readReady
+	c.quickW = connWriter{conn: uc, timeout: s.cfg.WriteTimeout}
 	return c
 }
 
@@ -306,8 +318,8 @@ func (s *Server) serveConn(srvCtx context.Context, c *conn) {
 	// under srvCtx: nobody waits for them, but they must still happen.
 	connCtx, cancel := context.WithCancel(srvCtx)
 	// Handlers find the peer in their context (PeerOf).
-	callCtx := context.WithValue(connCtx, peerKey{}, peer)
-	onewayCtx := context.WithValue(srvCtx, peerKey{}, peer)
+	c.callCtx = context.WithValue(connCtx, peerKey{}, peer)
+	c.onewayCtx = context.WithValue(srvCtx, peerKey{}, peer)
 	stop := context.AfterFunc(srvCtx, func() { c.nc.Close() })
 	reqs := make(chan request, 8)
 	readerDone := make(chan struct{})
@@ -353,7 +365,12 @@ func (s *Server) serveConn(srvCtx context.Context, c *conn) {
 			c.answered(r.charged, 0)
 			return
 		}
-		err := s.handle(callCtx, onewayCtx, w, peer, c.readOnly, r.data)
+		var err error
+		if r.parsed {
+			err = s.handleCall(c.callCtx, c.onewayCtx, w, peer, c.readOnly, r.data, &r.head)
+		} else {
+			err = s.handle(c.callCtx, c.onewayCtx, w, peer, c.readOnly, r.data)
+		}
 		if err == nil {
 			err = w.flush()
 		}
@@ -444,6 +461,11 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 	if err != nil {
 		return fmt.Errorf("malformed call: %w", err)
 	}
+	return s.handleCall(ctx, onewayCtx, w, peer, readOnly, data, &call)
+}
+
+// handleCall is handle once the message was parsed into call.
+func (s *Server) handleCall(ctx, onewayCtx context.Context, w *connWriter, peer Peer, readOnly bool, data []byte, call *callHead) error {
 	reply := func(name string, params any) error {
 		if call.Oneway {
 			return nil
@@ -519,11 +541,12 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 	if si != nil {
 		// The checked call goes to the interface's dispatch as the library would pass it,
 		// without the library decoding the message again.
-		return si.dispatch.VarlinkDispatch(ctx, libraryCall(w, data, &call, params), methodName)
+		return si.dispatch.VarlinkDispatch(ctx, libraryCall(w, data, call, params), methodName)
 	}
 	// org.varlink.service is the library's own: it gets the message, re-encoded only when
 	// its parameters had to be normalized to {}.
 	if !bytes.Equal(call.Params, params) {
+		var err error
 		if data, err = json.Marshal(struct {
 			Method     string          `json:"method"`
 			Parameters json.RawMessage `json:"parameters"`
