@@ -1,5 +1,6 @@
 // Package rpc is BitBuilder's Varlink transport. It owns the unix-socket listeners and every
-// connection, and hands each checked call to a github.com/varlink/go Service for dispatch.
+// connection, parses each call once, and hands each checked call to its interface's
+// generated github.com/varlink/go dispatch (org.varlink.service to the library's Service).
 //
 // It closes the gaps of the library that ../shared/spec/varlink-interop.md lists: it frames
 // messages itself, reads the peer's credentials (SO_PEERCRED, SO_PEERGROUPS) and authorizes
