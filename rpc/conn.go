@@ -299,8 +299,8 @@ func (c *conn) read(f *framer, emit func([]byte, int)) error {
 	return err
 }
 
-// readReady is read's callback (readNow, made once): it reads what is waiting into a pooled buffer, or, when
-// nothing is, gives the buffer back and says to wait.
+// readReady is read's callback (readNow, made once): it reads what is waiting into a
+// pooled buffer, or, when nothing is, gives the buffer back and says to wait.
 func (c *conn) readReady(fd uintptr) bool {
 	bp := chunks.Get().(*[]byte)
 	for {
