@@ -190,7 +190,7 @@ func Run(ctx context.Context, cfg Config) error {
 				Dispatcher: iobitbuildertenant.VarlinkNew(tapi),
 				Methods: map[string]rpc.Method{
 					"Create": {Access: rpc.Write},
-					"Get":    {Access: rpc.Read},
+					"Get":    {Access: rpc.Read, Quick: true}, // a cached encoding or one store read
 					"List":   {Access: rpc.Read, RequiresMore: true},
 					"Update": {Access: rpc.Write},
 					"Delete": {Access: rpc.Write},

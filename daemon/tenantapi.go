@@ -22,14 +22,20 @@ type tenantAPI struct {
 	log   *slog.Logger
 
 	// listCache holds each tenant's reply encoding by the record's revision, so that
-	// List, the hot enumeration, does not decode and re-encode unchanged records.
+	// List, the hot enumeration, does not decode and re-encode unchanged records, and Get
+	// does not even read a record while the store did not change.
 	mu        sync.Mutex
 	listCache map[string]cachedTenant
 }
 
 type cachedTenant struct {
-	revision uint64
-	raw      []byte // {"tenant":{...}}
+	revision uint64 // the record's ModRevision
+	// seenAt is a store revision (Store.Revision) read before a read that found this
+	// record: every commit acknowledged up to it was visible to that read, so while the
+	// store's revision is still seenAt, no write to the record since was acknowledged and
+	// the record is current. 0 when not known.
+	seenAt uint64
+	raw    []byte // {"tenant":{...}}
 }
 
 func toAPI(t *tenant.Tenant) vt.Tenant {
@@ -195,11 +201,19 @@ func (a *tenantAPI) Create(ctx context.Context, c vt.VarlinkCall, name string, n
 }
 
 func (a *tenantAPI) Get(ctx context.Context, c vt.VarlinkCall, name string) error {
+	rev := a.store.Revision()
+	a.mu.Lock()
+	ct, ok := a.listCache[name]
+	a.mu.Unlock()
+	if ok && ct.seenAt == rev && rev != 0 {
+		// Nothing was committed since the cached record was read: it is current.
+		return writeRaw(ctx, c, ct.raw, false)
+	}
 	r, err := a.svc.Record(ctx, name)
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
-	raw, err := a.encoded(r)
+	raw, err := a.encoded(r, rev)
 	if err != nil {
 		return a.replyError(ctx, c, name, err)
 	}
@@ -207,14 +221,21 @@ func (a *tenantAPI) Get(ctx context.Context, c vt.VarlinkCall, name string) erro
 }
 
 // encoded returns a record's reply encoding ({"tenant":{...}}), from the cache when the
-// record did not change since it was encoded.
-func (a *tenantAPI) encoded(r store.Record) ([]byte, error) {
+// record did not change since it was encoded. seenAt is the store's revision read before
+// the record was (0 if not known). The cache keeps the newest record it was given, so a
+// slower reader of an older one does not put it back.
+func (a *tenantAPI) encoded(r store.Record, seenAt uint64) ([]byte, error) {
 	a.mu.Lock()
 	ct, ok := a.listCache[r.Name]
-	a.mu.Unlock()
 	if ok && ct.revision == r.ModRevision {
+		if seenAt > ct.seenAt {
+			ct.seenAt = seenAt
+			a.listCache[r.Name] = ct
+		}
+		a.mu.Unlock()
 		return ct.raw, nil
 	}
+	a.mu.Unlock()
 	t, err := tenant.Decode(r.Value, r.ModRevision, r.CreateRevision)
 	if err != nil {
 		return nil, err
@@ -229,8 +250,8 @@ func (a *tenantAPI) encoded(r store.Record) ([]byte, error) {
 	if a.listCache == nil {
 		a.listCache = map[string]cachedTenant{}
 	}
-	if ct, ok := a.listCache[r.Name]; !ok || ct.revision < r.ModRevision {
-		a.listCache[r.Name] = cachedTenant{revision: r.ModRevision, raw: raw}
+	if cur, ok := a.listCache[r.Name]; !ok || cur.revision < r.ModRevision {
+		a.listCache[r.Name] = cachedTenant{revision: r.ModRevision, seenAt: seenAt, raw: raw}
 	}
 	a.mu.Unlock()
 	return raw, nil
@@ -247,12 +268,13 @@ func (a *tenantAPI) warm(ctx context.Context) {
 		return
 	}
 	for i := len(recs) - 1; i >= 0 && ctx.Err() == nil; i-- {
-		a.encoded(recs[i])
+		a.encoded(recs[i], 0)
 	}
 }
 
 // writeRaw frames a reply whose parameters are already encoded by json.Marshal, without
-// having the library validate and copy them again.
+// having the library validate and copy them again. The connection's writer buffers the
+// reply's parts, so they are not copied into a message of their own either.
 func writeRaw(ctx context.Context, c vt.VarlinkCall, raw []byte, continues bool) error {
 	if c.IsOneway() {
 		return nil
@@ -279,7 +301,7 @@ func (a *tenantAPI) List(ctx context.Context, c vt.VarlinkCall) error {
 		return c.ReplyNoSuchTenant(ctx, "")
 	}
 	for i, r := range recs {
-		raw, err := a.encoded(r)
+		raw, err := a.encoded(r, 0)
 		if err != nil {
 			return a.replyError(ctx, c, r.Name, err)
 		}

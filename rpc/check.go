@@ -102,6 +102,9 @@ type walker struct {
 	si *servedInterface
 	b  []byte
 	i  int
+	// depth is how many arrays and objects enclose the values skip consumes (1 inside a
+	// call's envelope), counted against maxNesting as encoding/json counts them.
+	depth int
 }
 
 // next skips white space and returns the next byte, or 0 at the end.
@@ -252,26 +255,29 @@ func (w *walker) skip() error {
 		switch c := w.next(); {
 		case c == '{':
 			w.i++
+			// encoding/json counts every container, an empty one too.
+			if w.depth+len(open)+1 > maxNesting {
+				return errTooDeep
+			}
 			if w.next() == '}' {
 				w.i++
 				break
 			}
-			if open = append(open, '{'); len(open) > maxNesting {
-				return errTooDeep
-			}
+			open = append(open, '{')
 			if _, _, err := w.key(); err != nil {
 				return err
 			}
 			continue
 		case c == '[':
 			w.i++
+			if w.depth+len(open)+1 > maxNesting {
+				return errTooDeep
+			}
 			if w.next() == ']' {
 				w.i++
 				break
 			}
-			if open = append(open, '['); len(open) > maxNesting {
-				return errTooDeep
-			}
+			open = append(open, '[')
 			continue
 		case c == '"':
 			if _, _, err := w.str(); err != nil {

@@ -149,28 +149,6 @@ func TestFramerLimits(t *testing.T) {
 	}
 }
 
-func TestParamsOf(t *testing.T) {
-	for _, tc := range []struct{ msg, want string }{
-		{`{"method":"a.b","parameters":{"x":1}}`, `{"x":1}`},
-		{`{"parameters" : [1, {"a":"}"}] ,"method":"a.b"}`, `[1, {"a":"}"}]`},
-		{`{"method":"a.b"}`, ``},
-		{`{"method":"a.b","parameters":null}`, `null`},
-		{`{"parameters":{"a":1},"PARAMETERS":{"b":2}}`, `{"b":2}`}, // as encoding/json: any case, the last wins
-		{`{"p\u0061rameters":{"a":1}}`, `{"a":1}`},
-		{`{}`, ``},
-	} {
-		if got := string(paramsOf([]byte(tc.msg))); got != tc.want {
-			t.Errorf("paramsOf(%s) = %q, want %q", tc.msg, got, tc.want)
-		}
-		// What encoding/json would decode.
-		var env envelope
-		json.Unmarshal([]byte(tc.msg), &env)
-		if string(env.Parameters) != tc.want {
-			t.Errorf("paramsOf(%s): encoding/json finds %q", tc.msg, env.Parameters)
-		}
-	}
-}
-
 // TestCheckHoldsNothing: checking valid parameters allocates nothing, whatever their size;
 // an unknown field of 8 MiB costs no more. Parameters are checked before authorization, so
 // any local user could otherwise make the daemon hold many times what it sends.

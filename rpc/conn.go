@@ -22,6 +22,9 @@ type conn struct {
 	peer     Peer
 	readOnly bool
 	wake     chan struct{} // a call was answered (capacity 1)
+	// Calls run under callCtx (the connection's, with the peer), oneway calls under
+	// onewayCtx (the server's, with the peer). Set before the reader starts.
+	callCtx, onewayCtx context.Context
 
 	mu          sync.Mutex
 	pending     int           // calls read and not yet answered
@@ -31,6 +34,16 @@ type conn struct {
 	msgLeft     time.Duration // reading time the partial message has left
 	msgDeadline time.Time     // when that time runs out, while the reader waits
 	idleSince   time.Time     // when the last call was answered (or the connection accepted)
+	armed       time.Time     // the read deadline set; zero for none
+
+	// The writer of the calls the reader serves itself (serveHere).
+	quickW connWriter
+
+	// What readReady read, for read (the reader goroutine's only).
+	readNow func(fd uintptr) bool
+	rbuf    *[]byte
+	rn      int
+	rerr    error
 }
 
 // request is one framed message read from a connection, or the error that ended reading.
@@ -38,6 +51,8 @@ type request struct {
 	data    []byte
 	charged int // bytes of the budget this message holds until its call returns
 	err     error
+	head    callHead // the parsed envelope, when parsed
+	parsed  bool
 }
 
 // chunks are the buffers reads go into; a connection holds one only while it copies the
@@ -107,18 +122,38 @@ func (c *conn) release() {
 	c.mu.Unlock()
 }
 
-// armLocked sets the read deadline the state calls for: the partial message's; else, with
+// wantLocked is the read deadline the state calls for: the partial message's; else, with
 // no call running, the idle one; else none (a running call, a Watch say, keeps its
 // connection however long it runs).
-func (c *conn) armLocked() {
-	var d time.Time
+func (c *conn) wantLocked() time.Time {
 	switch {
 	case c.partial:
-		d = c.msgDeadline
+		return c.msgDeadline
 	case c.pending == 0 && c.s.cfg.IdleTimeout > 0:
-		d = c.idleSince.Add(c.s.cfg.IdleTimeout)
+		return c.idleSince.Add(c.s.cfg.IdleTimeout)
 	}
-	c.nc.SetReadDeadline(d)
+	return time.Time{}
+}
+
+// armLocked sets the read deadline when the one set is later than wanted, or none is. A
+// deadline set that is earlier than wanted is left (the idle deadline moves on with every
+// call): readLoop finds it has fired early and arms again, so a call changes no timer.
+func (c *conn) armLocked() {
+	if d := c.wantLocked(); !d.IsZero() && (c.armed.IsZero() || d.Before(c.armed)) {
+		c.armed = d
+		c.nc.SetReadDeadline(d)
+	}
+}
+
+// expiredLocked is called when the read deadline set has fired: it reports whether the one
+// wanted has passed too; if not, it clears the deadline for the next arm.
+func (c *conn) expiredLocked() bool {
+	if d := c.wantLocked(); !d.IsZero() && !time.Now().Before(d) {
+		return true
+	}
+	c.armed = time.Time{}
+	c.nc.SetReadDeadline(time.Time{})
+	return false
 }
 
 // readLoop frames messages and queues them on out. When reading ends (the client hung up,
@@ -165,9 +200,26 @@ func (c *conn) readLoop(ctx context.Context, cancel context.CancelFunc, out chan
 		timedOutInMessage := c.partial
 		c.partial = f.partial != nil
 		c.pending += len(msgs)
+		idle := c.pending == len(msgs) // no call queued or running before these
 		c.mu.Unlock()
 
 		for _, m := range msgs {
+			if idle {
+				// The call loop is idle: a Quick call is served here, without handing it on.
+				h, perr := parseCall(m.data, c.s.methodNames)
+				if perr == nil && c.s.quick[h.Method] {
+					if err := c.serveHere(m, &h); err != nil {
+						select {
+						case out <- request{err: err}:
+						case <-ctx.Done():
+						}
+						return
+					}
+					continue
+				}
+				m.head, m.parsed = h, perr == nil
+				idle = false
+			}
 			select {
 			case out <- m:
 			case <-ctx.Done():
@@ -178,6 +230,14 @@ func (c *conn) readLoop(ctx context.Context, cancel context.CancelFunc, out chan
 		msgs = msgs[:0]
 
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				c.mu.Lock()
+				expired := c.expiredLocked()
+				c.mu.Unlock()
+				if !expired {
+					continue
+				}
+			}
 			switch {
 			case errors.Is(err, os.ErrDeadlineExceeded) && timedOutInMessage:
 				err = fmt.Errorf("%w (%s)", errMessageTimeout, cfg.MessageTimeout)
@@ -195,38 +255,68 @@ func (c *conn) readLoop(ctx context.Context, cancel context.CancelFunc, out chan
 	}
 }
 
-// read waits until the connection is readable, without holding a buffer, then reads one
-// chunk into a pooled buffer and frames it.
+// serveHere serves a Quick call in the reader, as the call loop would; an error ends the
+// connection.
+func (c *conn) serveHere(m request, h *callHead) error {
+	extra := dispatchCopies * len(m.data)
+	if !c.chargeRunning(extra) {
+		c.answered(m.charged, 0)
+		return errOverBudget
+	}
+	w := &c.quickW
+	err := c.s.handleCall(c.callCtx, c.onewayCtx, w, c.peer, c.readOnly, m.data, h)
+	if err == nil {
+		err = w.flush()
+	}
+	c.s.calls.Add(1)
+	c.s.servedHere.Add(1)
+	c.answered(m.charged, extra)
+	if errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		// The client hung up before its reply: as when the reader finds it gone.
+		err = fmt.Errorf("%w (%w)", io.EOF, err)
+	}
+	return err
+}
+
+// read waits until the connection is readable, then reads one chunk into a pooled buffer
+// and frames it. The buffer is taken only when bytes are waiting: waiting holds none. One
+// non-blocking read does both the check and the read.
 func (c *conn) read(f *framer, emit func([]byte, int)) error {
-	if err := c.waitReadable(); err != nil {
+	if err := c.raw.Read(c.readNow); err != nil {
 		return err
 	}
-	bp := chunks.Get().(*[]byte)
+	bp, n, err := c.rbuf, c.rn, c.rerr
+	c.rbuf, c.rerr = nil, nil
 	defer chunks.Put(bp)
-	n, err := c.nc.Read(*bp)
 	if n > 0 {
 		if ferr := f.feed((*bp)[:n], emit); ferr != nil {
 			return ferr
 		}
 	}
+	if n == 0 && err == nil {
+		err = io.EOF
+	}
 	return err
 }
 
-// waitReadable returns when data or a hang-up is waiting, or with the deadline's error. It
-// peeks with a one-byte buffer, so waiting costs no read buffer.
-func (c *conn) waitReadable() error {
-	var b [1]byte
-	return c.raw.Read(func(fd uintptr) bool {
-		for {
-			_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-			switch err {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			// Data, a hang-up, or an error: the read that follows reports it.
-			return true
+// readReady is read's callback (readNow, made once): it reads what is waiting into a
+// pooled buffer, or, when nothing is, gives the buffer back and says to wait.
+func (c *conn) readReady(fd uintptr) bool {
+	bp := chunks.Get().(*[]byte)
+	for {
+		n, err := unix.Read(int(fd), *bp)
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			chunks.Put(bp)
+			return false
+		case nil:
+		default:
+			// A hang-up or an error: the caller reports it.
+			n, err = 0, os.NewSyscallError("read", err)
 		}
-	})
+		c.rbuf, c.rn, c.rerr = bp, n, err
+		return true
+	}
 }

@@ -42,10 +42,22 @@ method Create() -> (ok: bool)
 
 # Answers after ms milliseconds.
 method Sleep(ms: int) -> (ok: bool)
+
+# Answers n (Quick).
+method Echo(n: int) -> (n: int)
 `
 }
 
 func (testIface) VarlinkDispatch(ctx context.Context, c varlink.Call, method string) error {
+	if method == "Echo" {
+		var in struct {
+			N int `json:"n"`
+		}
+		if err := c.GetParameters(&in); err != nil {
+			return err
+		}
+		return c.Reply(ctx, in)
+	}
 	if method == "Sleep" {
 		var in struct {
 			Ms int `json:"ms"`
@@ -85,7 +97,7 @@ func startServer(t *testing.T, cfg Config) *testServer {
 	cfg.AdminGroup = -1
 	cfg.Logger = slog.New(logs)
 	cfg.Interfaces = []Interface{{Dispatcher: testIface{}, Methods: map[string]Method{
-		"Get": {Access: Read}, "Sleep": {Access: Read}, "Create": {Access: Write},
+		"Get": {Access: Read}, "Sleep": {Access: Read}, "Create": {Access: Write}, "Echo": {Access: Read, Quick: true},
 	}}}
 	s, err := New(cfg)
 	if err != nil {

@@ -1,5 +1,6 @@
 // Package rpc is BitBuilder's Varlink transport. It owns the unix-socket listeners and every
-// connection, and hands each checked call to a github.com/varlink/go Service for dispatch.
+// connection, parses each call once, and hands each checked call to its interface's
+// generated github.com/varlink/go dispatch (org.varlink.service to the library's Service).
 //
 // It closes the gaps of the library that ../shared/spec/varlink-interop.md lists: it frames
 // messages itself, reads the peer's credentials (SO_PEERCRED, SO_PEERGROUPS) and authorizes
@@ -29,7 +30,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -58,6 +58,12 @@ type Method struct {
 	AccessFor func(params json.RawMessage) Access
 	// RequiresMore makes calls without the more flag fail with ExpectedMore.
 	RequiresMore bool
+	// Quick methods answer at once, waiting on nothing but local reads (a Get from the
+	// store). The connection's reader serves such a call itself when no other call of the
+	// connection is queued or running, which saves handing it to the call loop (a
+	// goroutine wake-up per call). While it runs the connection is not read: no read-ahead,
+	// and a hang-up is noticed when it returns.
+	Quick bool
 }
 
 // Interface is a Varlink interface served by the Server.
@@ -121,22 +127,26 @@ type Config struct {
 // Server serves Varlink on listeners. One Server may serve several listeners (Serve,
 // ServeReadOnly); its limits hold over all of them together.
 type Server struct {
-	cfg       Config
-	svc       *varlink.Service
-	ifaces    map[string]*servedInterface
-	log       *slog.Logger
-	admission admission
-	buf       budget
-	logLimit  logLimiter
-	refused   atomic.Int64 // connections refused at accept (tests)
-	calls     atomic.Int64 // calls handled (tests)
+	cfg         Config
+	svc         *varlink.Service
+	ifaces      map[string]*servedInterface
+	log         *slog.Logger
+	admission   admission
+	buf         budget
+	logLimit    logLimiter
+	methodNames map[string]string // the full names of the served methods, each one string
+	quick       map[string]bool   // the full names of the Quick methods
+	refused     atomic.Int64      // connections refused at accept (tests)
+	calls       atomic.Int64      // calls handled (tests)
+	servedHere  atomic.Int64      // Quick calls the reader served itself (tests)
 }
 
 type servedInterface struct {
-	idl     *idl.IDL
-	aliases map[string]*idl.Type
-	methods map[string]*idl.Method
-	policy  map[string]Method
+	idl      *idl.IDL
+	aliases  map[string]*idl.Type
+	methods  map[string]*idl.Method
+	policy   map[string]Method
+	dispatch dispatcher
 }
 
 // New checks the configuration and builds a Server.
@@ -154,7 +164,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger}
+	if err := checkServiceCall(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, svc: svc, ifaces: map[string]*servedInterface{}, log: cfg.Logger,
+		methodNames: map[string]string{}, quick: map[string]bool{}}
+	for _, m := range []string{"GetInfo", "GetInterfaceDescription"} {
+		s.methodNames["org.varlink.service."+m] = "org.varlink.service." + m
+	}
 	s.admission.perUID = map[uint32]int{}
 	s.buf.limit = int64(cfg.MaxBufferedBytes)
 	s.buf.reserve = int64(CallCost(cfg.MaxMessageSize))
@@ -163,16 +180,21 @@ func New(cfg Config) (*Server, error) {
 		if err != nil {
 			return nil, fmt.Errorf("rpc: parse IDL of %s: %w", iface.Dispatcher.VarlinkGetName(), err)
 		}
-		si := &servedInterface{idl: parsed, aliases: map[string]*idl.Type{}, methods: map[string]*idl.Method{}, policy: iface.Methods}
+		si := &servedInterface{idl: parsed, aliases: map[string]*idl.Type{}, methods: map[string]*idl.Method{}, policy: iface.Methods,
+			dispatch: iface.Dispatcher}
 		for _, a := range parsed.Aliases {
 			si.aliases[a.Name] = a.Type
 		}
 		for _, m := range parsed.Methods {
 			si.methods[m.Name] = m
+			s.methodNames[parsed.Name+"."+m.Name] = parsed.Name + "." + m.Name
 		}
-		for name := range iface.Methods {
+		for name, m := range iface.Methods {
 			if si.methods[name] == nil {
 				return nil, fmt.Errorf("rpc: policy for %s.%s, which the IDL does not have", parsed.Name, name)
+			}
+			if m.Quick {
+				s.quick[parsed.Name+"."+name] = true
 			}
 		}
 		if err := svc.RegisterInterface(iface.Dispatcher); err != nil {
@@ -284,7 +306,10 @@ func (s *Server) admitConn(nc net.Conn, readOnly bool) *conn {
 		nc.Close()
 		return nil
 	}
-	return &conn{s: s, nc: uc, raw: raw, peer: peer, readOnly: readOnly, wake: make(chan struct{}, 1), idleSince: time.Now()}
+	c := &conn{s: s, nc: uc, raw: raw, peer: peer, readOnly: readOnly, wake: make(chan struct{}, 1), idleSince: time.Now()}
+	c.readNow = c.readReady
+	c.quickW = connWriter{conn: uc, timeout: s.cfg.WriteTimeout}
+	return c
 }
 
 func (s *Server) serveConn(srvCtx context.Context, c *conn) {
@@ -293,6 +318,9 @@ func (s *Server) serveConn(srvCtx context.Context, c *conn) {
 	// reply run under it, so a stream to a vanished client stops at once. Oneway calls run
 	// under srvCtx: nobody waits for them, but they must still happen.
 	connCtx, cancel := context.WithCancel(srvCtx)
+	// Handlers find the peer in their context (PeerOf).
+	c.callCtx = context.WithValue(connCtx, peerKey{}, peer)
+	c.onewayCtx = context.WithValue(srvCtx, peerKey{}, peer)
 	stop := context.AfterFunc(srvCtx, func() { c.nc.Close() })
 	reqs := make(chan request, 8)
 	readerDone := make(chan struct{})
@@ -329,15 +357,21 @@ func (s *Server) serveConn(srvCtx context.Context, c *conn) {
 			return
 		}
 		// While the call runs, decoding it and encoding its reply make copies of about its
-		// size (the library's copy of the parameters, the decoded values, the reply, which
-		// may repeat them): charge them too, so that the budget bounds them as well.
+		// size (the decoded values, the reply, which may repeat them, and for
+		// org.varlink.service the library's copy of the parameters): charge them too, so
+		// that the budget bounds them as well.
 		extra := dispatchCopies * len(r.data)
 		if !c.chargeRunning(extra) {
 			s.logClient(slog.LevelWarn, "closing connection", "uid", peer.UID, "pid", peer.PID, "reason", errOverBudget.Error())
 			c.answered(r.charged, 0)
 			return
 		}
-		err := s.handle(connCtx, srvCtx, w, peer, c.readOnly, r.data)
+		var err error
+		if r.parsed {
+			err = s.handleCall(c.callCtx, c.onewayCtx, w, peer, c.readOnly, r.data, &r.head)
+		} else {
+			err = s.handle(c.callCtx, c.onewayCtx, w, peer, c.readOnly, r.data)
+		}
 		if err == nil {
 			err = w.flush()
 		}
@@ -418,66 +452,21 @@ func (w *connWriter) ReadBytes(context.Context, byte) ([]byte, error) {
 	return nil, errors.New("rpc: handlers cannot read from the connection")
 }
 
-// envelope is a call as the protocol defines it.
-type envelope struct {
-	Method     string          `json:"method"`
-	Parameters json.RawMessage `json:"parameters,omitempty"`
-	More       bool            `json:"more,omitempty"`
-	Oneway     bool            `json:"oneway,omitempty"`
-	Upgrade    bool            `json:"upgrade,omitempty"`
-}
-
-// paramsOf returns the value of a call's "parameters" as a slice of data, which must be a
-// valid JSON object; nil when there is none. Keys match as encoding/json matches them to
-// struct fields (ignoring case), the last one winning.
-func paramsOf(data []byte) []byte {
-	w := walker{b: data}
-	if w.next() != '{' {
-		return nil
-	}
-	w.i++
-	if w.next() == '}' {
-		return nil
-	}
-	var params []byte
-	for {
-		raw, escaped, err := w.key()
-		if err != nil {
-			return nil
-		}
-		w.next() // to the value's first byte
-		start := w.i
-		if w.skip() != nil {
-			return nil
-		}
-		if strings.EqualFold(text(raw, escaped), "parameters") {
-			params = data[start:w.i]
-		}
-		switch w.next() {
-		case ',':
-			w.i++
-		case '}':
-			return params
-		default:
-			return nil
-		}
-	}
-}
-
-// handle checks one call and dispatches it. An error closes the connection.
+// handle checks one call and dispatches it, under ctx, or onewayCtx for a oneway call (both
+// carry the peer). An error closes the connection.
 func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer, readOnly bool, data []byte) error {
-	// Decode all but the parameters, which stay a slice of data: a message may be 8 MiB,
-	// and a decoded copy would be held beside it, outside the buffer budget.
-	var head struct {
-		Method  string `json:"method"`
-		More    bool   `json:"more"`
-		Oneway  bool   `json:"oneway"`
-		Upgrade bool   `json:"upgrade"`
-	}
-	if err := json.Unmarshal(data, &head); err != nil {
+	// One pass over the message checks its syntax and reads all but the parameters, which
+	// stay a slice of data: a message may be 8 MiB, and a decoded copy would be held beside
+	// it, outside the buffer budget.
+	call, err := parseCall(data, s.methodNames)
+	if err != nil {
 		return fmt.Errorf("malformed call: %w", err)
 	}
-	call := envelope{Method: head.Method, Parameters: paramsOf(data), More: head.More, Oneway: head.Oneway, Upgrade: head.Upgrade}
+	return s.handleCall(ctx, onewayCtx, w, peer, readOnly, data, &call)
+}
+
+// handleCall is handle once the message was parsed into call.
+func (s *Server) handleCall(ctx, onewayCtx context.Context, w *connWriter, peer Peer, readOnly bool, data []byte, call *callHead) error {
 	reply := func(name string, params any) error {
 		if call.Oneway {
 			return nil
@@ -493,7 +482,7 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 	if call.Oneway && call.More {
 		return reply("org.varlink.service.InvalidParameter", map[string]string{"parameter": "more"})
 	}
-	params := bytes.TrimSpace(call.Parameters)
+	params := call.Params
 	if len(params) == 0 || bytes.Equal(params, []byte("null")) {
 		params = []byte("{}")
 	}
@@ -517,8 +506,9 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 			return reply("org.varlink.service.InterfaceNotFound", map[string]string{"interface": *in.Interface})
 		}
 	}
+	var si *servedInterface
 	if ifaceName != "org.varlink.service" {
-		si := s.ifaces[ifaceName]
+		si = s.ifaces[ifaceName]
 		if si == nil {
 			return reply("org.varlink.service.InterfaceNotFound", map[string]string{"interface": ifaceName})
 		}
@@ -546,19 +536,28 @@ func (s *Server) handle(ctx, onewayCtx context.Context, w *connWriter, peer Peer
 			return reply("org.varlink.service.ExpectedMore", struct{}{})
 		}
 	}
-	// Re-encode the call only when its parameters had to be normalized to {}.
-	normalized := data
-	if len(call.Parameters) == 0 || !bytes.Equal(bytes.TrimSpace(call.Parameters), params) {
-		call.Parameters = params
-		var err error
-		if normalized, err = json.Marshal(call); err != nil {
-			return err
-		}
-	}
 	if call.Oneway {
 		ctx = onewayCtx
 	}
-	return s.svc.HandleMessage(context.WithValue(ctx, peerKey{}, peer), w, normalized)
+	if si != nil {
+		// The checked call goes to the interface's dispatch as the library would pass it,
+		// without the library decoding the message again.
+		return si.dispatch.VarlinkDispatch(ctx, libraryCall(w, data, call, params), methodName)
+	}
+	// org.varlink.service is the library's own: it gets the message, re-encoded only when
+	// its parameters had to be normalized to {}.
+	if !bytes.Equal(call.Params, params) {
+		var err error
+		if data, err = json.Marshal(struct {
+			Method     string          `json:"method"`
+			Parameters json.RawMessage `json:"parameters"`
+			More       bool            `json:"more,omitempty"`
+			Oneway     bool            `json:"oneway,omitempty"`
+		}{call.Method, params, call.More, call.Oneway}); err != nil {
+			return err
+		}
+	}
+	return s.svc.HandleMessage(ctx, w, data)
 }
 
 func writeReply(w *connWriter, ctx context.Context, name string, params any) error {
