@@ -23,7 +23,7 @@ import (
 //
 // Memory: the objects' records (about 100 bytes each), and while resolving a delta its base and, when
 // other deltas build on it, its result (each at most MaxObjectSize), plus deltaBaseCacheSize of bases kept
-// for other deltas. A delta's own instructions are streamed, never held.
+// for other deltas and the last base too large for them. A delta's own instructions are streamed, never held.
 type packIndexer struct {
 	st       *filesystem.Storage
 	dir      string
@@ -36,6 +36,8 @@ type packIndexer struct {
 	cache    map[int][]byte // resolved bases, by object index
 	order    []int          // cache entries, oldest first
 	cached   int64
+	large    []byte // the last base too large for the cache, so that its other deltas do not inflate it again
+	largeAt  int
 	copyBuf  []byte
 	resolved int
 }
@@ -108,7 +110,7 @@ func (ix *packIndexer) finish() error {
 func (ix *packIndexer) resolveAll() error {
 	ix.cache = map[int][]byte{}
 	ix.copyBuf = make([]byte, 32<<10)
-	defer func() { ix.cache, ix.order, ix.cached = nil, nil, 0 }()
+	defer func() { ix.cache, ix.order, ix.cached, ix.large = nil, nil, 0, nil }()
 	byHash := map[plumbing.Hash]int{}
 	pendingRef := 0
 	for i := range ix.objects {
@@ -189,6 +191,9 @@ func (ix *packIndexer) content(i, depth int, keep bool) ([]byte, plumbing.Object
 	if b, ok := ix.cache[i]; ok {
 		return b, ix.typeOf(i), nil
 	}
+	if ix.large != nil && ix.largeAt == i {
+		return ix.large, ix.typeOf(i), nil
+	}
 	keep = keep || o.children > 0
 	if !o.typ.IsDelta() {
 		if !keep {
@@ -242,7 +247,11 @@ func (ix *packIndexer) typeOf(i int) plumbing.ObjectType {
 
 // remember caches b as object i's content while the cache has room, dropping the oldest entries first.
 func (ix *packIndexer) remember(i int, b []byte) {
-	if int64(len(b)) > deltaBaseCacheSize || ix.objects[i].children == 0 {
+	if ix.objects[i].children == 0 {
+		return
+	}
+	if int64(len(b)) > deltaBaseCacheSize {
+		ix.large, ix.largeAt = b, i
 		return
 	}
 	for ix.cached+int64(len(b)) > deltaBaseCacheSize && len(ix.order) > 0 {

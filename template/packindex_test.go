@@ -3,8 +3,12 @@ package template
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	mrand "math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,4 +196,89 @@ func TestUpdateFetchesDeltas(t *testing.T) {
 		t.Errorf("materialized big.conf is not the updated one (%d bytes)", len(data))
 	}
 	gitCmd(t, r.repoPath("big"), "fsck", "--full", "--no-dangling")
+}
+
+// Add and Update of a template with a large file hold at most twice that file plus a fixed bound of heap: the
+// pack is hashed as it arrives, its older versions of the file (deltas on the newest) are resolved holding their
+// base (too large for the base cache, it is inflated again for each) and streaming the result, and the file is
+// streamed from the pack into the checkout. The test holds no copy of the file itself (which would also raise the garbage collector's target).
+func TestLargeFileMemory(t *testing.T) {
+	const size = 48 << 20
+	src := newWorkRepo(t, baseFiles())
+	path := filepath.Join(src.dir, "rootfs", "big.bin")
+	// writeBig writes size pseudo-random bytes (incompressible), with edit at the middle, and returns their hash.
+	writeBig := func(edit string) [32]byte {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		rng := mrand.New(mrand.NewChaCha8([32]byte{1}))
+		h := sha256.New()
+		chunk := make([]byte, 1<<20)
+		for off := 0; off < size; off += len(chunk) {
+			for k := 0; k < len(chunk); k += 8 {
+				binary.LittleEndian.PutUint64(chunk[k:], rng.Uint64())
+			}
+			if off == size/2 {
+				copy(chunk, edit)
+			}
+			f.Write(chunk)
+			h.Write(chunk)
+		}
+		return [32]byte(h.Sum(nil))
+	}
+	for _, edit := range []string{"", "first change", "second change"} {
+		writeBig(edit)
+		src.commit("big " + edit)
+	}
+	src.git("repack", "-adq") // the newest version whole, the older ones deltas on it
+	packs := must(filepath.Glob(filepath.Join(src.dir, ".git", "objects", "pack", "*.pack")))
+	if fi, err := os.Stat(packs[0]); err != nil || fi.Size() > 2*size {
+		t.Fatalf("the source's pack is not smaller than two versions of the file (%v, %v), so the older ones are not deltas and this test shows nothing", fi, err)
+	}
+	r := newRegistry(t, Config{})
+	peak, err := peakHeap(t, func() error {
+		_, err := r.Add(t.Context(), "big", src.dir, "main", nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := writeBig("third change")
+	c4 := src.commit("change")
+	peakUpdate, err := peakHeap(t, func() error {
+		_, err := r.Update(t.Context(), "big", nil)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("peak heap above idle for a %d MiB file: Add %.1f MiB, Update %.1f MiB", size>>20, float64(peak)/(1<<20), float64(peakUpdate)/(1<<20))
+	const bound = 2*size + 48<<20
+	if peak > bound || peakUpdate > bound {
+		t.Errorf("peak heap %d MiB (Add), %d MiB (Update); want at most 2x the file plus 48 MiB (%d MiB)", peak>>20, peakUpdate>>20, bound>>20)
+	}
+	target := filepath.Join(t.TempDir(), "tree")
+	if err := r.Materialize(t.Context(), "big", c4, "rootfs", target, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(target, "big.bin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	if [32]byte(h.Sum(nil)) != want {
+		t.Error("the updated big.bin differs")
+	}
+	gitCmd(t, r.repoPath("big"), "fsck", "--full", "--no-dangling")
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
 }

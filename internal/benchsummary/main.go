@@ -41,6 +41,7 @@ var goals = []goal{
 	{re(`^BenchmarkTenants/tenants=1000$`), "setup-ratio", true, 1.2},
 	{re(`^BenchmarkTenants/tenants=1000$`), "flatness", true, 1.3},
 	{re(`^BenchmarkAddRootFS$`), "add/git-ratio", true, 1.5},
+	{re(`^BenchmarkAddRootFS$`), "rss-over-bound-ratio", true, 1},
 }
 
 // isRatio says whether a metric unit is a ratio the table should show.
