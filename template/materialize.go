@@ -400,14 +400,14 @@ func (c *checkout) measure(h plumbing.Hash, path string, depth int, memo map[plu
 			sz.entries += sub.entries
 			sz.bytes += sub.bytes
 		case 0o100644, 0o100664, 0o100755:
-			obj, err := c.blob(e, p)
+			size, err := c.blobSize(e, p)
 			if err != nil {
 				return treeSize{}, err
 			}
-			if obj.Size() > c.limits.MaxFileSize {
-				return treeSize{}, c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", obj.Size(), c.limits.MaxFileSize)
+			if size > c.limits.MaxFileSize {
+				return treeSize{}, c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", size, c.limits.MaxFileSize)
 			}
-			sz.bytes += obj.Size()
+			sz.bytes += size
 		}
 		if sz.entries > int64(c.limits.MaxEntries) {
 			return treeSize{}, c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
@@ -527,6 +527,28 @@ func (c *checkout) writeDir(dirfd int, e treeEntry, p string, depth int) error {
 		}
 	}
 	return c.writeTree(sub, e.hash, p, depth+1)
+}
+
+// objectSizer is the part of go-git's storage that reads an object's size from its header alone.
+type objectSizer interface {
+	EncodedObjectSize(plumbing.Hash) (int64, error)
+}
+
+// blobSize is the size of a blob, from its header when the store can read that alone (go-git's inflates a small
+// object whole to return it, and measure would inflate every small file once more than the checkout).
+func (c *checkout) blobSize(e treeEntry, p string) (int64, error) {
+	if s, ok := c.store.(objectSizer); ok {
+		size, err := s.EncodedObjectSize(e.hash)
+		if err != nil {
+			return 0, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
+		}
+		return size, nil
+	}
+	obj, err := c.blob(e, p)
+	if err != nil {
+		return 0, err
+	}
+	return obj.Size(), nil
 }
 
 // blob looks a blob up. Its size comes from the object header: blobs of at
