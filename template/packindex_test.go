@@ -203,7 +203,7 @@ func TestUpdateFetchesDeltas(t *testing.T) {
 // base (too large for the base cache, it is inflated again for each) and streaming the result, and the file is
 // streamed from the pack into the checkout. The test holds no copy of the file itself (which would also raise the garbage collector's target).
 func TestLargeFileMemory(t *testing.T) {
-	const size = 48 << 20
+	const size = 24 << 20 // over deltaBaseCacheSize
 	src := newWorkRepo(t, baseFiles())
 	path := filepath.Join(src.dir, "rootfs", "big.bin")
 	// writeBig writes size pseudo-random bytes (incompressible), with edit at the middle, and returns their hash.
