@@ -188,10 +188,21 @@ func (r *Registry) cleanStale() {
 		r.log.Info("removing leftover repository from the template cache", "path", e.Name())
 		os.RemoveAll(filepath.Join(repos, e.Name()))
 	}
+	// tmp/ holds the kept trees of a clean shutdown too, which can be large: they are moved aside at once and
+	// removed in the background, so that start-up does not wait for that (Close does).
 	tmp := filepath.Join(r.dir, "tmp")
 	entries, _ = os.ReadDir(tmp)
+	if len(entries) == 0 {
+		return
+	}
+	trash, err := os.MkdirTemp(tmp, "stale-")
 	for _, e := range entries {
-		os.RemoveAll(filepath.Join(tmp, e.Name()))
+		if err != nil || os.Rename(filepath.Join(tmp, e.Name()), filepath.Join(trash, e.Name())) != nil {
+			os.RemoveAll(filepath.Join(tmp, e.Name()))
+		}
+	}
+	if err == nil {
+		r.dropTree(trash)
 	}
 }
 
