@@ -1,6 +1,7 @@
 package template
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -53,23 +54,40 @@ func manyFileRepoIn(t testing.TB, dir string, n int) string {
 // into a fresh directory. Both run in each iteration, in alternating order;
 // the ratio Add/git is reported as add/git-ratio.
 func BenchmarkAdd(b *testing.B) {
-	benchAddVsGit(b, "many", manyFileRepo(b, 10_000))
+	benchAddVsGit(b, "many", manyFileRepo(b, 10_000), addBench{})
+}
+
+// addBench says what benchAddVsGit does besides Add: the registry's validator, and an Update after each Add.
+type addBench struct {
+	validate func(ctx context.Context, dir, kind string) ([]string, error)
+	// update, when set, moves the source's main to a new commit; reset moves it back before each Add.
+	update, reset func()
+}
+
+// addResult is what benchAddVsGit measured besides its metrics: the peak resident memory of the process during
+// Add and during Update (the most over the iterations).
+type addResult struct {
+	addPeak, updatePeak int64
 }
 
 // benchAddVsGit runs Registry.Add of the repository src as template name against `git clone --bare --no-local`
 // plus `git --work-tree=DIR checkout -f` of the same URL, both in each iteration in alternating order, and reports
-// their times, add/git-ratio and add/git-cpu-ratio.
-func benchAddVsGit(b *testing.B, name, src string) {
+// their times, add/git-ratio and add/git-cpu-ratio, and the time of Add's phases. With opt.update it then runs
+// Registry.Update against `git fetch` plus a checkout of the new commit into a new directory, and reports
+// update/git-ratio and update/git-cpu-ratio.
+func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 	url := "file://" + src
-	var addTotal, gitTotal, addCPU, gitCPU time.Duration
+	var addTotal, gitTotal, addCPU, gitCPU, updTotal, gitUpdTotal, updCPU, gitUpdCPU time.Duration
+	phases := map[Phase]time.Duration{}
+	var res addResult
 	i := 0
 	for b.Loop() {
 		i++
 		work := b.TempDir()
+		bare := filepath.Join(work, "clone.git")
 		runGit := func() {
 			cpu := cpuTime()
 			start := time.Now()
-			bare := filepath.Join(work, "clone.git")
 			gitCmd(b, work, "clone", "-q", "--bare", "--no-local", url, bare)
 			tree := filepath.Join(work, "tree")
 			os.MkdirAll(tree, 0o755)
@@ -77,19 +95,61 @@ func benchAddVsGit(b *testing.B, name, src string) {
 			gitTotal += time.Since(start)
 			gitCPU += cpuTime() - cpu
 		}
+		runGitUpdate := func() {
+			cpu := cpuTime()
+			start := time.Now()
+			gitCmd(b, work, "--git-dir="+bare, "fetch", "-q", url, "+refs/heads/*:refs/heads/*")
+			tree := filepath.Join(work, "tree2")
+			os.MkdirAll(tree, 0o755)
+			cmd := exec.Command("git", "--git-dir="+bare, "--work-tree="+tree, "checkout", "-q", "-f", "main", "--", ".")
+			cmd.Env = append(gitEnv(work), "GIT_INDEX_FILE="+filepath.Join(work, "index2"))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("git checkout: %v\n%s", err, out)
+			}
+			gitUpdTotal += time.Since(start)
+			gitUpdCPU += cpuTime() - cpu
+		}
+		var r *Registry
 		runAdd := func() {
-			r, err := New(Config{Dir: filepath.Join(work, "cache")})
+			var err error
+			r, err = New(Config{Dir: filepath.Join(work, "cache"), Validate: opt.validate})
 			if err != nil {
 				b.Fatal(err)
 			}
+			resetPeakRSS(b)
 			cpu := cpuTime()
 			start := time.Now()
-			if _, err := r.Add(b.Context(), name, url, "", nil); err != nil {
+			phase, since := Phase(""), start
+			progress := func(p Progress) {
+				if p.Phase != phase {
+					now := time.Now()
+					phases[phase] += now.Sub(since)
+					phase, since = p.Phase, now
+				}
+			}
+			if _, err := r.Add(b.Context(), name, url, "", progress); err != nil {
 				b.Fatal(err)
 			}
+			phases[phase] += time.Since(since)
 			addTotal += time.Since(start)
-			r.Close() // waits for the background removal of the scratch tree
+			r.cleanup.Wait() // the background removal of the scratch tree
 			addCPU += cpuTime() - cpu
+			res.addPeak = max(res.addPeak, peakRSS(b))
+		}
+		runUpdate := func() {
+			resetPeakRSS(b)
+			cpu := cpuTime()
+			start := time.Now()
+			if _, err := r.Update(b.Context(), name, nil); err != nil {
+				b.Fatal(err)
+			}
+			updTotal += time.Since(start)
+			r.cleanup.Wait()
+			updCPU += cpuTime() - cpu
+			res.updatePeak = max(res.updatePeak, peakRSS(b))
+		}
+		if opt.reset != nil {
+			opt.reset()
 		}
 		// Alternate the order so that neither side always runs first.
 		if i%2 == 0 {
@@ -99,11 +159,33 @@ func benchAddVsGit(b *testing.B, name, src string) {
 			runAdd()
 			runGit()
 		}
+		if opt.update != nil {
+			opt.update()
+			if i%2 == 0 {
+				runGitUpdate()
+				runUpdate()
+			} else {
+				runUpdate()
+				runGitUpdate()
+			}
+		}
+		r.Close()
 	}
 	b.ReportMetric(float64(addTotal.Milliseconds())/float64(i), "add-ms/op")
 	b.ReportMetric(float64(gitTotal.Milliseconds())/float64(i), "git-ms/op")
 	b.ReportMetric(float64(addTotal)/float64(gitTotal), "add/git-ratio")
 	b.ReportMetric(float64(addCPU)/float64(gitCPU), "add/git-cpu-ratio")
+	for ph, unit := range map[Phase]string{PhaseFetching: "fetch-ms/op", PhaseCheckout: "checkout-ms/op", PhaseValidating: "validate-ms/op"} {
+		if d, ok := phases[ph]; ok {
+			b.ReportMetric(float64(d.Milliseconds())/float64(i), unit)
+		}
+	}
+	if opt.update != nil {
+		b.ReportMetric(float64(updTotal.Milliseconds())/float64(i), "update-ms/op")
+		b.ReportMetric(float64(updTotal)/float64(gitUpdTotal), "update/git-ratio")
+		b.ReportMetric(float64(updCPU)/float64(gitUpdCPU), "update/git-cpu-ratio")
+	}
+	return res
 }
 
 // cpuTime is the CPU time (user and system) used so far by this process
@@ -131,6 +213,7 @@ func BenchmarkMaterialize(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	r.dropKept("many") // every iteration checks out: none takes the tree verified by Add
 	bare := r.repoPath("many")
 	var matTotal, gitTotal, matCPU, gitCPU time.Duration
 	i := 0

@@ -116,6 +116,7 @@ type checkout struct {
 	progress func(files int, bytes int64)
 
 	jobs   chan writeJob
+	queued queuedBytes
 	wg     sync.WaitGroup
 	failed atomic.Bool
 	errMu  sync.Mutex
@@ -143,6 +144,38 @@ func (d *dirRef) release() {
 	}
 }
 
+// maxQueuedBytes bounds the content of the small files read and not yet written by the writer goroutines.
+const maxQueuedBytes = 8 << 20
+
+// queuedBytes counts the bytes handed to the writers and not yet written; add waits while the count is over
+// maxQueuedBytes.
+type queuedBytes struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	n    int64
+}
+
+func (q *queuedBytes) add(n int64) {
+	q.mu.Lock()
+	if q.cond == nil {
+		q.cond = sync.NewCond(&q.mu)
+	}
+	for q.n > 0 && q.n+n > maxQueuedBytes {
+		q.cond.Wait()
+	}
+	q.n += n
+	q.mu.Unlock()
+}
+
+func (q *queuedBytes) done(n int64) {
+	q.mu.Lock()
+	q.n -= n
+	if q.cond != nil {
+		q.cond.Broadcast()
+	}
+	q.mu.Unlock()
+}
+
 // writeJob is one small file for a writer goroutine.
 type writeJob struct {
 	dir  *dirRef
@@ -153,8 +186,7 @@ type writeJob struct {
 }
 
 // streamThreshold is the blob size from which a file is streamed by the
-// walker itself instead of being buffered for a writer goroutine. It equals
-// the storage's LargeObjectThreshold.
+// walker itself instead of being buffered for a writer goroutine.
 const streamThreshold = 1 << 20
 
 func newCheckout(ctx context.Context, store objectStore, commit string, limits Limits, progress func(int, int64)) *checkout {
@@ -219,6 +251,7 @@ func (c *checkout) writer() {
 			}
 		}
 		j.dir.release()
+		c.queued.done(int64(len(j.data)))
 	}
 }
 
@@ -367,14 +400,14 @@ func (c *checkout) measure(h plumbing.Hash, path string, depth int, memo map[plu
 			sz.entries += sub.entries
 			sz.bytes += sub.bytes
 		case 0o100644, 0o100664, 0o100755:
-			obj, err := c.blob(e, p)
+			size, err := c.blobSize(e, p)
 			if err != nil {
 				return treeSize{}, err
 			}
-			if obj.Size() > c.limits.MaxFileSize {
-				return treeSize{}, c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", obj.Size(), c.limits.MaxFileSize)
+			if size > c.limits.MaxFileSize {
+				return treeSize{}, c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", size, c.limits.MaxFileSize)
 			}
-			sz.bytes += obj.Size()
+			sz.bytes += size
 		}
 		if sz.entries > int64(c.limits.MaxEntries) {
 			return treeSize{}, c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
@@ -496,9 +529,32 @@ func (c *checkout) writeDir(dirfd int, e treeEntry, p string, depth int) error {
 	return c.writeTree(sub, e.hash, p, depth+1)
 }
 
-// blob looks a blob up. Its size comes from the object header: blobs under
-// the storage's LargeObjectThreshold are in memory already, larger ones are
-// streamed only when their Reader is opened, after the limits are checked.
+// objectSizer is the part of go-git's storage that reads an object's size from its header alone.
+type objectSizer interface {
+	EncodedObjectSize(plumbing.Hash) (int64, error)
+}
+
+// blobSize is the size of a blob, from its header when the store can read that alone (go-git's inflates a small
+// object whole to return it, and measure would inflate every small file once more than the checkout).
+func (c *checkout) blobSize(e treeEntry, p string) (int64, error) {
+	if s, ok := c.store.(objectSizer); ok {
+		size, err := s.EncodedObjectSize(e.hash)
+		if err != nil {
+			return 0, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
+		}
+		return size, nil
+	}
+	obj, err := c.blob(e, p)
+	if err != nil {
+		return 0, err
+	}
+	return obj.Size(), nil
+}
+
+// blob looks a blob up. Its size comes from the object header: blobs of at
+// most 16 KiB (go-git's small-object size) are in memory already, larger ones
+// (over the storage's LargeObjectThreshold) are inflated only when their
+// Reader is opened, after the limits are checked, and streamed from the pack.
 func (c *checkout) blob(e treeEntry, p string) (plumbing.EncodedObject, error) {
 	obj, err := c.store.EncodedObject(plumbing.BlobObject, e.hash)
 	if err != nil {
@@ -537,6 +593,7 @@ func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) er
 				return fmt.Errorf("%w: blob %s of %q (%d bytes): %w", ErrStorage, e.hash, p, size, err)
 			}
 		}
+		c.queued.add(size)
 		dir.acquire()
 		c.jobs <- writeJob{dir: dir, name: e.name, path: p, mode: mode, data: data}
 		return nil

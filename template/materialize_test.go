@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
+	"golang.org/x/sys/unix"
 )
 
 // sandbox is a directory holding the cache, the tenants' trees and a
@@ -322,5 +323,66 @@ func TestMaterializeManyFiles(t *testing.T) {
 	})
 	if n != 100_001 { // plus metadata.json
 		t.Errorf("%d files, want 100001", n)
+	}
+}
+
+// The tree verified when a commit is pinned is kept and taken (renamed, not copied) by the first Materialize of
+// that commit, which then writes exactly what a checkout writes; the next Materialize checks out. Moving the pin
+// drops the kept tree of the old commit, Remove the current one.
+func TestMaterializeTakesVerifiedTree(t *testing.T) {
+	sb := newSandbox(t)
+	src := newWorkRepo(t, rootfsFiles(sb))
+	r := newRegistry(t, Config{Dir: sb.cache})
+	ctx := t.Context()
+	added, err := r.Add(ctx, "web", src.dir, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := r.keptPath("web", added.Commit)
+	var keptStat, takenStat unix.Stat_t
+	if err := unix.Lstat(filepath.Join(kept, "rootfs", "usr", "lib", "os-release"), &keptStat); err != nil {
+		t.Fatalf("no kept tree after Add: %v", err)
+	}
+	taken, checkedOut := filepath.Join(sb.tenants, "a"), filepath.Join(sb.tenants, "b")
+	if err := r.Materialize(ctx, "web", "", "rootfs", taken, layoutDirs); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Lstat(filepath.Join(taken, "usr", "lib", "os-release"), &takenStat); err != nil {
+		t.Fatal(err)
+	}
+	if takenStat.Ino != keptStat.Ino {
+		t.Errorf("the first Materialize wrote new files (inode %d), want the kept tree's (inode %d)", takenStat.Ino, keptStat.Ino)
+	}
+	if _, err := os.Lstat(kept); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("kept tree still there after it was taken: %v", err)
+	}
+	if err := r.Materialize(ctx, "web", "", "rootfs", checkedOut, layoutDirs); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := snapshot(t, taken), snapshot(t, checkedOut); !slices.Equal(a, b) {
+		t.Errorf("the taken tree differs from a checkout:\n%v\n%v", a, b)
+	}
+
+	// Update keeps the new commit's tree and drops nothing else; a Materialize of the old commit checks out.
+	src.write(map[string]string{"rootfs/etc/motd": "second\n"})
+	c2 := src.commit("second")
+	if _, err := r.Update(ctx, "web", nil); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(sb.tenants, "old")
+	if err := r.Materialize(ctx, "web", added.Commit, "rootfs", old, layoutDirs); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := snapshot(t, old), snapshot(t, checkedOut); !slices.Equal(a, b) {
+		t.Errorf("the old commit's checkout differs from before:\n%v\n%v", a, b)
+	}
+	if _, err := os.Lstat(r.keptPath("web", c2)); err != nil {
+		t.Errorf("no kept tree for the updated pin: %v", err)
+	}
+	if err := r.Remove(ctx, "web", nil); err != nil {
+		t.Fatal(err)
+	}
+	if left := cacheEntries(t, r); len(left) != 0 {
+		t.Errorf("cache after Remove: %v", left)
 	}
 }

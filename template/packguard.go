@@ -3,18 +3,22 @@ package template
 import (
 	"bufio"
 	"compress/zlib"
+	"crypto/sha1"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
+	"hash/crc32"
 	"io"
-	"strings"
 
-	"github.com/go-git/go-billy/v5"
+	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/packfile"
 	"github.com/go-git/go-git/v5/storage/filesystem"
 )
 
-// guardedStorage is a repository's storage whose fetched packs pass through a packGuard before go-git's
-// PackWriter (which parses and indexes them, holding objects in memory) sees a byte of them.
+// guardedStorage is a repository's storage whose fetched packs are received by packGuard and packIndexer
+// (packindex.go) instead of go-git's PackWriter: each object is checked against the limits from the pack's
+// bytes as they arrive, and hashed in the same pass, before anything is kept.
 type guardedStorage struct {
 	*filesystem.Storage
 	maxObject int64
@@ -29,47 +33,29 @@ func guard(st *filesystem.Storage, l Limits) *guardedStorage {
 
 // PackfileWriter implements storer.PackfileWriter, which go-git's fetch prefers over decoding into the storage.
 func (g *guardedStorage) PackfileWriter() (io.WriteCloser, error) {
-	dir := g.Storage.Filesystem().Join("objects", "pack")
-	before := tempPacks(g.Storage.Filesystem(), dir)
-	w, err := g.Storage.PackfileWriter()
+	fs := g.Storage.Filesystem()
+	dir := fs.Join("objects", "pack")
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := fs.TempFile(dir, "tmp_pack_")
 	if err != nil {
 		return nil, err
 	}
-	pg := newPackGuard(w, g.maxObject)
+	ix := &packIndexer{st: g.Storage, dir: dir, file: f, max: g.maxObject}
+	pg := newPackGuard(ix, g.maxObject)
 	pg.refused = g.refused
-	// go-git's writer keeps its temporary pack file when the pack it was given does not parse (as after a
-	// refusal, which truncates the stream): remove the one it made. The registry fetches into a repository
-	// under the template's lock, so no other writer's file is new here.
-	pg.failed = func() {
-		fs := g.Storage.Filesystem()
-		for name := range tempPacks(fs, dir) {
-			if !before[name] {
-				fs.Remove(fs.Join(dir, name))
-			}
-		}
-	}
 	return pg, nil
 }
 
-// tempPacks lists the names of go-git's temporary pack files in dir.
-func tempPacks(fs billy.Filesystem, dir string) map[string]bool {
-	names := map[string]bool{}
-	infos, _ := fs.ReadDir(dir)
-	for _, fi := range infos {
-		if strings.HasPrefix(fi.Name(), "tmp_pack_") {
-			names[fi.Name()] = true
-		}
-	}
-	return names
-}
-
-// packGuard scans a pack stream as it is written and forwards to w only bytes it has checked: the pack
-// header, and for each object its header (its size and, for a delta, the size of the object it makes, at most
-// max) and its compressed data, inflated here into a counter (never into memory) and refused when it inflates
-// to more than its header says. So no object over max, whatever it compresses to, reaches go-git's parser.
-// The scanner needs a fixed few hundred KiB (the inflater's window and buffers).
+// packGuard scans a pack stream as it is written and forwards to the indexer only bytes it has checked: the
+// pack header, and for each object its header (its size and, for a delta, the size of the object it makes, at
+// most max) and its compressed data, inflated here into the object's hash (never into memory) and refused when
+// it inflates to more than its header says. So no object over max, whatever it compresses to, is kept. The
+// scan records each object's offset, CRC-32 and (for a whole object) hash for the index, so the pack is
+// inflated once while it arrives. The scanner needs a fixed few hundred KiB (the inflater's window and buffers).
 type packGuard struct {
-	w         io.WriteCloser
+	w         *packIndexer
 	max       int64
 	in        chan []byte
 	ack       chan int64 // the scanner's consumed offset each time it needs more bytes
@@ -79,14 +65,13 @@ type packGuard struct {
 	pending   []byte // written, not yet forwarded
 	forwarded int64
 	refused   func(error)
-	failed    func() // called when Close fails, to remove what the writer left
 }
 
-func newPackGuard(w io.WriteCloser, max int64) *packGuard {
+func newPackGuard(w *packIndexer, max int64) *packGuard {
 	g := &packGuard{w: w, max: max, in: make(chan []byte), ack: make(chan int64), done: make(chan error, 1)}
 	go func() {
-		fr := &feedReader{in: g.in, ack: g.ack}
-		g.done <- scanPack(fr, max)
+		fr := &feedReader{in: g.in, ack: g.ack, sum: sha1.New()}
+		g.done <- scanPack(fr, max, w)
 		// Let a writer that still sends see that the scanner is gone.
 		for range g.in {
 		}
@@ -130,42 +115,81 @@ func (g *packGuard) Write(p []byte) (int, error) {
 }
 
 func (g *packGuard) forward(p []byte) (int, error) {
-	n, err := g.w.Write(p)
+	n, err := g.w.file.Write(p)
 	g.forwarded += int64(n)
 	return n, err
 }
 
-// Close ends the scan; what is still pending (a truncated pack) is forwarded only when it was checked, and
-// go-git's writer is closed (it reports a truncated pack itself).
+// Close ends the scan; the indexer then resolves the deltas and keeps the pack and its index, or, after a
+// refusal or a truncated or malformed pack, removes what it wrote.
 func (g *packGuard) Close() error {
 	close(g.in)
+	if !g.finished && g.scanErr == nil && g.forwarded == 0 && len(g.pending) == 0 {
+		<-g.done
+		g.w.abort() // nothing was written: no pack, as with go-git's writer
+		return nil
+	}
 	if !g.finished && g.scanErr == nil {
-		if err := <-g.done; err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
-			g.scanErr = err
+		g.scanErr = <-g.done
+		if g.scanErr == nil {
+			g.finished = true
+			if _, err := g.forward(g.pending); err != nil {
+				g.scanErr = err
+			}
+		} else if errors.Is(g.scanErr, io.ErrUnexpectedEOF) {
+			g.scanErr = fmt.Errorf("%w: %w", packfile.ErrMalformedPackFile, g.scanErr)
 		}
 	}
-	err := g.w.Close()
 	if g.scanErr != nil {
-		err = g.scanErr
+		g.w.abort()
+		return g.scanErr
 	}
-	if err != nil && g.failed != nil {
-		g.failed()
-	}
-	return err
+	return g.w.finish()
 }
 
 // feedReader is the scanner's side: an io.ByteReader (so that the inflater reads exactly its stream and
-// nothing beyond) over the chunks Write hands over, acknowledging how far it read whenever it needs more.
+// nothing beyond) over the chunks Write hands over, acknowledging how far it read whenever it needs more. It
+// folds what was read into the pack's checksum and into a CRC-32 (the index's, of each object's bytes) a
+// chunk at a time, not byte by byte.
 type feedReader struct {
 	in       chan []byte
 	ack      chan int64
-	buf      []byte
+	buf      []byte // the current chunk
+	pos      int    // read up to here
+	folded   int    // summed up to here
 	consumed int64
 	started  bool
+	sum      hash.Hash // of the pack, to its checksum
+	crc      uint32
+	nosum    bool // the checksum itself is being read
+}
+
+// fold adds what was read of the current chunk since the last fold to the checksum and the CRC.
+func (f *feedReader) fold() {
+	if f.pos > f.folded {
+		b := f.buf[f.folded:f.pos]
+		if !f.nosum {
+			f.sum.Write(b)
+		}
+		f.crc = crc32.Update(f.crc, crc32.IEEETable, b)
+		f.folded = f.pos
+	}
+}
+
+// startCRC begins the CRC-32 of an object at the current position; objectCRC ends it.
+func (f *feedReader) startCRC() {
+	f.fold()
+	f.crc = 0
+}
+
+func (f *feedReader) objectCRC() uint32 {
+	f.fold()
+	return f.crc
 }
 
 func (f *feedReader) fill() error {
-	for len(f.buf) == 0 {
+	for f.pos == len(f.buf) {
+		f.fold()
 		if f.started {
 			f.ack <- f.consumed
 		}
@@ -174,7 +198,7 @@ func (f *feedReader) fill() error {
 		if !ok {
 			return io.ErrUnexpectedEOF
 		}
-		f.buf = b
+		f.buf, f.pos, f.folded = b, 0, 0
 	}
 	return nil
 }
@@ -183,8 +207,8 @@ func (f *feedReader) Read(p []byte) (int, error) {
 	if err := f.fill(); err != nil {
 		return 0, err
 	}
-	n := copy(p, f.buf)
-	f.buf = f.buf[n:]
+	n := copy(p, f.buf[f.pos:])
+	f.pos += n
 	f.consumed += int64(n)
 	return n, nil
 }
@@ -193,19 +217,20 @@ func (f *feedReader) ReadByte() (byte, error) {
 	if err := f.fill(); err != nil {
 		return 0, err
 	}
-	b := f.buf[0]
-	f.buf = f.buf[1:]
+	b := f.buf[f.pos]
+	f.pos++
 	f.consumed++
 	return b, nil
 }
 
-// errPack wraps what scanPack refuses.
+// tooLarge wraps what scanPack refuses.
 func tooLarge(format string, args ...any) error {
 	return fmt.Errorf("%w: %s (Limits.MaxObjectSize)", ErrTooLarge, fmt.Sprintf(format, args...))
 }
 
-// scanPack reads a version 2 or 3 pack (git's pack-format.txt) and checks each object's sizes against max.
-func scanPack(r *feedReader, max int64) error {
+// scanPack reads a version 2 or 3 pack (git's pack-format.txt), checks each object's sizes against max and
+// records each object in ix: where it is, its CRC-32 and, for a whole object, its hash.
+func scanPack(r *feedReader, max int64, ix *packIndexer) error {
 	var hdr [12]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return err
@@ -217,7 +242,11 @@ func scanPack(r *feedReader, max int64) error {
 		return fmt.Errorf("pack version %d", v)
 	}
 	count := binary.BigEndian.Uint32(hdr[8:12])
+	ix.start(count)
+	copyBuf := make([]byte, 32<<10)
 	for i := uint32(0); i < count; i++ {
+		offset := r.consumed
+		r.startCRC()
 		c, err := r.ReadByte()
 		if err != nil {
 			return err
@@ -236,9 +265,11 @@ func scanPack(r *feedReader, max int64) error {
 		if size > max {
 			return tooLarge("object %d of the pack is %d bytes, more than %d", i, size, max)
 		}
-		switch typ {
-		case 1, 2, 3, 4: // commit, tree, blob, tag
-		case 6: // ofs-delta: a varint offset
+		o := packObject{offset: offset, typ: plumbing.ObjectType(typ), size: size, base: -1}
+		switch o.typ {
+		case plumbing.CommitObject, plumbing.TreeObject, plumbing.BlobObject, plumbing.TagObject:
+		case plumbing.OFSDeltaObject: // the base's offset backwards, as git encodes it
+			var back int64
 			for n := 0; ; n++ {
 				if n > 9 {
 					return errors.New("pack: delta offset overflows")
@@ -246,23 +277,31 @@ func scanPack(r *feedReader, max int64) error {
 				if c, err = r.ReadByte(); err != nil {
 					return err
 				}
+				if n > 0 {
+					back++
+				}
+				back = back<<7 | int64(c&0x7f)
 				if c&0x80 == 0 {
 					break
 				}
 			}
-		case 7: // ref-delta: the base's hash
-			if _, err := io.ReadFull(r, make([]byte, 20)); err != nil {
+			if err := ix.setOFSBase(&o, offset-back); err != nil {
+				return fmt.Errorf("pack object %d: %w", i, err)
+			}
+		case plumbing.REFDeltaObject:
+			if _, err := io.ReadFull(r, o.baseHash[:]); err != nil {
 				return err
 			}
 		default:
 			return fmt.Errorf("pack object %d: bad type %d", i, typ)
 		}
+		o.data = r.consumed
 		zr, err := zlib.NewReader(r)
 		if err != nil {
 			return fmt.Errorf("pack object %d: %w", i, err)
 		}
 		cr := &countReader{r: zr, max: size}
-		if typ >= 6 {
+		if o.typ.IsDelta() {
 			br := bufio.NewReaderSize(cr, 64)
 			if _, err := readVarint(br); err != nil { // the base's size
 				return fmt.Errorf("pack object %d: delta header: %w", i, err)
@@ -274,19 +313,34 @@ func scanPack(r *feedReader, max int64) error {
 			if target > max {
 				return tooLarge("object %d of the pack is a delta making %d bytes, more than %d", i, target, max)
 			}
-			if _, err := io.Copy(io.Discard, br); err != nil {
+			if _, err := io.CopyBuffer(io.Discard, br, copyBuf); err != nil {
 				return fmt.Errorf("pack object %d: %w", i, err)
 			}
-		} else if _, err := io.Copy(io.Discard, cr); err != nil {
-			return fmt.Errorf("pack object %d: %w", i, err)
+		} else {
+			h := plumbing.NewHasher(o.typ, size)
+			if _, err := io.CopyBuffer(h, cr, copyBuf); err != nil {
+				return fmt.Errorf("pack object %d: %w", i, err)
+			}
+			o.hash = h.Sum()
 		}
 		if cr.n != size {
 			return fmt.Errorf("pack object %d inflates to %d bytes, its header says %d", i, cr.n, size)
 		}
 		zr.Close()
+		o.crc = r.objectCRC()
+		ix.add(o)
 	}
-	_, err := io.ReadFull(r, make([]byte, 20)) // the pack's checksum, which go-git checks
-	return err
+	r.fold()
+	r.nosum = true
+	var sum plumbing.Hash
+	if _, err := io.ReadFull(r, sum[:]); err != nil {
+		return err
+	}
+	if got := plumbing.Hash(r.sum.Sum(nil)); got != sum {
+		return fmt.Errorf("%w: pack checksum %s, its content sums to %s", packfile.ErrMalformedPackFile, sum, got)
+	}
+	ix.checksum = sum
+	return nil
 }
 
 // countReader counts what it reads and fails past max bytes.

@@ -188,10 +188,21 @@ func (r *Registry) cleanStale() {
 		r.log.Info("removing leftover repository from the template cache", "path", e.Name())
 		os.RemoveAll(filepath.Join(repos, e.Name()))
 	}
+	// tmp/ holds the kept trees of a clean shutdown too, which can be large: they are moved aside at once and
+	// removed in the background, so that start-up does not wait for that (Close does).
 	tmp := filepath.Join(r.dir, "tmp")
 	entries, _ = os.ReadDir(tmp)
+	if len(entries) == 0 {
+		return
+	}
+	trash, err := os.MkdirTemp(tmp, "stale-")
 	for _, e := range entries {
-		os.RemoveAll(filepath.Join(tmp, e.Name()))
+		if err != nil || os.Rename(filepath.Join(tmp, e.Name()), filepath.Join(trash, e.Name())) != nil {
+			os.RemoveAll(filepath.Join(tmp, e.Name()))
+		}
+	}
+	if err == nil {
+		r.dropTree(trash)
 	}
 }
 
@@ -299,10 +310,18 @@ func cloneTemplate(t Template) Template {
 	return t
 }
 
+// objectCacheSize bounds the objects a repository's storage keeps in memory once read (go-git's default is
+// 96 MiB). A checkout reads each blob once; what the cache serves again is trees and delta bases.
+const objectCacheSize = 16 * cache.MiByte
+
+// largeObjectThreshold is the size over which the storage streams an object from its pack when it is read
+// instead of inflating it whole into memory (and into the object cache) first: go-git's small-object size.
+const largeObjectThreshold = 16 << 10
+
 // openStore opens a bare repository's storage. Call Close on it.
 func openStore(path string) *filesystem.Storage {
-	return filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRUDefault(),
-		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: streamThreshold})
+	return filesystem.NewStorageWithOptions(osfs.New(path), cache.NewObjectLRU(objectCacheSize),
+		filesystem.Options{KeepDescriptors: true, LargeObjectThreshold: largeObjectThreshold})
 }
 
 // cachedCommit reads a commit of template t from its cache.
@@ -367,10 +386,15 @@ func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func
 	if err != nil {
 		return Template{}, err
 	}
-	md, err := r.verify(ctx, name, st, commit, rep)
+	md, tree, err := r.verify(ctx, name, st, commit, rep)
 	if err != nil {
 		return Template{}, err
 	}
+	defer func() {
+		if !done {
+			r.dropTree(tree)
+		}
+	}()
 	rep.setPhase(PhasePinning, "pinning "+commit.String())
 	if err := pinRef(st, commit); err != nil {
 		return Template{}, err
@@ -399,6 +423,7 @@ func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func
 		return Template{}, err
 	}
 	done = true
+	r.keepTree(name, t.Commit, tree)
 	log.Info("template added", "commit", t.Commit, "ref", refName, "type", t.Type, "version", t.Version)
 	return cloneTemplate(t), nil
 }
@@ -459,10 +484,16 @@ func (r *Registry) Update(ctx context.Context, name string, progress func(Progre
 		log.Warn("template ref force-pushed", "ref", refName, "old", oldHead.String(), "new", commit.String())
 		rep.report(Progress{Phase: PhaseFetching, Message: msg}, true)
 	}
-	md, err := r.verify(ctx, name, st, commit, rep)
+	md, tree, err := r.verify(ctx, name, st, commit, rep)
 	if err != nil {
 		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
 	}
+	kept := false
+	defer func() {
+		if !kept {
+			r.dropTree(tree)
+		}
+	}()
 	rep.setPhase(PhasePinning, "pinning "+commit.String())
 	if err := pinRef(st, commit); err != nil {
 		return Template{}, err
@@ -474,6 +505,8 @@ func (r *Registry) Update(ctx context.Context, name string, progress func(Progre
 	if err := r.commitIndex(t, false); err != nil {
 		return Template{}, err
 	}
+	kept = true
+	r.keepTree(name, t.Commit, tree)
 	log.Info("template updated", "commit", t.Commit, "previous", t.PreviousCommits[0])
 	return cloneTemplate(t), nil
 }
@@ -499,10 +532,16 @@ func (r *Registry) Pin(ctx context.Context, name, commit string) (Template, erro
 	if _, err := cachedCommit(st, t, h); err != nil {
 		return Template{}, err
 	}
-	md, err := r.verify(ctx, name, st, h, nil)
+	md, tree, err := r.verify(ctx, name, st, h, nil)
 	if err != nil {
 		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
 	}
+	kept := false
+	defer func() {
+		if !kept {
+			r.dropTree(tree)
+		}
+	}()
 	if err := pinRef(st, h); err != nil {
 		return Template{}, err
 	}
@@ -513,6 +552,8 @@ func (r *Registry) Pin(ctx context.Context, name, commit string) (Template, erro
 	if err := r.commitIndex(t, false); err != nil {
 		return Template{}, err
 	}
+	kept = true
+	r.keepTree(name, t.Commit, tree)
 	r.log.Info("template pinned", "template", name, "commit", commit, "previous", t.PreviousCommits[0])
 	return cloneTemplate(t), nil
 }
@@ -557,6 +598,7 @@ func (r *Registry) Remove(ctx context.Context, name string, inUse func(name stri
 	if err := r.commitIndex(t, true); err != nil {
 		return err
 	}
+	r.dropKept(name)
 	// Move the repository out of repos/ first so that a half-deleted one is
 	// never found there; tmp/ is emptied on the next New anyway.
 	trash, err := os.MkdirTemp(filepath.Join(r.dir, "tmp"), "removed-"+name+"-")
@@ -573,38 +615,35 @@ func (r *Registry) Remove(ctx context.Context, name string, inUse func(name stri
 }
 
 // verify checks that commit can be used: metadata.json parses, the tree
-// checks out safely within the limits, and the validator finds no errors.
-func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Storage, commit plumbing.Hash, rep *reporter) (*metadata.Metadata, error) {
+// checks out safely within the limits, and the validator finds no errors. It
+// returns the verified tree (a directory in tmp/), which the caller keeps with
+// keepTree once the pin moved, or drops with dropTree.
+func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Storage, commit plumbing.Hash, rep *reporter) (*metadata.Metadata, string, error) {
 	c, err := object.GetCommit(st, commit)
 	if err != nil {
-		return nil, fmt.Errorf("%w: commit %s: %w", ErrStorage, commit, err)
+		return nil, "", fmt.Errorf("%w: commit %s: %w", ErrStorage, commit, err)
 	}
 	co := newCheckout(ctx, st, commit.String(), r.limits, nil)
 	md, err := readMetadata(co, c.TreeHash)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	rep.setPhase(PhaseCheckout, "checking out "+commit.String())
 	dir, err := os.MkdirTemp(filepath.Join(r.dir, "tmp"), "verify-"+name+"-")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStorage, err)
+		return nil, "", fmt.Errorf("%w: %w", ErrStorage, err)
 	}
 	verified := false
 	defer func() {
 		if !verified {
 			os.RemoveAll(dir)
-			return
 		}
-		// After success the scratch tree goes away in the background, so
-		// that Add and Update return sooner; Close waits for it, and New
-		// empties tmp/ after a crash.
-		r.cleanup.Go(func() { os.RemoveAll(dir) })
 	}()
 	co.progress = func(files int, bytes int64) {
 		rep.report(Progress{Phase: PhaseCheckout, Objects: files, Bytes: bytes, Message: fmt.Sprintf("checked out %d files", files)}, false)
 	}
 	if err := writeInto(co, c.TreeHash, dir); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	rep.report(Progress{Phase: PhaseCheckout, Objects: co.files, Bytes: co.written,
 		Message: fmt.Sprintf("checked out %d files, %d bytes", co.files, co.written)}, true)
@@ -612,14 +651,78 @@ func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Stora
 		rep.setPhase(PhaseValidating, fmt.Sprintf("validating %s template", md.Template.Type))
 		found, err := r.cfg.Validate(ctx, dir, string(md.Template.Type))
 		if err != nil {
-			return nil, fmt.Errorf("validator on commit %s: %w", short(commit.String()), err)
+			return nil, "", fmt.Errorf("validator on commit %s: %w", short(commit.String()), err)
 		}
 		if len(found) > 0 {
-			return nil, &ValidationError{Name: name, Commit: commit.String(), Errors: found}
+			return nil, "", &ValidationError{Name: name, Commit: commit.String(), Errors: found}
 		}
 	}
 	verified = true
-	return md, nil
+	return md, dir, nil
+}
+
+// The verified tree of a template's pinned commit is kept in tmp/ as "kept-<commit>-<name>" until a
+// Materialize of that commit takes it (renames it into place instead of checking the commit out again), the
+// pin moves, or the template is removed; New empties tmp/, so a restart drops it. Every change of a kept tree
+// is a rename: taking it, and moving it aside to remove it, so neither ever sees the other's half-done work.
+const keptPrefix = "kept-"
+
+func (r *Registry) keptPath(name, commit string) string {
+	return filepath.Join(r.dir, "tmp", keptPrefix+commit+"-"+name)
+}
+
+// keepTree keeps dir, verified for commit, as name's kept tree, and drops any other kept tree of name.
+func (r *Registry) keepTree(name, commit, dir string) {
+	r.dropKept(name)
+	if err := os.Rename(dir, r.keptPath(name, commit)); err != nil {
+		r.dropTree(dir)
+	}
+}
+
+// dropTree removes a scratch tree in the background, so that Add and Update return sooner; Close waits for
+// it, and New empties tmp/ after a crash.
+func (r *Registry) dropTree(dir string) {
+	r.cleanup.Go(func() { os.RemoveAll(dir) })
+}
+
+// dropKept drops the kept trees of name, moving each aside first.
+func (r *Registry) dropKept(name string) {
+	tmp := filepath.Join(r.dir, "tmp")
+	es, _ := os.ReadDir(tmp)
+	for _, e := range es {
+		rest, ok := strings.CutPrefix(e.Name(), keptPrefix)
+		if !ok || len(rest) < 42 || rest[40] != '-' || rest[41:] != name {
+			continue
+		}
+		if aside, err := os.MkdirTemp(tmp, "drop-"); err == nil {
+			if os.Rename(filepath.Join(tmp, e.Name()), filepath.Join(aside, "tree")) != nil {
+				os.Remove(aside)
+				continue
+			}
+			r.dropTree(aside)
+		}
+	}
+}
+
+// takeKept moves subdir ("" for the root) of name's kept tree of commit onto the empty directory dest,
+// consuming the kept tree, and reports whether it did. It fails over to a checkout (false) when there is no
+// such tree, another Materialize took it first, or dest is on another file system.
+func (r *Registry) takeKept(name, commit, subdir, dest string) bool {
+	tmp := filepath.Join(r.dir, "tmp")
+	claim, err := os.MkdirTemp(tmp, "take-")
+	if err != nil {
+		return false
+	}
+	defer r.dropTree(claim)
+	if err := os.Rename(r.keptPath(name, commit), filepath.Join(claim, "tree")); err != nil {
+		return false
+	}
+	src := filepath.Join(claim, "tree", filepath.FromSlash(subdir))
+	if fi, err := os.Lstat(src); err != nil || !fi.IsDir() {
+		return false
+	}
+	// rename(2) replaces the empty directory dest (os.Rename refuses to).
+	return unix.Rename(src, dest) == nil
 }
 
 // writeInto checks tree out into the existing directory dir.
@@ -798,6 +901,8 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 			os.RemoveAll(tmp)
 		}
 	}()
+	// The tree verified when the commit was pinned, if it is still kept, is this checkout already.
+	took := r.takeKept(name, commit, subdir, tmp)
 	fd, err := unix.Openat(parentfd, tmpName, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
@@ -806,8 +911,10 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 	if err := unix.Fchmod(fd, 0o755); err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
 	}
-	if err := co.run(fd, tree); err != nil {
-		return err
+	if !took {
+		if err := co.run(fd, tree); err != nil {
+			return err
+		}
 	}
 	if err := makeDirs(fd, dirs, commit); err != nil {
 		return err
@@ -830,7 +937,7 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 		}
 	}
 	r.log.Info("template materialized", "template", name, "commit", commit, "subdir", subdir,
-		"target", target, "files", co.files, "bytes", co.written)
+		"target", target, "files", co.files, "bytes", co.written, "fromVerifiedTree", took)
 	return nil
 }
 

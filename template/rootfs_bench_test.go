@@ -1,6 +1,7 @@
 package template
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"io/fs"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bitbuilder/bitbuilder/internal/testpolicy"
+	"github.com/bitbuilder/bitbuilder/template/validate"
 )
 
 // rootfsRepo returns a bare repository whose one commit holds metadata.json and, under rootfs/,
@@ -88,16 +90,76 @@ func rootfsRepo(b *testing.B) (string, int64) {
 	return repo, largest
 }
 
-// BenchmarkAddRootFS compares Add of a real-sized rootfs template with `git clone --bare
-// --no-local` plus `git checkout` of the same repository, alternating the two in the same run
-// (as BenchmarkAdd does for 10,000 small files). It reports the ratio of wall-clock time (goal
-// at most 1.5), of CPU time, and the process's peak resident memory against the template's
-// largest file.
+// BenchmarkAddRootFS compares Add of a real-sized rootfs template, validated by the daemon's validator
+// (validate.Tree, as bitbuilderd runs it), with `git clone --bare --no-local` plus `git checkout` of the same
+// repository, and then Update to a second commit on top (a few files changed) with `git fetch` plus a checkout of
+// that commit into a new directory, alternating the order in the same run. It reports the ratios of wall-clock
+// and CPU time (add/git-ratio: goal at most 1.5), the time of Add's phases (fetch, checkout, validate), and the
+// process's peak resident memory (VmHWM, reset before each Add and Update) against its bound: at most twice
+// the template's largest file plus rssFixedBound (rss-over-bound: goal at most 1).
 func BenchmarkAddRootFS(b *testing.B) {
 	src, largest := rootfsRepo(b)
-	benchAddVsGit(b, "rootfs", src)
-	b.ReportMetric(float64(peakRSS(b))/(1<<20), "peak-rss-MiB")
+	upd := updatableRepo(b, src)
+	validator := func(ctx context.Context, dir, kind string) ([]string, error) {
+		rep, err := validate.Tree(ctx, dir, validate.Kind(kind), validate.Options{})
+		var out []string
+		for _, f := range rep.Errors() {
+			out = append(out, f.String())
+		}
+		return out, err
+	}
+	res := benchAddVsGit(b, "rootfs", upd.url, addBench{validate: validator, update: upd.moveMain, reset: upd.reset})
+	bound := 2*largest + rssFixedBound
+	b.ReportMetric(float64(res.addPeak)/(1<<20), "peak-rss-MiB")
+	b.ReportMetric(float64(res.updatePeak)/(1<<20), "update-peak-rss-MiB")
 	b.ReportMetric(float64(largest)/(1<<20), "largest-file-MiB")
+	b.ReportMetric(float64(max(res.addPeak, res.updatePeak))/float64(bound), "rss-over-bound-ratio")
+}
+
+// rssFixedBound is the part of the bound on the peak resident memory of Add and Update that does not grow with
+// the template's largest file (see ARCHITECTURE.md, "Template fetch"): the Go runtime and this test binary,
+// go-git's object cache (objectCacheSize), the indexer's delta bases (deltaBaseCacheSize), the checkout's queue
+// (maxQueuedBytes) and buffers, and the garbage collector's headroom over all of them.
+const rssFixedBound = 128 << 20
+
+// updatable is a repository that borrows the objects of a bench repository (git alternates) and holds, besides
+// its commit, a second one on top changing a few files; moveMain points main at the second, reset at the first.
+type updatable struct {
+	url             string
+	moveMain, reset func()
+}
+
+func updatableRepo(b *testing.B, src string) updatable {
+	dir := filepath.Join(b.TempDir(), "updatable.git")
+	gitCmd(b, b.TempDir(), "init", "-q", "--bare", "-b", "main", dir)
+	os.WriteFile(filepath.Join(dir, "objects", "info", "alternates"), []byte(filepath.Join(src, "objects")+"\n"), 0o644)
+	first := gitCmd(b, src, "rev-parse", "refs/heads/main")
+	work := b.TempDir()
+	env := func(args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = work
+		cmd.Env = append(gitEnv(work), "GIT_DIR="+dir, "GIT_INDEX_FILE="+filepath.Join(work, "index"), "GIT_WORK_TREE="+work)
+		out, err := cmd.Output()
+		if err != nil {
+			b.Fatalf("git %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	env("read-tree", first)
+	for name, content := range map[string]string{
+		"metadata.json":           metaJSON("container", "1.0.1"),
+		"rootfs/etc/motd":         "updated by the benchmark\n",
+		"rootfs/etc/bench-update": strings.Repeat("a new file\n", 1000),
+	} {
+		p := filepath.Join(work, name)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		os.WriteFile(p, []byte(content), 0o644)
+		env("update-index", "--add", name)
+	}
+	second := env("commit-tree", env("write-tree"), "-p", first, "-m", "second")
+	set := func(c string) func() { return func() { env("update-ref", "refs/heads/main", c) } }
+	set(first)()
+	return updatable{url: dir, moveMain: set(second), reset: set(first)}
 }
 
 // peakRSS is this process's peak resident memory (VmHWM) in bytes.
@@ -113,4 +175,11 @@ func peakRSS(b *testing.B) int64 {
 		}
 	}
 	return 0
+}
+
+// resetPeakRSS starts VmHWM again from the current resident memory (proc(5), clear_refs).
+func resetPeakRSS(b *testing.B) {
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		b.Fatal(err)
+	}
 }

@@ -42,6 +42,7 @@ var goals = []goal{
 	{re(`^BenchmarkTenants/tenants=1000$`), "flatness", true, 1.3},
 	{re(`^BenchmarkAddRootFS$`), "add/git-ratio", true, 1.5},
 	{re(`^BenchmarkRootFS50k$`), "x-walk", true, 3},
+	{re(`^BenchmarkAddRootFS$`), "rss-over-bound-ratio", true, 1},
 }
 
 // isCount says whether s is a benchmark's iteration count.
@@ -59,7 +60,7 @@ func continuation(line string) bool {
 
 // isRatio says whether a metric unit is a ratio the table should show.
 func isRatio(unit string) bool {
-	return strings.Contains(unit, "ratio") || strings.HasPrefix(unit, "x_") || strings.HasSuffix(unit, "flatness")
+	return strings.Contains(unit, "ratio") || strings.HasPrefix(unit, "x_") || strings.HasPrefix(unit, "x-") || strings.HasSuffix(unit, "flatness")
 }
 
 type key struct{ pkg, bench, metric string }

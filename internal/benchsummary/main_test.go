@@ -15,6 +15,8 @@ func TestSummarize(t *testing.T) {
 		"BenchmarkDaemonCPU/clients=32-2   \t4000\t478187 ns/op\t 1.10 create-cpu-ratio\t 0.8 get-cpu-ratio",
 		"BenchmarkDaemonCPU/clients=32-2   \t4000\t478187 ns/op\t 0.90 create-cpu-ratio\t 1.2 get-cpu-ratio",
 		"BenchmarkListStreaming-2 \t 90 \t 49784559 ns/op \t 0.7 ratio",
+		"pkg: github.com/bitbuilder/bitbuilder/template/validate",
+		"BenchmarkRootFS50k-2 \t 5 \t 118129362 ns/op \t 48730739 validate-ns/op \t 0.70 x-walk",
 		"PASS",
 	}, "\n")
 	var out strings.Builder
@@ -27,6 +29,7 @@ func TestSummarize(t *testing.T) {
 		"daemon DaemonCPU/clients=32                          create-cpu-ratio         3       0.9       1.1      1.35     <= 1 MISSED",
 		"daemon DaemonCPU/clients=32                          get-cpu-ratio            3       0.8       0.9       1.2     <= 1 met",
 		"daemon ListStreaming                                 ratio                    1       0.7       0.7       0.7   <= 1.5 met",
+		"template/validate RootFS50k                          x-walk                   1       0.7       0.7       0.7     <= 3 met",
 		"1 goals missed",
 	} {
 		if !strings.Contains(table, want) {
