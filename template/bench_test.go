@@ -3,6 +3,7 @@ package template
 import (
 	"context"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +52,7 @@ func manyFileRepoIn(t testing.TB, dir string, n int) string {
 // metadata.json, checkout into scratch space) of a 10,000-file repository
 // with the git CLI doing the same work: `git clone --bare` of the same local
 // URL (no hardlinks: --no-local) plus `git --work-tree=DIR checkout -f`
-// into a fresh directory. Both run in each iteration, in alternating order;
+// into a fresh directory, then a syncfs (Add's reply means durable). Both run in each iteration, in alternating order;
 // the ratio Add/git is reported as add/git-ratio.
 func BenchmarkAdd(b *testing.B) {
 	benchAddVsGit(b, "many", manyFileRepo(b, 10_000), addBench{})
@@ -71,13 +72,14 @@ type addResult struct {
 }
 
 // benchAddVsGit runs Registry.Add of the repository src as template name against `git clone --bare --no-local`
-// plus `git --work-tree=DIR checkout -f` of the same URL, both in each iteration in alternating order, and reports
+// plus `git --work-tree=DIR checkout -f` of the same URL and a syncfs (syncWork), both in each iteration in
+// alternating order, and reports
 // their times, add/git-ratio and add/git-cpu-ratio, and the time of Add's phases. With opt.update it then runs
-// Registry.Update against `git fetch` plus a checkout of the new commit into a new directory, and reports
+// Registry.Update against `git fetch` plus a checkout of the new commit into a new directory and a syncfs, and reports
 // update/git-ratio and update/git-cpu-ratio.
 func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 	url := "file://" + src
-	var addTotal, gitTotal, addCPU, gitCPU, updTotal, gitUpdTotal, updCPU, gitUpdCPU time.Duration
+	var addTotal, gitTotal, addCPU, gitCPU, updTotal, gitUpdTotal, updCPU, gitUpdCPU, gitSync time.Duration
 	phases := map[Phase]time.Duration{}
 	var res addResult
 	i := 0
@@ -92,6 +94,7 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 			tree := filepath.Join(work, "tree")
 			os.MkdirAll(tree, 0o755)
 			gitCmd(b, work, "--git-dir="+bare, "--work-tree="+tree, "checkout", "-q", "-f", "main", "--", ".")
+			gitSync += syncWork(b, work)
 			gitTotal += time.Since(start)
 			gitCPU += cpuTime() - cpu
 		}
@@ -106,6 +109,7 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 			if out, err := cmd.CombinedOutput(); err != nil {
 				b.Fatalf("git checkout: %v\n%s", err, out)
 			}
+			syncWork(b, work)
 			gitUpdTotal += time.Since(start)
 			gitUpdCPU += cpuTime() - cpu
 		}
@@ -173,6 +177,7 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 	}
 	b.ReportMetric(float64(addTotal.Milliseconds())/float64(i), "add-ms/op")
 	b.ReportMetric(float64(gitTotal.Milliseconds())/float64(i), "git-ms/op")
+	b.ReportMetric(float64(gitSync.Milliseconds())/float64(i), "git-syncfs-ms/op")
 	b.ReportMetric(float64(addTotal)/float64(gitTotal), "add/git-ratio")
 	b.ReportMetric(float64(addCPU)/float64(gitCPU), "add/git-cpu-ratio")
 	for ph, unit := range map[Phase]string{PhaseFetching: "fetch-ms/op", PhaseCheckout: "checkout-ms/op", PhaseValidating: "validate-ms/op"} {
@@ -186,6 +191,22 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 		b.ReportMetric(float64(updCPU)/float64(gitUpdCPU), "update/git-cpu-ratio")
 	}
 	return res
+}
+
+// syncWork flushes the file system holding dir (syncfs) and returns how long that took. The git
+// baselines end with it: Add, Update and Materialize answer only once what they wrote is on
+// disk (one syncfs each), git makes nothing durable, and a baseline does the same work.
+func syncWork(b *testing.B, dir string) time.Duration {
+	start := time.Now()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Syncfs(fd); err != nil {
+		b.Fatal(err)
+	}
+	return time.Since(start)
 }
 
 // cpuTime is the CPU time (user and system) used so far by this process
@@ -229,6 +250,7 @@ func BenchmarkMaterialize(b *testing.B) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("git checkout: %v\n%s", err, out)
 		}
+		syncWork(b, work)
 		gitTotal += time.Since(start)
 		gitCPU += cpuTime() - cpu
 
