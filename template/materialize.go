@@ -3,8 +3,10 @@ package template
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -183,6 +185,7 @@ type writeJob struct {
 	path string
 	mode uint32
 	data []byte
+	hash plumbing.Hash // the blob's object id, which data must hash to
 }
 
 // streamThreshold is the blob size from which a file is streamed by the
@@ -256,6 +259,11 @@ func (c *checkout) writer() {
 }
 
 func (c *checkout) writeSmall(j writeJob) error {
+	h := newBlobHasher(int64(len(j.data)))
+	h.Write(j.data)
+	if err := h.check(j.hash, j.path); err != nil {
+		return err
+	}
 	fd, err := c.createFile(j.dir.fd, j.name, j.path, j.mode)
 	if err != nil {
 		return err
@@ -595,7 +603,7 @@ func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) er
 		}
 		c.queued.add(size)
 		dir.acquire()
-		c.jobs <- writeJob{dir: dir, name: e.name, path: p, mode: mode, data: data}
+		c.jobs <- writeJob{dir: dir, name: e.name, path: p, mode: mode, data: data, hash: e.hash}
 		return nil
 	}
 	// Large: stream it here, from the lazily read object.
@@ -608,13 +616,35 @@ func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) er
 	if err != nil {
 		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
 	}
-	n, err := copyToFD(fd, io.LimitReader(rd, size), c.buf)
+	h := newBlobHasher(size)
+	n, err := copyToFD(fd, io.TeeReader(io.LimitReader(rd, size), h), c.buf)
 	rd.Close()
 	if err != nil {
 		return fmt.Errorf("%w: write %q: %w", ErrStorage, p, err)
 	}
 	if n != size {
 		return fmt.Errorf("%w: blob %s of %q: read %d bytes, object header says %d", ErrStorage, e.hash, p, n, size)
+	}
+	return h.check(e.hash, p)
+}
+
+// blobHasher computes a blob's Git object id (SHA-1 of "blob SIZE\0" and the content) from the content a
+// checkout writes, so that a file is never left with bytes other than its object's, whatever reads them from the
+// pack: go-git's lazy reader of large delta objects once wrote wrong bytes while every pack check passed.
+type blobHasher struct{ hash.Hash }
+
+func newBlobHasher(size int64) blobHasher {
+	h := sha1.New()
+	fmt.Fprintf(h, "blob %d\x00", size)
+	return blobHasher{h}
+}
+
+// check fails when the content written does not hash to want.
+func (h blobHasher) check(want plumbing.Hash, path string) error {
+	var got plumbing.Hash
+	h.Sum(got[:0])
+	if got != want {
+		return fmt.Errorf("%w: %q: the content read from the pack hashes to %s, not to its object id %s", ErrStorage, path, got, want)
 	}
 	return nil
 }

@@ -314,9 +314,12 @@ func cloneTemplate(t Template) Template {
 // 96 MiB). A checkout reads each blob once; what the cache serves again is trees and delta bases.
 const objectCacheSize = 16 * cache.MiByte
 
-// largeObjectThreshold is the size over which the storage streams an object from its pack when it is read
-// instead of inflating it whole into memory (and into the object cache) first: go-git's small-object size.
-const largeObjectThreshold = 16 << 10
+// largeObjectThreshold is the size over which go-git's storage would read an object lazily from its pack
+// instead of inflating it whole: 0, never. Its lazy reader of delta objects wrote wrong bytes for real binaries
+// (TestCheckoutMatchesGit; at 16 KiB every machine root had broken executables, at 1 MiB the larger ones), so
+// every object is inflated whole, one at a time, and its content checked against its object id as it is
+// written (blobHasher). A file's object is then in memory once while it is written, with its delta base.
+const largeObjectThreshold = 0
 
 // openStore opens a bare repository's storage. Call Close on it.
 func openStore(path string) *filesystem.Storage {
