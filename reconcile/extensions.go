@@ -621,6 +621,9 @@ func pruneExtensionCheckouts(tenantsDir string, t *tenant.Tenant) error {
 		}
 		for _, e := range ents {
 			name := strings.TrimSuffix(strings.TrimSuffix(e.Name(), ".commit"), ".image.json")
+			if staged, ok := strings.CutSuffix(name, ".stage"); ok && strings.HasPrefix(staged, ".") {
+				name = staged[1:] // a checkout staged for that use (TemplatesStep.checkout)
+			}
 			if strings.HasPrefix(name, ".") || slices.ContainsFunc(t.Templates, func(u tenant.TemplateUse) bool { return u.Role == class && u.Name == name }) {
 				continue
 			}

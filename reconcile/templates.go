@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/template/validate"
 	"github.com/bitbuilder/bitbuilder/tenant"
+	"golang.org/x/sys/unix"
 )
 
 // Materializer checks out a pinned template commit into a directory, atomically.
@@ -147,17 +149,42 @@ func (s *TemplatesStep) checkout(ctx context.Context, u tenant.TemplateUse, dir 
 		for _, d := range validate.RequiredDirs(validate.Kind(u.Role)) {
 			dirs = append(dirs, template.Dir{Path: d.Path, Mode: d.Mode})
 		}
+		if u.Role == machines.ClassSysext || u.Role == machines.ClassConfext {
+			// An extension is checked out and its image extracted beside its place, and
+			// put there only once whole: a checkout that fails is never seen at dir.
+			stage := filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".stage")
+			drop := func() {
+				machines.RemoveTree(stage)
+				os.Remove(machines.ImageInfoFile(stage))
+			}
+			drop()
+			err := s.Registry.Materialize(ctx, u.Template, u.Commit, "", stage, dirs)
+			if err == nil {
+				err = copyArtifacts(stage, s.ArtifactSources)
+			}
+			if err == nil {
+				err = s.extractImage(ctx, u, stage)
+			}
+			if err == nil {
+				err = putTree(stage, dir)
+			}
+			if err == nil {
+				if err = os.Rename(machines.ImageInfoFile(stage), machines.ImageInfoFile(dir)); errors.Is(err, fs.ErrNotExist) {
+					err = nil // not from an image
+				}
+			}
+			if err != nil {
+				drop()
+				machines.RemoveTree(dir) // what was there is no longer the pinned commit's
+				return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
+			}
+			return os.WriteFile(marker, []byte(u.Commit+"\n"), 0o644)
+		}
 		if err := s.Registry.Materialize(ctx, u.Template, u.Commit, "", dir, dirs); err != nil {
 			return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
 		}
 		if err := copyArtifacts(dir, s.ArtifactSources); err != nil {
 			return fmt.Errorf("%s %q: %w", u.Role, u.Name, err)
-		}
-		if u.Role == machines.ClassSysext || u.Role == machines.ClassConfext {
-			if err := s.extractImage(ctx, u, dir); err != nil {
-				machines.RemoveTree(dir) // no half-extracted checkout is left; the next pass tries anew
-				return fmt.Errorf("%s %q (template %s at %.12s): %w", u.Role, u.Name, u.Template, u.Commit, err)
-			}
 		}
 		if u.Role == "container" || u.Role == "machine" {
 			if err := s.extractTemplateImages(ctx, dir); err != nil {
@@ -279,6 +306,19 @@ func (s *TemplatesStep) Teardown(_ context.Context, t *tenant.Tenant) error {
 		return fmt.Errorf("refusing to remove the directory of tenant %q", t.Name)
 	}
 	return machines.RemoveTree(filepath.Join(s.TenantsDir, t.Name))
+}
+
+// putTree puts the tree at from in dir's place at once (exchanging the two when dir exists) and removes what dir
+// held.
+func putTree(from, dir string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE)
+	switch {
+	case err == nil:
+		return machines.RemoveTree(from)
+	case errors.Is(err, unix.ENOENT):
+		return os.Rename(from, dir)
+	}
+	return fmt.Errorf("put %s in place of %s: %w", from, dir, err)
 }
 
 // extractImage turns the checkout at dir of an extension template that holds a disk image (rule D39) into the
