@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -668,5 +669,51 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out: %s", what)
 		}
+	}
+}
+
+// A host link's addresses are read with a dump the kernel filters by the link's index: with three other links
+// addressed, the kernel sends the link's own addresses only (a dump of every address would grow with the
+// tenants), and what is read is what netlink.AddrList reports for the link, a point-to-point address included.
+// A link that is gone has none.
+func TestKernelHostAddrsByIndex(t *testing.T) {
+	e := newTestEnv(t, nil)
+	h := hostHandle(t, e.cfg.HostNetns)
+	var links []netlink.Link
+	for i := range 4 {
+		l := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("bbt-d%d", i)}}
+		must(t, h.LinkAdd(l))
+		got, err := h.LinkByName(l.Name)
+		must(t, err)
+		links = append(links, got)
+		for j := range 3 {
+			must(t, h.AddrAdd(got, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.1/24", 90+i, j)))}))
+		}
+	}
+	// A point-to-point address: IFA_ADDRESS is the peer's, the local one a /32.
+	must(t, h.AddrAdd(links[0], &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.99.0.1/32")), Peer: ipNet(netip.MustParsePrefix("10.99.0.2/32"))}))
+	hs, err := e.k.open()
+	must(t, err)
+	defer hs.close()
+	for _, l := range links {
+		got, sent, err := hs.hostAddrs(l.Attrs().Index)
+		must(t, err)
+		list, err := h.AddrList(l, netlink.FAMILY_V4)
+		must(t, err)
+		var want []netip.Prefix
+		for _, a := range list {
+			p, _ := prefixOf(a.IPNet)
+			want = append(want, p)
+		}
+		if !slices.Equal(got, want) || len(got) < 3 {
+			t.Errorf("%s: read %v, want %v", l.Attrs().Name, got, want)
+		}
+		if sent != len(want) {
+			t.Errorf("%s: the kernel sent %d addresses for the link's %d: the dump was not filtered", l.Attrs().Name, sent, len(want))
+		}
+	}
+	must(t, h.LinkDel(links[3]))
+	if got, _, err := hs.hostAddrs(links[3].Attrs().Index); err != nil || len(got) != 0 {
+		t.Errorf("addresses of a deleted link: %v, %v; want none", got, err)
 	}
 }
