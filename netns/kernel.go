@@ -43,10 +43,14 @@ type Kernel struct {
 	shared bool // NetnsDir made a shared mount point
 
 	routes hostRoutes // the host's routes and addresses, followed once read
+	links  hostLinks  // the host's links and their groups, followed once read
 }
 
-// Close stops following the host's routes and addresses.
-func (k *Kernel) Close() { k.routes.close() }
+// Close stops following the host's routes, addresses and links.
+func (k *Kernel) Close() {
+	k.routes.close()
+	k.links.close()
+}
 
 // NewKernel returns the real Host.
 func NewKernel(cfg KernelConfig) *Kernel {
@@ -220,7 +224,7 @@ func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
 		}
 	}
 	if q.Group != 0 {
-		if obs.GroupMembers, err = h.groupMembers(q.Group); err != nil {
+		if obs.GroupMembers, err = k.links.groupMembers(h, q.Group); err != nil {
 			return obs, err
 		}
 	}
@@ -758,43 +762,23 @@ func (h *handles) execute(req *nl.NetlinkRequest, each func(syscall.NetlinkMessa
 	}
 }
 
-// groupMembers lists the names of the host links in group with a dump that skips statistics and parses only the
-// name and group: much lighter than netlink.LinkList with hundreds of links.
-func (h *handles) groupMembers(group uint32) ([]string, error) {
+// linkGroups lists the host's links (index -> name and group) with a dump that skips statistics and parses only
+// the name and group: much lighter than netlink.LinkList with hundreds of links. hostLinks reads it once, when it
+// starts following.
+func (h *handles) linkGroups() (map[int]linkEntry, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
-	var names []string
-	var perr error
+	links := map[int]linkEntry{}
 	err := h.execute(req, func(m syscall.NetlinkMessage) {
-		if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
-			return
-		}
-		attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofIfInfomsg:])
-		if err != nil {
-			perr = err
-			return
-		}
-		name, in := "", false
-		for _, a := range attrs {
-			switch a.Attr.Type {
-			case unix.IFLA_IFNAME:
-				name = strings.TrimRight(string(a.Value), "\x00")
-			case unix.IFLA_GROUP:
-				in = len(a.Value) == 4 && nl.NativeEndian().Uint32(a.Value) == group
-			}
-		}
-		if in {
-			names = append(names, name)
+		if index, l, ok := parseLinkEntry(m); ok {
+			links[index] = l
 		}
 	})
-	if err == nil {
-		err = perr
-	}
 	if err != nil {
 		return nil, &OpError{Op: "list links", Err: err}
 	}
-	return names, nil
+	return links, nil
 }
 
 // delGroup deletes every host link in group with one RTM_DELLINK (ifindex 0, IFLA_GROUP), as `ip link del group`.

@@ -717,3 +717,77 @@ func TestKernelHostAddrsByIndex(t *testing.T) {
 		t.Errorf("addresses of a deleted link: %v, %v; want none", got, err)
 	}
 }
+
+// Teardown's link-group question is answered from followed link notifications, exactly: a link put into the
+// group, renamed, moved out of it or deleted right before the question is in the answer (the socket is read
+// until empty first; a down link, whose regrouping the kernel does not notify, is read again), and a socket that
+// overflowed (ENOBUFS: notifications lost) starts over with a dump.
+func TestKernelFollowsHostLinks(t *testing.T) {
+	e := newTestEnv(t, nil)
+	h := hostHandle(t, e.cfg.HostNetns)
+	hs, err := e.k.open()
+	must(t, err)
+	defer hs.close()
+	const group = 0xb1b0fff
+	members := func() []string {
+		t.Helper()
+		names, err := e.k.links.groupMembers(hs, group)
+		must(t, err)
+		return names
+	}
+	expect := func(want ...string) {
+		t.Helper()
+		if got := members(); !slices.Equal(got, want) {
+			t.Errorf("group members %v, want %v", got, want)
+		}
+	}
+	add := func(name string, g uint32) netlink.Link {
+		t.Helper()
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name, attrs.Group = name, g
+		must(t, h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}))
+		l, err := h.LinkByName(name)
+		must(t, err)
+		return l
+	}
+	add("bbt-g1", group) // before following starts: from the dump
+	expect("bbt-g1")
+	if e.k.links.sock == nil {
+		t.Fatal("not following after the first question")
+	}
+	b := add("bbt-g2", 0)
+	must(t, h.LinkSetUp(b))
+	expect("bbt-g1")
+	must(t, h.LinkSetGroup(b, group))
+	expect("bbt-g1", "bbt-g2")
+	// An up link is not read again: its regrouping came as a notification.
+	if l := e.k.links.links[b.Attrs().Index]; !l.up || l.group != group {
+		t.Errorf("followed entry of the up link: %+v", l)
+	}
+	must(t, h.LinkSetDown(b))
+	must(t, h.LinkSetName(b, "bbt-g3"))
+	expect("bbt-g1", "bbt-g3")
+	a, err := h.LinkByName("bbt-g1")
+	must(t, err)
+	must(t, h.LinkSetGroup(a, 0))
+	expect("bbt-g3")
+	must(t, h.LinkDel(b))
+	expect()
+
+	// Overflow: a receive buffer too small for the changes made meanwhile.
+	old := e.k.links.sock
+	must(t, unix.SetsockoptInt(old.GetFd(), unix.SOL_SOCKET, unix.SO_RCVBUF, 1024))
+	for i := range 50 {
+		l := add(fmt.Sprintf("bbt-o%d", i), 0)
+		must(t, h.LinkSetGroup(l, group))
+	}
+	var want []string
+	for i := range 50 {
+		want = append(want, fmt.Sprintf("bbt-o%d", i))
+	}
+	slices.Sort(want)
+	expect(want...)
+	if e.k.links.sock == old {
+		t.Error("still the socket that overflowed")
+	}
+}
