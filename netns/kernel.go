@@ -422,8 +422,9 @@ func (k *Kernel) readHost(hs *handles, obs *Observed, overlaps []netip.Prefix) e
 	}
 	var routeHits, addrHits []entry
 	defaultLink, defaultPrio := 0, -1
-	if k.routes.snapshot(hs, func(routes map[routeKey]int, addrs map[addrKey]bool) {
-		for rk, link := range routes {
+	if k.routes.snapshot(hs, func(f *hostRoutes) {
+		f.routeIdx.candidates(overlaps, func(rk routeKey) {
+			link := f.routes[rk]
 			switch {
 			case !rk.dst.IsValid():
 				if defaultPrio < 0 || rk.prio < defaultPrio || rk.prio == defaultPrio && link < defaultLink {
@@ -432,12 +433,12 @@ func (k *Kernel) readHost(hs *handles, obs *Observed, overlaps []netip.Prefix) e
 			case relevant(rk.dst):
 				routeHits = append(routeHits, entry{rk.dst, link})
 			}
-		}
-		for ak := range addrs {
+		})
+		f.addrIdx.candidates(overlaps, func(ak addrKey) {
 			if relevant(ak.p) {
 				addrHits = append(addrHits, entry(ak))
 			}
-		}
+		})
 	}) {
 		// Names are resolved outside the lock, and only of the entries that matter; the order
 		// is the dump's (by prefix), not the map's.
