@@ -2,6 +2,7 @@ package netns
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -137,8 +138,10 @@ func (f *hostLinks) syncLocked(h *handles) error {
 			return &OpError{Op: "read link notifications", Err: err}
 		}
 		for _, m := range msgs {
-			index, l, ok := parseLinkEntry(m)
+			index, l, ok, err := parseLinkEntry(m)
 			switch {
+			case err != nil:
+				return &OpError{Op: "read link notifications", Err: err}
 			case !ok:
 			case m.Header.Type == unix.RTM_DELLINK:
 				delete(f.links, index)
@@ -149,14 +152,18 @@ func (f *hostLinks) syncLocked(h *handles) error {
 	}
 }
 
-// parseLinkEntry reads a link's index, name and group from an RTM_NEWLINK or RTM_DELLINK message.
-func parseLinkEntry(m syscall.NetlinkMessage) (int, linkEntry, bool) {
-	if m.Header.Type != unix.RTM_NEWLINK && m.Header.Type != unix.RTM_DELLINK || len(m.Data) < unix.SizeofIfInfomsg {
-		return 0, linkEntry{}, false
+// parseLinkEntry reads a link's index, name and group from an RTM_NEWLINK or RTM_DELLINK message (ok false for
+// any other message). A message it cannot parse is an error: a link left out could be a foreign one in a group.
+func parseLinkEntry(m syscall.NetlinkMessage) (int, linkEntry, bool, error) {
+	if m.Header.Type != unix.RTM_NEWLINK && m.Header.Type != unix.RTM_DELLINK {
+		return 0, linkEntry{}, false, nil
+	}
+	if len(m.Data) < unix.SizeofIfInfomsg {
+		return 0, linkEntry{}, false, fmt.Errorf("link message of %d bytes", len(m.Data))
 	}
 	attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofIfInfomsg:])
 	if err != nil {
-		return 0, linkEntry{}, false
+		return 0, linkEntry{}, false, err
 	}
 	msg := nl.DeserializeIfInfomsg(m.Data)
 	l := linkEntry{up: msg.Flags&unix.IFF_UP != 0}
@@ -170,7 +177,7 @@ func parseLinkEntry(m syscall.NetlinkMessage) (int, linkEntry, bool) {
 			}
 		}
 	}
-	return int(msg.Index), l, true
+	return int(msg.Index), l, true, nil
 }
 
 // linkEntry reads one host link by index, or reports that it is gone.
@@ -182,11 +189,18 @@ func (h *handles) linkEntry(index int) (linkEntry, bool, error) {
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	var l linkEntry
 	found := false
+	var perr error
 	err := h.execute(req, func(m syscall.NetlinkMessage) {
-		if i, e, ok := parseLinkEntry(m); ok && i == index {
+		i, e, ok, err := parseLinkEntry(m)
+		if err != nil {
+			perr = err
+		} else if ok && i == index {
 			l, found = e, true
 		}
 	})
+	if err == nil {
+		err = perr
+	}
 	if errors.Is(err, unix.ENODEV) {
 		return linkEntry{}, false, nil
 	}

@@ -771,11 +771,18 @@ func (h *handles) linkGroups() (map[int]linkEntry, error) {
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
 	links := map[int]linkEntry{}
+	var perr error
 	err := h.execute(req, func(m syscall.NetlinkMessage) {
-		if index, l, ok := parseLinkEntry(m); ok {
+		index, l, ok, err := parseLinkEntry(m)
+		if err != nil {
+			perr = err
+		} else if ok {
 			links[index] = l
 		}
 	})
+	if err == nil {
+		err = perr
+	}
 	if err != nil {
 		return nil, &OpError{Op: "list links", Err: err}
 	}
