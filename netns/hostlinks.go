@@ -166,16 +166,25 @@ func parseLinkEntry(m syscall.NetlinkMessage) (int, linkEntry, bool, error) {
 		return 0, linkEntry{}, false, err
 	}
 	msg := nl.DeserializeIfInfomsg(m.Data)
+	if msg.Family != unix.AF_UNSPEC {
+		// The bridge's notifications about a port (AF_BRIDGE: its STP state, its removal from the bridge as
+		// RTM_DELLINK) share the group, carry no link group and do not mean the link changed or went away.
+		return 0, linkEntry{}, false, nil
+	}
 	l := linkEntry{up: msg.Flags&unix.IFF_UP != 0}
+	hasName, hasGroup := false, false
 	for _, a := range attrs {
 		switch a.Attr.Type {
 		case unix.IFLA_IFNAME:
-			l.name = strings.TrimRight(string(a.Value), "\x00")
+			l.name, hasName = strings.TrimRight(string(a.Value), "\x00"), true
 		case unix.IFLA_GROUP:
 			if len(a.Value) == 4 {
-				l.group = nl.NativeEndian().Uint32(a.Value)
+				l.group, hasGroup = nl.NativeEndian().Uint32(a.Value), true
 			}
 		}
+	}
+	if m.Header.Type == unix.RTM_NEWLINK && (!hasName || !hasGroup) {
+		return 0, linkEntry{}, false, fmt.Errorf("link message for index %d without its name or group", msg.Index)
 	}
 	return int(msg.Index), l, true, nil
 }

@@ -764,6 +764,19 @@ func TestKernelFollowsHostLinks(t *testing.T) {
 	if l := e.k.links.links[b.Attrs().Index]; !l.up || l.group != group {
 		t.Errorf("followed entry of the up link: %+v", l)
 	}
+	// A bridge port: the bridge's own notifications about it (AF_BRIDGE, an RTM_DELLINK when it leaves the
+	// bridge among them) carry no group and do not mean the link is gone.
+	port := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "bbt-p0", Group: group}, PeerName: "bbt-p1"}
+	must(t, h.LinkAdd(port))
+	p0, err := h.LinkByName("bbt-p0")
+	must(t, err)
+	must(t, h.LinkSetMasterByIndex(p0, b.Attrs().Index))
+	must(t, h.LinkSetUp(p0))
+	expect("bbt-g1", "bbt-g2", "bbt-p0")
+	must(t, h.LinkSetNoMaster(p0))
+	expect("bbt-g1", "bbt-g2", "bbt-p0")
+	must(t, h.LinkDel(p0))
+	expect("bbt-g1", "bbt-g2")
 	must(t, h.LinkSetDown(b))
 	must(t, h.LinkSetName(b, "bbt-g3"))
 	expect("bbt-g1", "bbt-g3")
