@@ -20,12 +20,15 @@ import (
 // over, and until it is synced readers dump as before. What it holds lags the kernel by the
 // notifications not yet read, as a dump lags changes made right after it.
 type hostRoutes struct {
-	mu      sync.Mutex
-	state   int              // followIdle, followLoading, followReady
-	routes  map[routeKey]int // -> link index
-	addrs   map[addrKey]bool
-	deleted map[any]bool // deletions seen while loading
-	done    chan struct{}
+	mu     sync.Mutex
+	state  int              // followIdle, followLoading, followReady
+	routes map[routeKey]int // -> link index
+	addrs  map[addrKey]bool
+	// The same keys by the /16 their prefix falls in (see prefixIndex).
+	routeIdx prefixIndex[routeKey]
+	addrIdx  prefixIndex[addrKey]
+	deleted  map[any]bool // deletions seen while loading
+	done     chan struct{}
 }
 
 const (
@@ -77,6 +80,7 @@ func (f *hostRoutes) stopLocked() {
 		f.done = nil
 	}
 	f.state, f.routes, f.addrs, f.deleted = followIdle, nil, nil, nil
+	f.routeIdx, f.addrIdx = prefixIndex[routeKey]{}, prefixIndex[addrKey]{}
 }
 
 // stale drops what is held after an error of the subscription; the next reader starts over.
@@ -88,15 +92,106 @@ func (f *hostRoutes) stale(done chan struct{}) {
 	}
 }
 
+// setRoute adds a route (link >= 0) or removes it (link < 0), in the map and the index.
+func (f *hostRoutes) setRoute(k routeKey, link int) {
+	if link < 0 {
+		delete(f.routes, k)
+		f.routeIdx.del(k.dst, k)
+		return
+	}
+	f.routes[k] = link
+	f.routeIdx.add(k.dst, k)
+}
+
+// setAddr adds or removes an address, in the map and the index.
+func (f *hostRoutes) setAddr(k addrKey, add bool) {
+	if !add {
+		delete(f.addrs, k)
+		f.addrIdx.del(k.p, k)
+		return
+	}
+	f.addrs[k] = true
+	f.addrIdx.add(k.p, k)
+}
+
+// prefixIndex holds keys by the /16 their prefix falls in, and those of shorter prefixes (default routes
+// included) apart, so that the entries overlapping a tenant's /24s are found among the few in the same /16 and
+// the wide ones, not among every other tenant's: a scan of everything held made each conflict check O(tenants).
+type prefixIndex[K comparable] struct {
+	block map[netip.Prefix]map[K]bool
+	wide  map[K]bool
+}
+
+const indexBits = 16
+
+// set returns the set p's keys belong in, made if need be.
+func (x *prefixIndex[K]) set(p netip.Prefix) map[K]bool {
+	if !p.IsValid() || p.Bits() < indexBits {
+		if x.wide == nil {
+			x.wide = map[K]bool{}
+		}
+		return x.wide
+	}
+	b := netip.PrefixFrom(p.Addr(), indexBits).Masked()
+	if x.block == nil {
+		x.block = map[netip.Prefix]map[K]bool{}
+	}
+	m := x.block[b]
+	if m == nil {
+		m = map[K]bool{}
+		x.block[b] = m
+	}
+	return m
+}
+
+func (x *prefixIndex[K]) add(p netip.Prefix, k K) { x.set(p)[k] = true }
+
+func (x *prefixIndex[K]) del(p netip.Prefix, k K) {
+	m := x.set(p)
+	delete(m, k)
+	if len(m) == 0 && p.IsValid() && p.Bits() >= indexBits {
+		delete(x.block, netip.PrefixFrom(p.Addr(), indexBits).Masked())
+	}
+}
+
+// candidates calls fn with every key whose prefix may overlap one of overlaps (a superset: the caller checks),
+// each once: the wide ones (default routes among them) and those in the /16s the overlaps touch.
+func (x *prefixIndex[K]) candidates(overlaps []netip.Prefix, fn func(K)) {
+	for k := range x.wide {
+		fn(k)
+	}
+	seen := map[netip.Prefix]bool{}
+	for _, o := range overlaps {
+		if o.Bits() < indexBits {
+			for b, m := range x.block {
+				if !seen[b] && b.Overlaps(o) {
+					seen[b] = true
+					for k := range m {
+						fn(k)
+					}
+				}
+			}
+			continue
+		}
+		b := netip.PrefixFrom(o.Addr(), indexBits).Masked()
+		if !seen[b] {
+			seen[b] = true
+			for k := range x.block[b] {
+				fn(k)
+			}
+		}
+	}
+}
+
 // snapshot calls fn with what is held and returns true, or returns false when nothing is synced
 // yet (the caller dumps). The first call starts following, with h (open on the host namespace)
 // for the initial dump.
-func (f *hostRoutes) snapshot(h *handles, fn func(routes map[routeKey]int, addrs map[addrKey]bool)) bool {
+func (f *hostRoutes) snapshot(h *handles, fn func(f *hostRoutes)) bool {
 	f.mu.Lock()
 	switch f.state {
 	case followReady:
 		defer f.mu.Unlock()
-		fn(f.routes, f.addrs)
+		fn(f)
 		return true
 	case followLoading:
 		f.mu.Unlock()
@@ -105,6 +200,7 @@ func (f *hostRoutes) snapshot(h *handles, fn func(routes map[routeKey]int, addrs
 	done := make(chan struct{})
 	f.state, f.done = followLoading, done
 	f.routes, f.addrs, f.deleted = map[routeKey]int{}, map[addrKey]bool{}, map[any]bool{}
+	f.routeIdx, f.addrIdx = prefixIndex[routeKey]{}, prefixIndex[addrKey]{}
 	f.mu.Unlock()
 	if !f.start(h, done) {
 		f.stale(done)
@@ -115,7 +211,7 @@ func (f *hostRoutes) snapshot(h *handles, fn func(routes map[routeKey]int, addrs
 	if f.state != followReady {
 		return false
 	}
-	fn(f.routes, f.addrs)
+	fn(f)
 	return true
 }
 
@@ -150,13 +246,13 @@ func (f *hostRoutes) start(h *handles, done chan struct{}) bool {
 	}
 	for _, r := range routes {
 		if k, ok := routeKeyOf(r); ok && !f.deleted[k] {
-			f.routes[k] = r.LinkIndex
+			f.setRoute(k, r.LinkIndex)
 		}
 	}
 	for _, a := range addrs {
 		if p, ok := prefixOf(a.IPNet); ok && p.Addr().Is4() {
 			if k := (addrKey{p, a.LinkIndex}); !f.deleted[k] {
-				f.addrs[k] = true
+				f.setAddr(k, true)
 			}
 		}
 	}
@@ -196,9 +292,9 @@ func (f *hostRoutes) follow(done chan struct{}, rch chan netlink.RouteUpdate, ac
 			add := u.Type == unix.RTM_NEWROUTE
 			apply(k, add, func() {
 				if add {
-					f.routes[k] = u.LinkIndex
+					f.setRoute(k, u.LinkIndex)
 				} else {
-					delete(f.routes, k)
+					f.setRoute(k, -1)
 				}
 			})
 		case u, ok := <-ach:
@@ -214,9 +310,9 @@ func (f *hostRoutes) follow(done chan struct{}, rch chan netlink.RouteUpdate, ac
 			k := addrKey{p, u.LinkIndex}
 			apply(k, u.NewAddr, func() {
 				if u.NewAddr {
-					f.addrs[k] = true
+					f.setAddr(k, true)
 				} else {
-					delete(f.addrs, k)
+					f.setAddr(k, false)
 				}
 			})
 		}

@@ -43,10 +43,14 @@ type Kernel struct {
 	shared bool // NetnsDir made a shared mount point
 
 	routes hostRoutes // the host's routes and addresses, followed once read
+	links  hostLinks  // the host's links and their groups, followed once read
 }
 
-// Close stops following the host's routes and addresses.
-func (k *Kernel) Close() { k.routes.close() }
+// Close stops following the host's routes, addresses and links.
+func (k *Kernel) Close() {
+	k.routes.close()
+	k.links.close()
+}
 
 // NewKernel returns the real Host.
 func NewKernel(cfg KernelConfig) *Kernel {
@@ -172,7 +176,7 @@ func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
 			return obs, &OpError{Op: "read link", Link: name, Err: err}
 		}
 		byIndex[l.Attrs().Index] = l
-		st, err := linkState(h.host, l, "", false)
+		st, err := linkState(h, h.host, l, "", false)
 		if err != nil {
 			return obs, err
 		}
@@ -211,7 +215,7 @@ func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
 					}
 					return obs, &OpError{Op: "read link", Link: name, Namespace: q.Namespace, Err: err}
 				}
-				st, err := linkState(nh, l, q.Namespace, true)
+				st, err := linkState(h, nh, l, q.Namespace, true)
 				if err != nil {
 					return obs, err
 				}
@@ -220,7 +224,7 @@ func (k *Kernel) Observe(ctx context.Context, q Query) (Observed, error) {
 		}
 	}
 	if q.Group != 0 {
-		if obs.GroupMembers, err = h.groupMembers(q.Group); err != nil {
+		if obs.GroupMembers, err = k.links.groupMembers(h, q.Group); err != nil {
 			return obs, err
 		}
 	}
@@ -249,7 +253,10 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || errors.Is(err, unix.ENODEV)
 }
 
-func linkState(h *netlink.Handle, l netlink.Link, ns string, gateway bool) (LinkState, error) {
+// linkState reads what Observe reports of l. A host link's addresses are read with a dump the kernel filters by
+// the link's index (hostAddrs); a tenant namespace holds two links, whose addresses netlink.AddrList reads from a
+// dump of the namespace.
+func linkState(hs *handles, h *netlink.Handle, l netlink.Link, ns string, gateway bool) (LinkState, error) {
 	a := l.Attrs()
 	st := LinkState{
 		Namespace: ns, Name: a.Name, Index: a.Index, Kind: l.Type(), Alias: a.Alias,
@@ -270,13 +277,21 @@ func linkState(h *netlink.Handle, l netlink.Link, ns string, gateway bool) (Link
 			st.Parent = p.Attrs().Name
 		}
 	}
-	addrs, err := h.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
-		return st, &OpError{Op: "read addresses", Link: a.Name, Namespace: ns, Err: err}
-	}
-	for _, ad := range addrs {
-		if p, ok := prefixOf(ad.IPNet); ok {
-			st.Addrs = append(st.Addrs, p)
+	if ns == "" {
+		addrs, _, err := hs.hostAddrs(a.Index)
+		if err != nil {
+			return st, &OpError{Op: "read addresses", Link: a.Name, Err: err}
+		}
+		st.Addrs = addrs
+	} else {
+		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			return st, &OpError{Op: "read addresses", Link: a.Name, Namespace: ns, Err: err}
+		}
+		for _, ad := range addrs {
+			if p, ok := prefixOf(ad.IPNet); ok {
+				st.Addrs = append(st.Addrs, p)
+			}
 		}
 	}
 	if gateway {
@@ -291,6 +306,65 @@ func linkState(h *netlink.Handle, l netlink.Link, ns string, gateway bool) (Link
 		}
 	}
 	return st, nil
+}
+
+// hostAddrs reads the IPv4 addresses of the host link with the given index. The request names the index and the
+// socket asks for strict checking (NETLINK_GET_STRICT_CHK), so the kernel dumps that link's addresses alone:
+// netlink.AddrList dumps every address of the namespace and filters them here, which grew with the number of
+// tenants (each has an address on its bridge) and made every Observe of a host link O(tenants). It also returns
+// how many messages the kernel sent (tests check that the kernel filtered). A link gone meanwhile has none.
+func (h *handles) hostAddrs(index int) ([]netip.Prefix, int, error) {
+	req := nl.NewNetlinkRequest(unix.RTM_GETADDR, unix.NLM_F_DUMP)
+	msg := nl.NewIfAddrmsg(unix.AF_INET)
+	msg.Index = uint32(index)
+	req.AddData(msg)
+	var out []netip.Prefix
+	var perr error
+	sent := 0
+	err := h.execute(req, func(m syscall.NetlinkMessage) {
+		if m.Header.Type != unix.RTM_NEWADDR || len(m.Data) < unix.SizeofIfAddrmsg {
+			return
+		}
+		sent++
+		am := nl.DeserializeIfAddrmsg(m.Data)
+		if int(am.Index) != index || am.Family != unix.AF_INET {
+			return
+		}
+		attrs, err := nl.ParseRouteAttr(m.Data[am.Len():])
+		if err != nil {
+			perr = err
+			return
+		}
+		var local, address []byte
+		for _, a := range attrs {
+			switch a.Attr.Type {
+			case unix.IFA_LOCAL:
+				local = a.Value
+			case unix.IFA_ADDRESS:
+				address = a.Value
+			}
+		}
+		// As netlink.AddrList: IFA_LOCAL is the address; IFA_ADDRESS differs from it only on a
+		// point-to-point link, where it is the peer's and the local address is a /32.
+		bits := int(am.Prefixlen)
+		ip := address
+		if local != nil {
+			if address == nil || !net.IP(local).Equal(net.IP(address)) {
+				bits = 32
+			}
+			ip = local
+		}
+		if a, ok := netip.AddrFromSlice(ip); ok && a.Is4() {
+			out = append(out, netip.PrefixFrom(a, bits))
+		}
+	})
+	if errors.Is(err, unix.ENODEV) {
+		return nil, sent, nil
+	}
+	if err == nil {
+		err = perr
+	}
+	return out, sent, err
 }
 
 func isDefault(r netlink.Route) bool {
@@ -348,8 +422,9 @@ func (k *Kernel) readHost(hs *handles, obs *Observed, overlaps []netip.Prefix) e
 	}
 	var routeHits, addrHits []entry
 	defaultLink, defaultPrio := 0, -1
-	if k.routes.snapshot(hs, func(routes map[routeKey]int, addrs map[addrKey]bool) {
-		for rk, link := range routes {
+	if k.routes.snapshot(hs, func(f *hostRoutes) {
+		f.routeIdx.candidates(overlaps, func(rk routeKey) {
+			link := f.routes[rk]
 			switch {
 			case !rk.dst.IsValid():
 				if defaultPrio < 0 || rk.prio < defaultPrio || rk.prio == defaultPrio && link < defaultLink {
@@ -358,12 +433,12 @@ func (k *Kernel) readHost(hs *handles, obs *Observed, overlaps []netip.Prefix) e
 			case relevant(rk.dst):
 				routeHits = append(routeHits, entry{rk.dst, link})
 			}
-		}
-		for ak := range addrs {
+		})
+		f.addrIdx.candidates(overlaps, func(ak addrKey) {
 			if relevant(ak.p) {
 				addrHits = append(addrHits, entry(ak))
 			}
-		}
+		})
 	}) {
 		// Names are resolved outside the lock, and only of the entries that matter; the order
 		// is the dump's (by prefix), not the map's.
@@ -647,10 +722,16 @@ func (h *handles) setFilter(l netlink.Link, f Filter) error {
 // (or, for a dump, NLMSG_DONE), handing every other message of the request to each.
 func (h *handles) execute(req *nl.NetlinkRequest, each func(syscall.NetlinkMessage)) error {
 	if h.raw == nil {
-		var err error
-		if h.raw, err = nl.GetNetlinkSocketAt(h.hostNs, vns.None(), unix.NETLINK_ROUTE); err != nil {
+		s, err := nl.GetNetlinkSocketAt(h.hostNs, vns.None(), unix.NETLINK_ROUTE)
+		if err != nil {
 			return err
 		}
+		// Strict checking makes the kernel apply the filters a dump request names (hostAddrs).
+		if err := unix.SetsockoptInt(s.GetFd(), unix.SOL_NETLINK, unix.NETLINK_GET_STRICT_CHK, 1); err != nil {
+			s.Close()
+			return err
+		}
+		h.raw = s
 	}
 	s := h.raw
 	if err := s.Send(req); err != nil {
@@ -682,34 +763,21 @@ func (h *handles) execute(req *nl.NetlinkRequest, each func(syscall.NetlinkMessa
 	}
 }
 
-// groupMembers lists the names of the host links in group with a dump that skips statistics and parses only the
-// name and group: much lighter than netlink.LinkList with hundreds of links.
-func (h *handles) groupMembers(group uint32) ([]string, error) {
+// linkGroups lists the host's links (index -> name and group) with a dump that skips statistics and parses only
+// the name and group: much lighter than netlink.LinkList with hundreds of links. hostLinks reads it once, when it
+// starts following.
+func (h *handles) linkGroups() (map[int]linkEntry, error) {
 	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_DUMP)
 	req.AddData(nl.NewIfInfomsg(unix.AF_UNSPEC))
 	req.AddData(nl.NewRtAttr(unix.IFLA_EXT_MASK, nl.Uint32Attr(rtextFilterSkipStats)))
-	var names []string
+	links := map[int]linkEntry{}
 	var perr error
 	err := h.execute(req, func(m syscall.NetlinkMessage) {
-		if m.Header.Type != unix.RTM_NEWLINK || len(m.Data) < unix.SizeofIfInfomsg {
-			return
-		}
-		attrs, err := nl.ParseRouteAttr(m.Data[unix.SizeofIfInfomsg:])
+		index, l, ok, err := parseLinkEntry(m)
 		if err != nil {
 			perr = err
-			return
-		}
-		name, in := "", false
-		for _, a := range attrs {
-			switch a.Attr.Type {
-			case unix.IFLA_IFNAME:
-				name = strings.TrimRight(string(a.Value), "\x00")
-			case unix.IFLA_GROUP:
-				in = len(a.Value) == 4 && nl.NativeEndian().Uint32(a.Value) == group
-			}
-		}
-		if in {
-			names = append(names, name)
+		} else if ok {
+			links[index] = l
 		}
 	})
 	if err == nil {
@@ -718,7 +786,7 @@ func (h *handles) groupMembers(group uint32) ([]string, error) {
 	if err != nil {
 		return nil, &OpError{Op: "list links", Err: err}
 	}
-	return names, nil
+	return links, nil
 }
 
 // delGroup deletes every host link in group with one RTM_DELLINK (ifindex 0, IFLA_GROUP), as `ip link del group`.

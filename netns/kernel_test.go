@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -668,5 +669,138 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out: %s", what)
 		}
+	}
+}
+
+// A host link's addresses are read with a dump the kernel filters by the link's index: with three other links
+// addressed, the kernel sends the link's own addresses only (a dump of every address would grow with the
+// tenants), and what is read is what netlink.AddrList reports for the link, a point-to-point address included.
+// A link that is gone has none.
+func TestKernelHostAddrsByIndex(t *testing.T) {
+	e := newTestEnv(t, nil)
+	h := hostHandle(t, e.cfg.HostNetns)
+	var links []netlink.Link
+	for i := range 4 {
+		l := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: fmt.Sprintf("bbt-d%d", i)}}
+		must(t, h.LinkAdd(l))
+		got, err := h.LinkByName(l.Name)
+		must(t, err)
+		links = append(links, got)
+		for j := range 3 {
+			must(t, h.AddrAdd(got, &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix(fmt.Sprintf("10.%d.%d.1/24", 90+i, j)))}))
+		}
+	}
+	// A point-to-point address: IFA_ADDRESS is the peer's, the local one a /32.
+	must(t, h.AddrAdd(links[0], &netlink.Addr{IPNet: ipNet(netip.MustParsePrefix("10.99.0.1/32")), Peer: ipNet(netip.MustParsePrefix("10.99.0.2/32"))}))
+	hs, err := e.k.open()
+	must(t, err)
+	defer hs.close()
+	for _, l := range links {
+		got, sent, err := hs.hostAddrs(l.Attrs().Index)
+		must(t, err)
+		list, err := h.AddrList(l, netlink.FAMILY_V4)
+		must(t, err)
+		var want []netip.Prefix
+		for _, a := range list {
+			p, _ := prefixOf(a.IPNet)
+			want = append(want, p)
+		}
+		if !slices.Equal(got, want) || len(got) < 3 {
+			t.Errorf("%s: read %v, want %v", l.Attrs().Name, got, want)
+		}
+		if sent != len(want) {
+			t.Errorf("%s: the kernel sent %d addresses for the link's %d: the dump was not filtered", l.Attrs().Name, sent, len(want))
+		}
+	}
+	must(t, h.LinkDel(links[3]))
+	if got, _, err := hs.hostAddrs(links[3].Attrs().Index); err != nil || len(got) != 0 {
+		t.Errorf("addresses of a deleted link: %v, %v; want none", got, err)
+	}
+}
+
+// Teardown's link-group question is answered from followed link notifications, exactly: a link put into the
+// group, renamed, moved out of it or deleted right before the question is in the answer (the socket is read
+// until empty first; a down link, whose regrouping the kernel does not notify, is read again), and a socket that
+// overflowed (ENOBUFS: notifications lost) starts over with a dump.
+func TestKernelFollowsHostLinks(t *testing.T) {
+	e := newTestEnv(t, nil)
+	h := hostHandle(t, e.cfg.HostNetns)
+	hs, err := e.k.open()
+	must(t, err)
+	defer hs.close()
+	const group = 0xb1b0fff
+	members := func() []string {
+		t.Helper()
+		names, err := e.k.links.groupMembers(hs, group)
+		must(t, err)
+		return names
+	}
+	expect := func(want ...string) {
+		t.Helper()
+		if got := members(); !slices.Equal(got, want) {
+			t.Errorf("group members %v, want %v", got, want)
+		}
+	}
+	add := func(name string, g uint32) netlink.Link {
+		t.Helper()
+		attrs := netlink.NewLinkAttrs()
+		attrs.Name, attrs.Group = name, g
+		must(t, h.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}))
+		l, err := h.LinkByName(name)
+		must(t, err)
+		return l
+	}
+	add("bbt-g1", group) // before following starts: from the dump
+	expect("bbt-g1")
+	if e.k.links.sock == nil {
+		t.Fatal("not following after the first question")
+	}
+	b := add("bbt-g2", 0)
+	must(t, h.LinkSetUp(b))
+	expect("bbt-g1")
+	must(t, h.LinkSetGroup(b, group))
+	expect("bbt-g1", "bbt-g2")
+	// An up link is not read again: its regrouping came as a notification.
+	if l := e.k.links.links[b.Attrs().Index]; !l.up || l.group != group {
+		t.Errorf("followed entry of the up link: %+v", l)
+	}
+	// A bridge port: the bridge's own notifications about it (AF_BRIDGE, an RTM_DELLINK when it leaves the
+	// bridge among them) carry no group and do not mean the link is gone.
+	port := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "bbt-p0", Group: group}, PeerName: "bbt-p1"}
+	must(t, h.LinkAdd(port))
+	p0, err := h.LinkByName("bbt-p0")
+	must(t, err)
+	must(t, h.LinkSetMasterByIndex(p0, b.Attrs().Index))
+	must(t, h.LinkSetUp(p0))
+	expect("bbt-g1", "bbt-g2", "bbt-p0")
+	must(t, h.LinkSetNoMaster(p0))
+	expect("bbt-g1", "bbt-g2", "bbt-p0")
+	must(t, h.LinkDel(p0))
+	expect("bbt-g1", "bbt-g2")
+	must(t, h.LinkSetDown(b))
+	must(t, h.LinkSetName(b, "bbt-g3"))
+	expect("bbt-g1", "bbt-g3")
+	a, err := h.LinkByName("bbt-g1")
+	must(t, err)
+	must(t, h.LinkSetGroup(a, 0))
+	expect("bbt-g3")
+	must(t, h.LinkDel(b))
+	expect()
+
+	// Overflow: a receive buffer too small for the changes made meanwhile.
+	old := e.k.links.sock
+	must(t, unix.SetsockoptInt(old.GetFd(), unix.SOL_SOCKET, unix.SO_RCVBUF, 1024))
+	for i := range 50 {
+		l := add(fmt.Sprintf("bbt-o%d", i), 0)
+		must(t, h.LinkSetGroup(l, group))
+	}
+	var want []string
+	for i := range 50 {
+		want = append(want, fmt.Sprintf("bbt-o%d", i))
+	}
+	slices.Sort(want)
+	expect(want...)
+	if e.k.links.sock == old {
+		t.Error("still the socket that overflowed")
 	}
 }
