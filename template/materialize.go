@@ -3,10 +3,8 @@ package template
 import (
 	"bytes"
 	"context"
-	"crypto/sha1"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -628,22 +626,18 @@ func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) er
 	return h.check(e.hash, p)
 }
 
-// blobHasher computes a blob's Git object id (SHA-1 of "blob SIZE\0" and the content) from the content a
-// checkout writes, so that a file is never left with bytes other than its object's, whatever reads them from the
+// blobHasher computes a blob's Git object id from the content a checkout writes (as the pack guard does for each
+// object it reads), so that a file is never left with bytes other than its object's, whatever reads them from the
 // pack: go-git's lazy reader of large delta objects once wrote wrong bytes while every pack check passed.
-type blobHasher struct{ hash.Hash }
+type blobHasher struct{ plumbing.Hasher }
 
 func newBlobHasher(size int64) blobHasher {
-	h := sha1.New()
-	fmt.Fprintf(h, "blob %d\x00", size)
-	return blobHasher{h}
+	return blobHasher{plumbing.NewHasher(plumbing.BlobObject, size)}
 }
 
 // check fails when the content written does not hash to want.
 func (h blobHasher) check(want plumbing.Hash, path string) error {
-	var got plumbing.Hash
-	h.Sum(got[:0])
-	if got != want {
+	if got := h.Sum(); got != want {
 		return fmt.Errorf("%w: %q: the content read from the pack hashes to %s, not to its object id %s", ErrStorage, path, got, want)
 	}
 	return nil
