@@ -19,7 +19,6 @@ import (
 	"github.com/bitbuilder/bitbuilder/template"
 	"github.com/bitbuilder/bitbuilder/template/validate"
 	"github.com/bitbuilder/bitbuilder/tenant"
-	"golang.org/x/sys/unix"
 )
 
 // Materializer checks out a pinned template commit into a directory, atomically.
@@ -308,17 +307,15 @@ func (s *TemplatesStep) Teardown(_ context.Context, t *tenant.Tenant) error {
 	return machines.RemoveTree(filepath.Join(s.TenantsDir, t.Name))
 }
 
-// putTree puts the tree at from in dir's place at once (exchanging the two when dir exists) and removes what dir
-// held.
+// putTree puts the tree at from in dir's place at once and removes what dir held.
 func putTree(from, dir string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, dir, unix.RENAME_EXCHANGE)
-	switch {
-	case err == nil:
-		return machines.RemoveTree(from)
-	case errors.Is(err, unix.ENOENT):
-		return os.Rename(from, dir)
+	old, err := template.ReplaceDir(from, dir)
+	if old != "" {
+		if rerr := machines.RemoveTree(old); err == nil {
+			err = rerr
+		}
 	}
-	return fmt.Errorf("put %s in place of %s: %w", from, dir, err)
+	return err
 }
 
 // extractImage turns the checkout at dir of an extension template that holds a disk image (rule D39) into the

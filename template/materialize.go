@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -797,6 +798,26 @@ func makeDirs(rootfd int, dirs []Dir, commit string) error {
 		unix.Close(fd)
 	}
 	return nil
+}
+
+// ReplaceDir puts the finished tree at tmp in target's place, atomically (replaceDir); both must be in the
+// same directory. It returns the path where target's old tree now is ("" when there was none), for the caller
+// to remove.
+func ReplaceDir(tmp, target string) (string, error) {
+	parent := filepath.Dir(target)
+	if filepath.Dir(tmp) != parent {
+		return "", fmt.Errorf("%w: replace %s with %s: not in the same directory", ErrStorage, target, tmp)
+	}
+	fd, err := unix.Open(parent, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	defer unix.Close(fd)
+	old, err := replaceDir(fd, filepath.Base(tmp), filepath.Base(target))
+	if old != "" {
+		old = filepath.Join(parent, old)
+	}
+	return old, err
 }
 
 // replaceDir moves the finished tree tmp to target, both names in the
