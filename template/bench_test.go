@@ -102,14 +102,7 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 			cpu := cpuTime()
 			start := time.Now()
 			gitCmd(b, work, "--git-dir="+bare, "fetch", "-q", url, "+refs/heads/*:refs/heads/*")
-			tree := filepath.Join(work, "tree2")
-			os.MkdirAll(tree, 0o755)
-			cmd := exec.Command("git", "--git-dir="+bare, "--work-tree="+tree, "checkout", "-q", "-f", "main", "--", ".")
-			cmd.Env = append(gitEnv(work), "GIT_INDEX_FILE="+filepath.Join(work, "index2"))
-			if out, err := cmd.CombinedOutput(); err != nil {
-				b.Fatalf("git checkout: %v\n%s", err, out)
-			}
-			syncWork(b, work)
+			gitCheckout(b, bare, "main", filepath.Join(work, "tree2"), filepath.Join(work, "index2"))
 			gitUpdTotal += time.Since(start)
 			gitUpdCPU += cpuTime() - cpu
 		}
@@ -193,6 +186,18 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 	return res
 }
 
+// gitCheckout checks commit of the bare repository out into the new directory tree with an index of its own,
+// then flushes the file system (syncWork).
+func gitCheckout(b *testing.B, bare, commit, tree, index string) {
+	os.MkdirAll(tree, 0o755)
+	cmd := exec.Command("git", "--git-dir="+bare, "--work-tree="+tree, "checkout", "-q", "-f", commit, "--", ".")
+	cmd.Env = append(gitEnv(filepath.Dir(index)), "GIT_INDEX_FILE="+index)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		b.Fatalf("git checkout: %v\n%s", err, out)
+	}
+	syncWork(b, tree)
+}
+
 // syncWork flushes the file system holding dir (syncfs) and returns how long that took. The git
 // baselines end with it: Add, Update and Materialize answer only once what they wrote is on
 // disk (one syncfs each), git makes nothing durable, and a baseline does the same work.
@@ -241,16 +246,9 @@ func BenchmarkMaterialize(b *testing.B) {
 	for b.Loop() {
 		i++
 		work := b.TempDir()
-		tree := filepath.Join(work, "git-tree")
-		os.MkdirAll(tree, 0o755)
 		cpu := cpuTime()
 		start := time.Now()
-		cmd := exec.Command("git", "--git-dir="+bare, "--work-tree="+tree, "checkout", "-q", "-f", tm.Commit, "--", ".")
-		cmd.Env = append(gitEnv(work), "GIT_INDEX_FILE="+filepath.Join(work, "index"))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			b.Fatalf("git checkout: %v\n%s", err, out)
-		}
-		syncWork(b, work)
+		gitCheckout(b, bare, tm.Commit, filepath.Join(work, "git-tree"), filepath.Join(work, "index"))
 		gitTotal += time.Since(start)
 		gitCPU += cpuTime() - cpu
 
