@@ -221,30 +221,28 @@ func fdatasyncRate(b *testing.B, dir string, d time.Duration) float64 {
 }
 
 // storeCommitRate runs, from clients goroutines on a store of its own in dir, the store's part
-// of n tenant creates as the daemon does it: one durable commit of a tenant record (value, a
-// record taken from the daemon's store) and its network index, then the deferred write of the
-// record's first status, which rides along with a later commit. The store's own rate for the
-// same writes, which the API should come close to.
-func storeCommitRate(b *testing.B, dir string, clients, n int, value []byte) float64 {
+// of the same tenant creates as the daemon does it: per goroutine, per creates of the names
+// createName gives the daemon's clients (so the records land where the daemon's do in the
+// B+tree: a goroutine's names are one run of keys), one durable commit of a tenant record
+// (value, a record taken from the daemon's store) and its network index, then the deferred
+// write of the record's first status, which rides along with a later commit. The store's own
+// rate for the same writes, which the API should come close to.
+func storeCommitRate(b *testing.B, dir string, clients, per int, value []byte) float64 {
 	st, err := store.Open(filepath.Join(dir, "store-baseline.db"), store.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
-	var next atomic.Int64
+	var index atomic.Int64
 	var wg sync.WaitGroup
 	t0 := time.Now()
-	for range clients {
+	for g := range clients {
 		wg.Go(func() {
-			for {
-				i := next.Add(1)
-				if i > int64(n) {
-					return
-				}
-				name := fmt.Sprint("s", i)
+			for i := range per {
+				name := createName(clients, g, i)
 				_, err := st.Commit(context.Background(),
 					store.Op{Type: store.OpCreate, Kind: "tenant", Name: name, Value: value},
-					store.Op{Type: store.OpCreate, Kind: "netindex", Name: fmt.Sprintf("%05d", i), Value: []byte(name)})
+					store.Op{Type: store.OpCreate, Kind: "netindex", Name: fmt.Sprintf("%05d", index.Add(1)), Value: []byte(name)})
 				if err == nil {
 					err = st.Defer("tenant", name, func([]byte, uint64) ([]byte, error) { return value, nil })
 				}
@@ -256,8 +254,11 @@ func storeCommitRate(b *testing.B, dir string, clients, n int, value []byte) flo
 		})
 	}
 	wg.Wait()
-	return float64(n) / time.Since(t0).Seconds()
+	return float64(clients*per) / time.Since(t0).Seconds()
 }
+
+// createName is the name of the i-th tenant client g of clients creates in BenchmarkDurableCreate.
+func createName(clients, g, i int) string { return fmt.Sprintf("c%d-%d-%d", clients, g, i) }
 
 // storedTenant returns the stored value of one tenant record of the daemon's store in stateDir
 // (the daemon stopped).
@@ -300,7 +301,7 @@ func BenchmarkDurableCreate(b *testing.B) {
 					defer wg.Done()
 					c := dial(b, d.socket)
 					for i := range per {
-						if e, p, err := c.callLean("io.bitbuilder.Tenant.Create", fmt.Sprintf(`{"name":"c%d-%d-%d"}`, clients, g, i)); e != "" || err != nil {
+						if e, p, err := c.callLean("io.bitbuilder.Tenant.Create", fmt.Sprintf(`{"name":%q}`, createName(clients, g, i))); e != "" || err != nil {
 							b.Errorf("create: %s %s %v", e, p, err)
 							return
 						}
@@ -318,7 +319,7 @@ func BenchmarkDurableCreate(b *testing.B) {
 			b.ReportMetric(rate, "creates/s")
 			b.ReportMetric(rate/f, "ratio-to-F")
 			d.stop(b)
-			sr := storeCommitRate(b, dir, clients, per*clients, storedTenant(b, d.stateDir))
+			sr := storeCommitRate(b, dir, clients, per, storedTenant(b, d.stateDir))
 			b.ReportMetric(sr, "store-commits/s")
 			b.ReportMetric(rate/sr, "ratio-to-store")
 		})
