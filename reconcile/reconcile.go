@@ -10,7 +10,6 @@ package reconcile
 import (
 	"container/heap"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -274,7 +273,7 @@ func (c *Controller) watch(ctx context.Context, rev uint64) {
 
 // statusOnly reports whether ev is a write that left the tenant's Generation where its latest
 // pass read it: a status write (the passes' own, most of all), which another pass would only
-// compute again. Only the generation is decoded.
+// compute again. Only the generation is read (tenant.Generation), not the whole record.
 func (c *Controller) statusOnly(ev store.Event) bool {
 	if ev.Type != store.EventPut {
 		return false
@@ -285,10 +284,8 @@ func (c *Controller) statusOnly(ev store.Event) bool {
 	if !ok {
 		return false
 	}
-	var v struct {
-		Generation int64 `json:"generation"`
-	}
-	return json.Unmarshal(ev.Value, &v) == nil && v.Generation == g
+	gen, ok := tenant.Generation(ev.Value)
+	return ok && gen == g
 }
 
 func (c *Controller) signalObserver() {
