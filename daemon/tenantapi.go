@@ -261,15 +261,16 @@ func (a *tenantAPI) encoded(r store.Record, seenAt uint64) ([]byte, error) {
 // after a start is not the one that decodes and encodes every record. It goes through them in
 // reverse name order: a List that comes meanwhile encodes from the front, and the two meet
 // without encoding a record twice. An entry is never replaced by an older revision's. It
-// stops when ctx ends.
-func (a *tenantAPI) warm(ctx context.Context) {
+// stops when ctx ends, and returns how many records it went through.
+func (a *tenantAPI) warm(ctx context.Context) int {
 	recs, _, err := a.svc.Records(ctx)
 	if err != nil {
-		return
+		return 0
 	}
 	for i := len(recs) - 1; i >= 0 && ctx.Err() == nil; i-- {
 		a.encoded(recs[i], 0)
 	}
+	return len(recs)
 }
 
 // writeRaw frames a reply whose parameters are already encoded by json.Marshal, without
