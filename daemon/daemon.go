@@ -143,6 +143,39 @@ func Run(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("open state database: %w", err)
 	}
 	defer st.Close()
+	// The reply cache the last clean shutdown kept is read beside the rest of the start-up. It
+	// is for this store only if nothing was committed since it was written (the revision at
+	// open), and no larger than the store's file could account for.
+	keptReplies := make(chan map[string]cachedTenant, 1)
+	openRev := st.Revision()
+	go func() {
+		limit := int64(1 << 20)
+		if fi, err := os.Stat(dbPath); err == nil {
+			limit += 2 * fi.Size()
+		}
+		kept, err := loadReplies(cfg.StateDir, openRev, limit)
+		if err != nil {
+			log.Info("the reply cache of the last stop is not used; filling it from the records", "err", err)
+		}
+		keptReplies <- kept
+	}()
+	var (
+		tapi  *tenantAPI
+		clean bool // the daemon stopped as asked: the reply cache is kept for the next start
+	)
+	defer func() {
+		if !clean {
+			return
+		}
+		// Everything else has stopped: the store is closed first (its deferred writes flushed),
+		// so the cache is written for the store's final revision.
+		if err := st.Close(); err != nil {
+			return
+		}
+		if err := tapi.saveReplies(cfg.StateDir, st.Revision()); err != nil {
+			log.Warn("keeping the reply cache for the next start failed", "err", err)
+		}
+	}()
 
 	reg, err := template.New(template.Config{
 		Dir:        filepath.Join(cfg.StateDir, "templates"),
@@ -170,7 +203,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if gid < 0 {
 		log.Warn("admin group does not exist; only root may change things", "group", cfg.AdminGroup)
 	}
-	tapi := &tenantAPI{svc: svc, store: st, log: log}
+	tapi = &tenantAPI{svc: svc, store: st, log: log}
 	srv, err := rpc.New(rpc.Config{
 		Vendor:               "BitBuilder",
 		Product:              "bitbuilderd",
@@ -305,8 +338,9 @@ func Run(ctx context.Context, cfg Config) error {
 		// short (about 10 ms per 1,000 tenants here) and host events that come meanwhile are
 		// queued for the reconciler (Enqueue), not lost.
 		t0 := time.Now()
-		n := tapi.warm(serveCtx)
-		log.Debug("reply cache filled", "tenants", n, "took", time.Since(t0))
+		kept := <-keptReplies
+		n := tapi.warm(serveCtx, kept)
+		log.Debug("reply cache filled", "tenants", n, "keptFromLastStop", len(kept), "took", time.Since(t0))
 		if err := ctl.Run(serveCtx); err != nil && serveCtx.Err() == nil {
 			log.Error("reconciler stopped", "err", err)
 		}
@@ -364,6 +398,7 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("shutting down")
 	stopServing()
 	wg.Wait()
+	clean = true
 	return nil
 }
 

@@ -258,11 +258,13 @@ func (a *tenantAPI) encoded(r store.Record, seenAt uint64) ([]byte, error) {
 }
 
 // warm fills the reply cache from the records as they are at start-up, so that the first List
-// after a start is not the one that decodes and encodes every record. It goes through them in
-// reverse name order: a List that comes meanwhile encodes from the front, and the two meet
-// without encoding a record twice. An entry is never replaced by an older revision's. It
-// stops when ctx ends, and returns how many records it went through.
-func (a *tenantAPI) warm(ctx context.Context) int {
+// after a start is not the one that decodes and encodes every record. It first takes the
+// replies the last clean shutdown kept (kept, from loadReplies), then encodes the records they
+// do not cover in reverse name order: a List that comes meanwhile encodes from the front, and
+// the two meet without encoding a record twice. An entry is never replaced by an older
+// revision's. It stops when ctx ends, and returns how many records it went through.
+func (a *tenantAPI) warm(ctx context.Context, kept map[string]cachedTenant) int {
+	a.adopt(kept)
 	recs, _, err := a.svc.Records(ctx)
 	if err != nil {
 		return 0
