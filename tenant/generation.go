@@ -75,8 +75,8 @@ func scanGeneration(b []byte) (gen int64, ok, sure bool) {
 				return 0, false, false
 			}
 			gen, found, i = n, true, j
-		case bytes.EqualFold(key, generationKey):
-			return 0, false, false // encoding/json matches keys ignoring case
+		case !ascii(key) || len(key) == len(generationKey) && bytes.EqualFold(key, generationKey):
+			return 0, false, false // encoding/json matches keys ignoring case (Unicode folding)
 		default:
 			if i = skipValue(b, i); i < 0 {
 				return 0, false, false
@@ -155,4 +155,14 @@ func skipValue(b []byte, i int) int {
 		}
 		return -1
 	}
+}
+
+// ascii reports whether b has only ASCII bytes (then no case folding changes its length).
+func ascii(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
