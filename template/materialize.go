@@ -100,23 +100,23 @@ type treeEntry struct {
 // O_EXCL), so a symlink of the tree is never followed and nothing is written
 // outside the destination.
 //
-// The tree walk and all reads from the object store run in the calling
-// goroutine (go-git's storage is not safe for concurrent use); small files
-// are handed with their content to a few writer goroutines, which hold a
-// reference on the directory descriptor they write into.
+// The tree walk runs in the calling goroutine, which also streams large
+// files; small files are handed to a few writer goroutines, which read
+// (inflate) them from the packs (objectReader is safe for concurrent use)
+// and hold a reference on the directory descriptor they write into.
 type checkout struct {
 	ctx      context.Context
-	store    objectStore
+	objs     *objectReader
 	commit   string
 	limits   Limits
 	umask    uint32
 	entries  int
 	files    int
 	written  int64
-	buf      []byte
 	progress func(files int, bytes int64)
 
-	jobs   chan writeJob
+	jobs   chan writeJob // to the readers
+	ready  chan writeJob // from the readers to the writer
 	queued queuedBytes
 	wg     sync.WaitGroup
 	failed atomic.Bool
@@ -183,17 +183,18 @@ type writeJob struct {
 	name string
 	path string
 	mode uint32
-	data []byte
+	size int64
 	hash plumbing.Hash // the blob's object id, which data must hash to
+	data []byte        // read by a reader
 }
 
 // streamThreshold is the blob size from which a file is streamed by the
 // walker itself instead of being buffered for a writer goroutine.
 const streamThreshold = 1 << 20
 
-func newCheckout(ctx context.Context, store objectStore, commit string, limits Limits, progress func(int, int64)) *checkout {
-	return &checkout{ctx: ctx, store: store, commit: commit, limits: limits.withDefaults(),
-		umask: readUmask(), buf: make([]byte, 256<<10), progress: progress}
+func newCheckout(ctx context.Context, objs *objectReader, commit string, limits Limits, progress func(int, int64)) *checkout {
+	return &checkout{ctx: ctx, objs: objs, commit: commit, limits: limits.withDefaults(),
+		umask: readUmask(), progress: progress}
 }
 
 // readUmask reads the process umask from /proc/self/status without changing
@@ -224,14 +225,18 @@ func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
 		return err
 	}
 	c.jobs = make(chan writeJob, 256)
+	c.ready = make(chan writeJob, 64)
+	var readers sync.WaitGroup
 	for range max(2, runtime.GOMAXPROCS(0)) {
-		c.wg.Add(1)
-		go c.writer()
+		readers.Go(c.reader)
 	}
+	c.wg.Go(c.writer)
 	root := newDirRef(fd)
 	err = c.writeTree(root, tree, "", 0)
 	root.release()
 	close(c.jobs)
+	readers.Wait()
+	close(c.ready)
 	c.wg.Wait()
 	if err != nil {
 		return err
@@ -239,30 +244,51 @@ func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
 	return c.werr
 }
 
-func (c *checkout) writer() {
-	defer c.wg.Done()
+func (c *checkout) setErr(err error) {
+	c.errMu.Lock()
+	if c.werr == nil {
+		c.werr = err
+	}
+	c.errMu.Unlock()
+	c.failed.Store(true)
+}
+
+// reader reads (inflates) the small files the walker hands over and checks each against its blob id.
+func (c *checkout) reader() {
 	for j := range c.jobs {
 		if !c.failed.Load() {
+			var err error
+			if j.data, err = c.readBlob(treeEntry{name: j.name, hash: j.hash}, j.path, j.size); err == nil {
+				h := newBlobHasher(j.size)
+				h.Write(j.data)
+				err = h.check(j.hash, j.path)
+			}
+			if err == nil {
+				c.ready <- j
+				continue
+			}
+			c.setErr(err)
+		}
+		j.dir.release()
+		c.queued.done(j.size)
+	}
+}
+
+// writer writes the files the readers checked: one goroutine, since files created at once in the same
+// directory by several threads contend for it in the kernel (about five times the CPU per create here).
+func (c *checkout) writer() {
+	for j := range c.ready {
+		if !c.failed.Load() {
 			if err := c.writeSmall(j); err != nil {
-				c.errMu.Lock()
-				if c.werr == nil {
-					c.werr = err
-				}
-				c.errMu.Unlock()
-				c.failed.Store(true)
+				c.setErr(err)
 			}
 		}
 		j.dir.release()
-		c.queued.done(int64(len(j.data)))
+		c.queued.done(j.size)
 	}
 }
 
 func (c *checkout) writeSmall(j writeJob) error {
-	h := newBlobHasher(int64(len(j.data)))
-	h.Write(j.data)
-	if err := h.check(j.hash, j.path); err != nil {
-		return err
-	}
 	fd, err := c.createFile(j.dir.fd, j.name, j.path, j.mode)
 	if err != nil {
 		return err
@@ -311,19 +337,15 @@ func (c *checkout) fail(path string, kind error, format string, args ...any) err
 // readTree parses a tree object by hand, keeping the raw modes so that
 // setuid bits or odd modes in crafted trees are seen (go-git's decoder
 // canonicalises them away).
+//
+// Trees are kept in the reader's cache: measure reads each once, writeTree once more.
 func (c *checkout) readTree(h plumbing.Hash, path string) ([]treeEntry, error) {
-	obj, err := c.store.EncodedObject(plumbing.TreeObject, h)
+	typ, data, err := c.objs.read(h, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tree %s of %q: %w", ErrStorage, h, path, err)
 	}
-	rd, err := obj.Reader()
-	if err != nil {
-		return nil, fmt.Errorf("%w: tree %s: %w", ErrStorage, h, err)
-	}
-	data, err := io.ReadAll(rd)
-	rd.Close()
-	if err != nil {
-		return nil, fmt.Errorf("%w: tree %s: %w", ErrStorage, h, err)
+	if typ != plumbing.TreeObject {
+		return nil, fmt.Errorf("%w: tree %s of %q: is a %s, not a tree", ErrStorage, h, path, typ)
 	}
 	var out []treeEntry
 	for len(data) > 0 {
@@ -536,46 +558,39 @@ func (c *checkout) writeDir(dirfd int, e treeEntry, p string, depth int) error {
 	return c.writeTree(sub, e.hash, p, depth+1)
 }
 
-// objectSizer is the part of go-git's storage that reads an object's size from its header alone.
-type objectSizer interface {
-	EncodedObjectSize(plumbing.Hash) (int64, error)
-}
-
-// blobSize is the size of a blob, from its header when the store can read that alone (go-git's inflates a small
-// object whole to return it, and measure would inflate every small file once more than the checkout).
+// blobSize is the size of a blob, from its header (of a delta, from the start of its instructions), without
+// inflating it.
 func (c *checkout) blobSize(e treeEntry, p string) (int64, error) {
-	if s, ok := c.store.(objectSizer); ok {
-		size, err := s.EncodedObjectSize(e.hash)
-		if err != nil {
-			return 0, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
-		}
-		return size, nil
-	}
-	obj, err := c.blob(e, p)
+	typ, size, err := c.objs.size(e.hash)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
 	}
-	return obj.Size(), nil
+	if typ != plumbing.BlobObject {
+		return 0, fmt.Errorf("%w: %q: object %s is a %s, not a blob", ErrStorage, p, e.hash, typ)
+	}
+	return size, nil
 }
 
-// blob looks a blob up. Its size comes from the object header: blobs of at
-// most 16 KiB (go-git's small-object size) are in memory already, larger ones
-// (over the storage's LargeObjectThreshold) are inflated only when their
-// Reader is opened, after the limits are checked, and streamed from the pack.
-func (c *checkout) blob(e treeEntry, p string) (plumbing.EncodedObject, error) {
-	obj, err := c.store.EncodedObject(plumbing.BlobObject, e.hash)
+// readBlob reads a blob of size bytes (as blobSize said) whole.
+func (c *checkout) readBlob(e treeEntry, p string, size int64) ([]byte, error) {
+	typ, data, err := c.objs.read(e.hash, false)
 	if err != nil {
-		return nil, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
+		return nil, fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
 	}
-	return obj, nil
+	if typ != plumbing.BlobObject {
+		return nil, fmt.Errorf("%w: %q: object %s is a %s, not a blob", ErrStorage, p, e.hash, typ)
+	}
+	if int64(len(data)) != size {
+		return nil, fmt.Errorf("%w: blob %s of %q: read %d bytes, its header says %d", ErrStorage, e.hash, p, len(data), size)
+	}
+	return data, nil
 }
 
 func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) error {
-	obj, err := c.blob(e, p)
+	size, err := c.blobSize(e, p)
 	if err != nil {
 		return err
 	}
-	size := obj.Size()
 	if size > c.limits.MaxFileSize {
 		return c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", size, c.limits.MaxFileSize)
 	}
@@ -588,43 +603,46 @@ func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) er
 		c.progress(c.files, c.written)
 	}
 	if size < streamThreshold {
-		data := make([]byte, size)
-		if size > 0 {
-			rd, err := obj.Reader()
-			if err != nil {
-				return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
-			}
-			_, err = io.ReadFull(rd, data)
-			rd.Close()
-			if err != nil {
-				return fmt.Errorf("%w: blob %s of %q (%d bytes): %w", ErrStorage, e.hash, p, size, err)
-			}
-		}
 		c.queued.add(size)
 		dir.acquire()
-		c.jobs <- writeJob{dir: dir, name: e.name, path: p, mode: mode, data: data, hash: e.hash}
+		c.jobs <- writeJob{dir: dir, name: e.name, path: p, mode: mode, size: size, hash: e.hash}
 		return nil
 	}
-	// Large: stream it here, from the lazily read object.
+	// Large: stream it here, inflated as it is written (a delta's base is held while it is applied).
 	fd, err := c.createFile(dir.fd, e.name, p, mode)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	rd, err := obj.Reader()
-	if err != nil {
-		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
-	}
 	h := newBlobHasher(size)
-	n, err := copyToFD(fd, io.TeeReader(io.LimitReader(rd, size), h), c.buf)
-	rd.Close()
+	fw := &fdWriter{fd: fd}
+	err = c.objs.stream(e.hash, func(typ plumbing.ObjectType, n int64) (io.Writer, error) {
+		if typ != plumbing.BlobObject || n != size {
+			return nil, fmt.Errorf("%w: blob %s of %q: a %s of %d bytes, its header said a blob of %d", ErrStorage, e.hash, p, typ, n, size)
+		}
+		return io.MultiWriter(fw, h), nil
+	})
 	if err != nil {
 		return fmt.Errorf("%w: write %q: %w", ErrStorage, p, err)
 	}
-	if n != size {
-		return fmt.Errorf("%w: blob %s of %q: read %d bytes, object header says %d", ErrStorage, e.hash, p, n, size)
+	if fw.n != size {
+		return fmt.Errorf("%w: blob %s of %q: read %d bytes, object header says %d", ErrStorage, e.hash, p, fw.n, size)
 	}
 	return h.check(e.hash, p)
+}
+
+// fdWriter writes to a file descriptor, counting what it wrote.
+type fdWriter struct {
+	fd int
+	n  int64
+}
+
+func (w *fdWriter) Write(p []byte) (int, error) {
+	if err := writeAll(w.fd, p); err != nil {
+		return 0, err
+	}
+	w.n += int64(len(p))
+	return len(p), nil
 }
 
 // blobHasher computes a blob's Git object id from the content a checkout writes (as the pack guard does for each
@@ -644,40 +662,22 @@ func (h blobHasher) check(want plumbing.Hash, path string) error {
 	return nil
 }
 
-func copyToFD(fd int, r io.Reader, buf []byte) (int64, error) {
-	var total int64
-	for {
-		n, rerr := r.Read(buf)
-		if err := writeAll(fd, buf[:n]); err != nil {
-			return total, err
-		}
-		total += int64(n)
-		if rerr == io.EOF {
-			return total, nil
-		}
-		if rerr != nil {
-			return total, rerr
-		}
-	}
-}
-
 func (c *checkout) writeSymlink(dirfd int, e treeEntry, p string) error {
-	obj, err := c.blob(e, p)
+	size, err := c.blobSize(e, p)
 	if err != nil {
 		return err
 	}
-	size := obj.Size()
 	if size == 0 || size > maxSymlinkTarget {
 		return c.fail(p, ErrUnsafeName, "symlink target of %d bytes (must be 1..%d)", size, maxSymlinkTarget)
 	}
-	rd, err := obj.Reader()
+	target, err := c.readBlob(e, p, size)
 	if err != nil {
-		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+		return err
 	}
-	target, err := io.ReadAll(io.LimitReader(rd, size))
-	rd.Close()
-	if err != nil {
-		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+	h := newBlobHasher(size)
+	h.Write(target)
+	if err := h.check(e.hash, p); err != nil {
+		return err
 	}
 	if bytes.IndexByte(target, 0) >= 0 {
 		return c.fail(p, ErrUnsafeName, "symlink target contains NUL")

@@ -34,7 +34,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -626,7 +625,12 @@ func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Stora
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: commit %s: %w", ErrStorage, commit, err)
 	}
-	co := newCheckout(ctx, st, commit.String(), r.limits, nil)
+	objs, err := openObjects(st, r.limits)
+	if err != nil {
+		return nil, "", err
+	}
+	defer objs.close()
+	co := newCheckout(ctx, objs, commit.String(), r.limits, nil)
 	md, err := readMetadata(co, c.TreeHash)
 	if err != nil {
 		return nil, "", err
@@ -752,22 +756,17 @@ func readMetadata(co *checkout, tree plumbing.Hash) (*metadata.Metadata, error) 
 			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json",
 				Err: fmt.Errorf("must be a regular file, has mode %06o %s", e.mode, describeMode(e.mode))}
 		}
-		obj, err := co.blob(e, "metadata.json")
+		size, err := co.blobSize(e, "metadata.json")
 		if err != nil {
 			return nil, err
 		}
-		if size := obj.Size(); size > maxMetadataSize {
+		if size > maxMetadataSize {
 			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json",
 				Err: fmt.Errorf("%d bytes, more than the limit of %d", size, maxMetadataSize)}
 		}
-		rd, err := obj.Reader()
+		data, err := co.readBlob(e, "metadata.json", size)
 		if err != nil {
-			return nil, fmt.Errorf("%w: metadata.json: %w", ErrStorage, err)
-		}
-		data, err := io.ReadAll(rd)
-		rd.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%w: metadata.json: %w", ErrStorage, err)
+			return nil, err
 		}
 		md, err := metadata.Parse(data)
 		if err != nil {
@@ -877,7 +876,12 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 	if err != nil {
 		return err
 	}
-	co := newCheckout(ctx, st, commit, r.limits, nil)
+	objs, err := openObjects(st, r.limits)
+	if err != nil {
+		return err
+	}
+	defer objs.close()
+	co := newCheckout(ctx, objs, commit, r.limits, nil)
 	tree := c.TreeHash
 	if subdir != "" {
 		if tree, err = co.lookupSubdir(tree, subdir); err != nil {
@@ -980,5 +984,10 @@ func (r *Registry) withCommit(name, commit string, fn func(co *checkout, tree pl
 	if err != nil {
 		return err
 	}
-	return fn(newCheckout(context.Background(), st, commit, r.limits, nil), c.TreeHash)
+	objs, err := openObjects(st, r.limits)
+	if err != nil {
+		return err
+	}
+	defer objs.close()
+	return fn(newCheckout(context.Background(), objs, commit, r.limits, nil), c.TreeHash)
 }
