@@ -55,8 +55,8 @@ type cachedObject struct {
 
 // inflater is a reusable zlib reader over a buffered section of a pack file.
 type inflater struct {
-	br *bufio.Reader // of the pack file
-	zr io.ReadCloser
+	br  *bufio.Reader // of the pack file
+	zr  io.ReadCloser
 	dr  *bufio.Reader // of zr, for delta instructions
 	buf []byte        // for copying out of zr
 }
