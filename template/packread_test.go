@@ -1,0 +1,119 @@
+package template
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/go-git/go-git/v5/plumbing"
+)
+
+// TestObjectReaderMatchesGit: every object of a fetched repository whose blobs are chains of deltas (ofs-deltas,
+// in the packs Add and Update kept) reads, through objectReader, as git cat-file reads it: its type, its size
+// (from the headers alone), its content whole (read, with and without the cache) and streamed (stream).
+func TestObjectReaderMatchesGit(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	base := make([]byte, 300<<10)
+	for i := range base {
+		base[i] = byte(rng.IntN(16))
+	}
+	files := map[string]string{"metadata.json": metaJSON("container", "1.0.0")}
+	for v := range 12 {
+		b := bytes.Clone(base[:(v+1)*20<<10])
+		b[v*997] ^= 0xff
+		files[fmt.Sprintf("rootfs/f%02d", v)] = string(b)
+	}
+	src := newWorkRepo(t, files)
+	src.git("repack", "-adfq", "--window=50", "--depth=50")
+	r := newRegistry(t, Config{})
+	if _, err := r.Add(t.Context(), "objs", "file://"+src.dir, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	src.write(map[string]string{"rootfs/f03": files["rootfs/f03"] + "more\n", "rootfs/new": files["rootfs/f11"][:5000]})
+	src.commit("second")
+	if _, err := r.Update(t.Context(), "objs", nil); err != nil {
+		t.Fatal(err)
+	}
+	repo := r.repoPath("objs")
+	if packs := gitCmd(t, repo, "count-objects", "-v"); !strings.Contains(packs, "packs: 2") {
+		t.Fatalf("want the two packs of Add and Update:\n%s", packs)
+	}
+	st := openStore(repo)
+	defer st.Close()
+	objs, err := openObjects(st, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer objs.close()
+	deltas := 0
+	for line := range strings.SplitSeq(gitCmd(t, repo, "cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype) %(objectsize) %(deltabase)"), "\n") {
+		f := strings.Fields(line)
+		h := plumbing.NewHash(f[0])
+		wantType, _ := plumbing.ParseObjectType(f[1])
+		wantSize, _ := strconv.ParseInt(f[2], 10, 64)
+		if f[3] != plumbing.ZeroHash.String() {
+			deltas++
+		}
+		cmd := exec.Command("git", "cat-file", f[1], f[0])
+		cmd.Dir = repo
+		want, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ, size, err := objs.size(h)
+		if err != nil || typ != wantType || size != wantSize {
+			t.Errorf("size(%s) = %v, %d, %v; git: %v, %d", f[0], typ, size, err, wantType, wantSize)
+		}
+		for _, keep := range []bool{false, true, true} {
+			typ, got, err := objs.read(h, keep)
+			if err != nil || typ != wantType || !bytes.Equal(got, want) {
+				t.Errorf("read(%s, keep %v) = %v, %d bytes, %v; git: %v, %d bytes", f[0], keep, typ, len(got), err, wantType, len(want))
+			}
+		}
+		var streamed bytes.Buffer
+		err = objs.stream(h, func(typ plumbing.ObjectType, size int64) (io.Writer, error) {
+			if typ != wantType || size != wantSize {
+				return nil, fmt.Errorf("a %v of %d bytes", typ, size)
+			}
+			return &streamed, nil
+		})
+		if err != nil || !bytes.Equal(streamed.Bytes(), want) {
+			t.Errorf("stream(%s): %v, %d bytes; git: %d bytes", f[0], err, streamed.Len(), len(want))
+		}
+	}
+	if deltas < 5 {
+		t.Fatalf("only %d objects are deltas: the test does not cover delta resolution", deltas)
+	}
+	if _, _, err := objs.read(plumbing.NewHash(strings.Repeat("ab", 20)), false); err == nil {
+		t.Error("read of an object in no pack and not loose succeeded")
+	}
+}
+
+// TestBlobHasherMatchesGit: the checkout's check of each file's content computes git's blob id (git
+// hash-object) and fails, naming the path, for content other than the object's.
+func TestBlobHasherMatchesGit(t *testing.T) {
+	for _, content := range []string{"", "a\n", strings.Repeat("template content\n", 5000)} {
+		cmd := exec.Command("git", "hash-object", "--stdin")
+		cmd.Stdin = strings.NewReader(content)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := plumbing.NewHash(strings.TrimSpace(string(out)))
+		h := newBlobHasher(int64(len(content)))
+		io.WriteString(h, content)
+		if err := h.check(want, "f"); err != nil {
+			t.Errorf("%d bytes: %v", len(content), err)
+		}
+		h = newBlobHasher(int64(len(content) + 1))
+		io.WriteString(h, content+"x")
+		if err := h.check(want, "etc/f"); err == nil || !strings.Contains(err.Error(), `"etc/f"`) {
+			t.Errorf("%d bytes and one more: check = %v, want an error naming the path", len(content), err)
+		}
+	}
+}
