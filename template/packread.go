@@ -33,6 +33,7 @@ type objectReader struct {
 	cache  map[packPos]cachedObject
 	order  []packPos // cache entries, oldest first
 	cached int64
+	sizes  map[plumbing.Hash]objectSize // of deltas, as size found them, up to maxSizeMemo
 
 	zpool sync.Pool // of *inflater
 }
@@ -46,6 +47,16 @@ type readPack struct {
 type packPos struct {
 	pack int
 	off  int64
+}
+
+// maxSizeMemo bounds the sizes of deltas size remembers (about 50 bytes each): a checkout asks for each blob's
+// size twice (measure, then writeFile), and a delta's size is at the start of its instructions, which cost an
+// inflate to reach.
+const maxSizeMemo = 1 << 16
+
+type objectSize struct {
+	typ  plumbing.ObjectType
+	size int64
 }
 
 type cachedObject struct {
@@ -63,7 +74,8 @@ type inflater struct {
 
 // openObjects opens the packs of st's repository for reading; close releases them.
 func openObjects(st *filesystem.Storage, limits Limits) (*objectReader, error) {
-	r := &objectReader{store: st, max: limits.withDefaults().MaxObjectSize, cache: map[packPos]cachedObject{}}
+	r := &objectReader{store: st, max: limits.withDefaults().MaxObjectSize, cache: map[packPos]cachedObject{},
+		sizes: map[plumbing.Hash]objectSize{}}
 	hashes, err := st.ObjectPacks()
 	if err != nil {
 		return nil, fmt.Errorf("%w: listing packs: %w", ErrStorage, err)
@@ -103,7 +115,7 @@ func (r *objectReader) close() {
 		p.f.Close()
 	}
 	r.packs = nil
-	r.cache, r.order, r.cached = nil, nil, 0
+	r.cache, r.order, r.cached, r.sizes = nil, nil, 0, nil
 }
 
 // find is where object h is in the packs.
@@ -239,6 +251,12 @@ func (r *objectReader) size(h plumbing.Hash) (plumbing.ObjectType, int64, error)
 		}
 		return obj.Type(), obj.Size(), nil
 	}
+	r.mu.Lock()
+	known, ok := r.sizes[h]
+	r.mu.Unlock()
+	if ok {
+		return known.typ, known.size, nil
+	}
 	var size int64 = -1
 	for depth := 0; depth <= maxDeltaChain; depth++ {
 		hdr, data, err := r.header(pos)
@@ -247,8 +265,13 @@ func (r *objectReader) size(h plumbing.Hash) (plumbing.ObjectType, int64, error)
 		}
 		if !hdr.typ.IsDelta() {
 			if size < 0 {
-				size = hdr.size
+				return hdr.typ, hdr.size, nil
 			}
+			r.mu.Lock()
+			if len(r.sizes) < maxSizeMemo {
+				r.sizes[h] = objectSize{hdr.typ, size}
+			}
+			r.mu.Unlock()
 			return hdr.typ, size, nil
 		}
 		if size < 0 {

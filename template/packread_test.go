@@ -65,9 +65,11 @@ func TestObjectReaderMatchesGit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		typ, size, err := objs.size(h)
-		if err != nil || typ != wantType || size != wantSize {
-			t.Errorf("size(%s) = %v, %d, %v; git: %v, %d", f[0], typ, size, err, wantType, wantSize)
+		for range 2 { // the second from what size remembers of a delta
+			typ, size, err := objs.size(h)
+			if err != nil || typ != wantType || size != wantSize {
+				t.Errorf("size(%s) = %v, %d, %v; git: %v, %d", f[0], typ, size, err, wantType, wantSize)
+			}
 		}
 		for _, keep := range []bool{false, true, true} {
 			typ, got, err := objs.read(h, keep)
