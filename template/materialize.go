@@ -117,13 +117,15 @@ type checkout struct {
 	written  int64
 	progress func(files int, bytes int64)
 
-	jobs   chan writeJob // to the readers
-	ready  chan writeJob // from the readers to the writer
-	queued queuedBytes
-	wg     sync.WaitGroup
-	failed atomic.Bool
-	errMu  sync.Mutex
-	werr   error
+	trashfd int // runFrom: where removed directories go
+	trashed int
+	jobs    chan writeJob // to the readers
+	ready   chan writeJob // from the readers to the writer
+	queued  queuedBytes
+	wg      sync.WaitGroup
+	failed  atomic.Bool
+	errMu   sync.Mutex
+	werr    error
 }
 
 // dirRef is a directory descriptor shared by the walker and the writers;
@@ -218,6 +220,12 @@ func readUmask() uint32 {
 
 // run checks the tree out into the directory rootfd (not closed).
 func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
+	return c.walk(rootfd, tree, func(root *dirRef) error { return c.writeTree(root, tree, "", 0) })
+}
+
+// walk measures tree, then runs write on the directory rootfd with the readers and the writer of small files
+// running.
+func (c *checkout) walk(rootfd int, tree plumbing.Hash, write func(root *dirRef) error) error {
 	fd, err := unix.Dup(rootfd)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
@@ -234,7 +242,7 @@ func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
 	}
 	c.wg.Go(c.writer)
 	root := newDirRef(fd)
-	err = c.writeTree(root, tree, "", 0)
+	err = write(root)
 	root.release()
 	close(c.jobs)
 	readers.Wait()
@@ -466,41 +474,54 @@ func (c *checkout) writeTree(dir *dirRef, h plumbing.Hash, path string, depth in
 	}
 	for _, e := range entries {
 		p := joinPath(path, e.name)
-		if err := c.checkName(e.name, p); err != nil {
+		if ok, err := c.enter(e, p); !ok {
 			return err
 		}
-		if c.failed.Load() {
-			return nil
-		}
-		c.entries++
-		if c.entries > c.limits.MaxEntries {
-			return c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
-		}
-		if c.entries%256 == 0 {
-			if err := c.ctx.Err(); err != nil {
-				return err
-			}
-		}
-		switch e.mode {
-		case 0o040000:
-			err = c.writeDir(dir.fd, e, p, depth)
-		case 0o100644, 0o100664:
-			err = c.writeFile(dir, e, p, 0o644)
-		case 0o100755:
-			err = c.writeFile(dir, e, p, 0o755)
-		case 0o120000:
-			err = c.writeSymlink(dir.fd, e, p)
-		case 0o160000:
-			err = c.fail(p, ErrSubmodule, "submodule (gitlink to commit %s); vendor its content into the template instead", e.hash)
-		default:
-			err = c.fail(p, ErrUnsafeMode, "mode %06o %s; Git writes only 100644, 100755, 120000, 040000 and 160000, "+
-				"and the checkout never sets setuid, setgid or sticky bits from a repository", e.mode, describeMode(e.mode))
-		}
-		if err != nil {
+		if err := c.writeEntry(dir, e, p, depth); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// enter checks entry e (at p) of a tree before it is written and counts it; false means stop (with the error,
+// or nil when a writer failed: run reports that error).
+func (c *checkout) enter(e treeEntry, p string) (bool, error) {
+	if err := c.checkName(e.name, p); err != nil {
+		return false, err
+	}
+	if c.failed.Load() {
+		return false, nil
+	}
+	c.entries++
+	if c.entries > c.limits.MaxEntries {
+		return false, c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
+	}
+	if c.entries%256 == 0 {
+		if err := c.ctx.Err(); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// writeEntry writes entry e of a tree into the directory dir.
+func (c *checkout) writeEntry(dir *dirRef, e treeEntry, p string, depth int) error {
+	switch e.mode {
+	case 0o040000:
+		return c.writeDir(dir.fd, e, p, depth)
+	case 0o100644, 0o100664:
+		return c.writeFile(dir, e, p, 0o644)
+	case 0o100755:
+		return c.writeFile(dir, e, p, 0o755)
+	case 0o120000:
+		return c.writeSymlink(dir.fd, e, p)
+	case 0o160000:
+		return c.fail(p, ErrSubmodule, "submodule (gitlink to commit %s); vendor its content into the template instead", e.hash)
+	default:
+		return c.fail(p, ErrUnsafeMode, "mode %06o %s; Git writes only 100644, 100755, 120000, 040000 and 160000, "+
+			"and the checkout never sets setuid, setgid or sticky bits from a repository", e.mode, describeMode(e.mode))
+	}
 }
 
 func describeMode(m uint32) string {

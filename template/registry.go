@@ -388,7 +388,7 @@ func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func
 	if err != nil {
 		return Template{}, err
 	}
-	md, tree, err := r.verify(ctx, name, st, commit, rep)
+	md, tree, err := r.verify(ctx, name, st, commit, "", rep)
 	if err != nil {
 		return Template{}, err
 	}
@@ -486,7 +486,7 @@ func (r *Registry) Update(ctx context.Context, name string, progress func(Progre
 		log.Warn("template ref force-pushed", "ref", refName, "old", oldHead.String(), "new", commit.String())
 		rep.report(Progress{Phase: PhaseFetching, Message: msg}, true)
 	}
-	md, tree, err := r.verify(ctx, name, st, commit, rep)
+	md, tree, err := r.verify(ctx, name, st, commit, t.Commit, rep)
 	if err != nil {
 		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
 	}
@@ -534,7 +534,7 @@ func (r *Registry) Pin(ctx context.Context, name, commit string) (Template, erro
 	if _, err := cachedCommit(st, t, h); err != nil {
 		return Template{}, err
 	}
-	md, tree, err := r.verify(ctx, name, st, h, nil)
+	md, tree, err := r.verify(ctx, name, st, h, t.Commit, nil)
 	if err != nil {
 		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
 	}
@@ -619,8 +619,11 @@ func (r *Registry) Remove(ctx context.Context, name string, inUse func(name stri
 // verify checks that commit can be used: metadata.json parses, the tree
 // checks out safely within the limits, and the validator finds no errors. It
 // returns the verified tree (a directory in tmp/), which the caller keeps with
-// keepTree once the pin moved, or drops with dropTree.
-func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Storage, commit plumbing.Hash, rep *reporter) (*metadata.Metadata, string, error) {
+// keepTree once the pin moved, or drops with dropTree. When from (the pinned
+// commit, "" for none) still has its kept tree, that tree is taken and changed
+// into commit's (checkout.runFrom: only what differs is written); otherwise
+// the whole tree is checked out. Either way from's kept tree is gone after.
+func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Storage, commit plumbing.Hash, from string, rep *reporter) (*metadata.Metadata, string, error) {
 	c, err := object.GetCommit(st, commit)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: commit %s: %w", ErrStorage, commit, err)
@@ -649,7 +652,7 @@ func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Stora
 	co.progress = func(files int, bytes int64) {
 		rep.report(Progress{Phase: PhaseCheckout, Objects: files, Bytes: bytes, Message: fmt.Sprintf("checked out %d files", files)}, false)
 	}
-	if err := writeInto(co, c.TreeHash, dir); err != nil {
+	if err := r.checkoutFrom(co, name, st, from, c.TreeHash, dir); err != nil {
 		return nil, "", err
 	}
 	rep.report(Progress{Phase: PhaseCheckout, Objects: co.files, Bytes: co.written,
@@ -730,6 +733,34 @@ func (r *Registry) takeKept(name, commit, subdir, dest string) bool {
 	}
 	// rename(2) replaces the empty directory dest (os.Rename refuses to).
 	return unix.Rename(src, dest) == nil
+}
+
+// checkoutFrom checks tree out into the empty directory dir, starting from the kept tree of commit from when
+// there is one (see verify).
+func (r *Registry) checkoutFrom(co *checkout, name string, st *filesystem.Storage, from string, tree plumbing.Hash, dir string) error {
+	if from == "" || !r.takeKept(name, from, "", dir) {
+		return writeInto(co, tree, dir)
+	}
+	old, err := object.GetCommit(st, plumbing.NewHash(from))
+	if err != nil {
+		return fmt.Errorf("%w: commit %s: %w", ErrStorage, from, err)
+	}
+	trash, err := os.MkdirTemp(filepath.Join(r.dir, "tmp"), "drop-")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	defer r.dropTree(trash)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: open %s: %w", ErrStorage, dir, err)
+	}
+	defer unix.Close(fd)
+	trashfd, err := unix.Open(trash, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: open %s: %w", ErrStorage, trash, err)
+	}
+	defer unix.Close(trashfd)
+	return co.runFrom(fd, old.TreeHash, tree, trashfd)
 }
 
 // writeInto checks tree out into the existing directory dir.
