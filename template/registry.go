@@ -309,15 +309,16 @@ func cloneTemplate(t Template) Template {
 	return t
 }
 
-// objectCacheSize bounds the objects a repository's storage keeps in memory once read (go-git's default is
-// 96 MiB). A checkout reads each blob once; what the cache serves again is trees and delta bases.
+// objectCacheSize bounds the objects a repository's go-git storage keeps in memory once read (go-git's default
+// is 96 MiB), and, apart, the trees and delta bases a checkout's objectReader keeps. A checkout reads each blob
+// once; what a cache serves again is trees and delta bases.
 const objectCacheSize = 16 * cache.MiByte
 
 // largeObjectThreshold is the size over which go-git's storage would read an object lazily from its pack
 // instead of inflating it whole: 0, never. Its lazy reader of delta objects wrote wrong bytes for real binaries
-// (TestCheckoutMatchesGit; at 16 KiB every machine root had broken executables, at 1 MiB the larger ones), so
-// every object is inflated whole, one at a time, and its content checked against its object id as it is
-// written (blobHasher). A file's object is then in memory once while it is written, with its delta base.
+// (TestCheckoutMatchesGit; at 16 KiB every machine root had broken executables, at 1 MiB the larger ones). go-git
+// now reads only commits, tags and refs here (checkouts read through objectReader, which streams a file while
+// holding only its delta base, and checks every file against its object id as it is written: blobHasher).
 const largeObjectThreshold = 0
 
 // openStore opens a bare repository's storage. Call Close on it.
