@@ -4,11 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"compress/zlib"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 
 	"github.com/go-git/go-git/v5/plumbing"
@@ -121,11 +123,35 @@ func (r *objectReader) close() {
 // find is where object h is in the packs.
 func (r *objectReader) find(h plumbing.Hash) (packPos, bool) {
 	for i, p := range r.packs {
-		if off, err := p.idx.FindOffset(h); err == nil {
+		if off, ok := idxOffset(p.idx, h); ok {
 			return packPos{i, off}, true
 		}
 	}
 	return packPos{}, false
+}
+
+// idxOffset looks object h up in a pack index (git's pack-format.txt, index version 2) read by go-git. Its own
+// FindOffset also records every offset it returned in a map, which for a checkout is every object read.
+func idxOffset(idx *idxfile.MemoryIndex, h plumbing.Hash) (int64, bool) {
+	k := idx.FanoutMapping[h[0]]
+	if k < 0 || k >= len(idx.Names) || k >= len(idx.Offset32) {
+		return 0, false
+	}
+	names, offs := idx.Names[k], idx.Offset32[k]
+	n := min(len(names)/len(h), len(offs)/4)
+	i, found := sort.Find(n, func(i int) int { return bytes.Compare(h[:], names[i*len(h):(i+1)*len(h)]) })
+	if !found {
+		return 0, false
+	}
+	off := binary.BigEndian.Uint32(offs[i*4:])
+	if off&(1<<31) == 0 {
+		return int64(off), true
+	}
+	at := 8 * uint64(off&^(1<<31))
+	if at+8 > uint64(len(idx.Offset64)) {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(idx.Offset64[at:])), true
 }
 
 // packHeader is an object's header in a pack (git's pack-format.txt).

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/go-git/go-git/v5/plumbing"
+	"github.com/go-git/go-git/v5/plumbing/format/idxfile"
 )
 
 // TestObjectReaderMatchesGit: every object of a fetched repository whose blobs are chains of deltas (ofs-deltas,
@@ -116,6 +117,42 @@ func TestBlobHasherMatchesGit(t *testing.T) {
 		io.WriteString(h, content+"x")
 		if err := h.check(want, "etc/f"); err == nil || !strings.Contains(err.Error(), `"etc/f"`) {
 			t.Errorf("%d bytes and one more: check = %v, want an error naming the path", len(content), err)
+		}
+	}
+}
+
+// TestIdxOffset: the reader's lookup in a pack index (written as packIndexer writes it) finds what go-git's
+// FindOffset finds, an offset past 2 GiB too (the index's 64-bit table), and nothing for an object not in it
+// (TestObjectReaderMatchesGit looks up every object of real indexes).
+func TestIdxOffset(t *testing.T) {
+	w := new(idxfile.Writer)
+	w.OnHeader(3)
+	objects := map[plumbing.Hash]uint64{
+		plumbing.NewHash(strings.Repeat("1a", 20)): 12,
+		plumbing.NewHash(strings.Repeat("1b", 20)): 5 << 30, // past 2 GiB
+		plumbing.NewHash(strings.Repeat("f0", 20)): 4096,
+	}
+	for h, off := range objects {
+		w.Add(h, off, 0)
+	}
+	if err := w.OnFooter(plumbing.ZeroHash); err != nil {
+		t.Fatal(err)
+	}
+	idx, err := w.Index()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h, want := range objects {
+		if got, ok := idxOffset(idx, h); !ok || got != int64(want) {
+			t.Errorf("idxOffset(%s) = %d, %v; want %d", h, got, ok, want)
+		}
+		if ref, err := idx.FindOffset(h); err != nil || ref != int64(want) {
+			t.Errorf("go-git's FindOffset(%s) = %d, %v; want %d", h, ref, err, want)
+		}
+	}
+	for _, h := range []string{strings.Repeat("1c", 20), strings.Repeat("00", 20), strings.Repeat("ff", 20)} {
+		if got, ok := idxOffset(idx, plumbing.NewHash(h)); ok {
+			t.Errorf("idxOffset(%s) = %d, want not found", h, got)
 		}
 	}
 }
