@@ -149,10 +149,11 @@ func (d *dirRef) release() {
 	}
 }
 
-// maxQueuedBytes bounds the content of the small files read and not yet written by the writer goroutines.
+// maxQueuedBytes bounds the content of the small files handed to the readers and not yet written by the writer
+// (counted from their sizes when they are handed over, so it also bounds what the readers and the writer hold).
 const maxQueuedBytes = 8 << 20
 
-// queuedBytes counts the bytes handed to the writers and not yet written; add waits while the count is over
+// queuedBytes counts the bytes handed to the readers and not yet written; add waits while the count is over
 // maxQueuedBytes.
 type queuedBytes struct {
 	mu   sync.Mutex
@@ -193,7 +194,7 @@ type writeJob struct {
 }
 
 // streamThreshold is the blob size from which a file is streamed by the
-// walker itself instead of being buffered for a writer goroutine.
+// walker itself instead of being read whole by a reader goroutine.
 const streamThreshold = 1 << 20
 
 func newCheckout(ctx context.Context, objs *objectReader, commit string, limits Limits, progress func(int, int64)) *checkout {
