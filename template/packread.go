@@ -72,6 +72,34 @@ type inflater struct {
 	zr  io.ReadCloser
 	dr  *bufio.Reader // of zr, for delta instructions
 	buf []byte        // for copying out of zr
+	src packSection
+}
+
+// packSection reads a pack file from off on. Its first read is at most first bytes: an object's compressed
+// data is usually a small part of the buffer's 32 KiB, and the rest would be read (copied) for nothing.
+type packSection struct {
+	f     *os.File
+	off   int64
+	first int64
+}
+
+func (s *packSection) Read(p []byte) (int, error) {
+	if s.first > 0 && int64(len(p)) > s.first {
+		p = p[:s.first]
+	}
+	s.first = 0
+	n, err := s.f.ReadAt(p, s.off)
+	s.off += int64(n)
+	if n > 0 && err == io.EOF {
+		err = nil
+	}
+	return n, err
+}
+
+// zlibBound is the most bytes zlib's deflate makes of n bytes (its compressBound), plus a margin: a hint only,
+// since another compressor may make more (packSection reads on).
+func zlibBound(n int64) int64 {
+	return n + n>>12 + n>>14 + n>>25 + 13 + 64
 }
 
 // openObjects opens the packs of st's repository for reading; close releases them.
@@ -230,13 +258,15 @@ func (r *objectReader) header(pos packPos) (packHeader, int64, error) {
 	return h, pos.off + int64(n-br.Len()), nil
 }
 
-// inflate opens an inflater on the compressed data at offset data of pack; release it with done.
-func (r *objectReader) inflate(pack int, data int64) (*inflater, error) {
+// inflate opens an inflater on the compressed data at offset data of pack, which inflates to size bytes; release
+// it with done.
+func (r *objectReader) inflate(pack int, data, size int64) (*inflater, error) {
 	inf, _ := r.zpool.Get().(*inflater)
 	if inf == nil {
 		inf = &inflater{br: bufio.NewReaderSize(nil, 32<<10), dr: bufio.NewReaderSize(nil, 32<<10), buf: make([]byte, 32<<10)}
 	}
-	inf.br.Reset(io.NewSectionReader(r.packs[pack].f, data, 1<<62))
+	inf.src = packSection{f: r.packs[pack].f, off: data, first: zlibBound(size)}
+	inf.br.Reset(&inf.src)
 	var err error
 	if inf.zr == nil {
 		inf.zr, err = zlib.NewReader(inf.br)
@@ -301,7 +331,7 @@ func (r *objectReader) size(h plumbing.Hash) (plumbing.ObjectType, int64, error)
 			return hdr.typ, size, nil
 		}
 		if size < 0 {
-			inf, err := r.inflate(pos.pack, data)
+			inf, err := r.inflate(pos.pack, data, hdr.size)
 			if err != nil {
 				return 0, 0, err
 			}
@@ -435,7 +465,7 @@ func (r *objectReader) content(pos packPos, depth int, keep bool, out func(typ p
 		if w == nil {
 			return typ, nil, nil
 		}
-		inf, err := r.inflate(pos.pack, data)
+		inf, err := r.inflate(pos.pack, data, hdr.size)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -457,7 +487,7 @@ func (r *objectReader) content(pos packPos, depth int, keep bool, out func(typ p
 			return 0, nil, err
 		}
 		// The base is resolved first, so that a chain holds one inflater at a time.
-		inf, err := r.inflate(pos.pack, data)
+		inf, err := r.inflate(pos.pack, data, hdr.size)
 		if err != nil {
 			return 0, nil, err
 		}

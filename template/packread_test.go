@@ -2,10 +2,15 @@ package template
 
 import (
 	"bytes"
+	"compress/zlib"
+	"crypto/sha1"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -154,5 +159,53 @@ func TestIdxOffset(t *testing.T) {
 		if got, ok := idxOffset(idx, plumbing.NewHash(h)); ok {
 			t.Errorf("idxOffset(%s) = %d, want not found", h, got)
 		}
+	}
+}
+
+// TestObjectReaderReadsPastHint: an object whose compressed data is far larger than zlib would make of it (a
+// flush after every byte, as another compressor may write) reads whole: the reader's first read of an object is
+// sized from what zlib makes, and it reads on from there.
+func TestObjectReaderReadsPastHint(t *testing.T) {
+	content := bytes.Repeat([]byte("0123456789abcdef"), 256) // 4 KiB
+	var z bytes.Buffer
+	zw, _ := zlib.NewWriterLevel(&z, zlib.NoCompression)
+	for _, c := range content {
+		zw.Write([]byte{c})
+		zw.Flush()
+	}
+	zw.Close()
+	if int64(z.Len()) <= zlibBound(int64(len(content))) {
+		t.Fatalf("compressed %d bytes, not past the hint %d", z.Len(), zlibBound(int64(len(content))))
+	}
+	var pack bytes.Buffer
+	pack.WriteString("PACK\x00\x00\x00\x02\x00\x00\x00\x01")
+	size := len(content)
+	hdr := []byte{byte(plumbing.BlobObject)<<4 | byte(size&15)}
+	for size >>= 4; size > 0; size >>= 7 {
+		hdr[len(hdr)-1] |= 0x80
+		hdr = append(hdr, byte(size&0x7f))
+	}
+	pack.Write(hdr)
+	pack.Write(z.Bytes())
+	sum := sha1.Sum(pack.Bytes())
+	pack.Write(sum[:])
+	repo := filepath.Join(t.TempDir(), "r.git")
+	gitCmd(t, t.TempDir(), "init", "-q", "--bare", repo)
+	packPath := filepath.Join(repo, "objects", "pack", "pack-"+hex.EncodeToString(sum[:])+".pack")
+	if err := os.WriteFile(packPath, pack.Bytes(), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	gitCmd(t, repo, "index-pack", packPath)
+	st := openStore(repo)
+	defer st.Close()
+	objs, err := openObjects(st, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer objs.close()
+	h := plumbing.ComputeHash(plumbing.BlobObject, content)
+	typ, got, err := objs.read(h, false)
+	if err != nil || typ != plumbing.BlobObject || !bytes.Equal(got, content) {
+		t.Fatalf("read = %v, %d bytes, %v; want the blob's %d bytes", typ, len(got), err, len(content))
 	}
 }
