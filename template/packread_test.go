@@ -49,13 +49,7 @@ func TestObjectReaderMatchesGit(t *testing.T) {
 	if packs := gitCmd(t, repo, "count-objects", "-v"); !strings.Contains(packs, "packs: 2") {
 		t.Fatalf("want the two packs of Add and Update:\n%s", packs)
 	}
-	st := openStore(repo)
-	defer st.Close()
-	objs, err := openObjects(st, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer objs.close()
+	objs := testObjects(t, repo)
 	deltas := 0
 	for line := range strings.SplitSeq(gitCmd(t, repo, "cat-file", "--batch-all-objects", "--batch-check=%(objectname) %(objecttype) %(objectsize) %(deltabase)"), "\n") {
 		f := strings.Fields(line)
@@ -196,16 +190,23 @@ func TestObjectReaderReadsPastHint(t *testing.T) {
 		t.Fatal(err)
 	}
 	gitCmd(t, repo, "index-pack", packPath)
-	st := openStore(repo)
-	defer st.Close()
-	objs, err := openObjects(st, Limits{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer objs.close()
+	objs := testObjects(t, repo)
 	h := plumbing.ComputeHash(plumbing.BlobObject, content)
 	typ, got, err := objs.read(h, false)
 	if err != nil || typ != plumbing.BlobObject || !bytes.Equal(got, content) {
 		t.Fatalf("read = %v, %d bytes, %v; want the blob's %d bytes", typ, len(got), err, len(content))
 	}
+}
+
+// testObjects opens an objectReader on the bare repository repo, closed when the test ends.
+func testObjects(t *testing.T, repo string) *objectReader {
+	t.Helper()
+	st := openStore(repo)
+	t.Cleanup(func() { st.Close() })
+	objs, err := openObjects(st, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(objs.close)
+	return objs
 }
