@@ -66,7 +66,7 @@ type addBench struct {
 }
 
 // addResult is what benchAddVsGit measured besides its metrics: the peak resident memory of the process during
-// Add and during Update (the most over the iterations).
+// Add and during Update or Pin (the most over the iterations).
 type addResult struct {
 	addPeak, updatePeak int64
 }
@@ -75,11 +75,15 @@ type addResult struct {
 // plus `git --work-tree=DIR checkout -f` of the same URL and a syncfs (syncWork), both in each iteration in
 // alternating order, and reports
 // their times, add/git-ratio and add/git-cpu-ratio, and the time of Add's phases. With opt.update it then runs
-// Registry.Update against `git fetch` plus a checkout of the new commit into a new directory and a syncfs, and reports
-// update/git-ratio and update/git-cpu-ratio.
+// Registry.Update, which starts from the tree Add kept, against `git fetch` plus `git reset --hard` of the clone's
+// work tree (git's own update, which also writes only what changed) and a syncfs, and reports update/git-ratio and
+// update/git-cpu-ratio; then Pin back to Add's commit with no kept tree (a whole verification checkout, as an
+// Update after a tenant took the kept tree does) against a git checkout of that commit into a new directory, and
+// reports pin-cold/git-ratio and pin-cold/git-cpu-ratio.
 func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 	url := "file://" + src
 	var addTotal, gitTotal, addCPU, gitCPU, updTotal, gitUpdTotal, updCPU, gitUpdCPU, gitSync time.Duration
+	var pinTotal, gitPinTotal, pinCPU, gitPinCPU time.Duration
 	phases := map[Phase]time.Duration{}
 	var res addResult
 	i := 0
@@ -102,11 +106,13 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 			cpu := cpuTime()
 			start := time.Now()
 			gitCmd(b, work, "--git-dir="+bare, "fetch", "-q", url, "+refs/heads/*:refs/heads/*")
-			gitCheckout(b, bare, "main", filepath.Join(work, "tree2"), filepath.Join(work, "index2"))
+			gitCmd(b, work, "--git-dir="+bare, "--work-tree="+filepath.Join(work, "tree"), "reset", "-q", "--hard", "main")
+			syncWork(b, work)
 			gitUpdTotal += time.Since(start)
 			gitUpdCPU += cpuTime() - cpu
 		}
 		var r *Registry
+		var added string // Add's commit
 		runAdd := func() {
 			var err error
 			r, err = New(Config{Dir: filepath.Join(work, "cache"), Validate: opt.validate})
@@ -124,9 +130,11 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 					phase, since = p.Phase, now
 				}
 			}
-			if _, err := r.Add(b.Context(), name, url, "", progress); err != nil {
+			tm, err := r.Add(b.Context(), name, url, "", progress)
+			if err != nil {
 				b.Fatal(err)
 			}
+			added = tm.Commit
 			phases[phase] += time.Since(since)
 			addTotal += time.Since(start)
 			r.cleanup.Wait() // the background removal of the scratch tree
@@ -145,6 +153,27 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 			updCPU += cpuTime() - cpu
 			res.updatePeak = max(res.updatePeak, peakRSS(b))
 		}
+		runPinCold := func() {
+			r.dropKept(name)
+			r.cleanup.Wait()
+			resetPeakRSS(b)
+			cpu := cpuTime()
+			start := time.Now()
+			if _, err := r.Pin(b.Context(), name, added); err != nil {
+				b.Fatal(err)
+			}
+			pinTotal += time.Since(start)
+			r.cleanup.Wait()
+			pinCPU += cpuTime() - cpu
+			res.updatePeak = max(res.updatePeak, peakRSS(b))
+		}
+		runGitPin := func() {
+			cpu := cpuTime()
+			start := time.Now()
+			gitCheckout(b, bare, added, filepath.Join(work, "tree3"), filepath.Join(work, "index3"))
+			gitPinTotal += time.Since(start)
+			gitPinCPU += cpuTime() - cpu
+		}
 		if opt.reset != nil {
 			opt.reset()
 		}
@@ -161,9 +190,13 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 			if i%2 == 0 {
 				runGitUpdate()
 				runUpdate()
+				runGitPin()
+				runPinCold()
 			} else {
 				runUpdate()
 				runGitUpdate()
+				runPinCold()
+				runGitPin()
 			}
 		}
 		r.Close()
@@ -182,6 +215,9 @@ func benchAddVsGit(b *testing.B, name, src string, opt addBench) addResult {
 		b.ReportMetric(float64(updTotal.Milliseconds())/float64(i), "update-ms/op")
 		b.ReportMetric(float64(updTotal)/float64(gitUpdTotal), "update/git-ratio")
 		b.ReportMetric(float64(updCPU)/float64(gitUpdCPU), "update/git-cpu-ratio")
+		b.ReportMetric(float64(pinTotal.Milliseconds())/float64(i), "pin-cold-ms/op")
+		b.ReportMetric(float64(pinTotal)/float64(gitPinTotal), "pin-cold/git-ratio")
+		b.ReportMetric(float64(pinCPU)/float64(gitPinCPU), "pin-cold/git-cpu-ratio")
 	}
 	return res
 }

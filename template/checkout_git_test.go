@@ -71,14 +71,7 @@ func TestCheckoutMatchesGit(t *testing.T) {
 			if err := r.Materialize(t.Context(), "deltas", commit, "", target, nil); err != nil {
 				t.Fatal(err)
 			}
-			ref := filepath.Join(t.TempDir(), "ref")
-			os.MkdirAll(ref, 0o755)
-			cmd := exec.Command("git", "--work-tree="+ref, "checkout", "-q", "-f", commit, "--", ".")
-			cmd.Dir = src.dir
-			cmd.Env = append(gitEnv(src.dir), "GIT_INDEX_FILE="+filepath.Join(t.TempDir(), "index"))
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("git checkout: %v\n%s", err, out)
-			}
+			ref := gitCheckoutOf(t, src.dir, commit)
 			if out, err := exec.Command("diff", "-rq", "--no-dereference", ref, target).CombinedOutput(); err != nil {
 				t.Errorf("commit %.12s (tree kept by Add or Update: %v): the checkout differs from git's:\n%s", commit, kept, out)
 			}

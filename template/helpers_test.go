@@ -212,6 +212,21 @@ func snapshot(t testing.TB, root string, skip ...string) []string {
 	return out
 }
 
+// gitCheckoutOf checks commit of the repository dir out with git into a new directory (with an index of its
+// own) and returns that directory: what the registry's checkouts are compared with.
+func gitCheckoutOf(t testing.TB, dir, commit string) string {
+	t.Helper()
+	ref := filepath.Join(t.TempDir(), "ref")
+	os.MkdirAll(ref, 0o755)
+	cmd := exec.Command("git", "--work-tree="+ref, "checkout", "-q", "-f", commit, "--", ".")
+	cmd.Dir = dir
+	cmd.Env = append(gitEnv(dir), "GIT_INDEX_FILE="+filepath.Join(t.TempDir(), "index"))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("git checkout: %v\n%s", err, out)
+	}
+	return ref
+}
+
 // newRegistry makes a Registry on a fresh cache directory.
 func newRegistry(t testing.TB, cfg Config) *Registry {
 	t.Helper()

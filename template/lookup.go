@@ -2,7 +2,6 @@ package template
 
 import (
 	"fmt"
-	"io"
 	"io/fs"
 	"path"
 	"slices"
@@ -82,24 +81,16 @@ func (r *Registry) ReadFile(name, commit, file string, max int64) ([]byte, error
 			if e.mode != 0o100644 && e.mode != 0o100755 && e.mode != 0o100664 {
 				return &TreeError{Commit: co.commit, Path: file, Kind: ErrUnsafeMode, Reason: fmt.Sprintf("not a regular file (mode %06o %s)", e.mode, describeMode(e.mode))}
 			}
-			obj, err := co.blob(e, p)
+			size, err := co.blobSize(e, p)
 			if err != nil {
 				return err
 			}
-			if obj.Size() > max {
-				return &TreeError{Commit: co.commit, Path: file, Kind: ErrTooLarge, Reason: fmt.Sprintf("%d bytes, more than the limit of %d", obj.Size(), max)}
+			if size > max {
+				return &TreeError{Commit: co.commit, Path: file, Kind: ErrTooLarge, Reason: fmt.Sprintf("%d bytes, more than the limit of %d", size, max)}
 			}
-			rd, err := obj.Reader()
+			data, err = co.readBlob(e, p, size)
 			if err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrStorage, file, err)
-			}
-			defer rd.Close()
-			data, err = io.ReadAll(io.LimitReader(rd, max+1))
-			if err != nil {
-				return fmt.Errorf("%w: %s: %w", ErrStorage, file, err)
-			}
-			if int64(len(data)) > max {
-				return &TreeError{Commit: co.commit, Path: file, Kind: ErrTooLarge, Reason: fmt.Sprintf("more than the limit of %d bytes", max)}
+				return err
 			}
 		}
 		return nil

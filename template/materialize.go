@@ -3,8 +3,10 @@ package template
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -100,28 +102,30 @@ type treeEntry struct {
 // O_EXCL), so a symlink of the tree is never followed and nothing is written
 // outside the destination.
 //
-// The tree walk and all reads from the object store run in the calling
-// goroutine (go-git's storage is not safe for concurrent use); small files
-// are handed with their content to a few writer goroutines, which hold a
-// reference on the directory descriptor they write into.
+// The tree walk runs in the calling goroutine, which also streams large
+// files; small files are handed to a few writer goroutines, which read
+// (inflate) them from the packs (objectReader is safe for concurrent use)
+// and hold a reference on the directory descriptor they write into.
 type checkout struct {
 	ctx      context.Context
-	store    objectStore
+	objs     *objectReader
 	commit   string
 	limits   Limits
 	umask    uint32
 	entries  int
 	files    int
 	written  int64
-	buf      []byte
 	progress func(files int, bytes int64)
 
-	jobs   chan writeJob
-	queued queuedBytes
-	wg     sync.WaitGroup
-	failed atomic.Bool
-	errMu  sync.Mutex
-	werr   error
+	trashfd int // runFrom: where removed directories go
+	trashed int
+	jobs    chan writeJob // to the readers
+	ready   chan writeJob // from the readers to the writer
+	queued  queuedBytes
+	wg      sync.WaitGroup
+	failed  atomic.Bool
+	errMu   sync.Mutex
+	werr    error
 }
 
 // dirRef is a directory descriptor shared by the walker and the writers;
@@ -145,10 +149,11 @@ func (d *dirRef) release() {
 	}
 }
 
-// maxQueuedBytes bounds the content of the small files read and not yet written by the writer goroutines.
+// maxQueuedBytes bounds the content of the small files handed to the readers and not yet written by the writer
+// (counted from their sizes when they are handed over, so it also bounds what the readers and the writer hold).
 const maxQueuedBytes = 8 << 20
 
-// queuedBytes counts the bytes handed to the writers and not yet written; add waits while the count is over
+// queuedBytes counts the bytes handed to the readers and not yet written; add waits while the count is over
 // maxQueuedBytes.
 type queuedBytes struct {
 	mu   sync.Mutex
@@ -183,17 +188,18 @@ type writeJob struct {
 	name string
 	path string
 	mode uint32
-	data []byte
+	size int64
 	hash plumbing.Hash // the blob's object id, which data must hash to
+	data []byte        // read by a reader
 }
 
 // streamThreshold is the blob size from which a file is streamed by the
-// walker itself instead of being buffered for a writer goroutine.
+// walker itself instead of being read whole by a reader goroutine.
 const streamThreshold = 1 << 20
 
-func newCheckout(ctx context.Context, store objectStore, commit string, limits Limits, progress func(int, int64)) *checkout {
-	return &checkout{ctx: ctx, store: store, commit: commit, limits: limits.withDefaults(),
-		umask: readUmask(), buf: make([]byte, 256<<10), progress: progress}
+func newCheckout(ctx context.Context, objs *objectReader, commit string, limits Limits, progress func(int, int64)) *checkout {
+	return &checkout{ctx: ctx, objs: objs, commit: commit, limits: limits.withDefaults(),
+		umask: readUmask(), progress: progress}
 }
 
 // readUmask reads the process umask from /proc/self/status without changing
@@ -215,6 +221,12 @@ func readUmask() uint32 {
 
 // run checks the tree out into the directory rootfd (not closed).
 func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
+	return c.walk(rootfd, tree, func(root *dirRef) error { return c.writeTree(root, tree, "", 0) })
+}
+
+// walk measures tree, then runs write on the directory rootfd with the readers and the writer of small files
+// running.
+func (c *checkout) walk(rootfd int, tree plumbing.Hash, write func(root *dirRef) error) error {
 	fd, err := unix.Dup(rootfd)
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrStorage, err)
@@ -224,14 +236,18 @@ func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
 		return err
 	}
 	c.jobs = make(chan writeJob, 256)
+	c.ready = make(chan writeJob, 64)
+	var readers sync.WaitGroup
 	for range max(2, runtime.GOMAXPROCS(0)) {
-		c.wg.Add(1)
-		go c.writer()
+		readers.Go(c.reader)
 	}
+	c.wg.Go(c.writer)
 	root := newDirRef(fd)
-	err = c.writeTree(root, tree, "", 0)
+	err = write(root)
 	root.release()
 	close(c.jobs)
+	readers.Wait()
+	close(c.ready)
 	c.wg.Wait()
 	if err != nil {
 		return err
@@ -239,30 +255,51 @@ func (c *checkout) run(rootfd int, tree plumbing.Hash) error {
 	return c.werr
 }
 
-func (c *checkout) writer() {
-	defer c.wg.Done()
+func (c *checkout) setErr(err error) {
+	c.errMu.Lock()
+	if c.werr == nil {
+		c.werr = err
+	}
+	c.errMu.Unlock()
+	c.failed.Store(true)
+}
+
+// reader reads (inflates) the small files the walker hands over and checks each against its blob id.
+func (c *checkout) reader() {
 	for j := range c.jobs {
 		if !c.failed.Load() {
+			var err error
+			if j.data, err = c.readBlob(treeEntry{name: j.name, hash: j.hash}, j.path, j.size); err == nil {
+				h := newBlobHasher(j.size)
+				h.Write(j.data)
+				err = h.check(j.hash, j.path)
+			}
+			if err == nil {
+				c.ready <- j
+				continue
+			}
+			c.setErr(err)
+		}
+		j.dir.release()
+		c.queued.done(j.size)
+	}
+}
+
+// writer writes the files the readers checked: one goroutine, since files created at once in the same
+// directory by several threads contend for it in the kernel (about five times the CPU per create here).
+func (c *checkout) writer() {
+	for j := range c.ready {
+		if !c.failed.Load() {
 			if err := c.writeSmall(j); err != nil {
-				c.errMu.Lock()
-				if c.werr == nil {
-					c.werr = err
-				}
-				c.errMu.Unlock()
-				c.failed.Store(true)
+				c.setErr(err)
 			}
 		}
 		j.dir.release()
-		c.queued.done(int64(len(j.data)))
+		c.queued.done(j.size)
 	}
 }
 
 func (c *checkout) writeSmall(j writeJob) error {
-	h := newBlobHasher(int64(len(j.data)))
-	h.Write(j.data)
-	if err := h.check(j.hash, j.path); err != nil {
-		return err
-	}
 	fd, err := c.createFile(j.dir.fd, j.name, j.path, j.mode)
 	if err != nil {
 		return err
@@ -311,19 +348,15 @@ func (c *checkout) fail(path string, kind error, format string, args ...any) err
 // readTree parses a tree object by hand, keeping the raw modes so that
 // setuid bits or odd modes in crafted trees are seen (go-git's decoder
 // canonicalises them away).
+//
+// Trees are kept in the reader's cache: measure reads each once, writeTree once more.
 func (c *checkout) readTree(h plumbing.Hash, path string) ([]treeEntry, error) {
-	obj, err := c.store.EncodedObject(plumbing.TreeObject, h)
+	typ, data, err := c.objs.read(h, true)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tree %s of %q: %w", ErrStorage, h, path, err)
 	}
-	rd, err := obj.Reader()
-	if err != nil {
-		return nil, fmt.Errorf("%w: tree %s: %w", ErrStorage, h, err)
-	}
-	data, err := io.ReadAll(rd)
-	rd.Close()
-	if err != nil {
-		return nil, fmt.Errorf("%w: tree %s: %w", ErrStorage, h, err)
+	if typ != plumbing.TreeObject {
+		return nil, fmt.Errorf("%w: tree %s of %q: is a %s, not a tree", ErrStorage, h, path, typ)
 	}
 	var out []treeEntry
 	for len(data) > 0 {
@@ -442,41 +475,54 @@ func (c *checkout) writeTree(dir *dirRef, h plumbing.Hash, path string, depth in
 	}
 	for _, e := range entries {
 		p := joinPath(path, e.name)
-		if err := c.checkName(e.name, p); err != nil {
+		if ok, err := c.enter(e, p); !ok {
 			return err
 		}
-		if c.failed.Load() {
-			return nil
-		}
-		c.entries++
-		if c.entries > c.limits.MaxEntries {
-			return c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
-		}
-		if c.entries%256 == 0 {
-			if err := c.ctx.Err(); err != nil {
-				return err
-			}
-		}
-		switch e.mode {
-		case 0o040000:
-			err = c.writeDir(dir.fd, e, p, depth)
-		case 0o100644, 0o100664:
-			err = c.writeFile(dir, e, p, 0o644)
-		case 0o100755:
-			err = c.writeFile(dir, e, p, 0o755)
-		case 0o120000:
-			err = c.writeSymlink(dir.fd, e, p)
-		case 0o160000:
-			err = c.fail(p, ErrSubmodule, "submodule (gitlink to commit %s); vendor its content into the template instead", e.hash)
-		default:
-			err = c.fail(p, ErrUnsafeMode, "mode %06o %s; Git writes only 100644, 100755, 120000, 040000 and 160000, "+
-				"and the checkout never sets setuid, setgid or sticky bits from a repository", e.mode, describeMode(e.mode))
-		}
-		if err != nil {
+		if err := c.writeEntry(dir, e, p, depth); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// enter checks entry e (at p) of a tree before it is written and counts it; false means stop (with the error,
+// or nil when a writer failed: run reports that error).
+func (c *checkout) enter(e treeEntry, p string) (bool, error) {
+	if err := c.checkName(e.name, p); err != nil {
+		return false, err
+	}
+	if c.failed.Load() {
+		return false, nil
+	}
+	c.entries++
+	if c.entries > c.limits.MaxEntries {
+		return false, c.fail(p, ErrTooLarge, "more than %d entries (limit MaxEntries)", c.limits.MaxEntries)
+	}
+	if c.entries%256 == 0 {
+		if err := c.ctx.Err(); err != nil {
+			return false, err
+		}
+	}
+	return true, nil
+}
+
+// writeEntry writes entry e of a tree into the directory dir.
+func (c *checkout) writeEntry(dir *dirRef, e treeEntry, p string, depth int) error {
+	switch e.mode {
+	case 0o040000:
+		return c.writeDir(dir.fd, e, p, depth)
+	case 0o100644, 0o100664:
+		return c.writeFile(dir, e, p, 0o644)
+	case 0o100755:
+		return c.writeFile(dir, e, p, 0o755)
+	case 0o120000:
+		return c.writeSymlink(dir.fd, e, p)
+	case 0o160000:
+		return c.fail(p, ErrSubmodule, "submodule (gitlink to commit %s); vendor its content into the template instead", e.hash)
+	default:
+		return c.fail(p, ErrUnsafeMode, "mode %06o %s; Git writes only 100644, 100755, 120000, 040000 and 160000, "+
+			"and the checkout never sets setuid, setgid or sticky bits from a repository", e.mode, describeMode(e.mode))
+	}
 }
 
 func describeMode(m uint32) string {
@@ -536,46 +582,39 @@ func (c *checkout) writeDir(dirfd int, e treeEntry, p string, depth int) error {
 	return c.writeTree(sub, e.hash, p, depth+1)
 }
 
-// objectSizer is the part of go-git's storage that reads an object's size from its header alone.
-type objectSizer interface {
-	EncodedObjectSize(plumbing.Hash) (int64, error)
-}
-
-// blobSize is the size of a blob, from its header when the store can read that alone (go-git's inflates a small
-// object whole to return it, and measure would inflate every small file once more than the checkout).
+// blobSize is the size of a blob, from its header (of a delta, from the start of its instructions), without
+// inflating it.
 func (c *checkout) blobSize(e treeEntry, p string) (int64, error) {
-	if s, ok := c.store.(objectSizer); ok {
-		size, err := s.EncodedObjectSize(e.hash)
-		if err != nil {
-			return 0, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
-		}
-		return size, nil
-	}
-	obj, err := c.blob(e, p)
+	typ, size, err := c.objs.size(e.hash)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
 	}
-	return obj.Size(), nil
+	if typ != plumbing.BlobObject {
+		return 0, fmt.Errorf("%w: %q: object %s is a %s, not a blob", ErrStorage, p, e.hash, typ)
+	}
+	return size, nil
 }
 
-// blob looks a blob up. Its size comes from the object header: blobs of at
-// most 16 KiB (go-git's small-object size) are in memory already, larger ones
-// (over the storage's LargeObjectThreshold) are inflated only when their
-// Reader is opened, after the limits are checked, and streamed from the pack.
-func (c *checkout) blob(e treeEntry, p string) (plumbing.EncodedObject, error) {
-	obj, err := c.store.EncodedObject(plumbing.BlobObject, e.hash)
+// readBlob reads a blob of size bytes (as blobSize said) whole.
+func (c *checkout) readBlob(e treeEntry, p string, size int64) ([]byte, error) {
+	typ, data, err := c.objs.read(e.hash, false)
 	if err != nil {
-		return nil, fmt.Errorf("%w: blob %s of %q missing from the cache: %w", ErrStorage, e.hash, p, err)
+		return nil, fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
 	}
-	return obj, nil
+	if typ != plumbing.BlobObject {
+		return nil, fmt.Errorf("%w: %q: object %s is a %s, not a blob", ErrStorage, p, e.hash, typ)
+	}
+	if int64(len(data)) != size {
+		return nil, fmt.Errorf("%w: blob %s of %q: read %d bytes, its header says %d", ErrStorage, e.hash, p, len(data), size)
+	}
+	return data, nil
 }
 
 func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) error {
-	obj, err := c.blob(e, p)
+	size, err := c.blobSize(e, p)
 	if err != nil {
 		return err
 	}
-	size := obj.Size()
 	if size > c.limits.MaxFileSize {
 		return c.fail(p, ErrTooLarge, "file of %d bytes exceeds the per-file limit of %d bytes", size, c.limits.MaxFileSize)
 	}
@@ -588,96 +627,91 @@ func (c *checkout) writeFile(dir *dirRef, e treeEntry, p string, mode uint32) er
 		c.progress(c.files, c.written)
 	}
 	if size < streamThreshold {
-		data := make([]byte, size)
-		if size > 0 {
-			rd, err := obj.Reader()
-			if err != nil {
-				return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
-			}
-			_, err = io.ReadFull(rd, data)
-			rd.Close()
-			if err != nil {
-				return fmt.Errorf("%w: blob %s of %q (%d bytes): %w", ErrStorage, e.hash, p, size, err)
-			}
-		}
 		c.queued.add(size)
 		dir.acquire()
-		c.jobs <- writeJob{dir: dir, name: e.name, path: p, mode: mode, data: data, hash: e.hash}
+		c.jobs <- writeJob{dir: dir, name: e.name, path: p, mode: mode, size: size, hash: e.hash}
 		return nil
 	}
-	// Large: stream it here, from the lazily read object.
+	// Large: stream it here, inflated as it is written (a delta's base is held while it is applied).
 	fd, err := c.createFile(dir.fd, e.name, p, mode)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
-	rd, err := obj.Reader()
-	if err != nil {
-		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
-	}
 	h := newBlobHasher(size)
-	n, err := copyToFD(fd, io.TeeReader(io.LimitReader(rd, size), h), c.buf)
-	rd.Close()
+	fw := &fdWriter{fd: fd}
+	err = c.objs.stream(e.hash, func(typ plumbing.ObjectType, n int64) (io.Writer, error) {
+		if typ != plumbing.BlobObject || n != size {
+			return nil, fmt.Errorf("%w: blob %s of %q: a %s of %d bytes, its header said a blob of %d", ErrStorage, e.hash, p, typ, n, size)
+		}
+		return io.MultiWriter(fw, h), nil
+	})
 	if err != nil {
 		return fmt.Errorf("%w: write %q: %w", ErrStorage, p, err)
 	}
-	if n != size {
-		return fmt.Errorf("%w: blob %s of %q: read %d bytes, object header says %d", ErrStorage, e.hash, p, n, size)
+	if fw.n != size {
+		return fmt.Errorf("%w: blob %s of %q: read %d bytes, object header says %d", ErrStorage, e.hash, p, fw.n, size)
 	}
 	return h.check(e.hash, p)
+}
+
+// fdWriter writes to a file descriptor, counting what it wrote.
+type fdWriter struct {
+	fd int
+	n  int64
+}
+
+func (w *fdWriter) Write(p []byte) (int, error) {
+	if err := writeAll(w.fd, p); err != nil {
+		return 0, err
+	}
+	w.n += int64(len(p))
+	return len(p), nil
 }
 
 // blobHasher computes a blob's Git object id from the content a checkout writes (as the pack guard does for each
 // object it reads), so that a file is never left with bytes other than its object's, whatever reads them from the
 // pack: go-git's lazy reader of large delta objects once wrote wrong bytes while every pack check passed.
-type blobHasher struct{ plumbing.Hasher }
+//
+// It is plain SHA-1 (crypto/sha1, with the CPU's SHA instructions), not the collision-detecting SHA-1 go-git's
+// Hasher is (about five times slower here): the object ids were computed with collision detection when the pack
+// was received (packGuard, packIndexer), and this check compares bytes read back from our own pack with the id
+// they were stored under, which a reader's error cannot turn into a collision.
+type blobHasher struct{ hash.Hash }
 
 func newBlobHasher(size int64) blobHasher {
-	return blobHasher{plumbing.NewHasher(plumbing.BlobObject, size)}
+	h := sha1.New()
+	h.Write(strconv.AppendInt([]byte("blob "), size, 10))
+	h.Write([]byte{0})
+	return blobHasher{h}
 }
 
 // check fails when the content written does not hash to want.
 func (h blobHasher) check(want plumbing.Hash, path string) error {
-	if got := h.Sum(); got != want {
+	var got plumbing.Hash
+	copy(got[:], h.Sum(nil))
+	if got != want {
 		return fmt.Errorf("%w: %q: the content read from the pack hashes to %s, not to its object id %s", ErrStorage, path, got, want)
 	}
 	return nil
 }
 
-func copyToFD(fd int, r io.Reader, buf []byte) (int64, error) {
-	var total int64
-	for {
-		n, rerr := r.Read(buf)
-		if err := writeAll(fd, buf[:n]); err != nil {
-			return total, err
-		}
-		total += int64(n)
-		if rerr == io.EOF {
-			return total, nil
-		}
-		if rerr != nil {
-			return total, rerr
-		}
-	}
-}
-
 func (c *checkout) writeSymlink(dirfd int, e treeEntry, p string) error {
-	obj, err := c.blob(e, p)
+	size, err := c.blobSize(e, p)
 	if err != nil {
 		return err
 	}
-	size := obj.Size()
 	if size == 0 || size > maxSymlinkTarget {
 		return c.fail(p, ErrUnsafeName, "symlink target of %d bytes (must be 1..%d)", size, maxSymlinkTarget)
 	}
-	rd, err := obj.Reader()
+	target, err := c.readBlob(e, p, size)
 	if err != nil {
-		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+		return err
 	}
-	target, err := io.ReadAll(io.LimitReader(rd, size))
-	rd.Close()
-	if err != nil {
-		return fmt.Errorf("%w: blob %s of %q: %w", ErrStorage, e.hash, p, err)
+	h := newBlobHasher(size)
+	h.Write(target)
+	if err := h.check(e.hash, p); err != nil {
+		return err
 	}
 	if bytes.IndexByte(target, 0) >= 0 {
 		return c.fail(p, ErrUnsafeName, "symlink target contains NUL")

@@ -247,54 +247,24 @@ func scanPack(r *feedReader, max int64, ix *packIndexer) error {
 	for i := uint32(0); i < count; i++ {
 		offset := r.consumed
 		r.startCRC()
-		c, err := r.ReadByte()
+		hdr, err := readPackHeader(r)
 		if err != nil {
 			return err
 		}
-		typ := (c >> 4) & 7
-		size := int64(c & 15)
-		for shift := 4; c&0x80 != 0; shift += 7 {
-			if shift > 56 {
-				return errors.New("pack object header: size overflows")
-			}
-			if c, err = r.ReadByte(); err != nil {
-				return err
-			}
-			size |= int64(c&0x7f) << shift
+		if hdr.size > max {
+			return tooLarge("object %d of the pack is %d bytes, more than %d", i, hdr.size, max)
 		}
-		if size > max {
-			return tooLarge("object %d of the pack is %d bytes, more than %d", i, size, max)
-		}
-		o := packObject{offset: offset, typ: plumbing.ObjectType(typ), size: size, base: -1}
+		o := packObject{offset: offset, typ: hdr.typ, size: hdr.size, base: -1, baseHash: hdr.baseHash}
 		switch o.typ {
-		case plumbing.CommitObject, plumbing.TreeObject, plumbing.BlobObject, plumbing.TagObject:
-		case plumbing.OFSDeltaObject: // the base's offset backwards, as git encodes it
-			var back int64
-			for n := 0; ; n++ {
-				if n > 9 {
-					return errors.New("pack: delta offset overflows")
-				}
-				if c, err = r.ReadByte(); err != nil {
-					return err
-				}
-				if n > 0 {
-					back++
-				}
-				back = back<<7 | int64(c&0x7f)
-				if c&0x80 == 0 {
-					break
-				}
-			}
-			if err := ix.setOFSBase(&o, offset-back); err != nil {
+		case plumbing.CommitObject, plumbing.TreeObject, plumbing.BlobObject, plumbing.TagObject, plumbing.REFDeltaObject:
+		case plumbing.OFSDeltaObject:
+			if err := ix.setOFSBase(&o, offset-hdr.back); err != nil {
 				return fmt.Errorf("pack object %d: %w", i, err)
 			}
-		case plumbing.REFDeltaObject:
-			if _, err := io.ReadFull(r, o.baseHash[:]); err != nil {
-				return err
-			}
 		default:
-			return fmt.Errorf("pack object %d: bad type %d", i, typ)
+			return fmt.Errorf("pack object %d: bad type %d", i, hdr.typ)
 		}
+		size := hdr.size
 		o.data = r.consumed
 		zr, err := zlib.NewReader(r)
 		if err != nil {

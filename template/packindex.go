@@ -38,7 +38,6 @@ type packIndexer struct {
 	cached   int64
 	large    []byte // the last base too large for the cache, so that its other deltas do not inflate it again
 	largeAt  int
-	copyBuf  []byte
 	resolved int
 }
 
@@ -109,7 +108,6 @@ func (ix *packIndexer) finish() error {
 // refused, as go-git's own parser does.
 func (ix *packIndexer) resolveAll() error {
 	ix.cache = map[int][]byte{}
-	ix.copyBuf = make([]byte, 32<<10)
 	defer func() { ix.cache, ix.order, ix.cached, ix.large = nil, nil, 0, nil }()
 	byHash := map[plumbing.Hash]int{}
 	pendingRef := 0
@@ -277,39 +275,58 @@ func (ix *packIndexer) inflate(o *packObject) (io.ReadCloser, error) {
 // applyDelta applies the delta instructions read from dr (git's pack-format.txt) to base, hashing what they
 // make as an object of type typ when o's hash is not known yet, and with keep also collecting it in out.
 func (ix *packIndexer) applyDelta(o *packObject, typ plumbing.ObjectType, base []byte, dr *bufio.Reader, keep bool, out *[]byte) error {
-	srcSize, err := readVarint(dr)
+	srcSize, size, err := deltaSizes(dr)
 	if err != nil {
 		return err
 	}
 	if srcSize != int64(len(base)) {
 		return fmt.Errorf("its base has %d bytes, the delta expects %d", len(base), srcSize)
 	}
-	size, err := readVarint(dr)
-	if err != nil {
-		return err
-	}
 	if size > ix.max {
 		return tooLarge("a delta makes %d bytes, more than %d", size, ix.max)
 	}
-	var ws []io.Writer
 	var hasher plumbing.Hasher
 	hashing := o.hash.IsZero()
 	if hashing {
 		hasher = plumbing.NewHasher(typ, size)
-		ws = append(ws, hasher)
 	}
 	var buf []byte
 	if keep {
 		buf = make([]byte, 0, size)
 	}
-	emit := func(b []byte) {
-		for _, w := range ws {
-			w.Write(b)
+	if err := patchDelta(base, dr, size, func(b []byte) {
+		if hashing {
+			hasher.Write(b)
 		}
 		if keep {
 			buf = append(buf, b...)
 		}
+	}); err != nil {
+		return err
 	}
+	if hashing {
+		o.hash = hasher.Sum()
+		ix.resolved++
+	}
+	*out = buf
+	return nil
+}
+
+// deltaSizes reads the start of a delta's instructions: the sizes of its base and of what it makes.
+func deltaSizes(dr io.ByteReader) (src, dst int64, err error) {
+	if src, err = readVarint(dr); err != nil {
+		return 0, 0, err
+	}
+	if dst, err = readVarint(dr); err != nil {
+		return 0, 0, err
+	}
+	return src, dst, nil
+}
+
+// patchDelta applies the delta instructions read from dr, after deltaSizes, to base, passing what they make,
+// size bytes in all, to emit a piece at a time (pieces of base, or of a buffer reused for the next insert).
+func patchDelta(base []byte, dr *bufio.Reader, size int64, emit func([]byte)) error {
+	var lit [0x80]byte
 	var made int64
 	for {
 		cmd, err := dr.ReadByte()
@@ -353,11 +370,10 @@ func (ix *packIndexer) applyDelta(o *packObject, typ plumbing.ObjectType, base [
 			if made+n > size {
 				return errors.New("an insert reaches past its result")
 			}
-			lit := ix.copyBuf[:n]
-			if _, err := io.ReadFull(dr, lit); err != nil {
+			if _, err := io.ReadFull(dr, lit[:n]); err != nil {
 				return err
 			}
-			emit(lit)
+			emit(lit[:n])
 			made += n
 		default:
 			return errors.New("instruction 0 is reserved")
@@ -366,11 +382,6 @@ func (ix *packIndexer) applyDelta(o *packObject, typ plumbing.ObjectType, base [
 	if made != size {
 		return fmt.Errorf("makes %d bytes, its header says %d", made, size)
 	}
-	if hashing {
-		o.hash = hasher.Sum()
-		ix.resolved++
-	}
-	*out = buf
 	return nil
 }
 

@@ -34,7 +34,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -310,15 +309,16 @@ func cloneTemplate(t Template) Template {
 	return t
 }
 
-// objectCacheSize bounds the objects a repository's storage keeps in memory once read (go-git's default is
-// 96 MiB). A checkout reads each blob once; what the cache serves again is trees and delta bases.
+// objectCacheSize bounds the objects a repository's go-git storage keeps in memory once read (go-git's default
+// is 96 MiB), and, apart, the trees and delta bases a checkout's objectReader keeps. A checkout reads each blob
+// once; what a cache serves again is trees and delta bases.
 const objectCacheSize = 16 * cache.MiByte
 
 // largeObjectThreshold is the size over which go-git's storage would read an object lazily from its pack
 // instead of inflating it whole: 0, never. Its lazy reader of delta objects wrote wrong bytes for real binaries
-// (TestCheckoutMatchesGit; at 16 KiB every machine root had broken executables, at 1 MiB the larger ones), so
-// every object is inflated whole, one at a time, and its content checked against its object id as it is
-// written (blobHasher). A file's object is then in memory once while it is written, with its delta base.
+// (TestCheckoutMatchesGit; at 16 KiB every machine root had broken executables, at 1 MiB the larger ones). go-git
+// now reads only commits, tags and refs here (checkouts read through objectReader, which streams a file while
+// holding only its delta base, and checks every file against its object id as it is written: blobHasher).
 const largeObjectThreshold = 0
 
 // openStore opens a bare repository's storage. Call Close on it.
@@ -389,7 +389,7 @@ func (r *Registry) Add(ctx context.Context, name, url, ref string, progress func
 	if err != nil {
 		return Template{}, err
 	}
-	md, tree, err := r.verify(ctx, name, st, commit, rep)
+	md, tree, err := r.verify(ctx, name, st, commit, "", rep)
 	if err != nil {
 		return Template{}, err
 	}
@@ -487,7 +487,7 @@ func (r *Registry) Update(ctx context.Context, name string, progress func(Progre
 		log.Warn("template ref force-pushed", "ref", refName, "old", oldHead.String(), "new", commit.String())
 		rep.report(Progress{Phase: PhaseFetching, Message: msg}, true)
 	}
-	md, tree, err := r.verify(ctx, name, st, commit, rep)
+	md, tree, err := r.verify(ctx, name, st, commit, t.Commit, rep)
 	if err != nil {
 		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
 	}
@@ -535,7 +535,7 @@ func (r *Registry) Pin(ctx context.Context, name, commit string) (Template, erro
 	if _, err := cachedCommit(st, t, h); err != nil {
 		return Template{}, err
 	}
-	md, tree, err := r.verify(ctx, name, st, h, nil)
+	md, tree, err := r.verify(ctx, name, st, h, t.Commit, nil)
 	if err != nil {
 		return Template{}, fmt.Errorf("%w (pin stays at %s)", err, short(t.Commit))
 	}
@@ -620,13 +620,21 @@ func (r *Registry) Remove(ctx context.Context, name string, inUse func(name stri
 // verify checks that commit can be used: metadata.json parses, the tree
 // checks out safely within the limits, and the validator finds no errors. It
 // returns the verified tree (a directory in tmp/), which the caller keeps with
-// keepTree once the pin moved, or drops with dropTree.
-func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Storage, commit plumbing.Hash, rep *reporter) (*metadata.Metadata, string, error) {
+// keepTree once the pin moved, or drops with dropTree. When from (the pinned
+// commit, "" for none) still has its kept tree, that tree is taken and changed
+// into commit's (checkout.runFrom: only what differs is written); otherwise
+// the whole tree is checked out. Either way from's kept tree is gone after.
+func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Storage, commit plumbing.Hash, from string, rep *reporter) (*metadata.Metadata, string, error) {
 	c, err := object.GetCommit(st, commit)
 	if err != nil {
 		return nil, "", fmt.Errorf("%w: commit %s: %w", ErrStorage, commit, err)
 	}
-	co := newCheckout(ctx, st, commit.String(), r.limits, nil)
+	objs, err := openObjects(st, r.limits)
+	if err != nil {
+		return nil, "", err
+	}
+	defer objs.close()
+	co := newCheckout(ctx, objs, commit.String(), r.limits, nil)
 	md, err := readMetadata(co, c.TreeHash)
 	if err != nil {
 		return nil, "", err
@@ -645,7 +653,7 @@ func (r *Registry) verify(ctx context.Context, name string, st *filesystem.Stora
 	co.progress = func(files int, bytes int64) {
 		rep.report(Progress{Phase: PhaseCheckout, Objects: files, Bytes: bytes, Message: fmt.Sprintf("checked out %d files", files)}, false)
 	}
-	if err := writeInto(co, c.TreeHash, dir); err != nil {
+	if err := r.checkoutFrom(co, name, st, from, c.TreeHash, dir); err != nil {
 		return nil, "", err
 	}
 	rep.report(Progress{Phase: PhaseCheckout, Objects: co.files, Bytes: co.written,
@@ -728,6 +736,34 @@ func (r *Registry) takeKept(name, commit, subdir, dest string) bool {
 	return unix.Rename(src, dest) == nil
 }
 
+// checkoutFrom checks tree out into the empty directory dir, starting from the kept tree of commit from when
+// there is one (see verify).
+func (r *Registry) checkoutFrom(co *checkout, name string, st *filesystem.Storage, from string, tree plumbing.Hash, dir string) error {
+	if from == "" || !r.takeKept(name, from, "", dir) {
+		return writeInto(co, tree, dir)
+	}
+	old, err := object.GetCommit(st, plumbing.NewHash(from))
+	if err != nil {
+		return fmt.Errorf("%w: commit %s: %w", ErrStorage, from, err)
+	}
+	trash, err := os.MkdirTemp(filepath.Join(r.dir, "tmp"), "drop-")
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrStorage, err)
+	}
+	defer r.dropTree(trash)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: open %s: %w", ErrStorage, dir, err)
+	}
+	defer unix.Close(fd)
+	trashfd, err := unix.Open(trash, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("%w: open %s: %w", ErrStorage, trash, err)
+	}
+	defer unix.Close(trashfd)
+	return co.runFrom(fd, old.TreeHash, tree, trashfd)
+}
+
 // writeInto checks tree out into the existing directory dir.
 func writeInto(co *checkout, tree plumbing.Hash, dir string) error {
 	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -752,22 +788,17 @@ func readMetadata(co *checkout, tree plumbing.Hash) (*metadata.Metadata, error) 
 			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json",
 				Err: fmt.Errorf("must be a regular file, has mode %06o %s", e.mode, describeMode(e.mode))}
 		}
-		obj, err := co.blob(e, "metadata.json")
+		size, err := co.blobSize(e, "metadata.json")
 		if err != nil {
 			return nil, err
 		}
-		if size := obj.Size(); size > maxMetadataSize {
+		if size > maxMetadataSize {
 			return nil, &MetadataError{Commit: co.commit, Path: "metadata.json",
 				Err: fmt.Errorf("%d bytes, more than the limit of %d", size, maxMetadataSize)}
 		}
-		rd, err := obj.Reader()
+		data, err := co.readBlob(e, "metadata.json", size)
 		if err != nil {
-			return nil, fmt.Errorf("%w: metadata.json: %w", ErrStorage, err)
-		}
-		data, err := io.ReadAll(rd)
-		rd.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%w: metadata.json: %w", ErrStorage, err)
+			return nil, err
 		}
 		md, err := metadata.Parse(data)
 		if err != nil {
@@ -877,7 +908,12 @@ func (r *Registry) Materialize(ctx context.Context, name, commit, subdir, target
 	if err != nil {
 		return err
 	}
-	co := newCheckout(ctx, st, commit, r.limits, nil)
+	objs, err := openObjects(st, r.limits)
+	if err != nil {
+		return err
+	}
+	defer objs.close()
+	co := newCheckout(ctx, objs, commit, r.limits, nil)
 	tree := c.TreeHash
 	if subdir != "" {
 		if tree, err = co.lookupSubdir(tree, subdir); err != nil {
@@ -980,5 +1016,10 @@ func (r *Registry) withCommit(name, commit string, fn func(co *checkout, tree pl
 	if err != nil {
 		return err
 	}
-	return fn(newCheckout(context.Background(), st, commit, r.limits, nil), c.TreeHash)
+	objs, err := openObjects(st, r.limits)
+	if err != nil {
+		return err
+	}
+	defer objs.close()
+	return fn(newCheckout(context.Background(), objs, commit, r.limits, nil), c.TreeHash)
 }

@@ -92,11 +92,12 @@ func rootfsRepo(b *testing.B) (string, int64) {
 
 // BenchmarkAddRootFS compares Add of a real-sized rootfs template, validated by the daemon's validator
 // (validate.Tree, as bitbuilderd runs it), with `git clone --bare --no-local` plus `git checkout` of the same
-// repository, and then Update to a second commit on top (a few files changed) with `git fetch` plus a checkout of
-// that commit into a new directory, alternating the order in the same run. It reports the ratios of wall-clock
-// and CPU time (add/git-ratio: goal at most 1.5), the time of Add's phases (fetch, checkout, validate), and the
-// process's peak resident memory (VmHWM, reset before each Add and Update) against its bound: at most twice
-// the template's largest file plus rssFixedBound (rss-over-bound: goal at most 1).
+// repository, then Update to a second commit on top (a few files changed) with `git fetch` plus `git reset --hard`
+// of git's work tree, then Pin back to the first commit without the kept tree (a whole checkout) with a git
+// checkout into a new directory (benchAddVsGit), alternating the order in the same run. It reports the ratios of
+// wall-clock and CPU time (add/git-ratio: goal at most 1.5), the time of Add's phases (fetch, checkout, validate),
+// and the process's peak resident memory (VmHWM, reset before each Add, Update and Pin) against its bound: at
+// most twice the template's largest file plus rssFixedBound (rss-over-bound: goal at most 1).
 func BenchmarkAddRootFS(b *testing.B) {
 	src, largest := rootfsRepo(b)
 	upd := updatableRepo(b, src)
@@ -118,8 +119,9 @@ func BenchmarkAddRootFS(b *testing.B) {
 
 // rssFixedBound is the part of the bound on the peak resident memory of Add and Update that does not grow with
 // the template's largest file (see ARCHITECTURE.md, "Template fetch"): the Go runtime and this test binary,
-// go-git's object cache (objectCacheSize), the indexer's delta bases (deltaBaseCacheSize), the checkout's queue
-// (maxQueuedBytes) and buffers, and the garbage collector's headroom over all of them.
+// go-git's object cache and the checkout's objectReader cache (objectCacheSize each), the indexer's delta bases
+// (deltaBaseCacheSize), the checkout's queue (maxQueuedBytes) and buffers, and the garbage collector's headroom
+// over all of them.
 const rssFixedBound = 128 << 20
 
 // updatable is a repository that borrows the objects of a bench repository (git alternates) and holds, besides
