@@ -192,7 +192,7 @@ func listLean(b *testing.B, c *client, n int) {
 
 // settle waits until the reconciler has recorded every tenant's phase, so that a benchmark
 // measures the API and not the reconciler working through a burst of creates.
-func settle(b *testing.B, c *client) {
+func settle(b testing.TB, c *client) {
 	waitFor(b, func() bool {
 		for _, r := range c.callMore("io.bitbuilder.Tenant.List", `{}`) {
 			if r.Parameters["tenant"].(map[string]any)["phase"] == "pending" {

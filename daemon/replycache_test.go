@@ -151,14 +151,7 @@ func TestReplyCacheAcrossRestart(t *testing.T) {
 	for i := range 3 {
 		tenantOf(t, c.call("io.bitbuilder.Tenant.Create", fmt.Sprintf(`{"name":"r%d"}`, i)))
 	}
-	waitFor(t, func() bool {
-		for _, r := range c.callMore("io.bitbuilder.Tenant.List", `{}`) {
-			if tenantOf(t, r)["phase"] == "pending" {
-				return false
-			}
-		}
-		return true
-	}, "the reconciler to settle")
+	settle(t, c)
 	before := c.callMore("io.bitbuilder.Tenant.List", `{}`)
 	d.stop(t)
 	if _, err := os.Stat(filepath.Join(state, replyCacheFile)); err != nil {
